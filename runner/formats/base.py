@@ -1,0 +1,36 @@
+"""What every format provides: a config schema and a quantize function writing an artifact folder."""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Dict
+
+from omegaconf import MISSING
+
+
+@dataclass
+class FormatConfig:
+    name: str = MISSING  # equals the YAML file name; logged as the param format.name
+    family: str = MISSING  # which runner/formats module handles it
+    engine: str = "torch"  # which runner/engines module loads the artifact
+
+
+class Format:
+    """One format family. Subclasses set FAMILY and SCHEMA and implement quantize()."""
+
+    FAMILY: ClassVar[str]
+    SCHEMA: ClassVar[type]
+    USES_CALIBRATION: ClassVar[bool] = False  # when True the calibration config is part of the cache key
+
+    def validate(self, cfg: Any, model: "Any") -> None:
+        """Raise UserError for settings this model or machine cannot run. Called before any work."""
+
+    def library_versions(self) -> Dict[str, str]:
+        """Versions of the libraries whose output this format depends on (part of the cache key)."""
+        return {}
+
+    def quantize(self, model: Any, cfg: Any, calibration: Any, hardware: Any, out_dir: Path) -> Dict[str, Any]:
+        """Write the artifact into out_dir (an empty temp folder) and return manifest extras.
+
+        The returned dict must hold at least `weight_files` (names inside out_dir whose bytes
+        count as the model's size) and may add format-specific facts (e.g. tensor type histograms).
+        """
+        raise NotImplementedError

@@ -1,0 +1,72 @@
+"""The one-screen summary printed at the end of a run or a sweep, read back from MLflow."""
+from typing import List
+
+COLUMNS = [  # header, source, formatter
+    ("format", "param:format.name", "{}"),
+    ("engine", "param:format.engine", "{}"),
+    ("size MB", "size/bytes", lambda v: f"{v / 1e6:.1f}"),
+    ("bpw", "size/bits_per_weight", "{:.2f}"),
+    ("ppl", "quality/ppl", "{:.3f}"),
+    ("Δppl %", "quality/ppl_delta_pct", "{:+.2f}"),
+    ("KLD", "quality/kld_mean", "{:.4f}"),
+    ("KLD p99", "quality/kld_p99", "{:.3f}"),
+    ("top-1", "quality/top1_agree", lambda v: f"{100 * v:.1f}%"),
+    ("prefill t/s", "perf/prefill_tok_s", "{:.0f}"),
+    ("decode t/s", "perf/decode_tok_s", "{:.1f}"),
+    ("TTFT s", "perf/ttft_s_p50", "{:.3f}"),
+    ("p95 s", "perf/latency_s_p95", "{:.2f}"),
+    ("quant s", "time/quantize_s", "{:.1f}"),
+    ("status", "status", "{}"),
+]
+
+
+def _cell(run, source, fmt) -> str:
+    if source == "status":
+        return run.info.status
+    if source.startswith("param:"):
+        value = run.data.params.get(source[6:])
+    else:
+        value = run.data.metrics.get(source)
+    if value is None:
+        return "-"
+    return fmt(value) if callable(fmt) else fmt.format(value)
+
+
+def table(runs) -> str:
+    rows = [[h for h, _, _ in COLUMNS]] + [[_cell(r, s, f) for _, s, f in COLUMNS] for r in runs]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render(runs: List, uri: str, experiment: str, parent_run_id: str | None = None) -> str:
+    runs = sorted(runs, key=lambda r: r.info.start_time)
+    p = next((r.data.params for r in runs if "eval.n_tokens" in r.data.params), runs[0].data.params if runs else {})
+    lines = [f"quant-runner: {len(runs)} job(s) on {p.get('model.name', '?')}", ""]
+    lines.append(table(runs))
+    lines.append("")
+    if p.get("model.origin"):
+        lines.append(f"Model: {p['model.origin']}.")
+    if p.get("model.weights_note"):
+        lines.append(f"Note: {p['model.weights_note']}")
+    if "eval.n_tokens" in p:
+        lines.append(
+            f"Quality: token-level ppl over {p['eval.n_scored']} scored tokens of {p['eval.corpus']} "
+            f"(ctx {p['eval.ctx_len']}, stride {p['eval.stride']}, BOS {'prepended' if p['eval.add_bos'] == 'True' else 'not added'}, "
+            f"corpus sha256 {p['eval.corpus_sha256'][:12]}). KLD/top-1 vs baseline '{p['eval.baseline']}' on the torch "
+            f"engine (KLD over its top-{p['eval.kld_topk']} tokens + rest: a lower bound)."
+        )
+    if "benchmark.prompt_tokens" in p:
+        lines.append(
+            f"Speed: {p['benchmark.prompt_tokens']}-token prompt + {p['benchmark.gen_tokens']} greedy tokens, one stream, "
+            f"median of {p['benchmark.repeats']} after {p['benchmark.warmup']} warm-up, {p.get('hardware.threads')} thread(s) on {p.get('hardware.name')}."
+        )
+    failed = [r for r in runs if r.info.status != "FINISHED"]
+    for r in failed:
+        lines.append(f"FAILED {r.data.params.get('format.name', r.info.run_name)}: {r.data.tags.get('error', 'see error.txt')}")
+    where = f"MLflow: {uri}  experiment '{experiment}'"
+    if parent_run_id:
+        where += f"  sweep run {parent_run_id}"
+    lines.append(where + "  (browse: make ui -> http://127.0.0.1:5000)")
+    return "\n".join(lines)

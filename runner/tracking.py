@@ -1,0 +1,163 @@
+"""MLflow: one run per job, a parent run per sweep, params/metrics/tags/artifacts."""
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+from urllib.parse import urlparse
+
+from runner.errors import UserError
+
+PARENT_FILE = "mlflow_parent.json"
+
+
+def resolve_uri(uri: str) -> str:
+    """Make a relative sqlite/file store absolute (against the launch directory)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    if "://" not in uri:
+        return "sqlite:///" + str(Path(uri).resolve()) if uri.endswith(".db") else Path(uri).resolve().as_uri()
+    return uri
+
+
+def artifact_root(uri: str) -> Optional[str]:
+    """Artifacts of a local SQLite store go in mlartifacts/ beside the .db file; a server decides its own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    return None
+
+
+class Tracker:
+    def __init__(self, cfg):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = resolve_uri(cfg.uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.experiment_name = cfg.experiment
+        self.experiment_id = self._experiment_id()
+        self.run_id: Optional[str] = None
+
+    def _experiment_id(self) -> str:
+        if self.uri.startswith(("http://", "https://")):
+            _check_reachable(self.uri)
+        try:
+            exp = self.client.get_experiment_by_name(self.experiment_name)
+            if exp is not None:
+                return exp.experiment_id
+            return self.client.create_experiment(self.experiment_name, artifact_location=artifact_root(self.uri))
+        except Exception as e:
+            if "already exists" in str(e):  # a parallel job created it first
+                return self.client.get_experiment_by_name(self.experiment_name).experiment_id
+            raise UserError("tracking.uri", f"cannot use MLflow store '{self.uri}' ({type(e).__name__}: {str(e).splitlines()[0][:160]})",
+                            "pass a reachable tracking.uri (e.g. sqlite:///mlflow.db or http://127.0.0.1:5000)") from e
+
+    def start(self, run_name: str, parent_run_id: Optional[str] = None, tags: Optional[Dict[str, str]] = None) -> str:
+        tags = dict(tags or {})
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def log_params(self, params: Dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: Dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, 0) for k, v in sorted(metrics.items()) if v is not None]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 100])
+
+    def set_tags(self, tags: Dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def log_file(self, path: Path, subdir: Optional[str] = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path=subdir)
+
+    def log_json(self, obj: Any, name: str) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / name
+            p.write_text(json.dumps(obj, indent=2, default=str))
+            self.log_file(p)
+
+    def log_text(self, text: str, name: str) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / name
+            p.write_text(text)
+            self.log_file(p)
+
+    def end(self, status: str) -> None:
+        if self.run_id:
+            self.client.set_terminated(self.run_id, status=status)
+
+
+def _check_reachable(uri: str) -> None:
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
+    except Exception as e:
+        raise UserError("tracking.uri", f"MLflow server '{uri}' is not reachable ({e})",
+                        "start it (mlflow server --host 127.0.0.1) or pick another tracking.uri") from e
+
+
+def flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def environment_tags(project_dir: Path) -> Dict[str, str]:
+    import torch
+    import transformers
+
+    tags = {
+        "git.sha": _git(project_dir, "rev-parse", "HEAD") or "unknown",
+        "git.dirty": str(bool(_git(project_dir, "status", "--porcelain", "--untracked-files=no"))).lower(),
+        "version.torch": torch.__version__,
+        "version.transformers": transformers.__version__,
+        "version.python": platform.python_version(),
+        "host.cpu": _cpu_name(),
+        "host.cpu_count": str(os.cpu_count()),
+        "host.gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+    }
+    from runner import __version__
+
+    tags["version.quant_runner"] = __version__
+    return tags
+
+
+def _git(cwd: Path, *args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def host_of(uri: str) -> str:
+    return urlparse(uri).hostname or ""
