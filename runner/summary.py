@@ -42,7 +42,7 @@ def table(runs) -> str:
 
 def render(runs: List, uri: str, experiment: str, parent_run_id: str | None = None) -> str:
     runs = sorted(runs, key=lambda r: r.info.start_time)
-    p = next((r.data.params for r in runs if "eval.n_tokens" in r.data.params), runs[0].data.params if runs else {})
+    p = next((r.data.params for r in runs if "eval.n_scored" in r.data.params), runs[0].data.params if runs else {})
     lines = [f"quant-runner: {len(runs)} job(s) on {p.get('model.name', '?')}", ""]
     lines.append(table(runs))
     lines.append("")
@@ -50,14 +50,14 @@ def render(runs: List, uri: str, experiment: str, parent_run_id: str | None = No
         lines.append(f"Model: {p['model.origin']}.")
     if p.get("model.weights_note"):
         lines.append(f"Note: {p['model.weights_note']}")
-    if "eval.n_tokens" in p:
+    if "eval.n_scored" in p:
         lines.append(
             f"Quality: token-level ppl over {p['eval.n_scored']} scored tokens of {p['eval.corpus']} "
             f"(ctx {p['eval.ctx_len']}, stride {p['eval.stride']}, BOS {'prepended' if p['eval.add_bos'] == 'True' else 'not added'}, "
             f"corpus sha256 {p['eval.corpus_sha256'][:12]}). KLD/top-1 vs baseline '{p['eval.baseline']}' on the torch "
             f"engine (KLD over its top-{p['eval.kld_topk']} tokens + rest: a lower bound)."
         )
-    if "benchmark.prompt_tokens" in p:
+    if any("perf/decode_tok_s" in r.data.metrics for r in runs):
         lines.append(
             f"Speed: {p['benchmark.prompt_tokens']}-token prompt + {p['benchmark.gen_tokens']} greedy tokens, one stream, "
             f"median of {p['benchmark.repeats']} after {p['benchmark.warmup']} warm-up, {p.get('hardware.threads')} thread(s) on {p.get('hardware.name')}."

