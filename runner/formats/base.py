@@ -20,6 +20,9 @@ class Format:
     SCHEMA: ClassVar[type]
     USES_CALIBRATION: ClassVar[bool] = False  # when True the calibration config is part of the cache key
 
+    def uses_calibration(self, cfg: Any) -> bool:
+        return self.USES_CALIBRATION
+
     def validate(self, cfg: Any, model: "Any") -> None:
         """Raise UserError for settings this model or machine cannot run. Called before any work."""
 
@@ -27,8 +30,11 @@ class Format:
         """Versions of the libraries whose output this format depends on (part of the cache key)."""
         return {}
 
-    def quantize(self, model: Any, cfg: Any, calibration: Any, hardware: Any, out_dir: Path) -> Dict[str, Any]:
+    def quantize(self, model: Any, cfg: Any, calibration: Any, hardware: Any, out_dir: Path, cache: Any) -> Dict[str, Any]:
         """Write the artifact into out_dir (an empty temp folder) and return manifest extras.
+
+        `cache` (runner.cache.Cache) is for intermediate results shared between presets of the
+        family (e.g. GGUF's f16 conversion, EXL2's measurement): cache.get / cache.put.
 
         The returned dict must hold at least `weight_files` (names inside out_dir whose bytes
         count as the model's size) and may add format-specific facts (e.g. tensor type histograms).

@@ -28,7 +28,7 @@ class TorchDtypeFormat(Format):
     def library_versions(self):
         return {"torch": torch.__version__, "transformers": transformers.__version__}
 
-    def quantize(self, model, cfg, calibration, hardware, out_dir: Path):
+    def quantize(self, model, cfg, calibration, hardware, out_dir: Path, cache):
         hf_model = model.load_hf(dtype=DTYPES[cfg.dtype])
         hf_model.save_pretrained(out_dir, safe_serialization=True)
         model.copy_tokenizer(out_dir)

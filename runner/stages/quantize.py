@@ -39,7 +39,7 @@ def artifact_key(model, format_cfg, calibration_cfg) -> str:
     fmt = get_format(format_cfg.family)
     settings = OmegaConf.to_container(format_cfg, resolve=True)
     settings.pop("name", None)  # a preset's name does not change its output
-    calib = OmegaConf.to_container(calibration_cfg, resolve=True) if fmt.USES_CALIBRATION else None
+    calib = OmegaConf.to_container(calibration_cfg, resolve=True) if fmt.uses_calibration(format_cfg) else None
     if calib:
         calib.pop("name", None)
     return Cache.key("artifact", model.identity, settings, calib, fmt.library_versions())
@@ -55,7 +55,7 @@ def quantize(model, format_cfg, calibration_cfg, hardware_cfg, cache: Cache) -> 
     log.info("quantizing %s to %s", model.name, format_cfg.name)
     with cache.put("artifacts", key) as tmp:
         start = time.perf_counter()
-        extras = fmt.quantize(model, format_cfg, calibration_cfg, hardware_cfg, tmp)
+        extras = fmt.quantize(model, format_cfg, calibration_cfg, hardware_cfg, tmp, cache=cache)
         wall = time.perf_counter() - start
         manifest = _manifest(tmp, model, format_cfg, fmt, extras, wall, key)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
