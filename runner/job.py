@@ -14,6 +14,7 @@ from runner.data.models import resolve_model
 from runner.engines import get_engine
 from runner.errors import UserError
 from runner.formats import get_format, load_format_preset
+from runner.formats.base import describe_tensor_types
 from runner.stages.benchmark import benchmark
 from runner.stages.evaluate import evaluate, protocol, reference, token_stream
 from runner.stages.quantize import quantize
@@ -72,6 +73,8 @@ def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: lis
     tracker.log_metrics(size)
     tracker.set_tags({"cache.artifact": "hit" if artifact.cache_hit else "miss", "artifact.path": str(artifact.path)})
     tracker.log_file(artifact.path / "manifest.json")
+    if artifact.manifest.get("tensor_types"):  # what the file really holds, e.g. K-quant fallbacks
+        tracker.log_params({"artifact.contents": describe_tensor_types(artifact.manifest["tensor_types"])})
     results: Dict[str, Any] = {"size": size, "manifest": artifact.manifest}
 
     if "evaluate" in cfg.stages or "benchmark" in cfg.stages:

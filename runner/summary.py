@@ -62,6 +62,11 @@ def render(runs: List, uri: str, experiment: str, parent_run_id: str | None = No
             f"Speed: {p['benchmark.prompt_tokens']}-token prompt + {p['benchmark.gen_tokens']} greedy tokens, one stream, "
             f"median of {p['benchmark.repeats']} after {p['benchmark.warmup']} warm-up, {p.get('hardware.threads')} thread(s) on {p.get('hardware.name')}."
         )
+    contents = [(r.data.params.get("format.name"), r.data.params["artifact.contents"]) for r in runs
+                if r.data.params.get("artifact.contents")]
+    if contents:
+        lines.append("What the files really store (share of parameters per tensor type; bpw above is the file's real average):")
+        lines += [f"  {name}: {text}" for name, text in contents]
     failed = [r for r in runs if r.info.status != "FINISHED"]
     for r in failed:
         lines.append(f"FAILED {r.data.params.get('format.name', r.info.run_name)}: {r.data.tags.get('error', 'see error.txt')}")

@@ -31,7 +31,7 @@ def test_default_config_composes_and_resolves():
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_group_option_composes(group, option):
-    extra = ["model.id=/some/folder"] if (group, option) == ("model", "hf") else []
+    extra = ["model.id=/some/folder"] if (group, option) in (("model", "hf"), ("model", "gguf")) else []
     extra += ["calibration.corpus.path=/some/text.txt"] if (group, option) == ("calibration", "file") else []
     cfg = _compose([f"{group}={option}"] + extra)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

@@ -67,8 +67,10 @@ def resolve_model(cfg, cache: Cache) -> ModelSource:
         folder, origin = _packaged_gguf_folder(cfg, cache)
     elif cfg.source == "hf":
         folder, origin = _hf_folder(cfg)
+    elif cfg.source == "gguf_file":
+        folder, origin = _gguf_file_folder(cfg, cache)
     else:
-        raise UserError("model.source", f"unknown source '{cfg.source}'", "use hf or packaged_gguf")
+        raise UserError("model.source", f"unknown source '{cfg.source}'", "use hf, gguf_file or packaged_gguf")
     weights = sorted(folder.glob("*.safetensors"))
     if not weights and not cfg.allow_pickle:
         raise UserError("model.allow_pickle", f"'{folder}' has no .safetensors weights (only pickle files?)",
@@ -114,15 +116,32 @@ def _packaged_gguf_folder(cfg, cache: Cache) -> tuple[Path, str]:
     if not cfg.file or not gguf_path.is_file():
         raise UserError("model.file", f"'{cfg.file}' not found in package {cfg.id} ({pkg_dir})",
                         f"use one of {sorted(p.name for p in pkg_dir.glob('*.gguf'))}")
+    return _gguf_folder(gguf_path, cache, f"{cfg.file} from PyPI package {cfg.id}")
+
+
+def _gguf_file_folder(cfg, cache: Cache) -> tuple[Path, str]:
+    from runner.formats.gguf_files import check_gguf
+
+    path = Path(cfg.id).expanduser().resolve()
+    check_gguf(path, "model.id")
+    return _gguf_folder(path, cache, f"GGUF file {path}")
+
+
+def _gguf_folder(gguf_path: Path, cache: Cache, where: str) -> tuple[Path, str]:
+    """A GGUF dequantized by transformers into a plain fp32 safetensors folder, once."""
     gguf_sha = sha256_file(gguf_path, cache.memo_dir)
     key = Cache.key("packaged_gguf", gguf_sha, _converter_versions())
-    origin = f"{cfg.file} from PyPI package {cfg.id} (sha256 {gguf_sha[:12]}), dequantized to fp32"
+    origin = f"{where} (sha256 {gguf_sha[:12]}), dequantized to fp32"
     hit = cache.get("models", key)
     if hit:
         return hit, origin
     log.info("converting %s to a safetensors folder (once; cached under %s)", gguf_path.name, cache.root)
     with cache.put("models", key) as tmp:
-        _dequantize_gguf(pkg_dir, cfg.file, tmp)
+        try:
+            _dequantize_gguf(gguf_path.parent, gguf_path.name, tmp)
+        except (ValueError, KeyError) as e:  # transformers knows only some GGUF architectures
+            raise UserError("model.id", f"transformers cannot load {gguf_path.name} ({str(e).splitlines()[0][:160]})",
+                            "pass the original HF model folder instead (model=hf)") from e
         (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf_path), "sha256": gguf_sha}))
     return cache.get("models", key), origin
 

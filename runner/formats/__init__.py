@@ -4,10 +4,15 @@ from typing import Dict
 
 from runner.errors import UserError
 from runner.formats.base import Format
+from runner.formats.exl2 import Exl2Format
+from runner.formats.gguf import GgufFormat
 from runner.formats.torch_dtype import TorchDtypeFormat
+from runner.formats import awq, gptq, int8, nf4  # weight-only INT4 / INT8 (calibrated or not)
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-FORMATS: Dict[str, Format] = {f.FAMILY: f for f in (TorchDtypeFormat(),)}
+FORMATS: Dict[str, Format] = {f.FAMILY: f for f in (TorchDtypeFormat(), GgufFormat())}
+FORMATS.update({f.FAMILY: f for f in (Exl2Format(),)})  # CUDA only; imports exllamav2 in a subprocess
+FORMATS.update({f.FAMILY: f for f in (gptq.GptqFormat(), awq.AwqFormat(), int8.Int8Format(), nf4.Nf4Format())})
 
 # ConfigStore names that the YAMLs under conf/format/ put first in their defaults list.
 FORMAT_SCHEMAS = {f"{family}_schema": f.SCHEMA for family, f in FORMATS.items()}

@@ -40,3 +40,12 @@ class Format:
         count as the model's size) and may add format-specific facts (e.g. tensor type histograms).
         """
         raise NotImplementedError
+
+
+def describe_tensor_types(types: Dict[str, Dict[str, Any]]) -> str:
+    """'Q5_0 62%, Q8_0 21%, Q4_K 12%': what a file really stores, by share of parameters.
+
+    Formats that store mixed types report them in the manifest as `tensor_types`
+    ({type: {"tensors": n, "params_pct": p, "bits_per_weight": b}}).
+    """
+    return ", ".join(f"{n} {v['params_pct']:.0f}%" for n, v in types.items())

@@ -1,0 +1,141 @@
+"""The GGUF family end to end on the tiny Llama: convert once, K-quants, llama.cpp eval/bench, bad input."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import TINY_ARGS, mlflow_runs, run_qrun
+
+TYPES = ["f16", "q8_0", "q4_k_m", "q2_k"]
+
+
+@pytest.fixture(scope="module")
+def gguf_sweep(tiny_model_dir, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("gguf_sweep")
+    cache = tmp_path_factory.mktemp("gguf_cache")  # its own cache, to count conversions
+    formats = ",".join(["fp32"] + [f"gguf_{t}" for t in TYPES])
+    proc = run_qrun(["-m", f"format={formats}", "model=hf", f"model.id={tiny_model_dir}", *TINY_ARGS], cwd, cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, runs = mlflow_runs(cwd / "mlflow.db")
+    by = {r.data.params["format.name"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    return cwd, cache, proc, by
+
+
+def _manifests(cache):
+    return {json.loads(p.read_text())["format"]: (p.parent, json.loads(p.read_text()))
+            for p in cache.glob("artifacts/*/manifest.json")}
+
+
+def test_conversion_ran_once_for_all_types(gguf_sweep):
+    _, cache, _, by = gguf_sweep
+    assert len(list((cache / "gguf_base").iterdir())) == 1
+    assert all(by[f"gguf_{t}"].info.status == "FINISHED" for t in TYPES)
+
+
+def test_f16_gguf_perplexity_matches_torch_within_half_a_percent(gguf_sweep):
+    *_, by = gguf_sweep
+    torch_ppl = by["fp32"].data.metrics["quality/ppl"]
+    gguf_ppl = by["gguf_f16"].data.metrics["quality/ppl"]
+    assert abs(gguf_ppl / torch_ppl - 1) < 0.005, (gguf_ppl, torch_ppl)
+    assert by["gguf_f16"].data.metrics["quality/top1_agree"] > 0.97
+
+
+def test_fewer_bits_smaller_files_more_divergence(gguf_sweep):
+    *_, by = gguf_sweep
+    m = {t: by[f"gguf_{t}"].data.metrics for t in TYPES}
+    sizes = [m[t]["size/bytes"] for t in TYPES]
+    assert sizes == sorted(sizes, reverse=True)
+    assert m["f16"]["size/bits_per_weight"] == pytest.approx(16.0, rel=0.01)
+    assert m["q8_0"]["size/bits_per_weight"] == pytest.approx(8.5, rel=0.02)
+    assert m["q8_0"]["quality/kld_mean"] < m["q4_k_m"]["quality/kld_mean"] < m["q2_k"]["quality/kld_mean"]
+    for t in TYPES:
+        assert m[t]["perf/decode_tok_s"] > 0 and m[t]["perf/prefill_tok_s"] > 0
+        assert m[t]["perf/ttft_s_p50"] <= m[t]["perf/latency_s_p95"]
+
+
+def test_real_tensor_types_are_recorded(gguf_sweep):
+    _, cache, proc, by = gguf_sweep
+    manifests = _manifests(cache)
+    q8 = manifests["gguf_q8_0"][1]["tensor_types"]
+    assert "Q8_0" in q8 and q8["Q8_0"]["params_pct"] > 90
+    q4 = manifests["gguf_q4_k_m"][1]["tensor_types"]
+    assert "Q4_K" in q4 and ("Q6_K" in q4 or "Q5_K" in q4)  # Q4_K_M mixes in higher-precision tensors
+    assert by["gguf_q4_k_m"].data.params["artifact.contents"].startswith("Q4_K")
+    assert "What the files really store" in proc.stdout and "gguf_q2_k:" in proc.stdout
+
+
+def test_files_load_in_stock_llama_cpp_without_runner(gguf_sweep):
+    _, cache, _, _ = gguf_sweep
+    code = ("import sys; from llama_cpp import Llama; "
+            "llm = Llama(model_path=sys.argv[1], n_ctx=64, verbose=False); "
+            "print('n_vocab', llm.n_vocab()); print(llm('To be', max_tokens=4, temperature=0)['choices'][0]['text'] is not None)")
+    for fmt, (folder, manifest) in _manifests(cache).items():
+        if not fmt.startswith("gguf_"):
+            continue
+        proc = subprocess.run([sys.executable, "-c", code, str(folder / manifest["weight_files"][0])],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, (fmt, proc.stderr[-1500:])
+        assert "n_vocab 512" in proc.stdout
+
+
+def test_imatrix_changes_the_result_and_is_cached(gguf_sweep, tiny_model_dir):
+    cwd, cache, _, _ = gguf_sweep
+    calib = ["calibration=quick", "calibration.n_samples=4", "calibration.seq_len=64"]
+    args = ["model=hf", f"model.id={tiny_model_dir}", "stages=[quantize]", *calib, *TINY_ARGS]
+    proc = run_qrun(["-m", "format=gguf_q4_k_m_imatrix,gguf_q4_k_m_imatrix", "format.quant_type=q4_k_m,q3_k_m", *args], cwd, cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((cache / "imatrix").iterdir())) == 1  # computed once for both types
+    manifests = [json.loads(p.read_text()) for p in cache.glob("artifacts/*/manifest.json")]
+    with_im = [m for m in manifests if m.get("imatrix") and m["quant_type"] == "q4_k_m"]
+    plain = [m for m in manifests if m["format"] == "gguf_q4_k_m"]
+    assert with_im and plain
+    assert with_im[0]["imatrix"]["n_tensors"] == 2 * 7 + 1  # 7 linear layers x 2 blocks + the untied lm_head
+    assert with_im[0]["imatrix"]["calibration_tokens"] == 4 * 64
+    file_sha = lambda m: m["files"][m["weight_files"][0]]["sha256"]
+    assert file_sha(with_im[0]) != file_sha(plain[0])
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+def _last_line(proc):
+    return [l for l in proc.stderr.strip().splitlines() if l.strip()][-1]
+
+
+def test_unknown_quant_type(tmp_path, cache_dir, tiny_model_dir):
+    proc = run_qrun(["format=gguf_q4_k_m", "format.quant_type=q9_z", "model=hf", f"model.id={tiny_model_dir}"], tmp_path, cache_dir)
+    assert proc.returncode == 2 and _last_line(proc).startswith("error: format.quant_type:") and "q4_k_m" in _last_line(proc)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_gguf"])
+def test_bad_gguf_input_file(tmp_path, cache_dir, gguf_sweep, damage):
+    _, gcache, _, _ = gguf_sweep
+    folder, manifest = _manifests(gcache)["gguf_q8_0"]
+    bad = tmp_path / "model.gguf"
+    if damage == "truncated":
+        data = (folder / manifest["weight_files"][0]).read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    else:
+        bad.write_text("definitely not a gguf file")
+    proc = run_qrun(["model=gguf", f"model.id={bad}", "format=gguf_q4_k_m"], tmp_path, cache_dir)
+    assert proc.returncode == 2
+    line = _last_line(proc)
+    assert line.startswith("error: model.id:") and ("truncated" in line if damage == "truncated" else "not a GGUF" in line)
+    _, runs = mlflow_runs(tmp_path / "mlflow.db")
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_unsupported_architecture_leaves_nothing_in_cache(tmp_path, tiny_model_dir):
+    model = tmp_path / "odd_model"
+    shutil.copytree(tiny_model_dir, model)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["architectures"] = ["TotallyNewForCausalLM"]
+    (model / "config.json").write_text(json.dumps(cfg))
+    cache = tmp_path / "cache"
+    proc = run_qrun(["model=hf", f"model.id={model}", "format=gguf_q8_0", "stages=[quantize]"], tmp_path, cache)
+    assert proc.returncode == 2
+    line = _last_line(proc)
+    assert line.startswith("error: model.id:") and "does not support" in line and "TotallyNewForCausalLM" in line
+    assert not list(cache.glob("gguf_base/*")) and not list(cache.glob("artifacts/*"))
+    assert not list(cache.glob("**/.tmp-*"))
