@@ -1,0 +1,50 @@
+"""gptqmodel (ModelCloud): GPTQ (GPTQ v1 checkpoint: qweight/qzeros/scales/g_idx) and AWQ (AutoAWQ GEMM/GEMV).
+
+CPU pitfalls handled here:
+- its worker pool asks for 2 CPU workers, but its default on a 2-core box is 1 ("Virtual pool
+  'model_loader:cpu' requests 2 workers but parent 'cpu' only has 1"): GPTQMODEL_CPU_WORKERS is set
+  before the first import.
+- GPTQ runs in fp32: fp16/bf16 matmuls are 5-13x slower on AVX2-only CPUs.
+- AWQ: the default kernel needs CUDA ("AWQ: CUDA is not available") -> BACKEND.AWQ_TORCH, which only
+  takes fp16/bf16 ("AwqTorchLinear only supports [float16, bfloat16]"): the model is loaded in fp16.
+- offload_to_disk is off: it would write a temp folder's path into the saved config.
+"""
+import os
+from pathlib import Path
+from typing import List
+
+import torch
+
+
+def _gptqmodel(threads: int):
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, threads)))
+    import gptqmodel
+
+    return gptqmodel
+
+
+def _calibration(samples: List[List[int]]):
+    return [{"input_ids": torch.tensor([s]), "attention_mask": torch.ones(1, len(s), dtype=torch.long)} for s in samples]
+
+
+def quantize_gptq(src: Path, out: Path, samples: List[List[int]], *, bits: int, group_size: int, sym: bool,
+                  desc_act: bool, damp_percent: float, true_sequential: bool, device: str, threads: int) -> None:
+    g = _gptqmodel(threads)
+    qc = g.QuantizeConfig(bits=bits, group_size=group_size, sym=sym, desc_act=desc_act, damp_percent=damp_percent,
+                          true_sequential=true_sequential, offload_to_disk=False)
+    model = g.GPTQModel.load(str(src), qc, dtype=torch.float32, device=device)
+    model.quantize(_calibration(samples), batch_size=1)
+    model.save(str(out))
+
+
+def quantize_awq(src: Path, out: Path, samples: List[List[int]], *, bits: int, group_size: int, zero_point: bool,
+                 version: str, device: str, threads: int) -> None:
+    g = _gptqmodel(threads)
+    from gptqmodel.quantization import FORMAT, METHOD
+
+    qc = g.QuantizeConfig(bits=bits, group_size=group_size, sym=not zero_point, method=METHOD.AWQ,
+                          format=FORMAT[version], offload_to_disk=False)
+    model = g.GPTQModel.load(str(src), qc, dtype=torch.float16, device=device)
+    kernel = g.BACKEND.AWQ_TORCH if device == "cpu" else g.BACKEND.AUTO
+    model.quantize(_calibration(samples), batch_size=1, backend=kernel)
+    model.save(str(out))
