@@ -73,10 +73,13 @@ class LlamaCppEngine(Engine):
 
     def check_available(self, hardware) -> None:
         try:
-            import llama_cpp  # noqa: F401
+            import llama_cpp
         except ImportError as e:
             raise UserError("format.engine", "the llama_cpp engine needs llama-cpp-python",
                             "pip install -e '.[gguf]' (make venv installs it)") from e
+        if (hardware.device.startswith("cuda") or hardware.n_gpu_layers) and not llama_cpp.llama_supports_gpu_offload():
+            raise UserError("hardware.n_gpu_layers", "this llama-cpp-python build cannot offload to a GPU",
+                            "use hardware=cpu, or reinstall it with CMAKE_ARGS=-DGGML_CUDA=on on a CUDA machine")
 
     def load(self, artifact, model, hardware) -> LlamaCppLoaded:
         path = artifact.path / artifact.manifest["weight_files"][0]

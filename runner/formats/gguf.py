@@ -76,8 +76,7 @@ class GgufFormat(Format):
 
                 imatrix_info = imatrix_for(model, base, calibration, hardware, cache)
             quantize_file(base, out, cfg.quant_type, hardware.threads, imatrix_info["data"] if imatrix_info else None)
-        check_gguf(out, "format.quant_type")
-        report = tensor_report(out)
+        report = tensor_report(out, check_gguf(out, "format.quant_type"))
         extras = {"weight_files": [out.name], "quant_type": cfg.quant_type, **report}
         if imatrix_info:
             extras["imatrix"] = {k: v for k, v in imatrix_info.items() if k != "data"}

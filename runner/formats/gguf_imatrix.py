@@ -82,11 +82,11 @@ def _gguf_names(model, base_gguf: Path) -> Dict[str, str]:
     import gguf
     from transformers import AutoConfig
 
-    reader = gguf.GGUFReader(base_gguf)
-    arch_field = reader.fields["general.architecture"]
-    arch_name = bytes(arch_field.parts[arch_field.data[0]]).decode()
-    arch = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}.get(arch_name)
-    present = {t.name for t in reader.tensors}
+    from runner.formats.gguf_files import read_header
+
+    header = read_header(base_gguf)
+    arch = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}.get(header.metadata.get("general.architecture"))
+    present = {t.name for t in header.tensors}
     n_blocks = AutoConfig.from_pretrained(model.path).num_hidden_layers
     tmap = gguf.get_tensor_name_map(arch, n_blocks)
     out = {}

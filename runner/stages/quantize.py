@@ -38,7 +38,8 @@ class Artifact:
 def artifact_key(model, format_cfg, calibration_cfg) -> str:
     fmt = get_format(format_cfg.family)
     settings = OmegaConf.to_container(format_cfg, resolve=True)
-    settings.pop("name", None)  # a preset's name does not change its output
+    settings.pop("name", None)  # neither a preset's name nor the engine that will run it changes the file
+    settings.pop("engine", None)
     calib = OmegaConf.to_container(calibration_cfg, resolve=True) if fmt.uses_calibration(format_cfg) else None
     if calib:
         calib.pop("name", None)
