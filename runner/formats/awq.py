@@ -19,7 +19,7 @@ from runner.formats.base import Format, FormatConfig
 BACKENDS = {  # backend -> (modules it needs, pip extra, bits it can write)
     "llmcompressor": (("llmcompressor", "compressed_tensors"), "llmcompressor", (4, 8)),
     "gptqmodel": (("gptqmodel",), "awq", (4,)),
-    "autoawq": (("awq",), "autoawq", (4,)),
+    "autoawq": (("awq", "gptqmodel"), "autoawq", (4,)),  # gptqmodel: to load its output
 }
 VERSIONS = ("GEMM", "GEMV")
 

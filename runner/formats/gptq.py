@@ -15,7 +15,7 @@ from runner.formats import weight_only as wo
 from runner.formats.base import Format, FormatConfig
 
 BACKENDS = {  # backend -> (modules it needs, pip extra, bits it can write)
-    "gptqmodel": (("gptqmodel",), "gptq", (2, 3, 4, 8)),
+    "gptqmodel": (("gptqmodel", "optimum"), "gptq", (2, 3, 4, 8)),  # optimum: transformers loads GPTQ with it
     "llmcompressor": (("llmcompressor", "compressed_tensors"), "llmcompressor", (4, 8)),
 }
 
