@@ -11,7 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from runner.summary import render
-from runner.tracking import PARENT_FILE, Tracker, environment_tags
+from runner.tracking import PARENT_FILE, RUN_FILE, Tracker, environment_tags
 
 SWEEP_STATE = {"failed": 0}
 
@@ -32,10 +32,18 @@ class MlflowSweepCallback(Callback):
         info = json.loads((sweep_dir / PARENT_FILE).read_text())
         tracker = Tracker(config.tracking)
         tracker.run_id = info["run_id"]
-        children = tracker.client.search_runs(
-            [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{info['run_id']}'", max_results=10000
-        )
-        text = render(children, tracker.uri, tracker.experiment_name, info["run_id"])
+        children = {r.info.run_id: r for r in tracker.client.search_runs(
+            [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{info['run_id']}'", max_results=10000)}
+        reused = []
+        for run_file in sorted(sweep_dir.glob(f"*/{RUN_FILE}")):  # jobs finished by an earlier sweep (resume)
+            result = json.loads(run_file.read_text())
+            if result.get("reused") and result["run_id"] not in children:
+                children[result["run_id"]] = tracker.client.get_run(result["run_id"])
+                reused.append(result["run_id"])
+        children = list(children.values())
+        if reused:
+            tracker.log_params({"sweep.reused_runs": ",".join(reused)})
+        text = render(children, tracker.uri, tracker.experiment_name, info["run_id"], reused=set(reused))
         print("\n" + text, flush=True)
         (sweep_dir / "summary.txt").write_text(text + "\n")
         tracker.log_file(sweep_dir / "summary.txt")

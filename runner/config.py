@@ -60,12 +60,32 @@ class EvalConfig:
 
 
 @dataclass
+class SloConfig:
+    """A request is "good" when it succeeds and meets every bound set here (null = no bound)."""
+    ttft_s: Optional[float] = None
+    tpot_s: Optional[float] = None
+    latency_s: Optional[float] = None
+
+
+@dataclass
 class BenchmarkConfig:
     name: str = MISSING
+    kind: str = "offline"  # offline: one stream through the engine | serving: a real server under load (runner/stages/serving.py)
     prompt_tokens: int = 128
-    gen_tokens: int = 64
+    gen_tokens: int = 64  # new tokens per request (serving: EOS is suppressed, so every request makes exactly this many)
     repeats: int = 5
-    warmup: int = 1
+    warmup: int = 1  # unmeasured requests first (serving: sent one at a time before the load)
+    # kind=serving only
+    concurrency: int = 4  # closed: users, each sends its next request when its last one ends | poisson: most in flight
+    requests: int = 16  # measured requests in all (hard cap in runner/loadgen.py)
+    arrival: str = "closed"  # closed | poisson
+    rate: float = 2.0  # poisson: mean requests per second
+    slo: SloConfig = field(default_factory=SloConfig)  # for perf/goodput
+    host: str = "127.0.0.1"  # the server binds here and the load goes here: loopback only
+    port: int = 0  # 0: a free port
+    startup_timeout_s: float = 180.0  # server start -> healthy, else it is killed and the job fails
+    request_timeout_s: float = 120.0  # one request, else it counts as failed
+    max_duration_s: float = 900.0  # the whole load; unfinished requests count as failed, unsent ones as not sent
 
 
 @dataclass
@@ -106,6 +126,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     stages: List[str] = field(default_factory=lambda: ["quantize", "evaluate", "benchmark"])
     seed: int = 0
+    resume: bool = True  # a job whose identical run already FINISHED in the store is not run again
 
 
 def register_configs() -> None:

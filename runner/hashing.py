@@ -17,10 +17,14 @@ def sha256_json(value: Any) -> str:
 
 
 def sha256_file(path: Path, memo_dir: Path | None = None) -> str:
-    """sha256 of a file; with memo_dir, remembered per (path, size, mtime) so big weights hash once."""
+    """sha256 of a file; with memo_dir, remembered per (inode, size, mtime) so big weights hash once.
+
+    The inode (not the path) is the key, so a file hashed in a temp folder is known after the
+    folder is renamed into the cache.
+    """
     path = Path(path).resolve()
     st = path.stat()
-    memo_key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    memo_key = f"{st.st_dev}:{st.st_ino}|{st.st_size}|{st.st_mtime_ns}"
     memo_file = Path(memo_dir) / _MEMO_NAME if memo_dir else None
     memo = {}
     if memo_file and memo_file.exists():

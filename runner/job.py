@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from runner.cache import Cache
-from runner.data.models import resolve_model
+from runner.data.models import model_fingerprint, resolve_model
 from runner.engines import get_engine
 from runner.errors import UserError
 from runner.formats import get_format, load_format_preset
@@ -18,7 +18,7 @@ from runner.formats.base import describe_tensor_types
 from runner.stages.benchmark import benchmark
 from runner.stages.evaluate import evaluate, protocol, reference, token_stream
 from runner.stages.quantize import quantize
-from runner.tracking import PARENT_FILE, Tracker, environment_tags, flatten
+from runner.tracking import PARENT_FILE, RUN_FILE, Tracker, environment_tags, flatten
 
 log = logging.getLogger(__name__)
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -27,8 +27,16 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path], overrides: list) -> Dict[str, Any]:
     """Run one job. Returns {"status", "run_id", "error"}; raises nothing a user caused."""
     tracker = Tracker(cfg.tracking)  # an unreachable store fails here, before any work
+    key = job_key(cfg)
+    if cfg.resume:
+        tracker.close_stale_runs(key)
+        done = tracker.find_run(key, "FINISHED")
+        if done is not None:  # the same job already finished: reuse its run, create no duplicate
+            log.info("%s: already done in MLflow run %s (resume=false to run it again)", cfg.format.name, done.info.run_id)
+            return _record(run_dir, {"status": "FINISHED", "run_id": done.info.run_id, "reused": True})
     parent = _parent_run_id(sweep_dir, tracker.uri)
-    tracker.start(run_name=f"{cfg.format.name}", parent_run_id=parent, tags=environment_tags(PROJECT_DIR))
+    tags = {**environment_tags(PROJECT_DIR), **tracker.job_tags(key)}
+    tracker.start(run_name=f"{cfg.format.name}", parent_run_id=parent, tags=tags)
     try:
         _run_stages(cfg, tracker, run_dir, overrides)
     except (Exception, KeyboardInterrupt) as e:
@@ -40,9 +48,27 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path], overrides: li
         if isinstance(e, KeyboardInterrupt):
             raise
         log.error("%s failed: %s", cfg.format.name, text if not user_error else e)
-        return {"status": "FAILED", "run_id": tracker.run_id, "error": str(e) if user_error else repr(e), "user_error": user_error}
+        return _record(run_dir, {"status": "FAILED", "run_id": tracker.run_id, "error": str(e) if user_error else repr(e),
+                                 "user_error": user_error})
     tracker.end("FINISHED")
-    return {"status": "FINISHED", "run_id": tracker.run_id}
+    return _record(run_dir, {"status": "FINISHED", "run_id": tracker.run_id})
+
+
+def job_key(cfg: DictConfig) -> str:
+    """Identity of a job: everything that changes its results, not where they are logged or cached."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    for k in ("tracking", "cache", "resume"):
+        settings.pop(k, None)
+    from runner import __version__
+
+    return Cache.key("job", settings, model_fingerprint(cfg.model), __version__)
+
+
+def _record(run_dir: Path, result: Dict[str, Any]) -> Dict[str, Any]:
+    """run.json in the job's dir: the sweep summary collects these, whichever process ran the job."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_FILE).write_text(json.dumps(result))
+    return result
 
 
 def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: list) -> None:
@@ -97,6 +123,8 @@ def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: lis
         results["perf"] = perf
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     tracker.log_file(run_dir / "results.json")
+    for f in sorted(p for p in (run_dir / "artifacts").rglob("*") if p.is_file()):  # files a stage wrote for the run
+        tracker.log_file(f, str(f.parent.relative_to(run_dir)))
 
 
 def _check_stages(cfg: DictConfig) -> None:

@@ -40,7 +40,7 @@ def table(runs) -> str:
     return "\n".join(lines)
 
 
-def render(runs: List, uri: str, experiment: str, parent_run_id: str | None = None) -> str:
+def render(runs: List, uri: str, experiment: str, parent_run_id: str | None = None, reused: set = frozenset()) -> str:
     runs = sorted(runs, key=lambda r: r.info.start_time)
     p = next((r.data.params for r in runs if "eval.n_scored" in r.data.params), runs[0].data.params if runs else {})
     lines = [f"quant-runner: {len(runs)} job(s) on {p.get('model.name', '?')}", ""]
@@ -67,6 +67,9 @@ def render(runs: List, uri: str, experiment: str, parent_run_id: str | None = No
     if contents:
         lines.append("What the files really store (share of parameters per tensor type; bpw above is the file's real average):")
         lines += [f"  {name}: {text}" for name, text in contents]
+    if reused:
+        lines.append(f"Reused {len(reused)} finished run(s) of earlier sweeps (same job, resume=true): "
+                     + ", ".join(sorted(r.data.params.get("format.name", "?") for r in runs if r.info.run_id in reused)))
     failed = [r for r in runs if r.info.status != "FINISHED"]
     for r in failed:
         lines.append(f"FAILED {r.data.params.get('format.name', r.info.run_name)}: {r.data.tags.get('error', 'see error.txt')}")

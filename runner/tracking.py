@@ -2,16 +2,18 @@
 import json
 import os
 import platform
+import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
-from urllib.parse import urlparse
 
 from runner.errors import UserError
 
 PARENT_FILE = "mlflow_parent.json"
+RUN_FILE = "run.json"
+JOB_KEY_TAG = "qrun.job_key"
 
 
 def resolve_uri(uri: str) -> str:
@@ -62,6 +64,25 @@ class Tracker:
         self.run_id = run.info.run_id
         return self.run_id
 
+    @staticmethod
+    def job_tags(job_key: str) -> Dict[str, str]:
+        return {JOB_KEY_TAG: job_key, "qrun.host": socket.gethostname(), "qrun.pid": str(os.getpid())}
+
+    def find_run(self, job_key: str, status: str):
+        runs = self.client.search_runs([self.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                                       filter_string=f"tags.`{JOB_KEY_TAG}` = '{job_key}' and attributes.status = '{status}'")
+        return runs[0] if runs else None
+
+    def close_stale_runs(self, job_key: str) -> None:
+        """Runs of this job left RUNNING by a killed process on this host are marked KILLED."""
+        runs = self.client.search_runs([self.experiment_id], max_results=100,
+                                       filter_string=f"tags.`{JOB_KEY_TAG}` = '{job_key}' and attributes.status = 'RUNNING'")
+        for r in runs:
+            pid = int(r.data.tags.get("qrun.pid", "0") or 0)
+            if r.data.tags.get("qrun.host") == socket.gethostname() and pid and not _alive(pid):
+                self.client.set_tag(r.info.run_id, "error", "the process running this job died (e.g. SIGKILL)")
+                self.client.set_terminated(r.info.run_id, status="KILLED")
+
     def log_params(self, params: Dict[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -99,6 +120,16 @@ class Tracker:
     def end(self, status: str) -> None:
         if self.run_id:
             self.client.set_terminated(self.run_id, status=status)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_reachable(uri: str) -> None:
@@ -157,7 +188,3 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def host_of(uri: str) -> str:
-    return urlparse(uri).hostname or ""

@@ -47,3 +47,36 @@ def test_unwritable_dir_is_a_user_error(tmp_path):
 def test_unknown_mode(tmp_path):
     with pytest.raises(UserError, match="cache.mode"):
         Cache(tmp_path, mode="sometimes")
+
+
+def test_corrupt_entry_is_detected_and_removed(tmp_path):
+    cache = Cache(tmp_path)
+    with cache.put("artifacts", "k") as tmp:
+        (tmp / "w.bin").write_bytes(b"x" * 1000)
+    path = cache.get("artifacts", "k")
+    (path / "w.bin").write_bytes(b"y" * 1000)  # same size, other content
+    assert cache.get("artifacts", "k") is None
+    assert not (tmp_path / "artifacts" / "k").exists()
+
+
+def test_truncated_file_and_missing_manifest_are_incomplete(tmp_path):
+    cache = Cache(tmp_path)
+    with cache.put("artifacts", "a") as tmp:
+        (tmp / "w.bin").write_bytes(b"x" * 1000)
+    with open(cache.get("artifacts", "a") / "w.bin", "r+b") as f:
+        f.truncate(10)
+    assert cache.get("artifacts", "a") is None
+    (tmp_path / "artifacts" / "b").mkdir()  # looks like an entry, has no .entry.json (e.g. copied by hand)
+    (tmp_path / "artifacts" / "b" / "w.bin").write_bytes(b"1")
+    assert cache.get("artifacts", "b") is None
+
+
+def test_hash_memo_survives_the_rename(tmp_path):
+    from runner.hashing import _MEMO_NAME
+
+    cache = Cache(tmp_path)
+    with cache.put("artifacts", "k") as tmp:
+        (tmp / "w.bin").write_bytes(b"z" * 100)
+    memo = (tmp_path / _MEMO_NAME).read_text()
+    cache.get("artifacts", "k")
+    assert (tmp_path / _MEMO_NAME).read_text() == memo  # verification hashed nothing new

@@ -50,6 +50,18 @@ class ModelSource:
                 shutil.copy2(self.path / name, dst / name)
 
 
+def model_fingerprint(cfg) -> list:
+    """Cheap identity of the model's files (names, sizes, mtimes) for job keys, without hashing weights."""
+    if cfg.source == "packaged_gguf":
+        spec = importlib.util.find_spec(cfg.id)
+        folder = Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
+        files = [folder / cfg.file] if folder and cfg.file else []
+    else:
+        path = Path(cfg.id).expanduser()
+        files = [path] if path.is_file() else sorted(path.glob("*")) if path.is_dir() else []
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files if p.is_file()]
+
+
 def count_params(folder: Path) -> int:
     total = 0
     for f in sorted(folder.glob("*.safetensors")):
@@ -136,7 +148,7 @@ def _gguf_folder(gguf_path: Path, cache: Cache, where: str) -> tuple[Path, str]:
     if hit:
         return hit, origin
     log.info("converting %s to a safetensors folder (once; cached under %s)", gguf_path.name, cache.root)
-    with cache.put("models", key) as tmp:
+    with cache.put("models", key, label=f"{gguf_path.name} dequantized") as tmp:
         try:
             _dequantize_gguf(gguf_path.parent, gguf_path.name, tmp)
         except (ValueError, KeyError) as e:  # transformers knows only some GGUF architectures

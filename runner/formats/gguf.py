@@ -113,7 +113,7 @@ def convert_once(model, cache: Cache) -> Path:
         return hit / "model-f16.gguf"
     conv = converter_dir(cache)
     log.info("converting %s to an f16 GGUF with llama.cpp's converter (once per model)", model.name)
-    with cache.put("gguf_base", key) as tmp:
+    with cache.put("gguf_base", key, label=f"{model.name} f16 GGUF") as tmp:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(conv / "gguf-py"), str(conv)]), NO_LOCAL_GGUF="")
         cmd = [sys.executable, str(conv / "convert_hf_to_gguf.py"), str(model.path), "--outfile",
                str(tmp / "model-f16.gguf"), "--outtype", "f16"]

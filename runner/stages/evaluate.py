@@ -119,7 +119,7 @@ def reference(model, eval_cfg, stream: TokenStream, hardware, cache: Cache, base
                 lps.append(top_l)
         finally:
             loaded.close()
-        with cache.put("references", key) as tmp:
+        with cache.put("references", key, label=f"{model.name} {eval_cfg.baseline} top-{eval_cfg.kld_topk}") as tmp:
             np.savez(tmp / "reference.npz", nll=np.concatenate(nll).astype(np.float32), top_ids=np.concatenate(ids),
                      top_logprobs=np.concatenate(lps))
             (tmp / "meta.json").write_text(json.dumps({"baseline": eval_cfg.baseline, "artifact": baseline_artifact.manifest["key"]}))

@@ -50,23 +50,23 @@ def quantize(model, format_cfg, calibration_cfg, hardware_cfg, cache: Cache) -> 
     fmt = get_format(format_cfg.family)
     fmt.validate(format_cfg, model)
     key = artifact_key(model, format_cfg, calibration_cfg)
-    hit = cache.get("artifacts", key)
+    hit = cache.get("artifacts", key)  # verified against its .entry.json; a corrupt one is recomputed
     if hit and (hit / MANIFEST).exists():
         return Artifact(hit, json.loads((hit / MANIFEST).read_text()), cache_hit=True)
     log.info("quantizing %s to %s", model.name, format_cfg.name)
-    with cache.put("artifacts", key) as tmp:
+    with cache.put("artifacts", key, label=f"{model.name} {format_cfg.name}") as tmp:
         start = time.perf_counter()
         extras = fmt.quantize(model, format_cfg, calibration_cfg, hardware_cfg, tmp, cache=cache)
         wall = time.perf_counter() - start
-        manifest = _manifest(tmp, model, format_cfg, fmt, extras, wall, key)
+        manifest = _manifest(tmp, model, format_cfg, fmt, extras, wall, key, cache.memo_dir)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     path = cache.get("artifacts", key)
     return Artifact(path, json.loads((path / MANIFEST).read_text()))
 
 
-def _manifest(folder: Path, model, format_cfg, fmt, extras: Dict[str, Any], wall: float, key: str) -> Dict[str, Any]:
+def _manifest(folder: Path, model, format_cfg, fmt, extras: Dict[str, Any], wall: float, key: str, memo_dir) -> Dict[str, Any]:
     weight_files = extras.pop("weight_files")
-    files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(folder.iterdir()) if p.is_file()}
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p, memo_dir)} for p in sorted(folder.iterdir()) if p.is_file()}
     weight_bytes = sum(files[n]["bytes"] for n in weight_files)
     tensor_bytes = extras.pop("tensor_bytes", None) or sum(_tensor_data_bytes(folder / n) for n in weight_files)
     return {
