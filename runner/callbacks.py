@@ -23,6 +23,7 @@ class MlflowSweepCallback(Callback):
         tracker = Tracker(config.tracking)
         tags = environment_tags(Path(__file__).resolve().parent.parent)
         tags["sweep.dir"] = str(sweep_dir.resolve())
+        tags["qrun.sweep"] = "true"
         run_id = tracker.start(run_name=f"sweep {sweep_dir.name}", tags=tags)
         tracker.log_params({"sweep.overrides": " ".join(config.hydra.overrides.task)})
         (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": run_id, "uri": tracker.uri}))

@@ -1,0 +1,102 @@
+"""Pick a format under deployment constraints from measured runs, and say why.
+
+Rule: keep the runs measured on the target hardware; drop every run that breaks a constraint;
+among the rest take the best by `prefer`: quality (lowest KLD vs the baseline, then Δppl; ties
+within `quality_tie` go to the faster one), speed (highest throughput) or size (least memory).
+Throughput is the serving benchmark's output tok/s when measured, else single-stream decode tok/s.
+Memory is peak VRAM on GPU runs, else peak RSS, else the file size.
+"""
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+from runner.report_data import Row
+
+GIB = 1024 ** 3
+
+
+@dataclass
+class Constraints:
+    memory_bytes: Optional[float] = None
+    max_latency_p95_s: Optional[float] = None
+    min_throughput_tok_s: Optional[float] = None
+    max_ppl_delta_pct: Optional[float] = None
+    max_kld: Optional[float] = None
+
+
+def memory(row: Row) -> Optional[float]:
+    for name in ("perf/peak_vram_bytes", "perf/peak_rss_bytes", "size/bytes"):
+        if row.get(name):
+            return row.get(name)
+    return None
+
+
+def throughput(row: Row) -> Optional[float]:
+    return row.get("perf/throughput_tok_s") if row.get("perf/requests_per_s") is not None else row.get("perf/decode_tok_s")
+
+
+def violations(row: Row, c: Constraints) -> List[str]:
+    out = []
+    checks = [
+        ("memory", c.memory_bytes, memory(row), lambda v, lim: v <= lim, lambda v, lim: f"needs {v / GIB:.2f} GiB > {lim / GIB:.2f} GiB"),
+        ("latency p95", c.max_latency_p95_s, row.get("perf/latency_s_p95"), lambda v, lim: v <= lim, lambda v, lim: f"p95 {v:.2f} s > {lim:g} s"),
+        ("throughput", c.min_throughput_tok_s, throughput(row), lambda v, lim: v >= lim, lambda v, lim: f"{v:.1f} tok/s < {lim:g}"),
+        ("Δppl", c.max_ppl_delta_pct, row.get("quality/ppl_delta_pct"), lambda v, lim: v <= lim, lambda v, lim: f"Δppl {v:+.2f} % > {lim:g} %"),
+        ("KLD", c.max_kld, row.get("quality/kld_mean"), lambda v, lim: v <= lim, lambda v, lim: f"KLD {v:.4f} > {lim:g}"),
+    ]
+    for name, limit, value, ok, why in checks:
+        if limit is None:
+            continue
+        if value is None:
+            out.append(f"{name} not measured")
+        elif not ok(value, limit):
+            out.append(why(value, limit))
+    return out
+
+
+def _quality_key(row: Row) -> Tuple[float, float]:
+    kld = row.get("quality/kld_mean")
+    ppl = row.get("quality/ppl_delta_pct")
+    return (kld if kld is not None else float("inf"), ppl if ppl is not None else float("inf"))
+
+
+def rank(rows: List[Row], prefer: str, quality_tie: float = 0.002) -> List[Row]:
+    if prefer == "speed":
+        return sorted(rows, key=lambda r: -(throughput(r) or 0))
+    if prefer == "size":
+        return sorted(rows, key=lambda r: memory(r) or float("inf"))
+    best = min(_quality_key(r)[0] for r in rows)
+
+    def key(r: Row):
+        kld, ppl = _quality_key(r)
+        if kld <= best + quality_tie:  # as good as the best: the faster one wins among these
+            return (0, -(throughput(r) or 0), kld)
+        return (1, kld, ppl)
+
+    return sorted(rows, key=key)
+
+
+def recommend(rows: List[Row], c: Constraints, prefer: str = "quality") -> Dict:
+    """{'choice': Row | None, 'reason': str, 'feasible': [...], 'rejected': {label: [why...]}}"""
+    finished = [r for r in rows if r.status == "FINISHED"]
+    rejected = {r.label: violations(r, c) for r in finished}
+    feasible = [r for r in finished if not rejected[r.label]]
+    rejected = {k: v for k, v in rejected.items() if v}
+    if not feasible:
+        binding = {}
+        for why in rejected.values():
+            for w in why:
+                binding[w.split(" ")[0]] = binding.get(w.split(" ")[0], 0) + 1
+        return {"choice": None, "feasible": [], "rejected": rejected,
+                "reason": f"no format of {len(finished)} meets every constraint; " + "; ".join(
+                    f"{label}: {', '.join(why)}" for label, why in rejected.items())}
+    ranked = rank(feasible, prefer)
+    choice = ranked[0]
+    facts = [f"KLD {choice.get('quality/kld_mean'):.4f}" if choice.get("quality/kld_mean") is not None else None,
+             f"Δppl {choice.get('quality/ppl_delta_pct'):+.2f} %" if choice.get("quality/ppl_delta_pct") is not None else None,
+             f"{throughput(choice):.1f} tok/s" if throughput(choice) else None,
+             f"p95 {choice.get('perf/latency_s_p95'):.2f} s" if choice.get("perf/latency_s_p95") is not None else None,
+             f"{memory(choice) / GIB:.2f} GiB" if memory(choice) else None]
+    runner_up = f"; next: {ranked[1].label}" if len(ranked) > 1 else ""
+    reason = (f"{choice.label}: best by {prefer} of {len(feasible)} feasible run(s) out of {len(finished)} "
+              f"({', '.join(f for f in facts if f)}){runner_up}")
+    return {"choice": choice, "feasible": ranked, "rejected": rejected, "reason": reason}

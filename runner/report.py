@@ -1,0 +1,145 @@
+"""`qrun-report`: the comparison table, plots and a recommendation, read back from MLflow.
+
+    qrun-report                                   # the latest sweep: Markdown table + CSV + PNGs
+    qrun-report --sweep <parent run id> --out reports/
+    qrun-report --all                             # the newest finished run of every job
+    qrun-report recommend --hardware rtx3090x2 --max-latency-p95 3 --min-throughput 100
+"""
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from runner.errors import UserError
+from runner.recommend import Constraints, recommend
+from runner.report_data import Row, load_rows
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+COLUMNS = [  # header, getter, format
+    ("format", lambda r: r.label, "{}"),
+    ("hardware", lambda r: r.params.get("hardware.name"), "{}"),
+    ("size MB", lambda r: r.get("size/bytes"), lambda v: f"{v / 1e6:.1f}"),
+    ("peak mem MB", lambda r: r.get("perf/peak_vram_bytes") or r.get("perf/peak_rss_bytes"), lambda v: f"{v / 1e6:.0f}"),
+    ("bpw", lambda r: r.get("size/bits_per_weight"), "{:.2f}"),
+    ("compr", lambda r: r.get("size/compression_vs_fp16"), "{:.2f}x"),
+    ("ppl", lambda r: r.get("quality/ppl"), "{:.3f}"),
+    ("Δppl %", lambda r: r.get("quality/ppl_delta_pct"), "{:+.2f}"),
+    ("KLD", lambda r: r.get("quality/kld_mean"), "{:.4f}"),
+    ("top-1", lambda r: r.get("quality/top1_agree"), lambda v: f"{100 * v:.1f}%"),
+    ("prefill t/s", lambda r: r.get("perf/prefill_tok_s"), "{:.0f}"),
+    ("decode t/s", lambda r: r.get("perf/decode_tok_s"), "{:.1f}"),
+    ("p95 s", lambda r: r.get("perf/latency_s_p95"), "{:.2f}"),
+    ("serve tok/s", lambda r: r.get("perf/throughput_tok_s") if r.get("perf/requests_per_s") is not None else None, "{:.1f}"),
+    ("goodput", lambda r: r.get("perf/goodput"), lambda v: f"{100 * v:.0f}%"),
+    ("status", lambda r: r.status, "{}"),
+]
+
+
+def _fmt(value, fmt) -> str:
+    if value is None:
+        return "-"
+    return fmt(value) if callable(fmt) else fmt.format(value)
+
+
+def markdown(rows: List[Row]) -> str:
+    used = [c for c in COLUMNS if any(c[1](r) is not None for r in rows)]
+    lines = ["| " + " | ".join(h for h, _, _ in used) + " |", "|" + "|".join("---" for _ in used) + "|"]
+    lines += ["| " + " | ".join(_fmt(get(r), fmt) for _, get, fmt in used) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def csv_text(rows: List[Row]) -> str:
+    names = sorted({k for r in rows for k in r.metrics})
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["run_id", "format", "backend", "engine", "hardware", "status"] + names)
+    for r in rows:
+        w.writerow([r.run_id, r.format, r.params.get("format.backend", ""), r.params.get("format.engine", ""),
+                    r.params.get("hardware.name", ""), r.status] + [r.metrics.get(n, "") for n in names])
+    return buf.getvalue()
+
+
+def write_report(rows: List[Row], out: Path) -> List[Path]:
+    from runner.plots import pareto_plot, speed_plot
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "table.md", out / "table.csv"]
+    files[0].write_text(markdown(rows) + "\n")
+    files[1].write_text(csv_text(rows))
+    for plot in (pareto_plot, speed_plot):
+        path = plot(rows, out)
+        if path:
+            files.append(path)
+    return files
+
+
+def _hardware_budget(name: str) -> Optional[float]:
+    path = CONF_DIR / "hardware" / f"{name}.yaml"
+    if not path.exists():
+        options = sorted(p.stem for p in (CONF_DIR / "hardware").glob("*.yaml"))
+        raise UserError("--hardware", f"no hardware profile '{name}'", f"use one of {options}")
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(path).get("memory_budget_bytes")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="qrun-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", nargs="?", default="table", choices=["table", "recommend"])
+    ap.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    ap.add_argument("--experiment", default="quant-runner")
+    ap.add_argument("--sweep", default="latest", help="a sweep's parent run id, or 'latest'")
+    ap.add_argument("--all", action="store_true", help="every job's newest finished run instead of one sweep")
+    ap.add_argument("--out", help="folder for table.md/table.csv/PNGs (default: reports/<sweep id>)")
+    ap.add_argument("--hardware", help="recommend: only runs measured on this profile; its memory budget applies")
+    ap.add_argument("--memory-gb", type=float, help="recommend: memory budget in GiB (overrides the profile's)")
+    ap.add_argument("--max-latency-p95", type=float, metavar="S")
+    ap.add_argument("--min-throughput", type=float, metavar="TOK_S")
+    ap.add_argument("--max-ppl-delta", type=float, metavar="PCT")
+    ap.add_argument("--max-kld", type=float)
+    ap.add_argument("--prefer", choices=["quality", "speed", "size"], default="quality")
+    args = ap.parse_args(argv)
+    try:
+        return _run(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    rows, parent = load_rows(args.tracking_uri, args.experiment, None if args.all else args.sweep)
+    if not rows:
+        raise UserError("--sweep", "the selected sweep has no runs", "pick another sweep or pass --all")
+    if args.command == "table":
+        print(markdown(rows))
+        out = Path(args.out or Path("reports") / (parent or "all"))
+        files = write_report(rows, out)
+        print(f"\nwrote {', '.join(str(f) for f in files)}")
+        if parent:
+            from runner.report_data import _client
+
+            client = _client(args.tracking_uri)
+            for f in files:
+                client.log_artifact(parent, str(f), artifact_path="report")
+            print(f"logged to MLflow run {parent} (artifacts/report)")
+        return 0
+    budget = args.memory_gb * 1024 ** 3 if args.memory_gb else (_hardware_budget(args.hardware) if args.hardware else None)
+    if args.hardware:
+        rows = [r for r in rows if r.params.get("hardware.name") == args.hardware]
+        if not rows:
+            raise UserError("--hardware", f"no run was measured on '{args.hardware}'", "run the sweep with hardware=" + args.hardware)
+    c = Constraints(budget, args.max_latency_p95, args.min_throughput, args.max_ppl_delta, args.max_kld)
+    result = recommend(rows, c, args.prefer)
+    if result["choice"] is None:
+        print(f"no recommendation: {result['reason']}")
+        return 1
+    print(f"recommend {result['reason']}")
+    for label, why in result["rejected"].items():
+        print(f"  rejected {label}: {', '.join(why)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
