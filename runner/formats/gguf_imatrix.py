@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from runner.cache import Cache
-from runner.data.corpus import load_corpus
+from runner.data.calibration import load_calibration
 from runner.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -38,20 +38,11 @@ def imatrix_for(model, base_gguf: Path, calibration, hardware, cache: Cache) -> 
     return {"data": _c_array(values), "n_tensors": len(values), **meta}
 
 
-def calibration_samples(model, calibration, cache: Cache) -> tuple[list, str]:
-    corpus = load_corpus(calibration.corpus, cache, "calibration.corpus")
-    ids = model.load_tokenizer()(corpus.text, add_special_tokens=False)["input_ids"]
-    need = calibration.n_samples * calibration.seq_len
-    if len(ids) < need:
-        raise UserError("calibration.n_samples", f"the calibration text has {len(ids)} tokens, fewer than "
-                        f"n_samples x seq_len = {need}", "lower calibration.n_samples or calibration.seq_len, or add text")
-    return [ids[i * calibration.seq_len:(i + 1) * calibration.seq_len] for i in range(calibration.n_samples)], corpus.sha256
-
-
 def _collect(model, base_gguf: Path, calibration, hardware, cache: Cache):
     import torch
 
-    samples, sha = calibration_samples(model, calibration, cache)
+    calib = load_calibration(calibration, model, cache)
+    samples = calib.samples
     names = _gguf_names(model, base_gguf)
     torch.set_num_threads(hardware.threads)
     hf = model.load_hf(torch.float32)
@@ -73,7 +64,8 @@ def _collect(model, base_gguf: Path, calibration, hardware, cache: Cache):
     for h in hooks:
         h.remove()
     values = {name: (sums[name] / counts[name]).numpy().astype(np.float32) for name in sums}
-    meta = {"calibration_sha256": sha, "calibration_tokens": len(samples) * len(samples[0]), "method": "mean x^2 per input column (torch hooks, fp32)"}
+    meta = {"calibration": calib.manifest(), "calibration_tokens": len(samples) * len(samples[0]),
+            "method": "mean x^2 per input column (torch hooks, fp32)"}
     return values, meta
 
 
