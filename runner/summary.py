@@ -3,6 +3,7 @@ from typing import List
 
 COLUMNS = [  # header, source, formatter
     ("format", "param:format.name", "{}"),
+    ("backend", "param:format.backend", "{}"),  # the implementation, for formats that offer several
     ("engine", "param:format.engine", "{}"),
     ("size MB", "size/bytes", lambda v: f"{v / 1e6:.1f}"),
     ("bpw", "size/bits_per_weight", "{:.2f}"),
@@ -35,7 +36,7 @@ def _cell(run, source, fmt) -> str:
 def table(runs) -> str:
     rows = [[h for h, _, _ in COLUMNS]] + [[_cell(r, s, f) for _, s, f in COLUMNS] for r in runs]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    lines = ["  ".join(c.rjust(w) if i > 2 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

@@ -37,7 +37,11 @@ def sweep(tiny_model_dir, cache_dir, tmp_path_factory):
                     cwd, cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, runs = mlflow_runs(cwd / "mlflow.db")
-    return {r.data.params["format.name"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    by_name = {r.data.params["format.name"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    summary = proc.stdout[proc.stdout.index("quant-runner: "):]
+    for name, run in by_name.items():  # the summary names the backend of every row
+        assert f"\n{name}" in summary and run.data.params["format.backend"] in summary.split(f"\n{name}", 1)[1].split("\n")[0]
+    return by_name
 
 
 def test_every_default_backend_finishes_with_sane_numbers(sweep):
@@ -64,6 +68,7 @@ def test_calibrated_formats_record_their_calibration_text(sweep, shakespeare_dir
         assert (calib["n_samples"], calib["seq_len"]) == (8, 128)
         assert calib["text_sha256"] == sha256_bytes(text.encode("utf-8"))
         assert manifest["backend"] == sweep[name].data.params["format.backend"]
+        assert json.loads((Path(sweep[name].data.tags["artifact.path"]) / "config.json").read_text())["dtype"] == "float16"
     int8 = json.loads((Path(sweep["int8"].data.tags["artifact.path"]) / "manifest.json").read_text())
     assert "calibration" not in int8  # no data used: calibration is not part of its cache key either
 

@@ -50,8 +50,10 @@ class TorchEngine(Engine):
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(hardware.threads)
+        # a format may ask for another compute dtype on CPU (e.g. fp32 for an fp16 checkpoint: AVX2 fp16 is slow)
+        dtype = artifact.manifest.get("cpu_compute_dtype") if hardware.device == "cpu" else None
         hf_model = AutoModelForCausalLM.from_pretrained(
-            artifact.path, dtype="auto", use_safetensors=not model.allow_pickle,
+            artifact.path, dtype=dtype or "auto", use_safetensors=not model.allow_pickle,
             trust_remote_code=model.trust_remote_code, device_map=hardware.device,
         ).eval()
         return TorchLoaded(hf_model, hardware.device)

@@ -51,7 +51,7 @@ class AwqFormat(Format):
         wo.require(cfg.backend, modules, extra)
 
     def library_versions(self):
-        return wo.versions("torch", "transformers", "gptqmodel", "llmcompressor", "compressed-tensors", "autoawq")
+        return {**wo.versions("torch", "transformers", "gptqmodel", "llmcompressor", "compressed-tensors", "autoawq"), **wo.LAYOUT}
 
     def quantize(self, model, cfg, calibration, hardware, out_dir: Path, cache):
         calib = load_calibration(calibration, model, cache)
@@ -75,5 +75,6 @@ class AwqFormat(Format):
             autoawq_backend.quantize(model.path, out_dir, calib.samples, zero_point=cfg.zero_point, version=cfg.version,
                                      device=hardware.device, **settings)
             layout, dtype = f"AutoAWQ {cfg.version}", "float16"
+        wo.store_fp16(out_dir)
         return wo.finish(model, out_dir, backend=cfg.backend, checkpoint_format=layout, quantize_dtype=dtype,
-                         calibration=calib.manifest())
+                         calibration=calib.manifest(), **wo.CPU_FP32)

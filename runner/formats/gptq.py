@@ -3,7 +3,7 @@
 - gptqmodel (default): the GPTQ v1 checkpoint (qweight/qzeros/scales/g_idx + quantize_config.json)
   that vLLM, transformers and auto-gptq read.
 - llmcompressor: compressed-tensors `pack-quantized` (vLLM-native).
-Both quantize in fp32 on CPU. Defaults: group 32, asymmetric (fair to a model whose weights carry
+Both quantize in fp32 on CPU; unquantized tensors are stored in fp16. Defaults: group 32, asymmetric (fair to a model whose weights carry
 Q4_1 rounding, like the embedded SmolLM2); groups must divide every layer width (576 rules out 128).
 """
 from dataclasses import dataclass
@@ -47,7 +47,7 @@ class GptqFormat(Format):
         wo.require(cfg.backend, modules, extra)
 
     def library_versions(self):
-        return wo.versions("torch", "transformers", "gptqmodel", "llmcompressor", "compressed-tensors")
+        return {**wo.versions("torch", "transformers", "gptqmodel", "llmcompressor", "compressed-tensors"), **wo.LAYOUT}
 
     def quantize(self, model, cfg, calibration, hardware, out_dir: Path, cache):
         calib = load_calibration(calibration, model, cache)
@@ -68,4 +68,6 @@ class GptqFormat(Format):
                 group_size=None if cfg.group_size == -1 else cfg.group_size, damp_percent=cfg.damp_percent,
                 desc_act=cfg.desc_act)
             layout = "compressed-tensors pack-quantized"
-        return wo.finish(model, out_dir, backend=cfg.backend, checkpoint_format=layout, calibration=calib.manifest())
+        wo.store_fp16(out_dir)
+        return wo.finish(model, out_dir, backend=cfg.backend, checkpoint_format=layout, calibration=calib.manifest(),
+                         **wo.CPU_FP32)

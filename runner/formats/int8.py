@@ -33,7 +33,7 @@ class Int8Format(Format):
         wo.require(cfg.backend, *BACKENDS[cfg.backend])
 
     def library_versions(self):
-        return wo.versions("torch", "transformers", "torchao", "bitsandbytes", "llmcompressor", "compressed-tensors")
+        return {**wo.versions("torch", "transformers", "torchao", "bitsandbytes", "llmcompressor", "compressed-tensors"), **wo.LAYOUT}
 
     def quantize(self, model, cfg, calibration, hardware, out_dir: Path, cache):
         wo.set_threads(hardware)
@@ -42,6 +42,7 @@ class Int8Format(Format):
 
             llmcompressor_backend.quantize(model.path, out_dir, None, "rtn", device=hardware.device,
                                            bits=8, sym=True, group_size=None)
+            wo.store_fp16(out_dir)
             layout = "compressed-tensors pack-quantized (W8A16)"
         else:
             from runner.formats.backends import transformers_backend
@@ -49,4 +50,4 @@ class Int8Format(Format):
             kind = "torchao" if cfg.backend == "torchao" else "bnb_int8"
             transformers_backend.quantize(model.path, out_dir, kind, device=hardware.device, threshold=cfg.llm_int8_threshold)
             layout = "torchao Int8WeightOnly" if kind == "torchao" else "bitsandbytes LLM.int8"
-        return wo.finish(model, out_dir, backend=cfg.backend, checkpoint_format=layout)
+        return wo.finish(model, out_dir, backend=cfg.backend, checkpoint_format=layout, **wo.CPU_FP32)

@@ -28,7 +28,7 @@ class Nf4Format(Format):
         wo.require(cfg.backend, ("bitsandbytes",), "int8")
 
     def library_versions(self):
-        return wo.versions("torch", "transformers", "bitsandbytes")
+        return {**wo.versions("torch", "transformers", "bitsandbytes"), **wo.LAYOUT}
 
     def quantize(self, model, cfg, calibration, hardware, out_dir: Path, cache):
         from runner.formats.backends import transformers_backend
@@ -36,4 +36,5 @@ class Nf4Format(Format):
         wo.set_threads(hardware)
         transformers_backend.quantize(model.path, out_dir, "bnb_4bit", device=hardware.device,
                                       quant_type=cfg.quant_type, double_quant=cfg.double_quant)
-        return wo.finish(model, out_dir, backend=cfg.backend, checkpoint_format=f"bitsandbytes {cfg.quant_type}")
+        return wo.finish(model, out_dir, backend=cfg.backend, checkpoint_format=f"bitsandbytes {cfg.quant_type}",
+                         **wo.CPU_FP32)
