@@ -42,6 +42,13 @@ class PeakRss:
 
 
 def benchmark(artifact, model, bench_cfg, stream, hardware) -> Dict[str, float]:
+    kind = getattr(bench_cfg, "kind", "offline")
+    if kind == "serving":  # a real server under concurrent load: runner/stages/serving.py
+        from runner.stages.serving import serving_benchmark
+
+        return serving_benchmark(artifact, model, bench_cfg, stream, hardware)
+    if kind != "offline":
+        raise UserError("benchmark.kind", f"unknown kind '{kind}'", "use offline or serving")
     if bench_cfg.prompt_tokens > len(stream.ids):
         raise UserError("benchmark.prompt_tokens", f"longer than the eval stream ({len(stream.ids)} tokens)",
                         "lower benchmark.prompt_tokens or raise eval.n_tokens")

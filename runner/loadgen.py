@@ -1,0 +1,201 @@
+"""A bounded async load generator for OpenAI-compatible /v1/completions, streaming, loopback only.
+
+Arrivals: `closed` = `concurrency` users, each sends its next request when its last one ends;
+`poisson` = exponential gaps at `rate` requests/s (seeded), at most `concurrency` in flight.
+Each request streams, so the client sees every token as it comes: TTFT = send -> first token
+chunk; latency = send -> end of stream; TPOT = (latency - TTFT) / (tokens - 1).
+Bounds: `requests` (capped at MAX_REQUESTS) and `max_duration_s` (capped at MAX_DURATION_S);
+when time is up, requests in flight are cancelled and count as failed, unsent ones as not sent —
+every request ends in exactly one of ok / failed / not_sent.
+"""
+import asyncio
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Dict, List, Optional
+
+import httpx
+import numpy as np
+
+from runner.errors import UserError
+from runner.servers.process import ServerSpec, check_loopback
+
+logging.getLogger("httpx").setLevel(logging.WARNING)  # not one INFO line per request
+MAX_REQUESTS = 10_000
+MAX_CONCURRENCY = 1_024
+MAX_DURATION_S = 3_600.0
+
+
+@dataclass
+class RequestResult:
+    idx: int
+    status: str = "not_sent"  # not_sent | ok | failed
+    sent_s: float = float("nan")  # since the load started
+    ttft_s: float = float("nan")
+    latency_s: float = float("nan")
+    tpot_s: float = float("nan")
+    max_itl_s: float = float("nan")  # longest gap between two token chunks
+    output_tokens: int = 0
+    prompt_tokens: int = 0  # the prompt text tokenized by the base model's tokenizer
+    error: str = ""
+
+
+def check_load_config(cfg) -> None:
+    """One-line errors for a load that is unbounded, malformed or not aimed at this machine."""
+    check_loopback(cfg.host)
+    if not 1 <= cfg.requests <= MAX_REQUESTS:
+        raise UserError("benchmark.requests", f"{cfg.requests} requests asked; 1..{MAX_REQUESTS} allowed", "lower it")
+    if not 1 <= cfg.concurrency <= MAX_CONCURRENCY:
+        raise UserError("benchmark.concurrency", f"{cfg.concurrency} asked; 1..{MAX_CONCURRENCY} allowed", "change it")
+    if not 0 < cfg.max_duration_s <= MAX_DURATION_S:
+        raise UserError("benchmark.max_duration_s", f"{cfg.max_duration_s} s asked; (0, {MAX_DURATION_S:g}] allowed", "change it")
+    if cfg.arrival not in ("closed", "poisson"):
+        raise UserError("benchmark.arrival", f"unknown arrival '{cfg.arrival}'", "use closed or poisson")
+    if cfg.arrival == "poisson" and not cfg.rate > 0:
+        raise UserError("benchmark.rate", f"poisson arrivals need a rate > 0 (got {cfg.rate})", "set benchmark.rate")
+    if cfg.gen_tokens < 2 or cfg.prompt_tokens < 1:
+        raise UserError("benchmark.gen_tokens", "need gen_tokens >= 2 and prompt_tokens >= 1", "raise them")
+    if not 0 < cfg.request_timeout_s:
+        raise UserError("benchmark.request_timeout_s", "must be > 0", "set it to a few minutes")
+
+
+def payload(spec: ServerSpec, prompt: str, gen_tokens: int) -> Dict:
+    return {"model": spec.model, "prompt": prompt, "max_tokens": gen_tokens, "temperature": 0.0, "stream": True,
+            **spec.extra_body}
+
+
+async def _one(client: httpx.AsyncClient, url: str, body: Dict, res: RequestResult, t0: float) -> None:
+    """Send one streaming request and fill res; never raises except on cancellation."""
+    start = time.perf_counter()
+    res.sent_s, res.status = start - t0, "failed"
+    times: List[float] = []
+    chunks, usage_tokens, finish = 0, None, None
+    try:
+        async with client.stream("POST", url, json=body) as resp:
+            if resp.status_code != 200:
+                res.error = f"HTTP {resp.status_code}: {(await resp.aread())[:200].decode(errors='replace')}"
+                return
+            async for line in resp.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if chunk.get("usage"):
+                    usage_tokens = chunk["usage"].get("completion_tokens")
+                for choice in chunk.get("choices") or []:
+                    finish = choice.get("finish_reason") or finish
+                    if choice.get("text"):  # a token (llama.cpp, transformers: one per chunk)
+                        times.append(time.perf_counter())
+                        chunks += 1
+    except asyncio.CancelledError:
+        res.error = "cancelled: benchmark.max_duration_s reached"
+        raise
+    except (httpx.HTTPError, json.JSONDecodeError) as e:
+        res.error = f"{type(e).__name__}: {e}"[:300]
+        return
+    end = time.perf_counter()
+    if not times:
+        res.error = f"no tokens in the response (finish_reason {finish})"
+        return
+    # usage when the server reports it; else a 'length' finish means max_tokens were made (a chunk may hold several)
+    n = usage_tokens or (body["max_tokens"] if finish == "length" else chunks)
+    res.status, res.output_tokens, res.error = "ok", int(n), ""
+    res.ttft_s, res.latency_s = times[0] - start, end - start
+    res.tpot_s = (res.latency_s - res.ttft_s) / (n - 1) if n > 1 else float("nan")
+    res.max_itl_s = float(np.diff(times).max()) if len(times) > 1 else float("nan")
+
+
+async def run_load(spec: ServerSpec, prompts: List[str], cfg, prompt_tokens: Optional[List[int]] = None,
+                   seed: int = 0, sequential: bool = False) -> List[RequestResult]:
+    """Send len(prompts) requests (one each) as cfg.arrival says (sequential: one user, closed loop);
+    return one result per request, in order."""
+    check_loopback(spec.host)
+    concurrency, arrival = (1, "closed") if sequential else (cfg.concurrency, cfg.arrival)
+    results = [RequestResult(i, prompt_tokens=(prompt_tokens or [0] * len(prompts))[i]) for i in range(len(prompts))]
+    url = spec.url + "/v1/completions"
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    timeout = httpx.Timeout(cfg.request_timeout_s, connect=10.0)
+    tasks: "set[asyncio.Task]" = set()
+    async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:  # no proxy, ever
+        t0 = time.perf_counter()
+
+        def send(i: int) -> asyncio.Task:
+            task = asyncio.ensure_future(_one(client, url, payload(spec, prompts[i], cfg.gen_tokens), results[i], t0))
+            tasks.add(task)
+            return task
+
+        async def closed_user(queue: List[int]) -> None:
+            while queue:
+                await send(queue.pop(0))
+
+        async def poisson() -> None:
+            rng, gate = np.random.default_rng(seed), asyncio.Semaphore(concurrency)
+
+            async def gated(i: int) -> None:
+                async with gate:
+                    await send(i)
+            for i in range(len(prompts)):
+                tasks.add(asyncio.ensure_future(gated(i)))
+                await asyncio.sleep(rng.exponential(1.0 / cfg.rate))
+
+        if arrival == "closed":
+            queue = list(range(len(prompts)))
+            drivers = [asyncio.ensure_future(closed_user(queue)) for _ in range(min(concurrency, len(prompts)))]
+        else:
+            drivers = [asyncio.ensure_future(poisson())]
+        deadline = t0 + cfg.max_duration_s
+        await asyncio.wait(drivers, timeout=max(deadline - time.perf_counter(), 0))
+        while True:  # drivers done (or time up): wait for what is still in flight, within the deadline
+            pending = [t for t in tasks | set(drivers) if not t.done()]
+            left = deadline - time.perf_counter()
+            if not pending or left <= 0:
+                break
+            await asyncio.wait(pending, timeout=left)
+        for t in tasks | set(drivers):
+            t.cancel()
+        await asyncio.gather(*tasks, *drivers, return_exceptions=True)
+    return results
+
+
+def summarize(results: List[RequestResult], slo) -> Dict[str, float]:
+    """perf/* metrics (names in DESIGN §3 and README): percentiles over ok requests, counts over all."""
+    ok = [r for r in results if r.status == "ok"]
+    m: Dict[str, float] = {"perf/requests_ok": len(ok),
+                           "perf/requests_failed": sum(r.status == "failed" for r in results),
+                           "perf/requests_not_sent": sum(r.status == "not_sent" for r in results)}
+    ttft = np.array([r.ttft_s for r in ok])
+    lat = np.array([r.latency_s for r in ok])
+    tpot = np.array([r.tpot_s for r in ok if not np.isnan(r.tpot_s)])
+    for name, x in (("ttft_s", ttft), ("tpot_s", tpot), ("latency_s", lat)):
+        if len(x):  # no successful request: no percentiles (the counts say why)
+            m.update({f"perf/{name}_p{q}": float(np.percentile(x, q)) for q in (50, 95, 99)})
+            m[f"perf/{name}_mean"] = float(x.mean())
+    sent = [r for r in results if r.status != "not_sent"]
+    if ok:
+        duration = max(r.sent_s + r.latency_s for r in ok) - min(r.sent_s for r in sent)
+        tokens = sum(r.output_tokens for r in ok)
+        m.update({"perf/serving_duration_s": duration, "perf/output_tokens": tokens,
+                  "perf/throughput_tok_s": tokens / duration, "perf/requests_per_s": len(ok) / duration})
+    m["perf/goodput"] = sum(_meets(r, slo) for r in ok) / len(results) if results else float("nan")
+    return m
+
+
+def _meets(r: RequestResult, slo) -> bool:
+    for key, value in (("ttft_s", r.ttft_s), ("tpot_s", r.tpot_s), ("latency_s", r.latency_s)):
+        bound = getattr(slo, key, None)
+        if bound is not None and not (value <= bound):
+            return False
+    return True
+
+
+def write_csv(results: List[RequestResult], path) -> None:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[x.name for x in fields(RequestResult)])
+        w.writeheader()
+        for r in results:
+            w.writerow(asdict(r))

@@ -1,0 +1,19 @@
+"""OpenAI-compatible servers for the serving benchmark, one per engine (README, "Serving benchmark")."""
+from runner.errors import UserError
+from runner.servers import llama_cpp_server, transformers_server, vllm_server
+from runner.servers.process import ServerProcess, ServerSpec, check_loopback, pick_port
+
+SERVERS = {"llama_cpp": llama_cpp_server, "torch": transformers_server, "vllm": vllm_server}
+
+
+def server_spec(artifact, model, bench_cfg, hardware, port: int) -> ServerSpec:
+    """The server that runs this artifact's engine, bound to bench_cfg.host:port."""
+    engine = artifact.engine
+    if engine not in SERVERS:
+        raise UserError("benchmark.kind", f"no OpenAI-compatible server for the {engine} engine in this runner "
+                        "(ExLlamaV2's usual one, TabbyAPI, is not a pip package)",
+                        "benchmark this model as GGUF, or with format.engine=vllm on a GPU")
+    return SERVERS[engine].spec(artifact, model, bench_cfg, hardware, bench_cfg.host, port)
+
+
+__all__ = ["ServerProcess", "ServerSpec", "check_loopback", "pick_port", "server_spec"]

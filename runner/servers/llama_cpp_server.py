@@ -1,0 +1,38 @@
+"""llama.cpp's OpenAI-compatible server, as llama-cpp-python ships it (`python -m llama_cpp.server`).
+
+It runs one request at a time (no continuous batching): concurrent requests queue inside it, so
+TTFT under load includes that wait. `--interrupt_requests False`: its default cuts a streaming
+response short whenever another request arrives, which would fake short latencies under load.
+Text is tokenized with the base model's HF tokenizer (the one the eval stream uses): the GGUF's
+own vocabulary is only used when the model folder has no tokenizer.
+"""
+import sys
+from importlib.util import find_spec
+
+from runner.errors import UserError
+from runner.servers.process import ServerSpec
+
+NEEDS = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+
+
+def check_available() -> None:
+    missing = [m for m in NEEDS if find_spec(m) is None]
+    if missing:
+        raise UserError("benchmark.kind", f"the llama.cpp server needs {', '.join(missing)}",
+                        "pip install -e '.[serving]' (part of the cpu extra)")
+
+
+def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSpec:
+    check_available()
+    gguf = artifact.path / artifact.manifest["weight_files"][0]
+    n_ctx = bench_cfg.prompt_tokens + bench_cfg.gen_tokens + 64  # + room for re-tokenization of the text prompt
+    threads = str(hardware.threads)
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", artifact.manifest["format"],
+           "--host", host, "--port", str(port), "--n_ctx", str(n_ctx), "--n_batch", str(min(n_ctx, 512)),
+           "--n_threads", threads, "--n_threads_batch", threads, "--n_gpu_layers", str(hardware.n_gpu_layers),
+           "--seed", "0", "--interrupt_requests", "False", "--verbose", "False"]
+    if any((model.path / f).exists() for f in ("tokenizer.json", "tokenizer.model")):
+        cmd += ["--hf_pretrained_model_name_or_path", str(model.path)]
+    return ServerSpec(name="llama.cpp", cmd=cmd, host=host, port=port, health_path="/v1/models",
+                      model=artifact.manifest["format"], env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+                      extra_body={"min_tokens": bench_cfg.gen_tokens})  # min = max: EOS cannot end a request early
