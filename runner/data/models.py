@@ -8,6 +8,7 @@ import json
 import logging
 import shutil
 from dataclasses import dataclass
+from typing import Optional
 from pathlib import Path
 
 from safetensors import safe_open
@@ -31,6 +32,7 @@ class ModelSource:
     weights_note: str
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    source_gguf: Optional[Path] = None  # the GGUF these weights were dequantized from, if any
 
     def load_hf(self, dtype):
         from transformers import AutoModelForCausalLM
@@ -89,10 +91,12 @@ def resolve_model(cfg, cache: Cache) -> ModelSource:
                         "convert it to safetensors, or set model.allow_pickle=true if you trust the files")
     hashes = [sha256_file(w, cache.memo_dir) for w in weights]
     config_hash = sha256_file(folder / "config.json")
+    source_json = folder / "source.json" if cfg.source != "hf" else None
+    source_gguf = Path(json.loads(source_json.read_text())["gguf"]) if source_json and source_json.exists() else None
     return ModelSource(
         name=cfg.name, path=folder, identity=sha256_json([hashes, config_hash])[:32],
         n_params=count_params(folder) if weights else 0, origin=origin, weights_note=cfg.weights_note,
-        trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
+        trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle, source_gguf=source_gguf,
     )
 
 

@@ -64,7 +64,7 @@ class GgufFormat(Format):
         return {"llama_cpp_python": llama_cpp_module().__version__}
 
     def quantize(self, model, cfg, calibration, hardware, out_dir: Path, cache: Cache):
-        base = convert_once(model, cache)
+        base = convert_once(model, cache, hardware.threads)
         out = out_dir / f"model-{cfg.quant_type}.gguf"
         if cfg.quant_type == "f16":
             _link_or_copy(base, out)
@@ -83,7 +83,7 @@ class GgufFormat(Format):
         return extras
 
 
-def quantize_file(src: Path, dst: Path, quant_type: str, threads: int, imatrix=None) -> None:
+def quantize_file(src: Path, dst: Path, quant_type: str, threads: int, imatrix=None, allow_requantize=False) -> None:
     """The bare llama.cpp call: llama_model_quantize(src, dst, params)."""
     llama_cpp = llama_cpp_module()
     # llama.cpp logs one line per fallback tensor; the manifest records the real types instead
@@ -91,6 +91,7 @@ def quantize_file(src: Path, dst: Path, quant_type: str, threads: int, imatrix=N
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_{QUANT_TYPES[quant_type]}")
     params.nthread = threads
+    params.allow_requantize = allow_requantize
     if imatrix is not None:
         params.imatrix = ctypes.cast(imatrix, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
@@ -104,28 +105,43 @@ def converter_dir(cache: Cache) -> Path:
     return sdist_folder(f"llama-cpp-python=={version}", cache, "format.family", CONVERTER_FILES) / "vendor" / "llama.cpp"
 
 
-def convert_once(model, cache: Cache) -> Path:
-    """model (HF folder) -> f16 GGUF, cached by model identity and converter version."""
+def convert_once(model, cache: Cache, threads: int = 2) -> Path:
+    """The model as an f16 GGUF, cached by model identity and llama.cpp version.
+
+    A model that came from a GGUF is requantized from that file (allow_requantize), which keeps
+    its tokenizer metadata exactly: the HF tokenizer transformers rebuilds from a GGUF is not one
+    llama.cpp's converter reproduces faithfully (byte-level BPE marked byte_fallback turns into a
+    SentencePiece vocab that llama.cpp cannot tokenize text with). Any other model goes through
+    llama.cpp's convert_hf_to_gguf.py.
+    """
     version = llama_cpp_module().__version__
-    key = Cache.key("gguf_f16", model.identity, version)
+    via = f"requantize:{model.source_gguf.name}" if model.source_gguf else "convert_hf_to_gguf"
+    key = Cache.key("gguf_f16", model.identity, version, via)
     hit = cache.get("gguf_base", key)
     if hit:
         return hit / "model-f16.gguf"
-    conv = converter_dir(cache)
-    log.info("converting %s to an f16 GGUF with llama.cpp's converter (once per model)", model.name)
     with cache.put("gguf_base", key, label=f"{model.name} f16 GGUF") as tmp:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(conv / "gguf-py"), str(conv)]), NO_LOCAL_GGUF="")
-        cmd = [sys.executable, str(conv / "convert_hf_to_gguf.py"), str(model.path), "--outfile",
-               str(tmp / "model-f16.gguf"), "--outtype", "f16"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            tail = [l for l in (proc.stderr + proc.stdout).strip().splitlines() if l.strip()][-1:] or ["no output"]
-            if "not supported" in tail[0].lower():
-                raise UserError("model.id", f"llama.cpp's converter does not support this model ({tail[0].strip()[-160:]})",
-                                "use a torch-engine format (fp16, bf16, ...) for this architecture")
-            raise RuntimeError(f"convert_hf_to_gguf.py failed: {tail[0]}")
+        if model.source_gguf:
+            check_gguf(model.source_gguf, "model.id")
+            log.info("requantizing %s to f16 (once per model)", model.source_gguf.name)
+            quantize_file(model.source_gguf, tmp / "model-f16.gguf", "f16", threads, allow_requantize=True)
+        else:
+            _convert_hf(model, tmp / "model-f16.gguf", converter_dir(cache))
         check_gguf(tmp / "model-f16.gguf", "model.id")
     return cache.get("gguf_base", key) / "model-f16.gguf"
+
+
+def _convert_hf(model, out: Path, conv: Path) -> None:
+    log.info("converting %s to an f16 GGUF with llama.cpp's converter (once per model)", model.name)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(conv / "gguf-py"), str(conv)]), NO_LOCAL_GGUF="")
+    cmd = [sys.executable, str(conv / "convert_hf_to_gguf.py"), str(model.path), "--outfile", str(out), "--outtype", "f16"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = [l for l in (proc.stderr + proc.stdout).strip().splitlines() if l.strip()][-1:] or ["no output"]
+        if "not supported" in tail[0].lower():
+            raise UserError("model.id", f"llama.cpp's converter does not support this model ({tail[0].strip()[-160:]})",
+                            "use a torch-engine format (fp16, bf16, ...) for this architecture")
+        raise RuntimeError(f"convert_hf_to_gguf.py failed: {tail[0]}")
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
