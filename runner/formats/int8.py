@@ -3,6 +3,8 @@
 - torchao (default): Int8WeightOnlyConfig through transformers' TorchAoConfig; the fastest CPU forward.
 - bitsandbytes: LLM.int8() at load time (the seed's row; works on CPU, ~3x slower forward than fp32).
 - llmcompressor: W8A16 (symmetric per channel), compressed-tensors `pack-quantized`, vLLM-native.
+torchao and bitsandbytes quantize the fp32 model as it loads and save what they hold: embeddings,
+norms and lm_head stay fp32 (on SmolLM2 its tied 28M-parameter embedding is half of the bytes).
 """
 from dataclasses import dataclass
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Shared by the weight-only formats (gptq, awq, int8, nf4): backend extras, checks against the model, saving."""
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -36,7 +37,8 @@ def check_choice(key: str, value, choices: Iterable, why: str = "") -> None:
         raise UserError(key, f"'{value}' is not supported{why}", f"use one of {choices}")
 
 
-def versions(*dists: str) -> Dict[str, str]:
+@functools.lru_cache(maxsize=None)  # importlib.metadata scans site-packages (~2 ms a name); versions do not change in a process
+def _versions(dists: tuple) -> Dict[str, str]:
     out = {}
     for d in dists:
         try:
@@ -44,6 +46,10 @@ def versions(*dists: str) -> Dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[d] = "not installed"
     return out
+
+
+def versions(*dists: str) -> Dict[str, str]:
+    return dict(_versions(dists))
 
 
 def linear_widths(model_dir: Path) -> Dict[str, int]:
