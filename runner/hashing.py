@@ -1,4 +1,4 @@
-"""Content hashes: of files (memoized by path, size and mtime) and of JSON-able values."""
+"""Content hashes: of files (memoized by inode, size and mtime) and of JSON-able values."""
 import hashlib
 import json
 import os
@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 _MEMO_NAME = "file_hashes.json"
+_SEEN: dict = {}  # the memo, as far as this process has read or written it
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -25,6 +26,8 @@ def sha256_file(path: Path, memo_dir: Path | None = None) -> str:
     path = Path(path).resolve()
     st = path.stat()
     memo_key = f"{st.st_dev}:{st.st_ino}|{st.st_size}|{st.st_mtime_ns}"
+    if memo_dir and memo_key in _SEEN:  # this process already knows it: no need to re-read the memo file
+        return _SEEN[memo_key]
     memo_file = Path(memo_dir) / _MEMO_NAME if memo_dir else None
     memo = {}
     if memo_file and memo_file.exists():
@@ -33,6 +36,7 @@ def sha256_file(path: Path, memo_dir: Path | None = None) -> str:
         except ValueError:
             memo = {}
         if memo_key in memo:
+            _SEEN.update(memo)
             return memo[memo_key]
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -40,7 +44,7 @@ def sha256_file(path: Path, memo_dir: Path | None = None) -> str:
             h.update(chunk)
     digest = h.hexdigest()
     if memo_file:
-        memo[memo_key] = digest
+        _SEEN[memo_key] = memo[memo_key] = digest
         memo_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(memo))
