@@ -20,7 +20,7 @@ venv: $(STAMP)
 
 # The default sweep on the embedded default, offline, ending in a comparison table.
 run: $(STAMP)
-	$(BIN)/qrun -m format=fp32,fp16,bf16
+	$(BIN)/qrun -m experiment=cpu_default
 
 test: $(STAMP)
 	$(BIN)/pytest -q -ra tests
