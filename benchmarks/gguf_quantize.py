@@ -63,12 +63,15 @@ def main():
         shared = Cache(work / "shared")
         model = resolve_model(model_cfg(args.model), shared)
         conv = converter_dir(shared)
-        print(f"model: {model.name} ({model.n_params / 1e6:.1f}M params), types: {', '.join(TYPES)}, threads {args.threads}")
+        how = "requantizing its source GGUF" if model.source_gguf else "convert_hf_to_gguf.py"
+        print(f"model: {model.name} ({model.n_params / 1e6:.1f}M params), types: {', '.join(TYPES)}, threads {args.threads}; "
+              f"the runner makes its f16 GGUF once by {how}, the independent runs use convert_hf_to_gguf.py each time")
 
         # 1. one sweep (convert once) vs independent convert+quantize runs
         sweep_cache = Cache(work / "sweep")
         for d in ("models", "packages"):  # the dequantized model and the converter are not what is measured
-            shutil.copytree(shared.root / d, sweep_cache.root / d, dirs_exist_ok=True)
+            if (shared.root / d).is_dir():
+                shutil.copytree(shared.root / d, sweep_cache.root / d, dirs_exist_ok=True)
         cfgs = [load_format_preset(f"gguf_{t}", "bench") for t in TYPES]
         runner_s = timed(lambda: [quantize(model, c, calib, hardware, sweep_cache) for c in cfgs])
         def independent():
