@@ -26,25 +26,10 @@ def shakespeare_dir(cache_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, shakespeare_dir) -> Path:
     """A 2-layer random Llama (hidden 256) with a SentencePiece BPE tokenizer (byte fallback)."""
-    import sentencepiece as spm
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from tiny_model import build  # the same builder scripts/gpu_check.sh uses
 
-    out = tmp_path_factory.mktemp("tiny_llama")
-    text = (shakespeare_dir / "tempest_gut.txt").read_text()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(text.splitlines()), model_prefix=str(out / "tokenizer"), vocab_size=512,
-        model_type="bpe", byte_fallback=True, character_coverage=1.0, bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
-        num_threads=1, minloglevel=2,
-    )
-    tok = LlamaTokenizer.from_pretrained(out)  # converts tokenizer.model
-    tok.save_pretrained(out)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
-    LlamaForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
-    return out
+    return build(tmp_path_factory.mktemp("tiny_llama"), shakespeare_dir / "tempest_gut.txt")
 
 
 TINY_ARGS = ["eval.n_tokens=1024", "eval.ctx_len=128", "eval.stride=128", "benchmark.prompt_tokens=16",
