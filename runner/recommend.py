@@ -78,14 +78,10 @@ def rank(rows: List[Row], prefer: str, quality_tie: float = 0.002) -> List[Row]:
 def recommend(rows: List[Row], c: Constraints, prefer: str = "quality") -> Dict:
     """{'choice': Row | None, 'reason': str, 'feasible': [...], 'rejected': {label: [why...]}}"""
     finished = [r for r in rows if r.status == "FINISHED"]
-    rejected = {r.label: violations(r, c) for r in finished}
-    feasible = [r for r in finished if not rejected[r.label]]
-    rejected = {k: v for k, v in rejected.items() if v}
+    why = {r.run_id: violations(r, c) for r in finished}
+    feasible = [r for r in finished if not why[r.run_id]]
+    rejected = {r.label: why[r.run_id] for r in finished if why[r.run_id]}
     if not feasible:
-        binding = {}
-        for why in rejected.values():
-            for w in why:
-                binding[w.split(" ")[0]] = binding.get(w.split(" ")[0], 0) + 1
         return {"choice": None, "feasible": [], "rejected": rejected,
                 "reason": f"no format of {len(finished)} meets every constraint; " + "; ".join(
                     f"{label}: {', '.join(why)}" for label, why in rejected.items())}
