@@ -7,19 +7,14 @@ Text is tokenized with the base model's HF tokenizer (the one the eval stream us
 own vocabulary is only used when the model folder has no tokenizer.
 """
 import sys
-from importlib.util import find_spec
 
-from runner.errors import UserError
-from runner.servers.process import ServerSpec
+from runner.servers.process import ServerSpec, require_modules
 
 NEEDS = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
 
 
 def check_available() -> None:
-    missing = [m for m in NEEDS if find_spec(m) is None]
-    if missing:
-        raise UserError("benchmark.kind", f"the llama.cpp server needs {', '.join(missing)}",
-                        "pip install -e '.[serving]' (part of the cpu extra)")
+    require_modules(NEEDS, "the llama.cpp server")
 
 
 def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSpec:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -44,6 +45,14 @@ class ServerSpec:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+
+def require_modules(modules, server: str) -> None:
+    """One-line error naming what a server needs and is not installed (found without importing it)."""
+    missing = [m for m in modules if find_spec(m) is None]
+    if missing:
+        raise UserError("benchmark.kind", f"{server} needs {', '.join(missing)}",
+                        "pip install -e '.[serving]' (part of the cpu extra)")
 
 
 def check_loopback(host: str) -> None:

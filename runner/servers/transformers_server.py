@@ -7,19 +7,15 @@ min_new_tokens = max_new_tokens.
 """
 import json
 import sys
-from importlib.util import find_spec
 
 from runner.errors import UserError
-from runner.servers.process import ServerSpec
+from runner.servers.process import ServerSpec, require_modules
 
 NEEDS = ("fastapi", "uvicorn", "openai", "pydantic")
 
 
 def check_available() -> None:
-    missing = [m for m in NEEDS if find_spec(m) is None]
-    if missing:
-        raise UserError("benchmark.kind", f"`transformers serve` needs {', '.join(missing)}",
-                        "pip install -e '.[serving]' (part of the cpu extra)")
+    require_modules(NEEDS, "`transformers serve`")
 
 
 def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSpec:
