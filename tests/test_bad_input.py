@@ -1,5 +1,4 @@
 """Bad input: a clear one-line error naming the key, exit != 0, no run left RUNNING, nothing half-written."""
-import pytest
 
 from conftest import TINY_ARGS, mlflow_runs, run_qrun
 

@@ -1,11 +1,9 @@
 """Sweeps that survive reruns, kills, corrupt caches and failing jobs (real qrun, real MLflow)."""
-import json
 import os
 import signal
 import subprocess
 import time
 
-import pytest
 
 from conftest import QRUN, ROOT, TINY_ARGS, mlflow_runs, run_qrun
 
@@ -19,7 +17,6 @@ def test_rerun_of_a_finished_sweep_reuses_every_job(tmp_path, cache_dir, tiny_mo
     args = ["-m", "format=fp32,fp16", "model=hf", f"model.id={tiny_model_dir}", *TINY_ARGS]
     first = run_qrun(args, tmp_path, cache_dir)
     assert first.returncode == 0, first.stderr[-2000:]
-    start = time.perf_counter()
     second = run_qrun(args, tmp_path, cache_dir)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "Reused 2 finished run(s)" in second.stdout
@@ -29,7 +26,6 @@ def test_rerun_of_a_finished_sweep_reuses_every_job(tmp_path, cache_dir, tiny_mo
     # resume=false runs them again
     third = run_qrun(args + ["resume=false", "stages=[quantize]"], tmp_path, cache_dir)
     assert third.returncode == 0 and len(_children(tmp_path / "mlflow.db")) == 4
-    assert time.perf_counter() - start > 0
 
 
 def test_changing_only_eval_settings_reuses_the_artifact(tmp_path, cache_dir, tiny_model_dir):

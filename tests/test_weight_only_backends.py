@@ -1,8 +1,6 @@
 """The non-default backends of GPTQ and INT8 on the tiny Llama (quantize stage only): each writes the
 checkpoint layout it promises and changes the weights by a quantization-sized amount."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
