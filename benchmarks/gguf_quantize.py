@@ -89,7 +89,7 @@ def main():
         cfg = load_format_preset("gguf_q4_k_m", "bench")
         runner_t, bare_t = [], []
         for _ in range(args.repeats):
-            entry = shared.root / "artifacts" / artifact_key(model, cfg, calib)
+            entry = shared.root / "artifacts" / artifact_key(model, cfg, calib, shared)
             shutil.rmtree(entry, ignore_errors=True)
             runner_t.append(timed(lambda: quantize(model, cfg, calib, hardware, shared)))
             out = work / "bare-q4_k_m.gguf"

@@ -147,7 +147,7 @@ def main():
         calib_text = load_corpus(cfg_for(*DEFAULT[0], ["model=hf", "model.id=/x"]).calibration.corpus, bench, "c").text
 
         def runner_stage(cfg, model):
-            shutil.rmtree(bench.root / "artifacts" / artifact_key(model, cfg.format, cfg.calibration), ignore_errors=True)
+            shutil.rmtree(bench.root / "artifacts" / artifact_key(model, cfg.format, cfg.calibration, bench), ignore_errors=True)
             return quantize(model, cfg.format, cfg.calibration, cfg.hardware, bench)
         if args.smollm2:
             base = cfg_for(*DEFAULT[0], [])

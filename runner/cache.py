@@ -6,11 +6,18 @@ complete, so a crash, an error or a SIGKILL never leaves anything that looks com
 hit the files are checked against `.entry.json` (sizes always; hashes memoized per path, size and
 mtime); a corrupt entry is deleted and recomputed.
 
+Every temp folder (`<root>/<kind>/.tmp-*`: an entry being built, or one being deleted) holds
+`.owner.json` (host, pid, process start time) beside the folder the caller writes to. A temp whose
+owner died on this host is removed by the next Cache() on its own, and by `qrun-cache prune`;
+a live owner's temp is never touched, however old.
+
 Keys hash what changes an output (model weights, the stage's settings, library versions), never
 a date. On storage shared by several machines (NFS, Lustre) point cache.dir there: renames are
-atomic within one filesystem, and two jobs racing on one key keep whichever finished first.
+atomic within one filesystem, and two jobs racing on one key keep whichever finished first (the
+other one uses it).
 """
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -22,10 +29,15 @@ from typing import Iterator, Optional
 
 from runner.errors import UserError
 from runner.hashing import sha256_file, sha256_json
+from runner.lifecycle import owner, owner_alive
 
 log = logging.getLogger(__name__)
 MODES = ("readwrite", "read", "off")
 ENTRY = ".entry.json"
+OWNER = ".owner.json"
+TEMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".tmp-trash-"
+OWNERLESS_AFTER_S = 3600.0  # temps written before owners existed (or by hand): judged by age
 
 
 class Cache:
@@ -44,6 +56,7 @@ class Cache:
             except OSError as e:
                 raise UserError("cache.dir", f"'{self.root}' is not writable ({e.strerror})",
                                 "point cache.dir (or QRUN_CACHE_DIR) to a writable folder, or set cache.mode=read") from e
+            remove_dead_temps(self.root)
 
     @staticmethod
     def key(*parts) -> str:
@@ -87,8 +100,9 @@ class Cache:
         base = self.root if self.mode == "readwrite" else self.scratch
         final = base / kind / key
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:8]}-", dir=final.parent))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; entries may sit on storage shared by several users
+        shell = _new_temp(final.parent, f"{TEMP_PREFIX}{key[:8]}-")
+        tmp = shell / "entry"
+        tmp.mkdir(mode=0o755)
         try:
             yield tmp
             files = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": sha256_file(p, self.memo_dir)}
@@ -97,23 +111,34 @@ class Cache:
                                                  "files": files}, indent=1))
             if final.exists():
                 if self._problem(final) is None:  # another job finished the same entry first: keep theirs
-                    shutil.rmtree(tmp)
                     return
                 _remove(final)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            try:
+                os.rename(tmp, final)
+            except OSError as e:  # it finished between our check and our rename: use theirs if it is sound
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or self._problem(final) is not None:
+                    raise
+                log.info("another process finished %s/%s first: using its entry", kind, key)
+        finally:
+            shutil.rmtree(shell, ignore_errors=True)
+
+
+def _new_temp(parent: Path, prefix: str) -> Path:
+    """A temp folder in parent holding its owner; the work goes in a subfolder."""
+    shell = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(shell, 0o755)  # mkdtemp makes it 0700; entries may sit on storage shared by several users
+    (shell / OWNER).write_text(json.dumps(owner()))
+    return shell
 
 
 def _remove(path: Path) -> None:
     """Move aside first (atomic), then delete, so readers never see a half-deleted entry."""
-    trash = path.with_name(f".tmp-trash-{path.name}-{os.getpid()}")
+    shell = _new_temp(path.parent, TRASH_PREFIX)
     try:
-        os.rename(path, trash)
+        os.rename(path, shell / "entry")
     except OSError:
-        return
-    shutil.rmtree(trash, ignore_errors=True)
+        pass
+    shutil.rmtree(shell, ignore_errors=True)
 
 
 def entries(root: Path):
@@ -126,9 +151,55 @@ def entries(root: Path):
         yield entry_file.parent.parent.name, entry_file.parent.name, entry_file.parent, facts
 
 
-def stale_temps(root: Path, older_than_s: float):
-    """Temp folders left by killed jobs (never complete, never read)."""
-    now = time.time()
-    for p in Path(root).glob("*/.tmp-*"):
-        if p.is_dir() and now - p.stat().st_mtime > older_than_s:
+def temp_owner_state(path: Path) -> str:
+    """'alive', 'dead' (on this host), 'elsewhere' (another host: unknown) or 'none' (no owner file)."""
+    try:
+        info = json.loads((path / OWNER).read_text())
+    except (OSError, ValueError):
+        return "none"
+    alive = owner_alive(info.get("host"), info.get("pid"), info.get("start"))
+    return "elsewhere" if alive is None else "alive" if alive else "dead"
+
+
+def _temp_dirs(root: Path, kind: Optional[str] = None):
+    """Hidden folders inside kind folders: entry keys are hex, so these are all temps (ours or older kinds)."""
+    for p in sorted(Path(root).glob(f"{kind or '*'}/.*")):
+        if p.is_dir():
             yield p
+
+
+def remove_dead_temps(root: Path) -> None:
+    """Temp folders of processes that died on this host (cheap: one glob, one small read each)."""
+    for p in Path(root).glob(f"*/{TEMP_PREFIX}*"):
+        if temp_owner_state(p) == "dead":
+            log.info("removing %s, left by a process that died", p)
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _newest_mtime(path: Path) -> float:
+    newest = path.lstat().st_mtime
+    for p in path.rglob("*"):
+        with contextlib.suppress(OSError):
+            newest = max(newest, p.lstat().st_mtime)
+    return newest
+
+
+def stale_temps(root: Path, kind: Optional[str] = None, ownerless_after_s: float = OWNERLESS_AFTER_S):
+    """(path, why) of every temp that no live process writes: its owner died on this host, or it has
+    no owner and nothing in it changed for ownerless_after_s. A live owner's or another host's temp is kept."""
+    now = time.time()
+    for p in _temp_dirs(root, kind):
+        state = temp_owner_state(p)
+        if state == "dead":
+            yield p, "its process died"
+        elif state == "none" and now - _newest_mtime(p) > ownerless_after_s:
+            yield p, f"no owner, untouched for {(now - _newest_mtime(p)) / 3600:.1f} h"
+    if kind is None:  # files of the hash memo and the writability probe, cut short by a kill
+        for p in [*Path(root).glob("*.tmp"), *Path(root).glob(".probe-*")]:
+            if p.is_file() and now - p.stat().st_mtime > ownerless_after_s:
+                yield p, "a leftover file"
+
+
+def temps_elsewhere(root: Path, kind: Optional[str] = None):
+    """Temps owned by processes on other hosts: their liveness cannot be checked from here."""
+    return [p for p in _temp_dirs(root, kind) if temp_owner_state(p) == "elsewhere"]

@@ -4,7 +4,9 @@
     qrun-cache prune --kind artifacts     # delete all artifacts (they are recomputed on demand)
     qrun-cache prune --older-than 30      # entries created more than 30 days ago
     qrun-cache prune --all --dry-run      # show what would go
-Temp folders left by killed jobs (older than an hour) are removed by every prune.
+Every prune also removes temp folders (entries being built or deleted) whose process died on this
+host (with --kind: of that kind only); a live process's temp is never removed, however old. Temps
+without an owner file (older versions) go once nothing in them changed for an hour.
 """
 import argparse
 import os
@@ -13,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from runner.cache import _remove, entries, stale_temps
+from runner.cache import _remove, entries, stale_temps, temps_elsewhere
 
 
 def _size(path: Path) -> int:
@@ -68,10 +70,20 @@ def main(argv=None) -> int:
         print(f"{'would delete' if args.dry_run else 'deleted'} {kind}/{key} {facts.get('label', '')}")
         if not args.dry_run:
             _remove(path)
-    for tmp in stale_temps(root, older_than_s=3600):
-        if not args.dry_run:
+    temps = 0
+    for tmp, why in stale_temps(root, kind=args.kind):
+        freed += _size(tmp) if tmp.is_dir() else tmp.stat().st_size
+        temps += 1
+        print(f"{'would delete' if args.dry_run else 'deleted'} temp {tmp.relative_to(root)} ({why})")
+        if args.dry_run:
+            continue
+        if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{'would free' if args.dry_run else 'freed'} {_human(freed)} in {count} entries")
+        else:
+            tmp.unlink(missing_ok=True)
+    for tmp in temps_elsewhere(root, kind=args.kind):
+        print(f"kept temp {tmp.relative_to(root)}: its process runs on another host (delete it by hand once that job is over)")
+    print(f"{'would free' if args.dry_run else 'freed'} {_human(freed)} in {count} entries and {temps} temp folders")
     return 0
 
 

@@ -9,6 +9,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from runner.config import register_configs
+from runner.errors import exit_on_user_error
 
 register_configs()
 log = logging.getLogger("qrun")
@@ -25,7 +26,8 @@ def qrun(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     run_dir = Path(hc.runtime.output_dir)
-    result = job.run(cfg, run_dir, Path(hc.sweep.dir) if multirun else None, list(hc.overrides.task))
+    with exit_on_user_error():  # e.g. an unusable tracking.uri, found before the job's run exists
+        result = job.run(cfg, run_dir, Path(hc.sweep.dir) if multirun else None, list(hc.overrides.task))
     if multirun:
         log.info("%s: %s", cfg.format.name, result["status"])
         return result
@@ -36,9 +38,16 @@ def qrun(cfg: DictConfig) -> dict:
 
 
 def main() -> None:
-    from runner.callbacks import SWEEP_STATE
+    from runner.callbacks import SWEEP_STATE, end_sweep_killed
+    from runner.lifecycle import Terminated
 
-    qrun()
+    try:
+        qrun()
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM as Terminated: the job's own run already ended KILLED
+        end_sweep_killed()
+        terminated = isinstance(e, Terminated)
+        print(f"error: {'terminated (SIGTERM)' if terminated else 'interrupted'}: the run(s) ended KILLED", file=sys.stderr)
+        sys.exit(128 + (15 if terminated else 2))
     if SWEEP_STATE["failed"]:
         print(f"error: {SWEEP_STATE['failed']} job(s) of the sweep failed (see the table above)", file=sys.stderr)
         sys.exit(1)

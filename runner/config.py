@@ -54,7 +54,8 @@ class EvalConfig:
     n_tokens: int = 16384  # length of the fixed token stream
     ctx_len: int = 512
     stride: int = 512  # == ctx_len: disjoint windows; < ctx_len: overlapping, each token scored once
-    add_bos: bool = False  # prepend the tokenizer's BOS to every window (then every text token is scored)
+    # prepend BOS to every window (then every text token is scored); null: what the model does (GGUF metadata or tokenizer)
+    add_bos: Optional[bool] = None
     baseline: str = "fp32"  # format whose logits are the KLD / top-1 reference (run on the torch engine)
     kld_topk: int = 64  # reference keeps its top-k log-probs per token (+ one bucket for the rest)
 
@@ -130,9 +131,10 @@ class Config:
 
 
 def register_configs() -> None:
-    from runner.formats import FORMAT_SCHEMAS
+    from runner.formats import FORMAT_SCHEMAS, SCHEMA_GROUP
 
     cs = ConfigStore.instance()
     cs.store(name="qrun_schema", node=Config)
-    for schema_name, node in FORMAT_SCHEMAS.items():
-        cs.store(group="format", name=schema_name, node=node)
+    # Not in group "format": there they would be offered as choices (`format=gptq_schema`).
+    for family, node in FORMAT_SCHEMAS.items():
+        cs.store(group=SCHEMA_GROUP, name=family, node=node)

@@ -2,23 +2,31 @@
 import json
 import logging
 import sys
+import tempfile
 import time
 import traceback
+import uuid
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from runner.cache import Cache
+from runner.data.calibration import calibration_identity
+from runner.data.corpus import corpus_identity
 from runner.data.models import model_fingerprint, resolve_model
 from runner.engines import get_engine
+from runner.environment import code_identity, environment_tags, host_identity
 from runner.errors import UserError
 from runner.formats import get_format, load_format_preset
 from runner.formats.base import describe_tensor_types
-from runner.stages.benchmark import benchmark
-from runner.stages.evaluate import evaluate, protocol, reference, token_stream
+from runner.lifecycle import sigterm_raises
+from runner.stages.benchmark import benchmark, memory_scope
+from runner.stages.evaluate import evaluate, protocol, reference, stream_params, token_stream
 from runner.stages.quantize import quantize
-from runner.tracking import PARENT_FILE, RUN_FILE, Tracker, environment_tags, flatten
+from runner.tracking import PARENT_FILE, RUN_FILE, Tracker, flatten
+from runner.validation import check_config
 
 log = logging.getLogger(__name__)
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -28,40 +36,63 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path], overrides: li
     """Run one job. Returns {"status", "run_id", "error"}; raises nothing a user caused."""
     tracker = Tracker(cfg.tracking)  # an unreachable store fails here, before any work
     key = job_key(cfg)
+    tracker.close_stale_runs(key)  # with or without resume: a dead process's run must not stay RUNNING
     if cfg.resume:
-        tracker.close_stale_runs(key)
         done = tracker.find_run(key, "FINISHED")
         if done is not None:  # the same job already finished: reuse its run, create no duplicate
             log.info("%s: already done in MLflow run %s (resume=false to run it again)", cfg.format.name, done.info.run_id)
             return _record(run_dir, {"status": "FINISHED", "run_id": done.info.run_id, "reused": True})
     parent = _parent_run_id(sweep_dir, tracker.uri)
     tags = {**environment_tags(PROJECT_DIR), **tracker.job_tags(key)}
-    tracker.start(run_name=f"{cfg.format.name}", parent_run_id=parent, tags=tags)
-    try:
-        _run_stages(cfg, tracker, run_dir, overrides)
-    except (Exception, KeyboardInterrupt) as e:
-        user_error = isinstance(e, UserError)
-        text = str(e) if user_error else traceback.format_exc()
-        tracker.log_text(text, "error.txt")
-        tracker.set_tags({"error": str(e).splitlines()[0][:500] if str(e) else type(e).__name__})
-        tracker.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        if isinstance(e, KeyboardInterrupt):
-            raise
-        log.error("%s failed: %s", cfg.format.name, text if not user_error else e)
-        return _record(run_dir, {"status": "FAILED", "run_id": tracker.run_id, "error": str(e) if user_error else repr(e),
-                                 "user_error": user_error})
-    tracker.end("FINISHED")
+    # SIGTERM (kill, SLURM preemption) unwinds like Ctrl-C: temp entries go, servers stop, the run ends KILLED
+    with sigterm_raises():
+        tracker.start(run_name=f"{cfg.format.name}", parent_run_id=parent, tags=tags)
+        status, heartbeat = "KILLED", tracker.heartbeat(tracker.run_id)
+        try:
+            _run_stages(cfg, tracker, run_dir, overrides)
+            status = "FINISHED"
+        except (Exception, KeyboardInterrupt) as e:
+            status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+            user_error = isinstance(e, UserError)
+            text = str(e) if user_error else traceback.format_exc()
+            try:  # the store may be what failed: the status update in `finally` is still attempted
+                tracker.set_tags({"error": str(e).splitlines()[0][:500] if str(e) else type(e).__name__})
+                tracker.log_text(text, "error.txt")
+            except Exception as log_failure:
+                log.error("could not log the error to MLflow (%s: %s)", type(log_failure).__name__, log_failure)
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            log.error("%s failed: %s", cfg.format.name, text if not user_error else e)
+            return _record(run_dir, {"status": "FAILED", "run_id": tracker.run_id,
+                                     "error": str(e) if user_error else repr(e), "user_error": user_error})
+        finally:
+            heartbeat.stop()
+            tracker.end_quietly(status)
     return _record(run_dir, {"status": "FINISHED", "run_id": tracker.run_id})
 
 
 def job_key(cfg: DictConfig) -> str:
-    """Identity of a job: everything that changes its results, not where they are logged or cached."""
+    """Identity of a job: everything that changes its results, not where they are logged or cached.
+
+    Beyond the config: the eval and calibration texts by content (not path), the model's hub commit,
+    the libraries of the format, the engine and the eval baseline, the runner's code and the host.
+    """
     settings = OmegaConf.to_container(cfg, resolve=True)
     for k in ("tracking", "cache", "resume"):
         settings.pop(k, None)
-    from runner import __version__
-
-    return Cache.key("job", settings, model_fingerprint(cfg.model), __version__)
+    try:
+        formats = [cfg.format] + ([load_format_preset(cfg.eval.baseline, "eval.baseline")] if "evaluate" in cfg.stages else [])
+        settings["libraries"] = {f.name: {**get_format(f.family).library_versions(), "engine": get_engine(f.engine).version()}
+                                 for f in formats}
+        with tempfile.TemporaryDirectory(prefix="qrun-key-") as scratch:
+            cache = Cache(cfg.cache.dir, cfg.cache.mode, scratch=Path(scratch))
+            if "evaluate" in cfg.stages or "benchmark" in cfg.stages:
+                settings["eval"]["corpus"] = corpus_identity(cfg.eval.corpus, cache, "eval.corpus")
+            if any(get_format(f.family).uses_calibration(f) for f in formats):
+                settings["calibration"] = calibration_identity(cfg.calibration, cache)
+    except (UserError, MissingMandatoryValue):  # e.g. a missing text file: the job fails on it in its run; never reuse
+        settings["unresolved"] = uuid.uuid4().hex
+    return Cache.key("job", settings, model_fingerprint(cfg.model), code_identity(), host_identity())
 
 
 def _record(run_dir: Path, result: Dict[str, Any]) -> Dict[str, Any]:
@@ -73,6 +104,8 @@ def _record(run_dir: Path, result: Dict[str, Any]) -> Dict[str, Any]:
 
 def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: list) -> None:
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    if params.get("eval.add_bos") is None:  # auto: the resolved value is logged with the token stream
+        params.pop("eval.add_bos", None)
     tracker.log_params(params)
     for name in ("config.yaml", "overrides.yaml"):
         if (run_dir / ".hydra" / name).exists():
@@ -80,7 +113,10 @@ def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: lis
     _check_stages(cfg)
     cache = Cache(cfg.cache.dir, cfg.cache.mode, scratch=run_dir / "scratch")
     get_format(cfg.format.family).validate(cfg.format, None)
-    get_engine(cfg.format.engine).check_available(cfg.hardware)
+    engine = get_engine(cfg.format.engine)  # always the job's own config, never the cached artifact's first user
+    engine.check_available(cfg.hardware)
+    tracker.set_tags({"engine.name": engine.NAME, "engine.version": engine.version()})
+    check_config(cfg)  # values that cannot work, before the model is touched
 
     model = resolve_model(cfg.model, cache)
     tracker.log_params({"model.origin": model.origin, "model.identity": model.identity, "model.n_params": model.n_params})
@@ -105,19 +141,21 @@ def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: lis
 
     if "evaluate" in cfg.stages or "benchmark" in cfg.stages:
         stream = token_stream(model, cfg.eval, cache)
+        tracker.log_params(stream_params(stream))
     if "evaluate" in cfg.stages:
         start = time.perf_counter()
         baseline_cfg = load_format_preset(cfg.eval.baseline, "eval.baseline")
         baseline = quantize(model, baseline_cfg, cfg.calibration, cfg.hardware, cache)
-        ref = reference(model, cfg.eval, stream, cfg.hardware, cache, baseline)
-        quality = evaluate(artifact, model, cfg.eval, stream, ref, cfg.hardware)
+        ref = reference(model, cfg.eval, stream, cfg.hardware, cache, baseline, baseline_cfg.engine)
+        quality = evaluate(artifact, model, cfg.eval, stream, ref, cfg.hardware, engine.NAME)
         quality["time/evaluate_s"] = time.perf_counter() - start
-        tracker.log_params(protocol(cfg.eval, stream))
+        tracker.log_params({**protocol(cfg.eval, stream), "eval.baseline_engine": ref.engine})
         tracker.log_metrics(quality)
         results["quality"] = quality
     if "benchmark" in cfg.stages:
         start = time.perf_counter()
-        perf = benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware)
+        perf = benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, engine.NAME)
+        tracker.log_params({"perf.memory_scope": memory_scope(engine.NAME, cfg.benchmark)})
         perf["time/benchmark_s"] = time.perf_counter() - start
         tracker.log_metrics(perf)
         results["perf"] = perf

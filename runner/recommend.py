@@ -4,7 +4,8 @@ Rule: keep the runs measured on the target hardware; drop every run that breaks 
 among the rest take the best by `prefer`: quality (lowest KLD vs the baseline, then Δppl; ties
 within `quality_tie` go to the faster one), speed (highest throughput) or size (least memory).
 Throughput is the serving benchmark's output tok/s when measured, else single-stream decode tok/s.
-Memory is peak VRAM on GPU runs, else peak RSS, else the file size.
+Memory is peak VRAM on GPU runs (none logged: "memory not measured"; host RSS says nothing about a VRAM
+budget), on CPU runs peak RSS, else the file size.
 """
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -23,8 +24,15 @@ class Constraints:
     max_kld: Optional[float] = None
 
 
+def on_gpu(row: Row) -> bool:
+    device = row.params.get("hardware.device")
+    return str(device).startswith("cuda") if device else row.get("perf/peak_vram_bytes") is not None
+
+
 def memory(row: Row) -> Optional[float]:
-    for name in ("perf/peak_vram_bytes", "perf/peak_rss_bytes", "size/bytes"):
+    if on_gpu(row):
+        return row.get("perf/peak_vram_bytes") or None
+    for name in ("perf/peak_rss_bytes", "size/bytes"):
         if row.get(name):
             return row.get(name)
     return None

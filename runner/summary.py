@@ -1,5 +1,10 @@
 """The one-screen summary printed at the end of a run or a sweep, read back from MLflow."""
-from typing import List
+from typing import Dict, List
+
+from runner.data.tokenization import MIN_CHARS_PER_TOKEN
+from runner.engines.vllm import TOP_K as VLLM_TOP_K
+
+FULL_VOCAB_ENGINES = ("torch", "llama_cpp", "exllamav2")  # their log-probs cover the whole vocabulary
 
 COLUMNS = [  # header, source, formatter
     ("format", "param:format.name", "{}"),
@@ -41,6 +46,47 @@ def table(runs) -> str:
     return "\n".join(lines)
 
 
+def kld_notes(runs, k: str) -> List[str]:
+    """What quality/kld_mean is, per engine that produced the candidates' log-probs."""
+    by_engine: Dict[str, List[str]] = {}
+    for r in runs:
+        if "quality/kld_mean" in r.data.metrics:
+            by_engine.setdefault(r.data.params.get("format.engine", "?"), []).append(r.data.params.get("format.name", "?"))
+    notes = []
+    exact = sorted(e for e in by_engine if e in FULL_VOCAB_ENGINES)
+    if exact:
+        notes.append(f"KLD on {', '.join(exact)}: full-vocabulary log-probs, KLD over the baseline's top-{k} tokens + "
+                     "one bucket for the rest: a lower bound, exact when those tokens hold all the mass.")
+    if "vllm" in by_engine:
+        notes.append(f"KLD on vllm ({', '.join(sorted(by_engine['vllm']))}): an approximation that can over-state KLD. "
+                     f"vLLM returns only its top-{VLLM_TOP_K} prompt log-probs per position; the rest of each "
+                     f"distribution is rebuilt by spreading the remaining mass evenly, so a baseline top-{k} token "
+                     f"outside them gets far too little probability.")
+    other = sorted(e for e in by_engine if e not in FULL_VOCAB_ENGINES and e != "vllm")
+    if other:
+        notes.append(f"KLD on {', '.join(other)}: how this engine's log-probs are obtained is not described here.")
+    return notes
+
+
+def _source(p) -> str:
+    """Where eval.add_bos came from, and which tokenizer made the ids when it is not the HF one."""
+    text = f" ({p['eval.add_bos_source']})" if p.get("eval.add_bos_source") else ""
+    if p.get("eval.tokenizer") == "llama_cpp":
+        text += ", ids from llama.cpp's tokenizer of the GGUF (the HF one rebuilt from it disagreed)"
+    return text
+
+
+def tokenization_warnings(runs) -> List[str]:
+    lines = []
+    for r in runs:
+        cpt = r.data.params.get("eval.chars_per_token")
+        if cpt is not None and cpt != "None" and float(cpt) < MIN_CHARS_PER_TOKEN:
+            lines.append(f"WARNING {r.data.params.get('format.name', '?')}: the eval stream has {float(cpt):.2f} "
+                         f"characters per token ({r.data.params.get('eval.tokenizer', '?')} tokenizer): character-level "
+                         "tokenization is implausible for a real model; its perplexities mean little.")
+    return lines
+
+
 def render(runs: List, uri: str, experiment: str, parent_run_id: str | None = None, reused: set = frozenset()) -> str:
     runs = sorted(runs, key=lambda r: r.info.start_time)
     p = next((r.data.params for r in runs if "eval.n_scored" in r.data.params), runs[0].data.params if runs else {})
@@ -54,10 +100,12 @@ def render(runs: List, uri: str, experiment: str, parent_run_id: str | None = No
     if "eval.n_scored" in p:
         lines.append(
             f"Quality: token-level ppl over {p['eval.n_scored']} scored tokens of {p['eval.corpus']} "
-            f"(ctx {p['eval.ctx_len']}, stride {p['eval.stride']}, BOS {'prepended' if p['eval.add_bos'] == 'True' else 'not added'}, "
-            f"corpus sha256 {p['eval.corpus_sha256'][:12]}). KLD/top-1 vs baseline '{p['eval.baseline']}' on the torch "
-            f"engine (KLD over its top-{p['eval.kld_topk']} tokens + rest: a lower bound)."
+            f"(ctx {p['eval.ctx_len']}, stride {p['eval.stride']}, BOS {'prepended' if p['eval.add_bos'] == 'True' else 'not added'}{_source(p)}, "
+            f"corpus sha256 {p['eval.corpus_sha256'][:12]}). KLD/top-1 vs baseline '{p['eval.baseline']}' on the "
+            f"{p.get('eval.baseline_engine', 'torch')} engine."
         )
+        lines += kld_notes(runs, p["eval.kld_topk"])
+    lines += tokenization_warnings(runs)
     if any("perf/decode_tok_s" in r.data.metrics for r in runs):
         lines.append(
             f"Speed: {p['benchmark.prompt_tokens']}-token prompt + {p['benchmark.gen_tokens']} greedy tokens, one stream, "

@@ -1,19 +1,19 @@
 """MLflow: one run per job, a parent run per sweep, params/metrics/tags/artifacts."""
 import json
-import os
-import platform
-import socket
-import subprocess
+import logging
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from runner.errors import UserError
+from runner.lifecycle import HEARTBEAT_TAG, Heartbeat, orphan_reason, owner_tags
 
+log = logging.getLogger(__name__)
 PARENT_FILE = "mlflow_parent.json"
 RUN_FILE = "run.json"
 JOB_KEY_TAG = "qrun.job_key"
+SWEEP_TAG = "qrun.sweep"
 
 
 def resolve_uri(uri: str) -> str:
@@ -37,7 +37,11 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = resolve_uri(cfg.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        try:  # MLflow opens (and creates) a SQLite store here already
+            self.client = MlflowClient(tracking_uri=self.uri)
+        except Exception as e:
+            raise UserError("tracking.uri", f"cannot open MLflow store '{self.uri}' ({type(e).__name__}: {str(e).splitlines()[0][:160]})",
+                            "pass a tracking.uri whose folder exists and is writable (e.g. sqlite:///mlflow.db)") from e
         self.experiment_name = cfg.experiment
         self.experiment_id = self._experiment_id()
         self.run_id: Optional[str] = None
@@ -66,7 +70,7 @@ class Tracker:
 
     @staticmethod
     def job_tags(job_key: str) -> Dict[str, str]:
-        return {JOB_KEY_TAG: job_key, "qrun.host": socket.gethostname(), "qrun.pid": str(os.getpid())}
+        return {JOB_KEY_TAG: job_key, **owner_tags()}
 
     def find_run(self, job_key: str, status: str):
         runs = self.client.search_runs([self.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
@@ -74,14 +78,30 @@ class Tracker:
         return runs[0] if runs else None
 
     def close_stale_runs(self, job_key: str) -> None:
-        """Runs of this job left RUNNING by a killed process on this host are marked KILLED."""
-        runs = self.client.search_runs([self.experiment_id], max_results=100,
-                                       filter_string=f"tags.`{JOB_KEY_TAG}` = '{job_key}' and attributes.status = 'RUNNING'")
-        for r in runs:
-            pid = int(r.data.tags.get("qrun.pid", "0") or 0)
-            if r.data.tags.get("qrun.host") == socket.gethostname() and pid and not _alive(pid):
-                self.client.set_tag(r.info.run_id, "error", "the process running this job died (e.g. SIGKILL)")
+        """Runs of this job left RUNNING by a dead process (this host: its pid; elsewhere: its heartbeat) become KILLED."""
+        self._close_orphans(f"tags.`{JOB_KEY_TAG}` = '{job_key}' and attributes.status = 'RUNNING'")
+
+    def close_stale_sweeps(self) -> None:
+        """Parent runs of killed sweeps (and their children left RUNNING) become KILLED."""
+        for parent in self._close_orphans(f"tags.`{SWEEP_TAG}` = 'true' and attributes.status = 'RUNNING'"):
+            self._close_orphans(f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'")
+
+    def _close_orphans(self, filter_string: str) -> list:
+        closed = []
+        for r in self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1000):
+            why = orphan_reason(r.data.tags)
+            if why:
+                self.client.set_tag(r.info.run_id, "error", why)
                 self.client.set_terminated(r.info.run_id, status="KILLED")
+                closed.append(r.info.run_id)
+        return closed
+
+    def heartbeat(self, *run_ids: str) -> Heartbeat:
+        """A started daemon thread that refreshes the heartbeat tag of run_ids until stopped."""
+        def beat():
+            for run_id in run_ids:
+                self.client.set_tag(run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+        return Heartbeat(beat).start()
 
     def log_params(self, params: Dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -121,15 +141,12 @@ class Tracker:
         if self.run_id:
             self.client.set_terminated(self.run_id, status=status)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    def end_quietly(self, status: str) -> None:
+        """end() where a failure must not hide the error being handled: the store may be what failed."""
+        try:
+            self.end(status)
+        except Exception as e:
+            log.error("could not mark MLflow run %s %s (%s: %s)", self.run_id, status, type(e).__name__, e)
 
 
 def _check_reachable(uri: str) -> None:
@@ -151,40 +168,3 @@ def flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
         else:
             out[key] = v
     return out
-
-
-def environment_tags(project_dir: Path) -> Dict[str, str]:
-    import torch
-    import transformers
-
-    tags = {
-        "git.sha": _git(project_dir, "rev-parse", "HEAD") or "unknown",
-        "git.dirty": str(bool(_git(project_dir, "status", "--porcelain", "--untracked-files=no"))).lower(),
-        "version.torch": torch.__version__,
-        "version.transformers": transformers.__version__,
-        "version.python": platform.python_version(),
-        "host.cpu": _cpu_name(),
-        "host.cpu_count": str(os.cpu_count()),
-        "host.gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-    }
-    from runner import __version__
-
-    tags["version.quant_runner"] = __version__
-    return tags
-
-
-def _git(cwd: Path, *args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

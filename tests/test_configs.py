@@ -61,6 +61,19 @@ def test_format_schema_rejects_unknown_key():
         _compose(["format=fp16", "format.bits=4"])
 
 
+def test_format_schema_rejects_wrong_type():
+    with pytest.raises(ConfigCompositionException, match="group_size"):
+        _compose(["format=gptq_int4", "format.group_size=many"])
+
+
 def test_unknown_format_lists_options():
-    with pytest.raises(ConfigCompositionException, match="fp16"):
+    with pytest.raises(ConfigCompositionException, match="fp16") as e:
         _compose(["format=nope"])
+    listed = str(e.value).split("Available options in 'format':")[1].split("Config search path")[0].split()
+    assert listed == _options("format")  # the presets only: the schemas they extend are not options
+
+
+@pytest.mark.parametrize("family", sorted(FORMATS))
+def test_a_format_schema_is_not_a_format_option(family):
+    with pytest.raises(ConfigCompositionException):
+        _compose([f"format={family}_schema"])

@@ -1,4 +1,4 @@
-"""qrun-report: the table, the plots and the recommendation, through a real MLflow store."""
+"""qrun-report: the table, the plots and the recommendation, through a real MLflow store (synthetic seed runs)."""
 import json
 import subprocess
 from pathlib import Path
@@ -10,12 +10,13 @@ from mlflow.tracking import MlflowClient
 from conftest import QRUN, ROOT
 from runner.plots import pareto_front
 
+# Synthetic: hand-written numbers (see its "_comment"); they test the recommendation logic only.
 SEED = json.loads((Path(__file__).parent / "data" / "seed_runs.json").read_text())
 
 
 @pytest.fixture
 def store(tmp_path):
-    """The recorded runs logged as one sweep (parent + children) into a SQLite MLflow store."""
+    """The synthetic seed runs (hand-written numbers, not measurements) logged as one sweep into a SQLite MLflow store."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment("quant-runner", artifact_location=(tmp_path / "mlartifacts").as_uri())
@@ -88,6 +89,17 @@ def test_table_files_and_plots_are_logged_to_the_sweep(store):
     assert len((tmp_path / "rep" / "table.csv").read_text().splitlines()) == len(SEED["runs"]) + 1
     logged = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(parent, "report")}
     assert "report/quality_vs_size.png" in logged and "report/table.md" in logged
+
+
+def test_seed_fixture_says_it_is_synthetic():
+    """seed_runs.json is a synthetic fixture with hand-written numbers; it tests the recommendation logic only.
+
+    Its GPU runs hold metrics no real run logs together (offline decode speed and serving requests/s), so nothing
+    may read them as measurements: the file must say so first.
+    """
+    assert SEED["_comment"].startswith("SYNTHETIC FIXTURE: hand-written numbers")
+    gpu_runs = [r["metrics"] for r in SEED["runs"] if r["hardware"] != "cpu"]
+    assert gpu_runs and all({"perf/decode_tok_s", "perf/requests_per_s"} <= set(m) for m in gpu_runs)
 
 
 def test_pareto_front():

@@ -127,7 +127,7 @@ def test_busy_port_is_a_one_line_error(tiny_model_dir, cache_dir, tmp_path):
         port = s.getsockname()[1]
         cfg, model, artifact, stream = _setup(cache_dir, tiny_model_dir, "gguf_q8_0", f"benchmark.port={port}")
         with pytest.raises(UserError, match=f"^benchmark.port: port {port} on 127.0.0.1 is already in use") as e:
-            serving_benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, out_dir=tmp_path)
+            serving_benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, cfg.format.engine, out_dir=tmp_path)
         assert "\n" not in str(e.value)
 
 
@@ -148,7 +148,7 @@ def test_never_healthy_server_times_out_and_is_killed(tmp_path):
 @pytest.fixture(scope="module")
 def llama_server(tiny_model_dir, cache_dir, tmp_path_factory):
     cfg, model, artifact, stream = _setup(cache_dir, tiny_model_dir, "gguf_q8_0")
-    spec = server_spec(artifact, model, cfg.benchmark, cfg.hardware, port=pick_port("127.0.0.1", 0))
+    spec = server_spec(artifact, cfg.format.engine, model, cfg.benchmark, cfg.hardware, port=pick_port("127.0.0.1", 0))
     with ServerProcess(spec, tmp_path_factory.mktemp("llama_server") / "server.log") as server:
         server.wait_healthy(120)
         yield cfg, model, stream, server
@@ -188,7 +188,7 @@ def test_server_dying_mid_run_fails_clearly_with_every_request_counted(tiny_mode
 
     threading.Thread(target=kill_after_two_requests, daemon=True).start()
     with pytest.raises(RuntimeError, match=r"exited with code -9 during the load: \d+ ok, \d+ failed or not sent of 100"):
-        serving_benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, out_dir=tmp_path)
+        serving_benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, cfg.format.engine, out_dir=tmp_path)
     rows = _csv(tmp_path / "requests.csv")
     assert len(rows) == 100 and sum(r["status"] == "failed" for r in rows) >= 1
     assert all(r["error"] for r in rows if r["status"] == "failed")
@@ -198,7 +198,7 @@ def test_server_dying_mid_run_fails_clearly_with_every_request_counted(tiny_mode
 def test_transformers_serve_runs_torch_artifacts(tiny_model_dir, cache_dir, tmp_path):
     cfg, model, artifact, stream = _setup(cache_dir, tiny_model_dir, "fp32", "benchmark.requests=4",
                                           "benchmark.concurrency=2")
-    m = serving_benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, out_dir=tmp_path)
+    m = serving_benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, cfg.format.engine, out_dir=tmp_path)
     assert (m["perf/requests_ok"], m["perf/output_tokens"]) == (4, 32)
     assert m["perf/ttft_s_p50"] <= m["perf/ttft_s_p95"] <= m["perf/ttft_s_p99"]
     assert "transformers" in (tmp_path / "server.json").read_text()

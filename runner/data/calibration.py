@@ -11,7 +11,9 @@ import random
 from dataclasses import dataclass
 from typing import Any, Dict, List
 
-from runner.data.corpus import Corpus, load_corpus
+from omegaconf import OmegaConf
+
+from runner.data.corpus import Corpus, corpus_identity, load_corpus
 from runner.errors import UserError
 from runner.hashing import sha256_bytes, sha256_json
 
@@ -30,6 +32,14 @@ class Calibration:
         n, seq_len = len(self.samples), len(self.samples[0])
         return {"n_samples": n, "seq_len": seq_len, "text": self.description, "text_sha256": self.text_sha256,
                 "text_tokens": self.n_text_tokens, "samples_sha256": sha256_json(self.samples)}
+
+
+def calibration_identity(cfg, cache) -> Dict[str, Any]:
+    """The calibration settings as cache and job keys see them: the text by its sha256, not its path."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    settings.pop("name", None)
+    settings["corpus"] = corpus_identity(cfg.corpus, cache, "calibration.corpus")
+    return settings
 
 
 def load_calibration(cfg, model, cache) -> Calibration:

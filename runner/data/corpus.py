@@ -11,6 +11,9 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+from omegaconf import OmegaConf
 
 from runner.cache import Cache
 from runner.errors import UserError
@@ -26,29 +29,61 @@ class Corpus:
     description: str
 
 
+_LOADED: Dict[tuple, Corpus] = {}  # (source, file stats) -> Corpus, in this process
+
+
 def load_corpus(cfg, cache: Cache, key_prefix: str) -> Corpus:
     """key_prefix names the config node in errors, e.g. 'eval.corpus'."""
+    files, description = _corpus_files(cfg, cache, key_prefix)
+    # a job reads its texts for its keys and again in its stages: read each (unchanged) file once
+    memo_key = (cfg.source, tuple(_stat(p) for p in files))
+    if memo_key in _LOADED:
+        return _LOADED[memo_key]
+    texts = [p.read_text(encoding="utf-8", errors="replace") for p in files]
+    text = texts[0] if cfg.source == "file" else "\n\n".join(t.strip() for t in texts)
+    if not text.strip():
+        raise UserError(key_prefix, f"the text is empty ({description})", "give it a non-empty text")
+    if len(_LOADED) >= 8:  # a sweep uses a few texts; an edited file must not pile up old copies
+        _LOADED.clear()
+    _LOADED[memo_key] = Corpus(text=text, sha256=sha256_bytes(text.encode("utf-8")), description=description)
+    return _LOADED[memo_key]
+
+
+def corpus_identity(cfg, cache: Cache, key_prefix: str) -> Dict[str, Any]:
+    """The corpus as cache and job keys see it: its text by sha256, not the path it was read from.
+
+    A hub dataset is named by its config only: streaming c4 just to hash it would cost more than the job.
+    """
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.source == "hub":
+        return settings
+    settings.pop("path", None)
+    settings["text_sha256"] = load_corpus(cfg, cache, key_prefix).sha256
+    return settings
+
+
+def _corpus_files(cfg, cache: Cache, key_prefix: str) -> Tuple[List[Path], str]:
     if cfg.source == "file":
         if not cfg.path:
             raise UserError(f"{key_prefix}.path", "is not set", f"pass {key_prefix}.path=/path/to/text.txt")
         path = Path(cfg.path).expanduser()
         if not path.is_file():
             raise UserError(f"{key_prefix}.path", f"no such file '{path}'", "pass an existing UTF-8 text file")
-        text, description = path.read_text(encoding="utf-8", errors="replace"), f"file {path.resolve()}"
-    elif cfg.source == "packaged":
+        return [path.resolve()], f"file {path.resolve()}"
+    if cfg.source == "packaged":
         folder = sdist_folder(cfg.package, cache, f"{key_prefix}.package") / cfg.subdir
         names = list(cfg.works) or sorted(p.name for p in folder.glob("*.txt"))
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise UserError(f"{key_prefix}.works", f"not in {cfg.package}: {missing}",
                             f"pick file names from {folder}")
-        text = "\n\n".join((folder / n).read_text(encoding="utf-8", errors="replace").strip() for n in names)
-        description = f"{cfg.package}: {', '.join(Path(n).stem for n in names)}"
-    else:
-        raise UserError(f"{key_prefix}.source", f"unknown source '{cfg.source}'", "use packaged or file")
-    if not text.strip():
-        raise UserError(key_prefix, f"the text is empty ({description})", "give it a non-empty text")
-    return Corpus(text=text, sha256=sha256_bytes(text.encode("utf-8")), description=description)
+        return [folder / n for n in names], f"{cfg.package}: {', '.join(Path(n).stem for n in names)}"
+    raise UserError(f"{key_prefix}.source", f"unknown source '{cfg.source}'", "use packaged or file")
+
+
+def _stat(path: Path) -> tuple:
+    st = path.stat()
+    return str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def sdist_folder(spec: str, cache: Cache, key: str, include: tuple[str, ...] = ()) -> Path:

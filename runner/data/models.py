@@ -6,6 +6,7 @@ plus an identity hash of its weights (part of every downstream cache key).
 import importlib.util
 import json
 import logging
+import re
 import shutil
 from dataclasses import dataclass
 from typing import Optional
@@ -60,20 +61,71 @@ def model_fingerprint(cfg) -> list:
         files = [folder / cfg.file] if folder and cfg.file else []
     else:
         path = Path(cfg.id).expanduser()
+        if cfg.source == "hf" and not path.exists():  # a hub id: what it names changes with each push
+            return ["hub", cfg.id, hub_commit(cfg.id, cfg.revision)]
         files = [path] if path.is_file() else sorted(path.glob("*")) if path.is_dir() else []
     return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files if p.is_file()]
+
+
+def hub_commit(repo_id: str, revision: Optional[str]) -> str:
+    """The commit that repo_id@revision names: asked of the hub, else read from the local HF cache."""
+    revision = revision or "main"
+    if re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    from huggingface_hub import HfApi, constants
+
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            return HfApi().model_info(repo_id, revision=revision, timeout=10).sha
+        except Exception:  # offline, unknown or gated repo: the cache may still know it
+            pass
+    ref = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / revision
+    return ref.read_text().strip() if ref.is_file() else "unresolved"
 
 
 def count_params(folder: Path) -> int:
     total = 0
     for f in sorted(folder.glob("*.safetensors")):
-        with safe_open(f, framework="pt") as st:
-            for name in st.keys():
-                n = 1
-                for d in st.get_slice(name).get_shape():
-                    n *= d
-                total += n
+        try:
+            with safe_open(f, framework="pt") as st:
+                for name in st.keys():
+                    n = 1
+                    for d in st.get_slice(name).get_shape():
+                        n *= d
+                    total += n
+        except Exception as e:  # safetensors raises its own error types for a bad header or a short file
+            raise UserError("model.id", f"'{f}' is not a readable safetensors file ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:160] if str(e) else ''})",
+                            "replace it with a complete copy of the model's weights") from e
     return total
+
+
+def check_model_config(folder: Path, trust_remote_code: bool) -> dict:
+    """config.json parses, names an architecture, and needs no remote code unless the user allows it."""
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError("model.id", f"'{path}' is not a readable JSON file ({type(e).__name__}: {e})",
+                        "restore the model's config.json") from e
+    if not isinstance(config, dict):
+        raise UserError("model.id", f"'{path}' holds a {type(config).__name__}, not a JSON object", "restore the model's config.json")
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    model_type = config.get("model_type")
+    if model_type in CONFIG_MAPPING_NAMES:  # transformers' own code; an auto_map there is ignored without trust_remote_code
+        return config
+    if config.get("auto_map"):
+        if not trust_remote_code:
+            raise UserError("model.trust_remote_code", f"'{folder}' (model_type '{model_type}') needs the Python code it ships "
+                            f"(auto_map in config.json), which is off by default",
+                            "read that code, then set model.trust_remote_code=true if you trust it")
+        return config
+    import transformers
+
+    what = f"model_type '{model_type}', which transformers {transformers.__version__} does not know" if model_type else "no model_type"
+    raise UserError("model.id", f"'{path}' has {what}",
+                    "pass a model of an architecture transformers supports (or upgrade transformers)")
 
 
 def resolve_model(cfg, cache: Cache) -> ModelSource:
@@ -85,17 +137,19 @@ def resolve_model(cfg, cache: Cache) -> ModelSource:
         folder, origin = _gguf_file_folder(cfg, cache)
     else:
         raise UserError("model.source", f"unknown source '{cfg.source}'", "use hf, gguf_file or packaged_gguf")
+    check_model_config(folder, cfg.trust_remote_code)
     weights = sorted(folder.glob("*.safetensors"))
     if not weights and not cfg.allow_pickle:
         raise UserError("model.allow_pickle", f"'{folder}' has no .safetensors weights (only pickle files?)",
                         "convert it to safetensors, or set model.allow_pickle=true if you trust the files")
+    n_params = count_params(folder) if weights else 0  # reads only the headers: a corrupt file fails before hashing
     hashes = [sha256_file(w, cache.memo_dir) for w in weights]
     config_hash = sha256_file(folder / "config.json")
     source_json = folder / "source.json" if cfg.source != "hf" else None
     source_gguf = Path(json.loads(source_json.read_text())["gguf"]) if source_json and source_json.exists() else None
     return ModelSource(
         name=cfg.name, path=folder, identity=sha256_json([hashes, config_hash])[:32],
-        n_params=count_params(folder) if weights else 0, origin=origin, weights_note=cfg.weights_note,
+        n_params=n_params, origin=origin, weights_note=cfg.weights_note,
         trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle, source_gguf=source_gguf,
     )
 
@@ -119,7 +173,7 @@ def _hf_folder(cfg) -> tuple[Path, str]:
     except Exception as e:  # offline, unknown repo, gated repo...
         raise UserError("model.id", f"'{cfg.id}' is not a local folder and the hub could not provide it ({type(e).__name__})",
                         "pass a local HF model folder, or make the hub reachable") from e
-    return Path(local), f"hub {cfg.id}@{cfg.revision or 'main'}"
+    return Path(local), f"hub {cfg.id}@{cfg.revision or 'main'} (commit {Path(local).name})"  # snapshots/<commit>
 
 
 def _packaged_gguf_folder(cfg, cache: Cache) -> tuple[Path, str]:

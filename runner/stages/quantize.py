@@ -9,6 +9,7 @@ from typing import Any, Dict
 from omegaconf import OmegaConf
 
 from runner.cache import Cache
+from runner.data.calibration import calibration_identity
 from runner.formats import get_format
 from runner.hashing import sha256_file
 
@@ -18,13 +19,11 @@ MANIFEST = "manifest.json"
 
 @dataclass
 class Artifact:
+    """Facts about the files only: which engine runs them is each job's own format.engine."""
+
     path: Path
     manifest: Dict[str, Any]
     cache_hit: bool = False
-
-    @property
-    def engine(self) -> str:
-        return self.manifest["engine"]
 
     @property
     def bytes(self) -> int:
@@ -35,21 +34,19 @@ class Artifact:
         return self.manifest["bits_per_weight"]
 
 
-def artifact_key(model, format_cfg, calibration_cfg) -> str:
+def artifact_key(model, format_cfg, calibration_cfg, cache: Cache) -> str:
     fmt = get_format(format_cfg.family)
     settings = OmegaConf.to_container(format_cfg, resolve=True)
     settings.pop("name", None)  # neither a preset's name nor the engine that will run it changes the file
     settings.pop("engine", None)
-    calib = OmegaConf.to_container(calibration_cfg, resolve=True) if fmt.uses_calibration(format_cfg) else None
-    if calib:
-        calib.pop("name", None)
+    calib = calibration_identity(calibration_cfg, cache) if fmt.uses_calibration(format_cfg) else None
     return Cache.key("artifact", model.identity, settings, calib, fmt.library_versions())
 
 
 def quantize(model, format_cfg, calibration_cfg, hardware_cfg, cache: Cache) -> Artifact:
     fmt = get_format(format_cfg.family)
     fmt.validate(format_cfg, model)
-    key = artifact_key(model, format_cfg, calibration_cfg)
+    key = artifact_key(model, format_cfg, calibration_cfg, cache)
     hit = cache.get("artifacts", key)  # verified against its .entry.json; a corrupt one is recomputed
     if hit and (hit / MANIFEST).exists():
         return Artifact(hit, json.loads((hit / MANIFEST).read_text()), cache_hit=True)
@@ -73,7 +70,6 @@ def _manifest(folder: Path, model, format_cfg, fmt, extras: Dict[str, Any], wall
         "key": key,
         "format": format_cfg.name,
         "family": format_cfg.family,
-        "engine": format_cfg.engine,
         "model": {"name": model.name, "identity": model.identity, "n_params": model.n_params, "origin": model.origin},
         "files": files,
         "weight_files": weight_files,

@@ -10,14 +10,12 @@ import asyncio
 import json
 import logging
 import tempfile
-import threading
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import psutil
-
 from runner.errors import UserError
 from runner.loadgen import RequestResult, check_load_config, run_load, summarize, write_csv
+from runner.probes import PeakMemory
 from runner.servers import ServerProcess, pick_port, server_spec
 
 log = logging.getLogger(__name__)
@@ -44,40 +42,15 @@ def make_prompts(stream, tokenizer, n: int, prompt_tokens: int):
     return texts, lengths
 
 
-class TreeRss:
-    """Peak RSS of a process and its children, sampled in a thread."""
-
-    def __init__(self, pid: int, interval_s: float = 0.1):
-        self.pid, self.interval_s, self.peak = pid, interval_s, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                p = psutil.Process(self.pid)
-                self.peak = max(self.peak, sum(q.memory_info().rss for q in [p, *p.children(recursive=True)]))
-            except psutil.Error:
-                pass
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
-def serving_benchmark(artifact, model, bench_cfg, stream, hardware, out_dir: Optional[Path] = None) -> Dict[str, float]:
+def serving_benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str,
+                      out_dir: Optional[Path] = None) -> Dict[str, float]:
     check_load_config(bench_cfg)
     out = Path(out_dir) if out_dir else artifacts_dir()
     out.mkdir(parents=True, exist_ok=True)
     texts, lengths = make_prompts(stream, model.load_tokenizer(), bench_cfg.warmup + bench_cfg.requests,
                                   bench_cfg.prompt_tokens)
     port = pick_port(bench_cfg.host, bench_cfg.port)
-    spec = server_spec(artifact, model, bench_cfg, hardware, port)
+    spec = server_spec(artifact, engine_name, model, bench_cfg, hardware, port)
     server = ServerProcess(spec, out / "server.log")
     try:
         server.start()
@@ -86,13 +59,15 @@ def serving_benchmark(artifact, model, bench_cfg, stream, hardware, out_dir: Opt
         start_s = server.wait_healthy(bench_cfg.startup_timeout_s)
         log.info("%s server healthy after %.1f s; %d warmup + %d requests, %s arrivals, concurrency %d", spec.name, start_s,
                  bench_cfg.warmup, bench_cfg.requests, bench_cfg.arrival, bench_cfg.concurrency)
-        with TreeRss(server.pid) as rss:
+        with PeakMemory(server.pid, tree=True, gpu=str(hardware.device).startswith("cuda"), interval_s=0.1) as mem:
             results = _load(server, texts, lengths, bench_cfg)
     finally:
         server.stop()
     write_csv(results, out / "requests.csv")
     metrics = summarize(results, bench_cfg.slo)
-    metrics.update({"perf/server_start_s": start_s, "perf/peak_rss_bytes": float(rss.peak)})
+    metrics.update({"perf/server_start_s": start_s, "perf/peak_rss_bytes": float(mem.peak_rss)})
+    if mem.peak_vram is not None:  # NVML's per-process GPU memory of the server tree, where it can see it
+        metrics["perf/peak_vram_bytes"] = float(mem.peak_vram)
     plot_cdf(results, out / "latency_cdf.png", f"{artifact.manifest['format']} on {spec.name}, {bench_cfg.arrival} "
              f"arrivals, concurrency {bench_cfg.concurrency}")
     _raise_if_server_died(server, results)
