@@ -20,9 +20,9 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 class LlamaCppLoaded(LoadedModel):
     engine = "llama_cpp"
 
-    def __init__(self, path: str, hardware, n_ctx: int = 2048):
+    def __init__(self, path: str, hardware, n_ctx: int = 512):
         self.path, self.hardware = path, hardware
-        self._bench = self._open(n_ctx, logits_all=False)
+        self._bench, self._bench_n_ctx = self._open(n_ctx, logits_all=False), n_ctx
         self._eval: Optional[object] = None
         self._sampler = None
 
@@ -57,9 +57,9 @@ class LlamaCppLoaded(LoadedModel):
         import llama_cpp as lc
 
         need = len(prompt_ids) + new_tokens
-        if self._bench.n_ctx() < need:
-            self._bench.close()
-            self._bench = self._open(need, logits_all=False)
+        if self._bench_n_ctx != need:  # a context of exactly the request, as llama-bench sizes it: decode over a
+            self._bench.close()  # larger KV cache is slower (2048 vs 320 cells: -13 % on SmolLM2, 2 threads)
+            self._bench, self._bench_n_ctx = self._open(need, logits_all=False), need
         ctx, sampler = self._bench.ctx, self._greedy_sampler()
         lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
         prompt = (lc.llama_token * len(prompt_ids))(*map(int, prompt_ids))
