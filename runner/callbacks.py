@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 from runner.environment import environment_tags
 from runner.errors import exit_on_user_error
 from runner.lifecycle import owner_tags, sigterm_raises
-from runner.summary import render
+from runner.paths import PROJECT_DIR
+from runner.report.summary import render
 from runner.tracking import PARENT_FILE, RUN_FILE, SWEEP_TAG, Tracker
 
 SWEEP_STATE = {"failed": 0}
@@ -30,7 +31,7 @@ class MlflowSweepCallback(Callback):
         with exit_on_user_error():  # an unusable tracking.uri: one line, not a traceback
             tracker = Tracker(config.tracking)
         tracker.close_stale_sweeps()
-        tags = environment_tags(Path(__file__).resolve().parent.parent)
+        tags = environment_tags(PROJECT_DIR)
         tags["sweep.dir"] = str(sweep_dir.resolve())
         tags[SWEEP_TAG] = "true"
         tags.update(owner_tags())

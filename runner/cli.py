@@ -10,17 +10,16 @@ from omegaconf import DictConfig
 
 from runner.config import register_configs
 from runner.errors import exit_on_user_error
+from runner.paths import CONF_DIR
 
 register_configs()
 log = logging.getLogger("qrun")
-# absolute, so the installed `qrun` script finds conf/ at the repository root (editable install)
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def qrun(cfg: DictConfig) -> dict:
     from runner import job
-    from runner.summary import render
+    from runner.report.summary import render
     from runner.tracking import Tracker
 
     hc = HydraConfig.get()

@@ -2,7 +2,7 @@
 
 Every group option in conf/ is merged onto one of these dataclasses, so a typo'd key or a value
 of the wrong type fails at composition time, naming the key, before any work starts.
-Format schemas live next to their format module (runner/formats/*) and are registered here too.
+Format schemas live in runner/formats/schemas.py (light: no library imports) and are registered here too.
 """
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
@@ -71,17 +71,17 @@ class SloConfig:
 @dataclass
 class BenchmarkConfig:
     name: str = MISSING
-    kind: str = "offline"  # offline: one stream through the engine | serving: a real server under load (runner/stages/serving.py)
+    kind: str = "offline"  # offline: one stream through the engine | serving: a real server under load (runner/serving/benchmark.py)
     prompt_tokens: int = 128
     gen_tokens: int = 64  # new tokens per request (serving: EOS is suppressed, so every request makes exactly this many)
     repeats: int = 5
     warmup: int = 1  # unmeasured requests first (serving: sent one at a time before the load)
     # kind=serving only
     concurrency: int = 4  # closed: users, each sends its next request when its last one ends | poisson: most in flight
-    requests: int = 16  # measured requests in all (hard cap in runner/loadgen.py)
+    requests: int = 16  # measured requests in all (hard cap in runner/serving/loadgen.py)
     arrival: str = "closed"  # closed | poisson
     rate: float = 2.0  # poisson: mean requests per second
-    slo: SloConfig = field(default_factory=SloConfig)  # for perf/goodput
+    slo: SloConfig = field(default_factory=SloConfig)  # for serving/goodput
     host: str = "127.0.0.1"  # the server binds here and the load goes here: loopback only
     port: int = 0  # 0: a free port
     startup_timeout_s: float = 180.0  # server start -> healthy, else it is killed and the job fails
@@ -131,7 +131,7 @@ class Config:
 
 
 def register_configs() -> None:
-    from runner.formats import FORMAT_SCHEMAS, SCHEMA_GROUP
+    from runner.formats.schemas import FORMAT_SCHEMAS, SCHEMA_GROUP
 
     cs = ConfigStore.instance()
     cs.store(name="qrun_schema", node=Config)

@@ -5,7 +5,6 @@ runs before any work, so this module stays light: it never imports torch (versio
 importlib.metadata, the GPU model from the NVIDIA driver's /proc files unless torch is loaded anyway).
 """
 import functools
-import importlib.metadata
 import os
 import platform
 import subprocess
@@ -14,20 +13,15 @@ from pathlib import Path
 from typing import Dict, Iterable, List
 
 from runner.hashing import sha256_bytes
+from runner.packages import versions
+from runner.paths import PROJECT_DIR
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 # CPU features that decide which kernels llama.cpp, torch and oneDNN run (and so their speed)
 KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
 
 
 def library_versions(dists: Iterable[str]) -> Dict[str, str]:
-    out = {}
-    for d in dists:
-        try:
-            out[d] = importlib.metadata.version(d)
-        except importlib.metadata.PackageNotFoundError:
-            out[d] = "not installed"
-    return out
+    return versions(*dists)
 
 
 @functools.lru_cache(maxsize=None)  # the code a process runs is the code it imported: read git once

@@ -2,10 +2,9 @@
 
 They never import the GPU libraries: exllamav2 raises `OSError: CUDA_HOME ...` at import on a
 machine without CUDA, and vllm pulls its own CUDA build of torch. torch.cuda answers first, then
-importlib finds the package without importing it.
+runner.packages finds the package without importing it.
 """
-import importlib.util
-
+from runner import packages
 from runner.errors import UserError
 
 INSTALL_HINT = "see README 'GPU formats and engines'"
@@ -18,9 +17,7 @@ def require_cuda(key: str, what: str, package: str, extra: str, hardware=None) -
     if not torch.cuda.is_available():
         raise UserError(key, f"{what} needs a CUDA GPU and torch sees none on this machine",
                         f"run it on a machine with an NVIDIA GPU ({INSTALL_HINT}), or pick a CPU format (fp16, gguf_*)")
-    if importlib.util.find_spec(package) is None:
-        raise UserError(key, f"{what} needs the Python package '{package}', which is not installed",
-                        f"pip install -e '.[{extra}]' on this CUDA machine ({INSTALL_HINT})")
+    packages.require([package], key, what, f"pip install -e '.[{extra}]' on this CUDA machine ({INSTALL_HINT})")
     if hardware is not None:
         require_gpu_profile(hardware, what)
 

@@ -1,9 +1,11 @@
-"""One job = quantize -> evaluate -> benchmark, tracked as one MLflow run."""
+"""One job = the configured stages (quantize -> evaluate -> benchmark), tracked as one MLflow run.
+
+This module only orchestrates: the stages themselves and their one signature are in runner/stages/.
+"""
 import json
 import logging
 import sys
 import tempfile
-import time
 import traceback
 import uuid
 from pathlib import Path
@@ -20,11 +22,8 @@ from runner.engines import get_engine
 from runner.environment import code_identity, environment_tags, host_identity
 from runner.errors import UserError
 from runner.formats import get_format, load_format_preset
-from runner.formats.base import describe_tensor_types
 from runner.lifecycle import sigterm_raises
-from runner.stages.benchmark import benchmark, memory_scope
-from runner.stages.evaluate import evaluate, protocol, reference, stream_params, token_stream
-from runner.stages.quantize import quantize
+from runner.stages import StageContext, StageResult, plan, run_stage
 from runner.tracking import PARENT_FILE, RUN_FILE, Tracker, flatten
 from runner.validation import check_config
 
@@ -110,7 +109,7 @@ def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: lis
     for name in ("config.yaml", "overrides.yaml"):
         if (run_dir / ".hydra" / name).exists():
             tracker.log_file(run_dir / ".hydra" / name, "hydra")
-    _check_stages(cfg)
+    stages = plan(cfg.stages)
     cache = Cache(cfg.cache.dir, cfg.cache.mode, scratch=run_dir / "scratch")
     get_format(cfg.format.family).validate(cfg.format, None)
     engine = get_engine(cfg.format.engine)  # always the job's own config, never the cached artifact's first user
@@ -120,57 +119,22 @@ def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: lis
 
     model = resolve_model(cfg.model, cache)
     tracker.log_params({"model.origin": model.origin, "model.identity": model.identity, "model.n_params": model.n_params})
-
-    start = time.perf_counter()
-    artifact = quantize(model, cfg.format, cfg.calibration, cfg.hardware, cache)
-    stage_s = time.perf_counter() - start
-    n = model.n_params
-    size = {
-        "size/bytes": artifact.bytes,
-        "size/bits_per_weight": artifact.bits_per_weight,
-        "size/compression_vs_fp16": 2.0 * n / artifact.bytes if artifact.bytes else None,
-        "time/quantize_s": artifact.manifest["quantize_s"],  # the cost of making it, even on a cache hit
-        "time/quantize_stage_s": stage_s,
-    }
-    tracker.log_metrics(size)
-    tracker.set_tags({"cache.artifact": "hit" if artifact.cache_hit else "miss", "artifact.path": str(artifact.path)})
-    tracker.log_file(artifact.path / "manifest.json")
-    if artifact.manifest.get("tensor_types"):  # what the file really holds, e.g. K-quant fallbacks
-        tracker.log_params({"artifact.contents": describe_tensor_types(artifact.manifest["tensor_types"])})
-    results: Dict[str, Any] = {"size": size, "manifest": artifact.manifest}
-
-    if "evaluate" in cfg.stages or "benchmark" in cfg.stages:
-        stream = token_stream(model, cfg.eval, cache)
-        tracker.log_params(stream_params(stream))
-    if "evaluate" in cfg.stages:
-        start = time.perf_counter()
-        baseline_cfg = load_format_preset(cfg.eval.baseline, "eval.baseline")
-        baseline = quantize(model, baseline_cfg, cfg.calibration, cfg.hardware, cache)
-        ref = reference(model, cfg.eval, stream, cfg.hardware, cache, baseline, baseline_cfg.engine)
-        quality = evaluate(artifact, model, cfg.eval, stream, ref, cfg.hardware, engine.NAME)
-        quality["time/evaluate_s"] = time.perf_counter() - start
-        tracker.log_params({**protocol(cfg.eval, stream), "eval.baseline_engine": ref.engine})
-        tracker.log_metrics(quality)
-        results["quality"] = quality
-    if "benchmark" in cfg.stages:
-        start = time.perf_counter()
-        perf = benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, engine.NAME)
-        tracker.log_params({"perf.memory_scope": memory_scope(engine.NAME, cfg.benchmark)})
-        perf["time/benchmark_s"] = time.perf_counter() - start
-        tracker.log_metrics(perf)
-        results["perf"] = perf
+    ctx = StageContext(cfg=cfg, model=model, cache=cache, run_dir=run_dir, engine=engine)
+    results: Dict[str, Any] = {}
+    for name in stages:
+        result = run_stage(name, ctx)
+        _log(tracker, result)
+        results.update(result.summary)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     tracker.log_file(run_dir / "results.json")
-    for f in sorted(p for p in (run_dir / "artifacts").rglob("*") if p.is_file()):  # files a stage wrote for the run
-        tracker.log_file(f, str(f.parent.relative_to(run_dir)))
 
 
-def _check_stages(cfg: DictConfig) -> None:
-    known = {"quantize", "evaluate", "benchmark"}
-    unknown = [s for s in cfg.stages if s not in known]
-    if unknown or "quantize" not in cfg.stages:
-        raise UserError("stages", f"unknown or missing stages {unknown or ['quantize']}",
-                        "use a list drawn from [quantize,evaluate,benchmark] that includes quantize")
+def _log(tracker: Tracker, result: StageResult) -> None:
+    tracker.log_params(result.params)
+    tracker.log_metrics(result.metrics)
+    tracker.set_tags(result.tags)
+    for path, folder in result.files:
+        tracker.log_file(path, folder)
 
 
 def _parent_run_id(sweep_dir: Optional[Path], uri: str) -> Optional[str]:

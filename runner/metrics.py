@@ -1,46 +1,162 @@
-"""Quality math on log-probabilities: NLL/perplexity, top-k KL-divergence, top-1 agreement.
+"""Every metric the runner logs, declared once: name, unit, direction, display, producer.
 
-The baseline keeps only its top-k log-probs per token, so its reference data stays small
-(n_tokens x k x 8 bytes). KLD is computed over k+1 categories: the baseline's top-k tokens and one
-bucket holding the rest of the mass. Merging categories never increases KL (data-processing
-inequality), so this is a lower bound of the full-vocabulary KLD that becomes exact as the top-k
-hold all of the baseline's mass; with k=64 on a 49k vocabulary the tail mass is typically <1 %.
+Tracker.log_metrics refuses a name that is not declared here; the sweep summary, qrun-report's
+table, plots and recommend constraints read names, headers, formats and directions from here.
+Declaration order is column order in those tables. Uncertainty intervals of a metric are
+`<name>_ci_low` / `<name>_ci_high` (ci_names()); they are accepted wherever the metric is.
+This module must stay light: the resume path and `qrun-report` import it.
 """
-import numpy as np
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
-_TINY = 1e-12
+Display = Union[str, Callable[[float], str]]
+DIRECTIONS = ("higher", "lower", "neither")
+TABLES = ("summary", "report")
+CI_SUFFIXES = ("_ci_low", "_ci_high")
 
-
-def token_nll(logprobs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Negative log-likelihood of each target: logprobs [n, V], targets [n] -> [n]."""
-    return -logprobs[np.arange(len(targets)), targets].astype(np.float64)
-
-
-def perplexity(nll: np.ndarray) -> float:
-    return float(np.exp(np.mean(nll)))
-
-
-def topk(logprobs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k token ids and log-probs per row, best first: ([n, k] int32, [n, k] float32)."""
-    k = min(k, logprobs.shape[1])
-    part = np.argpartition(-logprobs, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(logprobs, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1).astype(np.int32), np.take_along_axis(vals, order, axis=1).astype(np.float32)
+# producers: the stage or benchmark kind that logs a metric
+QUANTIZE, EVALUATE = "quantize", "evaluate"
+OFFLINE, SERVING = "benchmark.offline", "benchmark.serving"
+BENCHMARK = "benchmark"  # both kinds; perf.memory_scope (a param) says what the number covers
 
 
-def kld_topk(ref_ids: np.ndarray, ref_logprobs: np.ndarray, cand_logprobs: np.ndarray) -> np.ndarray:
-    """Per-token KL(P_ref || Q_cand) over the reference's top-k tokens plus one 'rest' bucket."""
-    lp = ref_logprobs.astype(np.float64)
-    lq = np.take_along_axis(cand_logprobs, ref_ids, axis=1).astype(np.float64)
-    p, q = np.exp(lp), np.exp(lq)
-    head = np.sum(p * (lp - lq), axis=1)
-    p_rest = np.clip(1.0 - p.sum(axis=1), 0.0, 1.0)
-    q_rest = np.clip(1.0 - q.sum(axis=1), _TINY, 1.0)
-    tail = np.where(p_rest > _TINY, p_rest * (np.log(np.maximum(p_rest, _TINY)) - np.log(q_rest)), 0.0)
-    return np.maximum(head + tail, 0.0)
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    better: str  # higher | lower | neither (a count or a fact with no better side)
+    display: Display  # format string for one value, or a function of it
+    header: str  # short column title
+    producer: str
+    tables: Tuple[str, ...] = ()  # where it is a column: "summary" (qrun's sweep table), "report" (qrun-report)
+    help: str = ""
+
+    def __post_init__(self):
+        assert self.better in DIRECTIONS, f"{self.name}: better={self.better!r}"
+        assert set(self.tables) <= set(TABLES), f"{self.name}: tables={self.tables!r}"
+
+    def format(self, value: Optional[float]) -> str:
+        if value is None:
+            return "-"
+        return self.display(value) if callable(self.display) else self.display.format(value)
+
+    def within(self, value: float, limit: float) -> bool:
+        """Does value meet a limit on this metric (a maximum if lower is better, a minimum if higher)?"""
+        if self.better == "neither":
+            raise ValueError(f"{self.name} has no better side: it cannot be a constraint")
+        return value <= limit if self.better == "lower" else value >= limit
 
 
-def top1_agreement(ref_top1: np.ndarray, cand_logprobs: np.ndarray) -> np.ndarray:
-    """Boolean per token: does the candidate's most likely token equal the baseline's?"""
-    return cand_logprobs.argmax(axis=1) == ref_top1
+METRICS: Dict[str, Metric] = {}
+
+
+def declare(*metrics: Metric) -> None:
+    for m in metrics:
+        assert m.name not in METRICS, f"{m.name} declared twice"
+        METRICS[m.name] = m
+
+
+def family(base: str, unit: str, better: str, display: Display, header: str, producer: str,
+           stats: Iterable[str] = ("p50", "p95", "p99", "mean"), tables: Optional[Dict[str, Tuple[str, ...]]] = None,
+           help: str = "") -> List[Metric]:
+    """One quantity summarized several ways: `<base>_p50`, `<base>_p95`, ...; header is a template ("TTFT {} s")."""
+    return [Metric(f"{base}_{s}", unit, better, display, header.format(s), producer, (tables or {}).get(s, ()),
+                   f"{help} ({s})" if help else s) for s in stats]
+
+
+def ci_names(name: str) -> Tuple[str, str]:
+    """The names of a declared metric's interval bounds."""
+    get(name)
+    return tuple(name + s for s in CI_SUFFIXES)
+
+
+def get(name: str) -> Metric:
+    """The declaration of name (an interval bound gets its metric's unit and display); ValueError if none."""
+    if name in METRICS:
+        return METRICS[name]
+    for suffix in CI_SUFFIXES:
+        if name.endswith(suffix) and name[: -len(suffix)] in METRICS:
+            base = METRICS[name[: -len(suffix)]]
+            return replace(base, name=name, better="neither", header=f"{base.header} {suffix[4:]}", tables=())
+    raise ValueError(f"metric '{name}' is not declared: add it to runner/metrics.py (name, unit, direction, display)")
+
+
+def check_declared(names: Iterable[str]) -> None:
+    unknown = sorted(n for n in names if not is_declared(n))
+    if unknown:
+        raise ValueError(f"undeclared metric(s) {unknown}: declare each in runner/metrics.py before logging it")
+
+
+def is_declared(name: str) -> bool:
+    try:
+        get(name)
+        return True
+    except ValueError:
+        return False
+
+
+def in_table(table: str) -> List[Metric]:
+    return [m for m in METRICS.values() if table in m.tables]
+
+
+def _mb(v: float) -> str:
+    return f"{v / 1e6:.1f}"
+
+
+def _mb0(v: float) -> str:
+    return f"{v / 1e6:.0f}"
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def _pct0(v: float) -> str:
+    return f"{100 * v:.0f}%"
+
+
+SR, R, S = ("summary", "report"), ("report",), ("summary",)
+
+declare(  # in column order
+    Metric("size/bytes", "B", "lower", _mb, "size MB", QUANTIZE, SR, "bytes of the weight files"),
+    Metric("perf/peak_rss_bytes", "B", "lower", _mb0, "peak RSS MB", BENCHMARK, R,
+           "peak resident memory (the report's memory column shows peak VRAM instead where measured)"),
+    Metric("size/bits_per_weight", "bit", "lower", "{:.2f}", "bpw", QUANTIZE, SR, "stored tensor bits / base parameter count"),
+    Metric("size/compression_vs_fp16", "x", "higher", "{:.2f}x", "compr", QUANTIZE, R, "fp16 bytes / artifact bytes"),
+    Metric("quality/ppl", "", "lower", "{:.3f}", "ppl", EVALUATE, SR, "token-level perplexity of the eval stream"),
+    Metric("quality/ppl_delta_pct", "%", "lower", "{:+.2f}", "Δppl %", EVALUATE, SR, "perplexity change vs the baseline"),
+    Metric("quality/kld_mean", "nats", "lower", "{:.4f}", "KLD", EVALUATE, SR, "mean KL(baseline || format) per token"),
+    Metric("quality/kld_p99", "nats", "lower", "{:.3f}", "KLD p99", EVALUATE, S, "99th percentile of per-token KLD"),
+    Metric("quality/top1_agree", "share", "higher", _pct, "top-1", EVALUATE, SR, "share of tokens whose top token matches"),
+    Metric("perf/prefill_tok_s", "tok/s", "higher", "{:.0f}", "prefill t/s", OFFLINE, SR),
+    Metric("perf/decode_tok_s", "tok/s", "higher", "{:.1f}", "decode t/s", OFFLINE, SR),
+    Metric("perf/ttft_s_p50", "s", "lower", "{:.3f}", "TTFT s", OFFLINE, S, "single stream, median of repeats"),
+    Metric("perf/latency_s_p95", "s", "lower", "{:.2f}", "p95 s", OFFLINE, SR, "single stream, over repeats"),
+    *family("serving/ttft_s", "s", "lower", "{:.3f}", "serve TTFT {} s", SERVING, tables={"p50": S},
+            help="send -> first token, under load"),
+    *family("serving/latency_s", "s", "lower", "{:.2f}", "serve {} s", SERVING, tables={"p95": SR},
+            help="send -> end of stream, under load"),
+    Metric("serving/throughput_tok_s", "tok/s", "higher", "{:.1f}", "serve tok/s", SERVING, SR,
+           "all users' output tokens / load duration"),
+    Metric("serving/goodput", "share", "higher", _pct0, "goodput", SERVING, R, "share of all requests within the SLO"),
+    Metric("time/quantize_s", "s", "lower", "{:.1f}", "quant s", QUANTIZE, S, "the cost of making the artifact (also on a cache hit)"),
+)
+declare(  # logged and stored, not a table column
+    Metric("quality/baseline_ppl", "", "lower", "{:.3f}", "base ppl", EVALUATE, (), "the baseline's ppl on the same tokens"),
+    Metric("time/quantize_stage_s", "s", "lower", "{:.1f}", "stage s", QUANTIZE, (), "the quantize stage's wall time (a cache hit is short)"),
+    Metric("time/evaluate_s", "s", "lower", "{:.1f}", "eval s", EVALUATE, (), "the evaluate stage's wall time"),
+    Metric("time/benchmark_s", "s", "lower", "{:.1f}", "bench s", BENCHMARK, (), "the benchmark stage's wall time"),
+    Metric("perf/load_s", "s", "lower", "{:.2f}", "load s", OFFLINE),
+    Metric("perf/latency_s_p50", "s", "lower", "{:.2f}", "p50 s", OFFLINE, (), "single stream, median of repeats"),
+    Metric("perf/throughput_tok_s", "tok/s", "higher", "{:.1f}", "stream t/s", OFFLINE, (), "one stream: new tokens / latency"),
+    Metric("perf/rss_increase_bytes", "B", "lower", _mb0, "RSS +MB", OFFLINE, (), "peak RSS over the worker's imports"),
+    Metric("perf/peak_vram_bytes", "B", "lower", _mb0, "peak VRAM MB", BENCHMARK, (), "only where measured"),
+    Metric("serving/requests_ok", "", "higher", "{:.0f}", "ok", SERVING),
+    Metric("serving/requests_failed", "", "lower", "{:.0f}", "failed", SERVING),
+    Metric("serving/requests_not_sent", "", "lower", "{:.0f}", "not sent", SERVING),
+    Metric("serving/requests_per_s", "req/s", "higher", "{:.2f}", "req/s", SERVING),
+    Metric("serving/duration_s", "s", "neither", "{:.1f}", "load s", SERVING, (), "first send -> last completion"),
+    Metric("serving/output_tokens", "tok", "neither", "{:.0f}", "out tok", SERVING),
+    Metric("serving/server_start_s", "s", "lower", "{:.1f}", "start s", SERVING, (), "server launch -> healthy"),
+)
+declare(*family("serving/tpot_s", "s", "lower", "{:.4f}", "serve TPOT {} s", SERVING, help="(latency - TTFT) / (tokens - 1)"))

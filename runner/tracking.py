@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional
 
 from runner.errors import UserError
 from runner.lifecycle import HEARTBEAT_TAG, Heartbeat, orphan_reason, owner_tags
+from runner.metrics import check_declared
 
 log = logging.getLogger(__name__)
 PARENT_FILE = "mlflow_parent.json"
@@ -111,8 +112,10 @@ class Tracker:
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
     def log_metrics(self, metrics: Dict[str, float]) -> None:
+        """Log declared metrics only: an undeclared name is a programming error (ValueError), not a UserError."""
         from mlflow.entities import Metric
 
+        check_declared(metrics)
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, 0) for k, v in sorted(metrics.items()) if v is not None]
         for i in range(0, len(items), 100):

@@ -85,7 +85,7 @@ def _check_benchmark(b, ev) -> None:
     if b.kind == "offline":
         _at_least("benchmark.repeats", b.repeats, 1)
         return
-    from runner.loadgen import check_load_config
+    from runner.serving.loadgen import check_load_config
 
     check_load_config(b)
     if not 0 <= b.port <= 65535:

@@ -13,8 +13,8 @@ from conftest import TINY_ARGS, mlflow_runs, run_qrun
 from runner.config import HardwareConfig
 from runner.engines import get_engine
 from runner.errors import UserError
-from runner.recommend import Constraints, violations
-from runner.report_data import Row
+from runner.report.recommend import Constraints, violations
+from runner.report.data import Row
 from runner.stages.benchmark import benchmark, run_worker, worker_request
 from runner.stages.quantize import Artifact
 

@@ -88,7 +88,7 @@ def _logged_runs(tmp_path, rows):
 
 
 def test_summary_labels_kld_per_engine(tmp_path):
-    from runner.summary import render
+    from runner.report.summary import render
 
     runs = _logged_runs(tmp_path, [("fp16", "torch", "3.1"), ("gguf_q4_k_m", "llama_cpp", "3.1"),
                                    ("fp16_vllm", "vllm", "3.1")])
@@ -103,7 +103,7 @@ def test_summary_labels_kld_per_engine(tmp_path):
 
 
 def test_summary_warns_about_character_level_streams(tmp_path):
-    from runner.summary import render
+    from runner.report.summary import render
 
     text = render(_logged_runs(tmp_path, [("fp16", "torch", "1.02")]), "sqlite:///x", "summary")
     assert "WARNING fp16: the eval stream has 1.02 characters per token" in text

@@ -7,7 +7,7 @@ from hydra.errors import ConfigCompositionException
 
 from runner.config import register_configs
 from runner.engines import ENGINES
-from runner.formats import FORMATS, load_format_preset
+from runner.formats import get_format, load_format_preset
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 register_configs()
@@ -26,7 +26,7 @@ def test_exl2_presets(name, bpw):
     cfg = _compose([f"format={name}"])
     assert (cfg.format.name, cfg.format.family, cfg.format.engine) == (name, "exl2", "exllamav2")
     assert cfg.format.bpw == bpw and cfg.format.head_bits in (6, 8)
-    assert FORMATS["exl2"].uses_calibration(cfg.format)
+    assert get_format("exl2").uses_calibration(cfg.format)
 
 
 def test_exl2_bpw_override_and_type_check():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from runner import metrics as M
+from runner.stages import quality_math as M
 from runner.config import HardwareConfig
 from runner.engines import get_engine
 from runner.engines.vllm import TOP_K, _as_floats, dense_logprobs

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from runner import metrics as M
+from runner.stages import quality_math as M
 
 
 def _log_softmax(x):

@@ -8,7 +8,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from conftest import QRUN, ROOT
-from runner.plots import pareto_front
+from runner.report.plots import pareto_front
 
 # Synthetic: hand-written numbers (see its "_comment"); they test the recommendation logic only.
 SEED = json.loads((Path(__file__).parent / "data" / "seed_runs.json").read_text())
@@ -94,12 +94,12 @@ def test_table_files_and_plots_are_logged_to_the_sweep(store):
 def test_seed_fixture_says_it_is_synthetic():
     """seed_runs.json is a synthetic fixture with hand-written numbers; it tests the recommendation logic only.
 
-    Its GPU runs hold metrics no real run logs together (offline decode speed and serving requests/s), so nothing
+    Its GPU runs hold metrics no real run logs together (offline decode speed and serving/* load metrics), so nothing
     may read them as measurements: the file must say so first.
     """
     assert SEED["_comment"].startswith("SYNTHETIC FIXTURE: hand-written numbers")
     gpu_runs = [r["metrics"] for r in SEED["runs"] if r["hardware"] != "cpu"]
-    assert gpu_runs and all({"perf/decode_tok_s", "perf/requests_per_s"} <= set(m) for m in gpu_runs)
+    assert gpu_runs and all({"perf/decode_tok_s", "serving/requests_per_s"} <= set(m) for m in gpu_runs)
 
 
 def test_pareto_front():

@@ -27,11 +27,11 @@ from runner.cache import Cache
 from runner.config import BenchmarkConfig, register_configs
 from runner.data.models import resolve_model
 from runner.errors import UserError
-from runner.loadgen import check_load_config, run_load, summarize
-from runner.servers import ServerProcess, ServerSpec, pick_port, server_spec
-from runner.stages.evaluate import token_stream
+from runner.serving.loadgen import check_load_config, run_load, summarize
+from runner.serving.servers import ServerProcess, ServerSpec, pick_port, server_spec
+from runner.stages.stream import token_stream
 from runner.stages.quantize import quantize
-from runner.stages.serving import make_prompts, serving_benchmark
+from runner.serving.benchmark import make_prompts, serving_benchmark
 
 register_configs()
 TINY = ["eval.n_tokens=1024", "benchmark=serving", "benchmark.prompt_tokens=32", "benchmark.gen_tokens=8",
@@ -79,23 +79,24 @@ def qrun_serving(tiny_model_dir, cache_dir, tmp_path_factory):
 def test_closed_loop_metrics_are_consistent(qrun_serving):
     cwd, proc, client, run = qrun_serving
     m = run.data.metrics
-    assert (m["perf/requests_ok"], m["perf/requests_failed"], m["perf/requests_not_sent"]) == (16, 0, 0)
-    assert m["perf/output_tokens"] == 16 * 8  # EOS suppressed: every request made exactly gen_tokens
+    assert (m["serving/requests_ok"], m["serving/requests_failed"], m["serving/requests_not_sent"]) == (16, 0, 0)
+    assert m["serving/output_tokens"] == 16 * 8  # EOS suppressed: every request made exactly gen_tokens
     for name in ("ttft_s", "tpot_s", "latency_s"):
-        assert 0 < m[f"perf/{name}_p50"] <= m[f"perf/{name}_p95"] <= m[f"perf/{name}_p99"]
-    assert m["perf/ttft_s_p99"] <= m["perf/latency_s_p99"]
-    assert m["perf/throughput_tok_s"] * m["perf/serving_duration_s"] == pytest.approx(m["perf/output_tokens"], rel=1e-6)
-    assert m["perf/requests_per_s"] * m["perf/serving_duration_s"] == pytest.approx(16, rel=1e-6)
-    assert 0 <= m["perf/goodput"] <= 1 and m["perf/peak_rss_bytes"] > 0
+        assert 0 < m[f"serving/{name}_p50"] <= m[f"serving/{name}_p95"] <= m[f"serving/{name}_p99"]
+    assert m["serving/ttft_s_p99"] <= m["serving/latency_s_p99"]
+    assert m["serving/throughput_tok_s"] * m["serving/duration_s"] == pytest.approx(m["serving/output_tokens"], rel=1e-6)
+    assert m["serving/requests_per_s"] * m["serving/duration_s"] == pytest.approx(16, rel=1e-6)
+    assert 0 <= m["serving/goodput"] <= 1 and m["perf/peak_rss_bytes"] > 0
+    assert not {"perf/throughput_tok_s", "perf/latency_s_p95", "perf/ttft_s_p50"} & set(m)  # the offline benchmark's names
     # the CSV is the raw data: the logged metrics recompute from it
     local = next(cwd.glob("outputs/*/*/artifacts/serving/requests.csv"))
     rows = _csv(local)
     assert sorted(int(r["idx"]) for r in rows) == list(range(16)) and {r["status"] for r in rows} == {"ok"}
     lat = np.array([float(r["latency_s"]) for r in rows])
-    assert m["perf/latency_s_p95"] == pytest.approx(np.percentile(lat, 95))
+    assert m["serving/latency_s_p95"] == pytest.approx(np.percentile(lat, 95))
     sent, end = [float(r["sent_s"]) for r in rows], [float(r["sent_s"]) + float(r["latency_s"]) for r in rows]
-    assert m["perf/serving_duration_s"] == pytest.approx(max(end) - min(sent))
-    assert m["perf/serving_duration_s"] < lat.sum()  # 4 users overlapped
+    assert m["serving/duration_s"] == pytest.approx(max(end) - min(sent))
+    assert m["serving/duration_s"] < lat.sum()  # 4 users overlapped
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "artifacts/serving")}
     assert {"artifacts/serving/requests.csv", "artifacts/serving/latency_cdf.png", "artifacts/serving/server.log"} <= logged
 
@@ -170,7 +171,7 @@ def test_poisson_arrivals_and_time_cap_account_for_every_request(llama_server):
     assert statuses.count("ok") + statuses.count("failed") + statuses.count("not_sent") == 12
     assert all("max_duration_s" in r.error for r in res if r.status == "failed"), [r.error for r in res]
     m = summarize(res, cfg.benchmark.slo)
-    assert m["perf/requests_ok"] + m["perf/requests_failed"] + m["perf/requests_not_sent"] == 12
+    assert m["serving/requests_ok"] + m["serving/requests_failed"] + m["serving/requests_not_sent"] == 12
     assert server.alive()
 
 
@@ -199,13 +200,13 @@ def test_transformers_serve_runs_torch_artifacts(tiny_model_dir, cache_dir, tmp_
     cfg, model, artifact, stream = _setup(cache_dir, tiny_model_dir, "fp32", "benchmark.requests=4",
                                           "benchmark.concurrency=2")
     m = serving_benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, cfg.format.engine, out_dir=tmp_path)
-    assert (m["perf/requests_ok"], m["perf/output_tokens"]) == (4, 32)
-    assert m["perf/ttft_s_p50"] <= m["perf/ttft_s_p95"] <= m["perf/ttft_s_p99"]
+    assert (m["serving/requests_ok"], m["serving/output_tokens"]) == (4, 32)
+    assert m["serving/ttft_s_p50"] <= m["serving/ttft_s_p95"] <= m["serving/ttft_s_p99"]
     assert "transformers" in (tmp_path / "server.json").read_text()
 
 
 def test_vllm_server_command(tiny_model_dir):
-    from runner.servers.vllm_server import build_cmd, spec
+    from runner.serving.servers.vllm_server import build_cmd, spec
 
     cfg = _cfg(tiny_model_dir, "fp16", "hardware=rtx3090x2", "benchmark.concurrency=50")
     cmd = build_cmd(Path("/art/gptq"), "gptq_int4", cfg.benchmark, cfg.hardware, "127.0.0.1", 8123)

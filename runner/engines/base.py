@@ -1,9 +1,10 @@
 """What every engine provides: load an artifact, give log-probs for a window, time a generation."""
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Callable, List, Sequence
 
 import numpy as np
+
+from runner.packages import dist_versions  # noqa: F401  (re-exported: engines and stages import it from here)
 
 
 @dataclass
@@ -51,13 +52,3 @@ class Engine:
         """The installed library versions behind this engine, e.g. 'llama-cpp-python 0.3.36'."""
         raise NotImplementedError
 
-
-def dist_versions(*names: str) -> str:
-    """'torch 2.13.0, transformers 5.17.0' from package metadata (no import); 'not installed' when none is."""
-    found = []
-    for name in names:
-        try:
-            found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            pass
-    return ", ".join(found) or "not installed"

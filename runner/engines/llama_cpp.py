@@ -6,8 +6,9 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from runner.engines.base import Engine, GenerationTiming, LoadedModel, dist_versions
+from runner.engines.base import Engine, GenerationTiming, LoadedModel
 from runner.errors import UserError
+from runner.packages import dist_versions
 
 log = logging.getLogger(__name__)
 

@@ -1,32 +1,42 @@
 """transformers/PyTorch engine: loads any HF folder (safetensors) that from_pretrained understands, or a
-GGUF artifact's file (transformers dequantizes it: the file's weights, computed in fp32)."""
+GGUF artifact's file (transformers dequantizes it: the file's weights, computed in fp32).
+
+torch is imported inside the methods: asking this engine its version (a resumed job's key) must not load it."""
 import time
 from typing import List, Sequence
 
 import numpy as np
-import torch
 
-from runner.engines.base import Engine, GenerationTiming, LoadedModel, dist_versions
+from runner.engines.base import Engine, GenerationTiming, LoadedModel
 from runner.errors import UserError
+from runner.packages import dist_versions
 
 
 class TorchLoaded(LoadedModel):
     engine = "torch"
 
     def __init__(self, hf_model, device: str):
+        import torch
+
         self.model, self.device = hf_model, device
         if str(device).startswith("cuda"):
             self.sync = torch.cuda.synchronize
 
-    @torch.inference_mode()
     def logprobs(self, input_ids: Sequence[int]) -> np.ndarray:
-        ids = torch.tensor([list(input_ids)], device=self.device)
-        logits = self.model(input_ids=ids, use_cache=False).logits[0]
-        return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+        import torch
 
-    @torch.inference_mode()
+        with torch.inference_mode():
+            ids = torch.tensor([list(input_ids)], device=self.device)
+            logits = self.model(input_ids=ids, use_cache=False).logits[0]
+            return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+
     def generate(self, prompt_ids: List[int], new_tokens: int) -> GenerationTiming:
-        ids = torch.tensor([prompt_ids], device=self.device)
+        import torch
+
+        with torch.inference_mode():
+            return self._generate(torch.tensor([prompt_ids], device=self.device), new_tokens)
+
+    def _generate(self, ids, new_tokens: int) -> GenerationTiming:
         self.sync()
         start = time.perf_counter()
         out = self.model(input_ids=ids, use_cache=True)
@@ -51,11 +61,14 @@ class TorchEngine(Engine):
         return dist_versions("torch", "transformers")
 
     def check_available(self, hardware) -> None:
+        import torch
+
         if hardware.device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError("hardware.device", f"'{hardware.device}' needs a CUDA GPU and torch sees none",
                             "use hardware=cpu on this machine")
 
     def load(self, artifact, model, hardware) -> TorchLoaded:
+        import torch
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(hardware.threads)

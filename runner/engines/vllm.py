@@ -26,8 +26,9 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from runner.engines.base import Engine, GenerationTiming, LoadedModel, dist_versions
+from runner.engines.base import Engine, GenerationTiming, LoadedModel
 from runner.gpu import require_cuda
+from runner.packages import dist_versions
 
 TOP_K = 128  # logprobs per position asked of vLLM (its max_logprobs is raised to this): 2 x eval.kld_topk
 

@@ -1,16 +1,8 @@
 """What every format provides: a config schema and a quantize function writing an artifact folder."""
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Dict
 
-from omegaconf import MISSING
-
-
-@dataclass
-class FormatConfig:
-    name: str = MISSING  # equals the YAML file name; logged as the param format.name
-    family: str = MISSING  # which runner/formats module handles it
-    engine: str = "torch"  # which runner/engines module loads the artifact
+from runner.formats.schemas import FormatConfig  # noqa: F401  (the schemas live apart, light: runner/formats/schemas.py)
 
 
 class Format:

@@ -10,7 +10,6 @@ Calibration: the calibration corpus is written as a Parquet file with one `text`
 converter's `-c` reads: it joins each row's columns and tokenizes rows until it has rows x length
 tokens). `calibration.n_samples` x `calibration.seq_len` are the rows x length of both passes.
 """
-import importlib.metadata
 import json
 import logging
 import shutil
@@ -18,16 +17,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Tuple
 
 from omegaconf import OmegaConf
 
+from runner import packages
 from runner.cache import Cache
 from runner.data.corpus import load_corpus
 from runner.errors import UserError
-from runner.formats.base import Format, FormatConfig
+from runner.formats.base import Format
+from runner.formats.schemas import Exl2Config
 from runner.gpu import require_cuda
 
 log = logging.getLogger(__name__)
@@ -36,19 +36,8 @@ MEASUREMENTS = "exl2-measurements"  # cache kind
 CAL_FILE, MEASUREMENT_FILE = "calibration.parquet", "measurement.json"
 
 
-@dataclass
-class Exl2Config(FormatConfig):
-    family: str = "exl2"
-    engine: str = "exllamav2"
-    bpw: float = 4.0  # -b: target average bits per weight of the decoder layers (2.0 .. 8.0)
-    head_bits: int = 6  # -hb: bits of the output head, one of 2 3 4 5 6 8
-
-
 def exllamav2_version() -> str:
-    try:
-        return importlib.metadata.version("exllamav2")
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+    return packages.version("exllamav2")
 
 
 def _common_args(model_dir: Path, work_dir: Path, cal_file: Path, calibration) -> List[str]:

@@ -7,14 +7,15 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+from runner import packages
 from runner.cache import Cache
 from runner.data.corpus import sdist_folder
 from runner.errors import UserError
-from runner.formats.base import Format, FormatConfig
+from runner.formats.base import Format
 from runner.formats.gguf_files import check_gguf, tensor_report
+from runner.formats.schemas import GgufConfig
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +30,10 @@ QUANT_TYPES = {
 CONVERTER_FILES = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversion", "vendor/llama.cpp/gguf-py")
 
 
-@dataclass
-class GgufConfig(FormatConfig):
-    family: str = "gguf"
-    engine: str = "llama_cpp"
-    quant_type: str = "q4_k_m"
-    imatrix: bool = False  # importance matrix from the calibration text (cached per model + calibration)
-
-
 def llama_cpp_module(key: str = "format.family"):
-    try:
-        import llama_cpp
-    except ImportError as e:
-        raise UserError(key, "GGUF needs llama-cpp-python, which is not installed",
-                        "pip install -e '.[gguf]' (make venv installs it)") from e
-    return llama_cpp
+    """Imported, not just found: a broken install must fail here, naming the extra, not mid-quantize."""
+    return packages.import_or_fail("llama_cpp", key, "GGUF needs llama-cpp-python, which is not installed",
+                                   "pip install -e '.[gguf]' (make venv installs it)")
 
 
 class GgufFormat(Format):
@@ -62,7 +52,7 @@ class GgufFormat(Format):
         llama_cpp_module()
 
     def library_versions(self):
-        return {"llama_cpp_python": llama_cpp_module().__version__}
+        return {"llama_cpp_python": packages.version("llama_cpp_python")}  # == llama_cpp.__version__, without the import
 
     def quantize(self, model, cfg, calibration, hardware, out_dir: Path, cache: Cache):
         base = convert_once(model, cache, hardware.threads)

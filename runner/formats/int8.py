@@ -6,50 +6,33 @@
 torchao and bitsandbytes quantize the fp32 model as it loads and save what they hold: embeddings,
 norms and lm_head stay fp32 (on SmolLM2 its tied 28M-parameter embedding is half of the bytes).
 """
-from dataclasses import dataclass
-from pathlib import Path
-
-from runner.formats import weight_only as wo
-from runner.formats.base import Format, FormatConfig
-
-BACKENDS = {  # backend -> (modules it needs, pip extra)
-    "torchao": (("torchao",), "int8"),
-    "bitsandbytes": (("bitsandbytes",), "int8"),
-    "llmcompressor": (("llmcompressor", "compressed_tensors"), "llmcompressor"),
-}
+from runner.formats.backend_table import Backend, WeightOnlyFormat
+from runner.formats.schemas import Int8Config
 
 
-@dataclass
-class Int8Config(FormatConfig):
-    family: str = "int8"
-    backend: str = "torchao"  # torchao | bitsandbytes | llmcompressor
-    llm_int8_threshold: float = 6.0  # bitsandbytes: outlier threshold (activations above stay in fp)
+def _at_load(kind: str, layout: str):
+    """torchao / bitsandbytes: transformers quantizes the model as it loads it."""
+    def quantize(model, cfg, samples, hardware, out_dir):
+        from runner.formats.backends import transformers_backend
+
+        transformers_backend.quantize(model.path, out_dir, kind, device=hardware.device, threshold=cfg.llm_int8_threshold)
+        return {"checkpoint_format": layout}
+    return quantize
 
 
-class Int8Format(Format):
+def _llmcompressor(model, cfg, samples, hardware, out_dir):
+    from runner.formats.backends import llmcompressor_backend
+
+    llmcompressor_backend.quantize(model.path, out_dir, None, "rtn", device=hardware.device, bits=8, sym=True, group_size=None)
+    return {"checkpoint_format": "compressed-tensors pack-quantized (W8A16)"}
+
+
+class Int8Format(WeightOnlyFormat):
     FAMILY = "int8"
     SCHEMA = Int8Config
-
-    def validate(self, cfg, model) -> None:
-        wo.check_choice("format.backend", cfg.backend, BACKENDS)
-        wo.require(cfg.backend, *BACKENDS[cfg.backend])
-
-    def library_versions(self):
-        return {**wo.versions("torch", "transformers", "torchao", "bitsandbytes", "llmcompressor", "compressed-tensors"), **wo.LAYOUT}
-
-    def quantize(self, model, cfg, calibration, hardware, out_dir: Path, cache):
-        wo.set_threads(hardware)
-        if cfg.backend == "llmcompressor":
-            from runner.formats.backends import llmcompressor_backend
-
-            llmcompressor_backend.quantize(model.path, out_dir, None, "rtn", device=hardware.device,
-                                           bits=8, sym=True, group_size=None)
-            wo.store_fp16(out_dir)
-            layout = "compressed-tensors pack-quantized (W8A16)"
-        else:
-            from runner.formats.backends import transformers_backend
-
-            kind = "torchao" if cfg.backend == "torchao" else "bnb_int8"
-            transformers_backend.quantize(model.path, out_dir, kind, device=hardware.device, threshold=cfg.llm_int8_threshold)
-            layout = "torchao Int8WeightOnly" if kind == "torchao" else "bitsandbytes LLM.int8"
-        return wo.finish(model, out_dir, backend=cfg.backend, checkpoint_format=layout, **wo.CPU_FP32)
+    BACKENDS = {
+        "torchao": Backend(("torchao",), "int8", _at_load("torchao", "torchao Int8WeightOnly"), store_fp16=False),
+        "bitsandbytes": Backend(("bitsandbytes",), "int8", _at_load("bnb_int8", "bitsandbytes LLM.int8"), store_fp16=False),
+        "llmcompressor": Backend(("llmcompressor", "compressed_tensors"), "llmcompressor", _llmcompressor),
+    }
+    LIBRARIES = ("torch", "transformers", "torchao", "bitsandbytes", "llmcompressor", "compressed-tensors")

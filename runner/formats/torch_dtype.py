@@ -1,21 +1,12 @@
 """Unquantized baselines: the model saved as safetensors in fp32, fp16 or bf16 (torch engine)."""
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-import transformers
-
+from runner import packages
 from runner.errors import UserError
-from runner.formats.base import Format, FormatConfig
+from runner.formats.base import Format
+from runner.formats.schemas import TorchDtypeConfig
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-@dataclass
-class TorchDtypeConfig(FormatConfig):
-    family: str = "torch_dtype"
-    dtype: str = "float32"
-
+DTYPES = ("bfloat16", "float16", "float32")  # names of torch dtypes; torch is imported only to quantize
 
 class TorchDtypeFormat(Format):
     FAMILY = "torch_dtype"
@@ -26,10 +17,12 @@ class TorchDtypeFormat(Format):
             raise UserError("format.dtype", f"unknown dtype '{cfg.dtype}'", f"use one of {sorted(DTYPES)}")
 
     def library_versions(self):
-        return {"torch": torch.__version__, "transformers": transformers.__version__}
+        return packages.versions("torch", "transformers")
 
     def quantize(self, model, cfg, calibration, hardware, out_dir: Path, cache):
-        hf_model = model.load_hf(dtype=DTYPES[cfg.dtype])
+        import torch
+
+        hf_model = model.load_hf(dtype=getattr(torch, cfg.dtype))
         hf_model.save_pretrained(out_dir, safe_serialization=True)
         model.copy_tokenizer(out_dir)
         del hf_model

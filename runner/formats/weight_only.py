@@ -1,7 +1,6 @@
-"""Shared by the weight-only formats (gptq, awq, int8, nf4): backend extras, checks against the model, saving."""
-import functools
-import importlib.metadata
-import importlib.util
+"""Shared by the weight-only formats (gptq, awq, int8, nf4): checks against the model, saving.
+
+Their backend tables and shared validate are in runner/formats/backend_table.py."""
 import json
 import logging
 import os
@@ -13,43 +12,15 @@ from safetensors import safe_open
 from runner.errors import UserError
 
 log = logging.getLogger(__name__)
-INSTALL = "pip install -c requirements/constraints.txt"
 # manifest hint for the torch engine: compute in fp32 on CPU (fp16 matmuls are 5-13x slower on AVX2)
 CPU_FP32 = {"cpu_compute_dtype": "float32"}
 LAYOUT = {"runner.weight_only": "2"}  # bump when what the runner writes around the library's output changes (cache key)
-
-
-def require(backend: str, modules: Iterable[str], extra: str, key: str = "format.backend") -> None:
-    """UserError naming the pip extra when a backend's library is not installed (checked without importing it)."""
-    for module in modules:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            raise UserError(key, f"backend '{backend}' needs the Python package '{module}', which is not installed",
-                            f"{INSTALL} -e '.[{extra}]' (the `{extra}` extra), or choose another {key}")
 
 
 def check_choice(key: str, value, choices: Iterable, why: str = "") -> None:
     choices = list(choices)
     if value not in choices:
         raise UserError(key, f"'{value}' is not supported{why}", f"use one of {choices}")
-
-
-@functools.lru_cache(maxsize=None)  # importlib.metadata scans site-packages (~2 ms a name); versions do not change in a process
-def _versions(dists: tuple) -> Dict[str, str]:
-    out = {}
-    for d in dists:
-        try:
-            out[d] = importlib.metadata.version(d)
-        except importlib.metadata.PackageNotFoundError:
-            out[d] = "not installed"
-    return out
-
-
-def versions(*dists: str) -> Dict[str, str]:
-    return dict(_versions(dists))
 
 
 def linear_widths(model_dir: Path) -> Dict[str, int]:

@@ -1,11 +1,11 @@
-"""benchmark(artifact) -> speed and memory metrics through the job's engine.
+"""benchmark(artifact) -> speed and memory metrics through the job's engine; the stage picks the kind.
 
-One request = a fixed prompt (the first prompt_tokens ids of the eval stream) + greedy decoding of
-gen_tokens new tokens. Medians over `repeats` after `warmup` unmeasured requests.
-
-The offline benchmark runs in a fresh process (runner/stages/benchmark_worker.py) that imports only
-the engine: its peak RSS is what deploying that engine needs, not this job process with torch,
+benchmark.kind=offline (here): one request = a fixed prompt (the first prompt_tokens ids of the eval
+stream) + greedy decoding of gen_tokens new tokens. Medians over `repeats` after `warmup` unmeasured
+requests. It runs in a fresh process (runner/stages/benchmark_worker.py) that imports only the
+engine: its peak RSS is what deploying that engine needs, not this job process with torch,
 transformers and whatever the earlier stages left behind.
+benchmark.kind=serving: a real server under concurrent load (runner/serving/).
 """
 import os
 import pickle
@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import deque
 from pathlib import Path
 from typing import Dict
@@ -22,8 +23,21 @@ import numpy as np
 import runner
 from runner.engines import get_engine
 from runner.errors import UserError
+from runner.stages import StageContext, StageResult
+from runner.stages.stream import stream_params
 
 WORKER = "runner.stages.benchmark_worker"
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg, stream = ctx.cfg, ctx.stream  # the stream before the clock: it is shared with the evaluate stage
+    start = time.perf_counter()
+    out_dir = ctx.run_dir / "artifacts" / cfg.benchmark.kind  # files for the run (the serving kind writes some)
+    perf = benchmark(ctx.artifact, ctx.model, cfg.benchmark, stream, cfg.hardware, ctx.engine.NAME, out_dir)
+    perf["time/benchmark_s"] = time.perf_counter() - start
+    files = [(f, str(f.parent.relative_to(ctx.run_dir))) for f in sorted(out_dir.rglob("*")) if f.is_file()]
+    return StageResult(metrics=perf, files=files, summary={"perf": perf},
+                       params={**stream_params(stream), "perf.memory_scope": memory_scope(ctx.engine.NAME, cfg.benchmark)})
 
 
 def memory_scope(engine_name: str, bench_cfg) -> str:
@@ -33,12 +47,12 @@ def memory_scope(engine_name: str, bench_cfg) -> str:
     return f"fresh process: {engine_name} + python"
 
 
-def benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str) -> Dict[str, float]:
+def benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str, out_dir=None) -> Dict[str, float]:
     kind = getattr(bench_cfg, "kind", "offline")
-    if kind == "serving":  # a real server under concurrent load: runner/stages/serving.py
-        from runner.stages.serving import serving_benchmark
+    if kind == "serving":
+        from runner.serving.benchmark import serving_benchmark
 
-        return serving_benchmark(artifact, model, bench_cfg, stream, hardware, engine_name)
+        return serving_benchmark(artifact, model, bench_cfg, stream, hardware, engine_name, out_dir)
     if kind != "offline":
         raise UserError("benchmark.kind", f"unknown kind '{kind}'", "use offline or serving")
     if bench_cfg.prompt_tokens > len(stream.ids):

@@ -1,4 +1,7 @@
-"""quantize(model, format, calibration, hardware) -> Artifact: a folder plus manifest.json, cached."""
+"""quantize(model, format, calibration, hardware) -> Artifact: a folder plus manifest.json, cached.
+
+As a stage (run): the job's artifact on the context, its size metrics, manifest and cache tags.
+"""
 import json
 import logging
 import time
@@ -11,7 +14,9 @@ from omegaconf import OmegaConf
 from runner.cache import Cache
 from runner.data.calibration import calibration_identity
 from runner.formats import get_format
+from runner.formats.base import describe_tensor_types
 from runner.hashing import sha256_file
+from runner.stages import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -41,6 +46,26 @@ def artifact_key(model, format_cfg, calibration_cfg, cache: Cache) -> str:
     settings.pop("engine", None)
     calib = calibration_identity(calibration_cfg, cache) if fmt.uses_calibration(format_cfg) else None
     return Cache.key("artifact", model.identity, settings, calib, fmt.library_versions())
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg, model = ctx.cfg, ctx.model
+    start = time.perf_counter()
+    artifact = ctx.artifact = quantize(model, cfg.format, cfg.calibration, cfg.hardware, ctx.cache)
+    stage_s = time.perf_counter() - start
+    size = {
+        "size/bytes": artifact.bytes,
+        "size/bits_per_weight": artifact.bits_per_weight,
+        "size/compression_vs_fp16": 2.0 * model.n_params / artifact.bytes if artifact.bytes else None,
+        "time/quantize_s": artifact.manifest["quantize_s"],  # the cost of making it, even on a cache hit
+        "time/quantize_stage_s": stage_s,
+    }
+    params = {}
+    if artifact.manifest.get("tensor_types"):  # what the file really holds, e.g. K-quant fallbacks
+        params["artifact.contents"] = describe_tensor_types(artifact.manifest["tensor_types"])
+    return StageResult(metrics=size, params=params, files=[(artifact.path / MANIFEST, None)],
+                       tags={"cache.artifact": "hit" if artifact.cache_hit else "miss", "artifact.path": str(artifact.path)},
+                       summary={"size": size, "manifest": artifact.manifest})
 
 
 def quantize(model, format_cfg, calibration_cfg, hardware_cfg, cache: Cache) -> Artifact:

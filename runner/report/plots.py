@@ -2,12 +2,15 @@
 from pathlib import Path
 from typing import List, Optional
 
-from runner.report_data import Row
+from runner import metrics as M
+from runner.report.data import Row
+
+Y_METRIC = "quality/kld_mean"
 
 
 def _points(rows: List[Row], x_metric: str):
-    pts = [(r.get(x_metric), r.get("quality/kld_mean"), r.label) for r in rows
-           if r.status == "FINISHED" and r.get(x_metric) and r.get("quality/kld_mean") is not None]
+    pts = [(r.get(x_metric), r.get(Y_METRIC), r.label) for r in rows
+           if r.status == "FINISHED" and r.get(x_metric) and r.get(Y_METRIC) is not None]
     return pts
 
 
@@ -41,7 +44,7 @@ def _figure(points, xlabel, title, out: Path, front=None) -> Optional[Path]:
         ax.legend()
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("KLD vs baseline (log; lower is better)")
+    ax.set_ylabel(f"{M.get(Y_METRIC).header} vs baseline (log; {M.get(Y_METRIC).better} is better)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
@@ -56,7 +59,8 @@ def pareto_plot(rows: List[Row], out_dir: Path) -> Optional[Path]:
 
 
 def speed_plot(rows: List[Row], out_dir: Path) -> Optional[Path]:
-    pts = _points(rows, "perf/decode_tok_s")
+    xm = M.get("perf/decode_tok_s")
+    pts = _points(rows, xm.name)
     front = pareto_front([(-x, y, l) for x, y, l in pts])  # faster is better: flip x for the front
-    return _figure(pts, "decode tok/s (single stream; higher is better)", "Quality vs decode speed",
+    return _figure(pts, f"decode tok/s (single stream; {xm.better} is better)", "Quality vs decode speed",
                    out_dir / "quality_vs_speed.png", [(-x, y, l) for x, y, l in front])

@@ -1,4 +1,4 @@
-"""Reading runs back from MLflow for the report: which runs, and one flat row per run."""
+"""Reading runs back from MLflow for the report and the summary: which runs, and one flat row per run."""
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -72,3 +72,8 @@ def load_rows(uri: str, experiment: str, sweep: Optional[str] = "latest") -> tup
 
 def _row(run) -> Row:
     return Row(run.info.run_id, run.info.status, dict(run.data.params), dict(run.data.metrics), dict(run.data.tags))
+
+
+def rows_of(runs) -> List[Row]:
+    """MLflow Run objects (as the sweep callback holds them) as Rows."""
+    return [_row(r) for r in runs]

@@ -1,4 +1,4 @@
-"""`python -m runner.servers._launch CMD...`: exec CMD so that it dies with its parent (Linux).
+"""`python -m runner.serving._launch CMD...`: exec CMD so that it dies with its parent (Linux).
 
 PR_SET_PDEATHSIG survives exec: if qrun is killed (even SIGKILL), the kernel sends the server
 SIGTERM. Elsewhere this is a plain exec.

@@ -6,9 +6,9 @@ bare script doing the same work straight against the library (load, tokenize the
 same windows, quantize, save, copy the tokenizer) run alternately; one untimed warm-up of each first
 (imports). Prints medians and the ratio runner / bare (goal <= 1.05).
 
-    python benchmarks/weight_only_quantize.py                  # tiny random Llama, default backends
-    python benchmarks/weight_only_quantize.py --all-backends   # + llmcompressor GPTQ/W8A16, bitsandbytes
-    python benchmarks/weight_only_quantize.py --smollm2        # quantize wall time per format/backend on SmolLM2-135M
+    python timings/weight_only_quantize.py                  # tiny random Llama, default backends
+    python timings/weight_only_quantize.py --all-backends   # + llmcompressor GPTQ/W8A16, bitsandbytes
+    python timings/weight_only_quantize.py --smollm2        # quantize wall time per format/backend on SmolLM2-135M
 """
 import argparse
 import os

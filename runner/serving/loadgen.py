@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 
 from runner.errors import UserError
-from runner.servers.process import ServerSpec, check_loopback
+from runner.serving.process import ServerSpec, check_loopback
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # not one INFO line per request
 MAX_REQUESTS = 10_000
@@ -161,25 +161,25 @@ async def run_load(spec: ServerSpec, prompts: List[str], cfg, prompt_tokens: Opt
 
 
 def summarize(results: List[RequestResult], slo) -> Dict[str, float]:
-    """perf/* metrics (names in DESIGN §3 and README): percentiles over ok requests, counts over all."""
+    """serving/* metrics (names in DESIGN §3 and README): percentiles over ok requests, counts over all."""
     ok = [r for r in results if r.status == "ok"]
-    m: Dict[str, float] = {"perf/requests_ok": len(ok),
-                           "perf/requests_failed": sum(r.status == "failed" for r in results),
-                           "perf/requests_not_sent": sum(r.status == "not_sent" for r in results)}
+    m: Dict[str, float] = {"serving/requests_ok": len(ok),
+                           "serving/requests_failed": sum(r.status == "failed" for r in results),
+                           "serving/requests_not_sent": sum(r.status == "not_sent" for r in results)}
     ttft = np.array([r.ttft_s for r in ok])
     lat = np.array([r.latency_s for r in ok])
     tpot = np.array([r.tpot_s for r in ok if not np.isnan(r.tpot_s)])
     for name, x in (("ttft_s", ttft), ("tpot_s", tpot), ("latency_s", lat)):
         if len(x):  # no successful request: no percentiles (the counts say why)
-            m.update({f"perf/{name}_p{q}": float(np.percentile(x, q)) for q in (50, 95, 99)})
-            m[f"perf/{name}_mean"] = float(x.mean())
+            m.update({f"serving/{name}_p{q}": float(np.percentile(x, q)) for q in (50, 95, 99)})
+            m[f"serving/{name}_mean"] = float(x.mean())
     sent = [r for r in results if r.status != "not_sent"]
     if ok:
         duration = max(r.sent_s + r.latency_s for r in ok) - min(r.sent_s for r in sent)
         tokens = sum(r.output_tokens for r in ok)
-        m.update({"perf/serving_duration_s": duration, "perf/output_tokens": tokens,
-                  "perf/throughput_tok_s": tokens / duration, "perf/requests_per_s": len(ok) / duration})
-    m["perf/goodput"] = sum(_meets(r, slo) for r in ok) / len(results) if results else float("nan")
+        m.update({"serving/duration_s": duration, "serving/output_tokens": tokens,
+                  "serving/throughput_tok_s": tokens / duration, "serving/requests_per_s": len(ok) / duration})
+    m["serving/goodput"] = sum(_meets(r, slo) for r in ok) / len(results) if results else float("nan")
     return m
 
 

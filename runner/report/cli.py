@@ -4,49 +4,25 @@
     qrun-report --sweep <parent run id> --out reports/
     qrun-report --all                             # the newest finished run of every job
     qrun-report recommend --hardware rtx3090x2 --max-latency-p95 3 --min-throughput 100
+    qrun-report recommend --limit quality/kld_p99=0.05 --limit size/bits_per_weight=5
 """
 import argparse
 import csv
 import io
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
+from runner import metrics as M
 from runner.errors import UserError
-from runner.recommend import Constraints, recommend
-from runner.report_data import Row, load_rows
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-COLUMNS = [  # header, getter, format
-    ("format", lambda r: r.label, "{}"),
-    ("hardware", lambda r: r.params.get("hardware.name"), "{}"),
-    ("size MB", lambda r: r.get("size/bytes"), lambda v: f"{v / 1e6:.1f}"),
-    ("peak mem MB", lambda r: r.get("perf/peak_vram_bytes") or r.get("perf/peak_rss_bytes"), lambda v: f"{v / 1e6:.0f}"),
-    ("bpw", lambda r: r.get("size/bits_per_weight"), "{:.2f}"),
-    ("compr", lambda r: r.get("size/compression_vs_fp16"), "{:.2f}x"),
-    ("ppl", lambda r: r.get("quality/ppl"), "{:.3f}"),
-    ("Δppl %", lambda r: r.get("quality/ppl_delta_pct"), "{:+.2f}"),
-    ("KLD", lambda r: r.get("quality/kld_mean"), "{:.4f}"),
-    ("top-1", lambda r: r.get("quality/top1_agree"), lambda v: f"{100 * v:.1f}%"),
-    ("prefill t/s", lambda r: r.get("perf/prefill_tok_s"), "{:.0f}"),
-    ("decode t/s", lambda r: r.get("perf/decode_tok_s"), "{:.1f}"),
-    ("p95 s", lambda r: r.get("perf/latency_s_p95"), "{:.2f}"),
-    ("serve tok/s", lambda r: r.get("perf/throughput_tok_s") if r.get("perf/requests_per_s") is not None else None, "{:.1f}"),
-    ("goodput", lambda r: r.get("perf/goodput"), lambda v: f"{100 * v:.0f}%"),
-    ("status", lambda r: r.status, "{}"),
-]
-
-
-def _fmt(value, fmt) -> str:
-    if value is None:
-        return "-"
-    return fmt(value) if callable(fmt) else fmt.format(value)
-
+from runner.report.columns import REPORT, used
+from runner.report.data import Row, load_rows
+from runner.report.recommend import Constraints, recommend
 
 def markdown(rows: List[Row]) -> str:
-    used = [c for c in COLUMNS if any(c[1](r) is not None for r in rows)]
-    lines = ["| " + " | ".join(h for h, _, _ in used) + " |", "|" + "|".join("---" for _ in used) + "|"]
-    lines += ["| " + " | ".join(_fmt(get(r), fmt) for _, get, fmt in used) + " |" for r in rows]
+    columns = used(REPORT, rows)
+    lines = ["| " + " | ".join(c.header for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(c.cell(r) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -62,7 +38,7 @@ def csv_text(rows: List[Row]) -> str:
 
 
 def write_report(rows: List[Row], out: Path) -> List[Path]:
-    from runner.plots import pareto_plot, speed_plot
+    from runner.report.plots import pareto_plot, speed_plot
 
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "table.md", out / "table.csv"]
@@ -76,13 +52,23 @@ def write_report(rows: List[Row], out: Path) -> List[Path]:
 
 
 def _hardware_budget(name: str) -> Optional[float]:
-    path = CONF_DIR / "hardware" / f"{name}.yaml"
-    if not path.exists():
-        options = sorted(p.stem for p in (CONF_DIR / "hardware").glob("*.yaml"))
-        raise UserError("--hardware", f"no hardware profile '{name}'", f"use one of {options}")
-    from omegaconf import OmegaConf
+    from runner.presets import load_preset
 
-    return OmegaConf.load(path).get("memory_budget_bytes")
+    return load_preset("hardware", name, "--hardware").memory_budget_bytes
+
+
+def parse_limits(items: List[str]) -> Dict[str, float]:
+    limits = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if not M.is_declared(name) or M.get(name).better == "neither":
+            options = sorted(n for n, m in M.METRICS.items() if m.better != "neither")
+            raise UserError("--limit", f"'{name}' is not a metric with a better side", f"use one of {options}")
+        try:
+            limits[name] = float(value)
+        except ValueError:
+            raise UserError("--limit", f"'{item}' has no number after '='", f"write {name}=<number>") from None
+    return limits
 
 
 def main(argv=None) -> int:
@@ -99,6 +85,8 @@ def main(argv=None) -> int:
     ap.add_argument("--min-throughput", type=float, metavar="TOK_S")
     ap.add_argument("--max-ppl-delta", type=float, metavar="PCT")
     ap.add_argument("--max-kld", type=float)
+    ap.add_argument("--limit", action="append", default=[], metavar="METRIC=VALUE",
+                    help="recommend: a bound on any declared metric (a maximum where lower is better, else a minimum)")
     ap.add_argument("--prefer", choices=["quality", "speed", "size"], default="quality")
     args = ap.parse_args(argv)
     try:
@@ -118,7 +106,7 @@ def _run(args) -> int:
         files = write_report(rows, out)
         print(f"\nwrote {', '.join(str(f) for f in files)}")
         if parent:
-            from runner.report_data import _client
+            from runner.report.data import _client
 
             client = _client(args.tracking_uri)
             for f in files:
@@ -130,7 +118,8 @@ def _run(args) -> int:
         rows = [r for r in rows if r.params.get("hardware.name") == args.hardware]
         if not rows:
             raise UserError("--hardware", f"no run was measured on '{args.hardware}'", "run the sweep with hardware=" + args.hardware)
-    c = Constraints(budget, args.max_latency_p95, args.min_throughput, args.max_ppl_delta, args.max_kld)
+    c = Constraints(budget, args.max_latency_p95, args.min_throughput, args.max_ppl_delta, args.max_kld,
+                    parse_limits(args.limit))
     result = recommend(rows, c, args.prefer)
     if result["choice"] is None:
         print(f"no recommendation: {result['reason']}")
@@ -141,5 +130,3 @@ def _run(args) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """OpenAI-compatible servers for the serving benchmark, one per engine (README, "Serving benchmark")."""
 from runner.errors import UserError
-from runner.servers import llama_cpp_server, transformers_server, vllm_server
-from runner.servers.process import ServerProcess, ServerSpec, check_loopback, pick_port
+from runner.serving.servers import llama_cpp_server, transformers_server, vllm_server
+from runner.serving.process import ServerProcess, ServerSpec, check_loopback, pick_port
 
 SERVERS = {"llama_cpp": llama_cpp_server, "torch": transformers_server, "vllm": vllm_server}
 

@@ -10,8 +10,8 @@ Rows: prefill = pp<P> (runner: prompt / TTFT); decode = tg<G> at depth P (runner
 the first, which follow the prompt); tg<G> at depth 0 is llama-bench's default test, shown for reference.
 Medians over --repeats x --rounds samples, [min-max] spreads; the sides alternate round by round.
 
-    python benchmarks/llama_bench_ratio.py                 # the gguf_q4_k_m artifact in the qrun cache
-    python benchmarks/llama_bench_ratio.py model.gguf --threads 2
+    python timings/llama_bench_ratio.py                 # the gguf_q4_k_m artifact in the qrun cache
+    python timings/llama_bench_ratio.py model.gguf --threads 2
 """
 import argparse
 import importlib.metadata

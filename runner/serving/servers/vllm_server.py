@@ -8,7 +8,7 @@ generate exactly gen_tokens; `stream_options.include_usage` reports the counted 
 import sys
 
 from runner.gpu import require_cuda
-from runner.servers.process import ServerSpec
+from runner.serving.process import ServerSpec
 
 
 def build_cmd(artifact_path, served_name: str, bench_cfg, hardware, host: str, port: int) -> list:

@@ -4,9 +4,9 @@ Counts what the kills left behind: MLflow runs still RUNNING (job runs and sweep
 temp folders in the cache — after the kills, and after one more uninterrupted run of the same
 sweep. Goal: nothing left after that run, and exactly one FINISHED run per job.
 
-    python benchmarks/kill_sweeps.py                     # N=6, tiny model, three formats
-    python benchmarks/kill_sweeps.py --kills 10 --seed 3
-    python benchmarks/kill_sweeps.py --code /tmp/old     # the same measurement on another checkout
+    python timings/kill_sweeps.py                     # N=6, tiny model, three formats
+    python timings/kill_sweeps.py --kills 10 --seed 3
+    python timings/kill_sweeps.py --code /tmp/old     # the same measurement on another checkout
 """
 import argparse
 import os

@@ -5,8 +5,8 @@
 2. overhead: the runner's quantize stage for one type (conversion already cached) vs the bare
    llama_model_quantize call with identical settings. Goal: ratio <= 1.05. Medians of --repeats.
 
-    python benchmarks/gguf_quantize.py                      # the embedded SmolLM2-135M
-    python benchmarks/gguf_quantize.py --model /path/to/hf  # any HF folder
+    python timings/gguf_quantize.py                      # the embedded SmolLM2-135M
+    python timings/gguf_quantize.py --model /path/to/hf  # any HF folder
 """
 import argparse
 import shutil

@@ -3,14 +3,17 @@
 Rule: keep the runs measured on the target hardware; drop every run that breaks a constraint;
 among the rest take the best by `prefer`: quality (lowest KLD vs the baseline, then Δppl; ties
 within `quality_tie` go to the faster one), speed (highest throughput) or size (least memory).
-Throughput is the serving benchmark's output tok/s when measured, else single-stream decode tok/s.
+Throughput is the serving benchmark's output tok/s when measured, else single-stream decode tok/s;
+latency p95 likewise (serving under load, else single stream). `limits` bound any declared metric
+in the direction the catalog gives it (runner/metrics.py).
 Memory is peak VRAM on GPU runs (none logged: "memory not measured"; host RSS says nothing about a VRAM
 budget), on CPU runs peak RSS, else the file size.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from runner.report_data import Row
+from runner import metrics as M
+from runner.report.data import Row
 
 GIB = 1024 ** 3
 
@@ -22,6 +25,7 @@ class Constraints:
     min_throughput_tok_s: Optional[float] = None
     max_ppl_delta_pct: Optional[float] = None
     max_kld: Optional[float] = None
+    limits: Dict[str, float] = field(default_factory=dict)  # metric name -> bound
 
 
 def on_gpu(row: Row) -> bool:
@@ -38,19 +42,49 @@ def memory(row: Row) -> Optional[float]:
     return None
 
 
+def _served_or(row: Row, serving: str, offline: str) -> str:
+    """The serving benchmark's metric where this run measured it, else the offline one."""
+    return serving if row.get(serving) is not None else offline
+
+
+def throughput_metric(row: Row) -> str:
+    return _served_or(row, "serving/throughput_tok_s", "perf/decode_tok_s")
+
+
+def latency_metric(row: Row) -> str:
+    return _served_or(row, "serving/latency_s_p95", "perf/latency_s_p95")
+
+
 def throughput(row: Row) -> Optional[float]:
-    return row.get("perf/throughput_tok_s") if row.get("perf/requests_per_s") is not None else row.get("perf/decode_tok_s")
+    return row.get(throughput_metric(row))
+
+
+def latency_p95(row: Row) -> Optional[float]:
+    return row.get(latency_metric(row))
+
+
+def _fmt(name: str, value: float) -> str:
+    return M.get(name).format(value)
 
 
 def violations(row: Row, c: Constraints) -> List[str]:
     out = []
     checks = [
         ("memory", c.memory_bytes, memory(row), lambda v, lim: v <= lim, lambda v, lim: f"needs {v / GIB:.2f} GiB > {lim / GIB:.2f} GiB"),
-        ("latency p95", c.max_latency_p95_s, row.get("perf/latency_s_p95"), lambda v, lim: v <= lim, lambda v, lim: f"p95 {v:.2f} s > {lim:g} s"),
-        ("throughput", c.min_throughput_tok_s, throughput(row), lambda v, lim: v >= lim, lambda v, lim: f"{v:.1f} tok/s < {lim:g}"),
-        ("Δppl", c.max_ppl_delta_pct, row.get("quality/ppl_delta_pct"), lambda v, lim: v <= lim, lambda v, lim: f"Δppl {v:+.2f} % > {lim:g} %"),
-        ("KLD", c.max_kld, row.get("quality/kld_mean"), lambda v, lim: v <= lim, lambda v, lim: f"KLD {v:.4f} > {lim:g}"),
+        ("latency p95", c.max_latency_p95_s, latency_p95(row), lambda v, lim: v <= lim,
+         lambda v, lim: f"p95 {_fmt(latency_metric(row), v)} s > {lim:g} s"),
+        ("throughput", c.min_throughput_tok_s, throughput(row), lambda v, lim: v >= lim,
+         lambda v, lim: f"{_fmt(throughput_metric(row), v)} tok/s < {lim:g}"),
+        ("Δppl", c.max_ppl_delta_pct, row.get("quality/ppl_delta_pct"), lambda v, lim: v <= lim,
+         lambda v, lim: f"Δppl {_fmt('quality/ppl_delta_pct', v)} % > {lim:g} %"),
+        ("KLD", c.max_kld, row.get("quality/kld_mean"), lambda v, lim: v <= lim,
+         lambda v, lim: f"KLD {_fmt('quality/kld_mean', v)} > {lim:g}"),
     ]
+    for name, limit in c.limits.items():
+        m = M.get(name)
+        sign = "<" if m.better == "higher" else ">"
+        checks.append((m.header, limit, row.get(name), m.within,
+                       lambda v, lim, m=m, sign=sign: f"{m.header} {m.format(v)} {sign} {lim:g}"))
     for name, limit, value, ok, why in checks:
         if limit is None:
             continue
@@ -95,10 +129,11 @@ def recommend(rows: List[Row], c: Constraints, prefer: str = "quality") -> Dict:
                     f"{label}: {', '.join(why)}" for label, why in rejected.items())}
     ranked = rank(feasible, prefer)
     choice = ranked[0]
-    facts = [f"KLD {choice.get('quality/kld_mean'):.4f}" if choice.get("quality/kld_mean") is not None else None,
-             f"Δppl {choice.get('quality/ppl_delta_pct'):+.2f} %" if choice.get("quality/ppl_delta_pct") is not None else None,
-             f"{throughput(choice):.1f} tok/s" if throughput(choice) else None,
-             f"p95 {choice.get('perf/latency_s_p95'):.2f} s" if choice.get("perf/latency_s_p95") is not None else None,
+    kld, dppl, p95 = choice.get("quality/kld_mean"), choice.get("quality/ppl_delta_pct"), latency_p95(choice)
+    facts = [f"KLD {_fmt('quality/kld_mean', kld)}" if kld is not None else None,
+             f"Δppl {_fmt('quality/ppl_delta_pct', dppl)} %" if dppl is not None else None,
+             f"{_fmt(throughput_metric(choice), throughput(choice))} tok/s" if throughput(choice) else None,
+             f"p95 {_fmt(latency_metric(choice), p95)} s" if p95 is not None else None,
              f"{memory(choice) / GIB:.2f} GiB" if memory(choice) else None]
     runner_up = f"; next: {ranked[1].label}" if len(ranked) > 1 else ""
     reason = (f"{choice.label}: best by {prefer} of {len(feasible)} feasible run(s) out of {len(finished)} "

@@ -9,7 +9,7 @@ import json
 import sys
 
 from runner.errors import UserError
-from runner.servers.process import ServerSpec, require_modules
+from runner.serving.process import ServerSpec, require_modules
 
 NEEDS = ("fastapi", "uvicorn", "openai", "pydantic")
 

@@ -3,8 +3,8 @@
 Runs one qrun sweep (format x benchmark.concurrency, closed loop, the same requests per job) on the
 embedded SmolLM2-135M, then prints TTFT p95, end-to-end p95 and output tok/s per job from MLflow.
 
-    python benchmarks/serving_concurrency.py                  # ~10-20 min on a shared 2-core box
-    python benchmarks/serving_concurrency.py --requests 16 --users 1,4 --formats gguf_q8_0
+    python timings/serving_concurrency.py                  # ~10-20 min on a shared 2-core box
+    python timings/serving_concurrency.py --requests 16 --users 1,4 --formats gguf_q8_0
 """
 import argparse
 import os
@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--gen-tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="server threads (hardware.threads); 1 is steadier on a shared box")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "serving_concurrency"))
+    ap.add_argument("--out", default=str(ROOT / "timings" / "out" / "serving_concurrency"))
     ap.add_argument("extra", nargs="*", help="more qrun overrides, e.g. model=hf model.id=/my/model")
     args = ap.parse_args()
 
@@ -61,9 +61,9 @@ def table(db: Path, args) -> str:
     for r in runs:
         m, p = r.data.metrics, r.data.params
         get = lambda k, f="{:.2f}": f.format(m[k]) if k in m else "-"  # noqa: E731
-        lines.append(f"| {p['format.name']} | {p['benchmark.concurrency']} | {get('perf/ttft_s_p95')} | "
-                     f"{get('perf/latency_s_p95')} | {get('perf/tpot_s_p50', '{:.3f}')} | {get('perf/throughput_tok_s', '{:.1f}')} | "
-                     f"{get('perf/requests_per_s')} | {get('perf/requests_ok', '{:.0f}')} / {get('perf/requests_failed', '{:.0f}')} | "
+        lines.append(f"| {p['format.name']} | {p['benchmark.concurrency']} | {get('serving/ttft_s_p95')} | "
+                     f"{get('serving/latency_s_p95')} | {get('serving/tpot_s_p50', '{:.3f}')} | {get('serving/throughput_tok_s', '{:.1f}')} | "
+                     f"{get('serving/requests_per_s')} | {get('serving/requests_ok', '{:.0f}')} / {get('serving/requests_failed', '{:.0f}')} | "
                      f"{r.info.status} |")
     return "\n".join(lines)
 

@@ -8,7 +8,7 @@ own vocabulary is only used when the model folder has no tokenizer.
 """
 import sys
 
-from runner.servers.process import ServerSpec, require_modules
+from runner.serving.process import ServerSpec, require_modules
 
 NEEDS = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
 

@@ -5,7 +5,7 @@ spawned, and a terminal's Ctrl-C goes to qrun only, which then stops the server 
 Stop = SIGTERM to the group, SIGKILL after a grace period, then SIGKILL to any straggler of the
 group. An atexit hook covers interpreter exit, a SIGTERM handler (while a server runs; a job has
 one for its whole run, runner/lifecycle.py) turns SIGTERM into an exception, and on Linux the
-child gets PR_SET_PDEATHSIG (runner/servers/_launch.py) so that even a SIGKILLed qrun takes its
+child gets PR_SET_PDEATHSIG (runner/serving/_launch.py) so that even a SIGKILLed qrun takes its
 server with it.
 """
 import atexit
@@ -18,12 +18,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import httpx
 
+from runner import packages
 from runner.errors import UserError
 from runner.lifecycle import Terminated
 
@@ -51,7 +51,7 @@ class ServerSpec:
 
 def require_modules(modules, server: str) -> None:
     """One-line error naming what a server needs and is not installed (found without importing it)."""
-    missing = [m for m in modules if find_spec(m) is None]
+    missing = packages.missing(modules)
     if missing:
         raise UserError("benchmark.kind", f"{server} needs {', '.join(missing)}",
                         "pip install -e '.[serving]' (part of the cpu extra)")
@@ -94,7 +94,7 @@ class ServerProcess:
 
     def start(self) -> "ServerProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "runner.servers._launch", *self.spec.cmd]
+        cmd = [sys.executable, "-m", "runner.serving._launch", *self.spec.cmd]
         env = {**os.environ, **self.spec.env, "PYTHONUNBUFFERED": "1", "QRUN_SERVER_PARENT": str(os.getpid())}
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,

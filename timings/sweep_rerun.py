@@ -4,8 +4,8 @@ The first run starts from an empty cache and an empty MLflow store; the rerun is
 command in the same place: every job is found FINISHED in the store and reused (no quantization,
 no evaluation, no benchmark). Goal: rerun <= 5 % of the first run.
 
-    python benchmarks/sweep_rerun.py                        # experiment=cpu_quick on the embedded model
-    python benchmarks/sweep_rerun.py format=fp32,gguf_q8_0 eval=quick benchmark=quick
+    python timings/sweep_rerun.py                        # experiment=cpu_quick on the embedded model
+    python timings/sweep_rerun.py format=fp32,gguf_q8_0 eval=quick benchmark=quick
 """
 import os
 import subprocess

@@ -3,45 +3,18 @@ from typing import Dict, List
 
 from runner.data.tokenization import MIN_CHARS_PER_TOKEN
 from runner.engines.vllm import TOP_K as VLLM_TOP_K
+from runner.report.columns import SUMMARY, used
+from runner.report.data import rows_of
 
 FULL_VOCAB_ENGINES = ("torch", "llama_cpp", "exllamav2")  # their log-probs cover the whole vocabulary
 
-COLUMNS = [  # header, source, formatter
-    ("format", "param:format.name", "{}"),
-    ("backend", "param:format.backend", "{}"),  # the implementation, for formats that offer several
-    ("engine", "param:format.engine", "{}"),
-    ("size MB", "size/bytes", lambda v: f"{v / 1e6:.1f}"),
-    ("bpw", "size/bits_per_weight", "{:.2f}"),
-    ("ppl", "quality/ppl", "{:.3f}"),
-    ("Δppl %", "quality/ppl_delta_pct", "{:+.2f}"),
-    ("KLD", "quality/kld_mean", "{:.4f}"),
-    ("KLD p99", "quality/kld_p99", "{:.3f}"),
-    ("top-1", "quality/top1_agree", lambda v: f"{100 * v:.1f}%"),
-    ("prefill t/s", "perf/prefill_tok_s", "{:.0f}"),
-    ("decode t/s", "perf/decode_tok_s", "{:.1f}"),
-    ("TTFT s", "perf/ttft_s_p50", "{:.3f}"),
-    ("p95 s", "perf/latency_s_p95", "{:.2f}"),
-    ("quant s", "time/quantize_s", "{:.1f}"),
-    ("status", "status", "{}"),
-]
-
-
-def _cell(run, source, fmt) -> str:
-    if source == "status":
-        return run.info.status
-    if source.startswith("param:"):
-        value = run.data.params.get(source[6:])
-    else:
-        value = run.data.metrics.get(source)
-    if value is None:
-        return "-"
-    return fmt(value) if callable(fmt) else fmt.format(value)
-
 
 def table(runs) -> str:
-    rows = [[h for h, _, _ in COLUMNS]] + [[_cell(r, s, f) for _, s, f in COLUMNS] for r in runs]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.rjust(w) if i > 2 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    rows = rows_of(runs)
+    columns = used(SUMMARY, rows, every=True)
+    cells = [[c.header for c in columns]] + [[c.cell(r) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(v.ljust(w) if c.left else v.rjust(w) for c, v, w in zip(columns, row, widths)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -87,6 +60,17 @@ def tokenization_warnings(runs) -> List[str]:
     return lines
 
 
+def memory_scope(runs) -> List[str]:
+    """What the peak-memory numbers cover, from the param perf.memory_scope each benchmark logs."""
+    scoped = [r.data.params for r in runs if r.data.params.get("perf.memory_scope")]
+    if not scoped:
+        return []
+    offline = sorted({p["perf.memory_scope"].removeprefix("fresh process: ") for p in scoped
+                      if p.get("benchmark.kind") != "serving"})
+    head = f"measured in a fresh process that loads only the engine ({'; '.join(offline)}); " if offline else ""
+    return [f"Peak memory: {head}serving benchmarks: the server's process tree."]
+
+
 def render(runs: List, uri: str, experiment: str, parent_run_id: str | None = None, reused: set = frozenset()) -> str:
     runs = sorted(runs, key=lambda r: r.info.start_time)
     p = next((r.data.params for r in runs if "eval.n_scored" in r.data.params), runs[0].data.params if runs else {})
@@ -111,6 +95,7 @@ def render(runs: List, uri: str, experiment: str, parent_run_id: str | None = No
             f"Speed: {p['benchmark.prompt_tokens']}-token prompt + {p['benchmark.gen_tokens']} greedy tokens, one stream, "
             f"median of {p['benchmark.repeats']} after {p['benchmark.warmup']} warm-up, {p.get('hardware.threads')} thread(s) on {p.get('hardware.name')}."
         )
+    lines += memory_scope(runs)
     contents = [(r.data.params.get("format.name"), r.data.params["artifact.contents"]) for r in runs
                 if r.data.params.get("artifact.contents")]
     if contents:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from runner.errors import UserError
-from runner.loadgen import RequestResult, check_load_config, run_load, summarize, write_csv
+from runner.serving.loadgen import RequestResult, check_load_config, run_load, summarize, write_csv
 from runner.probes import PeakMemory
-from runner.servers import ServerProcess, pick_port, server_spec
+from runner.serving.servers import ServerProcess, pick_port, server_spec
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +65,16 @@ def serving_benchmark(artifact, model, bench_cfg, stream, hardware, engine_name:
         server.stop()
     write_csv(results, out / "requests.csv")
     metrics = summarize(results, bench_cfg.slo)
-    metrics.update({"perf/server_start_s": start_s, "perf/peak_rss_bytes": float(mem.peak_rss)})
+    metrics.update({"serving/server_start_s": start_s, "perf/peak_rss_bytes": float(mem.peak_rss)})
     if mem.peak_vram is not None:  # NVML's per-process GPU memory of the server tree, where it can see it
         metrics["perf/peak_vram_bytes"] = float(mem.peak_vram)
     plot_cdf(results, out / "latency_cdf.png", f"{artifact.manifest['format']} on {spec.name}, {bench_cfg.arrival} "
              f"arrivals, concurrency {bench_cfg.concurrency}")
     _raise_if_server_died(server, results)
-    if metrics["perf/requests_failed"] or metrics["perf/requests_not_sent"]:
+    if metrics["serving/requests_failed"] or metrics["serving/requests_not_sent"]:
         first = next(r.error for r in results if r.status != "ok")
-        log.warning("%d failed, %d not sent of %d requests (first error: %s); see %s", metrics["perf/requests_failed"],
-                    metrics["perf/requests_not_sent"], len(results), first, out / "requests.csv")
+        log.warning("%d failed, %d not sent of %d requests (first error: %s); see %s", metrics["serving/requests_failed"],
+                    metrics["serving/requests_not_sent"], len(results), first, out / "requests.csv")
     return metrics
 
 

@@ -1,0 +1,83 @@
+"""Config schemas of every format family: plain dataclasses, no library imports.
+
+Hydra validates conf/format/*.yaml against these at composition time (`qrun --cfg job`, config
+tests, resumed jobs), so this module must stay light; the implementations (runner/formats/<family>.py)
+are imported by name only when a job uses them (runner.formats.get_format).
+"""
+from dataclasses import dataclass
+from typing import Dict
+
+from omegaconf import MISSING
+
+# Each YAML under conf/format/ starts from its family's schema: `- /schema/format/<family>@_here_`.
+SCHEMA_GROUP = "schema/format"
+
+
+@dataclass
+class FormatConfig:
+    name: str = MISSING  # equals the YAML file name; logged as the param format.name
+    family: str = MISSING  # which runner/formats module handles it
+    engine: str = "torch"  # which runner/engines module loads the artifact
+
+
+@dataclass
+class TorchDtypeConfig(FormatConfig):
+    family: str = "torch_dtype"
+    dtype: str = "float32"
+
+
+@dataclass
+class GgufConfig(FormatConfig):
+    family: str = "gguf"
+    engine: str = "llama_cpp"
+    quant_type: str = "q4_k_m"
+    imatrix: bool = False  # importance matrix from the calibration text (cached per model + calibration)
+
+
+@dataclass
+class Exl2Config(FormatConfig):
+    family: str = "exl2"
+    engine: str = "exllamav2"
+    bpw: float = 4.0  # -b: target average bits per weight of the decoder layers (2.0 .. 8.0)
+    head_bits: int = 6  # -hb: bits of the output head, one of 2 3 4 5 6 8
+
+
+@dataclass
+class GptqConfig(FormatConfig):
+    family: str = "gptq"
+    backend: str = "gptqmodel"  # gptqmodel | llmcompressor
+    bits: int = 4
+    group_size: int = 32  # -1: one group per row
+    desc_act: bool = False  # act-order: quantize columns by decreasing Hessian diagonal
+    damp_percent: float = 0.01
+    sym: bool = False
+    true_sequential: bool = True  # gptqmodel: quantize q/k/v, then o, then mlp within a layer
+
+
+@dataclass
+class AwqConfig(FormatConfig):
+    family: str = "awq"
+    backend: str = "llmcompressor"  # llmcompressor | gptqmodel | autoawq
+    w_bit: int = 4
+    q_group_size: int = 32
+    zero_point: bool = True  # asymmetric
+    version: str = "GEMM"  # AutoAWQ kernel layout (gptqmodel, autoawq); llmcompressor writes compressed-tensors
+
+
+@dataclass
+class Int8Config(FormatConfig):
+    family: str = "int8"
+    backend: str = "torchao"  # torchao | bitsandbytes | llmcompressor
+    llm_int8_threshold: float = 6.0  # bitsandbytes: outlier threshold (activations above stay in fp)
+
+
+@dataclass
+class Nf4Config(FormatConfig):
+    family: str = "nf4"
+    backend: str = "bitsandbytes"
+    quant_type: str = "nf4"  # nf4 | fp4
+    double_quant: bool = False  # also quantize the per-block scales (saves ~0.4 bpw)
+
+
+FORMAT_SCHEMAS: Dict[str, type] = {s.family: s for s in (  # family -> schema (the dataclass default of `family`)
+    TorchDtypeConfig, GgufConfig, Exl2Config, GptqConfig, AwqConfig, Int8Config, Nf4Config)}

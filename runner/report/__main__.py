@@ -1,0 +1,5 @@
+import sys
+
+from runner.report.cli import main
+
+sys.exit(main())

@@ -1,0 +1,62 @@
+"""The one column table of the sweep summary and of qrun-report: metric columns come from the catalog.
+
+A metric appears in a table when its declaration lists the table (runner/metrics.py, in declaration
+order); this module adds only the columns that are not one metric: names, hardware, status, and the
+report's memory column.
+"""
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+from runner import metrics as M
+from runner.report.data import Row
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    get: Callable[[Row], object]
+    render: Callable[[object], str]
+    left: bool = False  # text: left-aligned in the summary
+    metric: Optional[str] = None
+    optional: bool = False  # the summary drops it when no row has a value
+
+    def cell(self, row: Row) -> str:
+        value = self.get(row)
+        return "-" if value is None else self.render(value)
+
+
+def _text(get: Callable[[Row], object], header: str) -> Column:
+    return Column(header, get, str, left=True)
+
+
+def _param(name: str, header: str) -> Column:
+    return _text(lambda r: r.params.get(name), header)
+
+
+def peak_memory(row: Row) -> Optional[float]:
+    """Peak VRAM where measured, else host RSS (what a memory budget is held against)."""
+    return row.get("perf/peak_vram_bytes") or row.get("perf/peak_rss_bytes")
+
+
+def metric_column(m: M.Metric) -> Column:
+    # serving columns only when a serving benchmark ran, so an offline sweep's table keeps its columns
+    return Column(m.header, lambda r: r.get(m.name), m.format, metric=m.name, optional=m.producer == M.SERVING)
+
+
+def _report_metric_column(m: M.Metric) -> Column:
+    if m.name == "perf/peak_rss_bytes":
+        return Column("peak mem MB", peak_memory, m.format, metric=m.name)
+    return metric_column(m)
+
+
+STATUS = Column("status", lambda r: r.status, str)
+SUMMARY: List[Column] = ([_param("format.name", "format"), _param("format.backend", "backend"),
+                          _param("format.engine", "engine")]
+                         + [metric_column(m) for m in M.in_table("summary")] + [STATUS])
+REPORT: List[Column] = ([_text(lambda r: r.label, "format"), _param("hardware.name", "hardware")]
+                        + [_report_metric_column(m) for m in M.in_table("report")] + [STATUS])
+
+
+def used(columns: List[Column], rows: List[Row], every: bool = False) -> List[Column]:
+    """The columns to show: those with a value in some row (every=True: all but the optional empty ones)."""
+    return [c for c in columns if (every and not c.optional) or any(c.get(r) is not None for r in rows)]
