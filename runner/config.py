@@ -133,6 +133,12 @@ class Config:
 def register_configs() -> None:
     from runner.formats.schemas import FORMAT_SCHEMAS, SCHEMA_GROUP
 
+    from omegaconf import OmegaConf
+
+    from runner.validation import usable_cores
+
+    # conf/hardware/cpu.yaml: `threads: ${usable_cores:}` -- every core this process may use, read here, not assumed
+    OmegaConf.register_new_resolver("usable_cores", usable_cores, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="qrun_schema", node=Config)
     # Not in group "format": there they would be offered as choices (`format=gptq_schema`).

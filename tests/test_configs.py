@@ -1,4 +1,7 @@
 """Every option of every config group composes and validates against its schema (lightning-hydra-template style)."""
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +80,14 @@ def test_unknown_format_lists_options():
 def test_a_format_schema_is_not_a_format_option(family):
     with pytest.raises(ConfigCompositionException):
         _compose([f"format={family}_schema"])
+
+
+def test_cpu_profile_threads_follow_the_cores_this_process_may_use(tmp_path):
+    """hardware=cpu never assumes a core count: pinned to one core, it asks for one thread."""
+    qrun = [sys.executable, "-m", "runner", "--cfg", "job", "--resolve", "hardware=cpu"]
+    pinned = subprocess.run(["taskset", "-c", "0", *qrun], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert pinned.returncode == 0, pinned.stderr[-2000:]
+    assert "threads: 1\n" in pinned.stdout
+    free = subprocess.run(qrun, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(CONF.parent)))
+    assert f"threads: {len(os.sched_getaffinity(0))}\n" in free.stdout

@@ -14,6 +14,7 @@ from runner.config import register_configs
 from runner.data.models import model_fingerprint, resolve_model
 from runner.environment import code_identity
 from runner.hashing import sha256_bytes
+from runner import packages
 from runner.job import job_key
 from runner.stages.quantize import quantize
 
@@ -84,7 +85,12 @@ def test_a_changed_library_version_changes_the_job_key(fmt, dist, tiny_model_dir
     before = job_key(cfg)
     real = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version", lambda d: "999.0" if d == dist else real(d))
-    assert job_key(cfg) != before
+    packages.version.cache_clear()  # versions are memoized per process: a new process would read the new one
+    try:
+        assert job_key(cfg) != before
+    finally:
+        monkeypatch.undo()
+        packages.version.cache_clear()
 
 
 def test_resume_reuses_until_the_eval_text_changes(tmp_path, cache_dir, tiny_model_dir, texts):
