@@ -119,8 +119,9 @@ SR, R, S = ("summary", "report"), ("report",), ("summary",)
 
 declare(  # in column order
     Metric("size/bytes", "B", "lower", _mb, "size MB", QUANTIZE, SR, "bytes of the weight files"),
-    Metric("perf/peak_rss_bytes", "B", "lower", _mb0, "peak RSS MB", BENCHMARK, R,
-           "peak resident memory (the report's memory column shows peak VRAM instead where measured)"),
+    Metric("perf/peak_rss_bytes", "B", "lower", _mb0, "peak RSS MB", BENCHMARK, SR,
+           "peak resident memory of the engine's own process (perf.memory_scope says which); "
+           "the report's memory column shows peak VRAM instead where measured"),
     Metric("size/bits_per_weight", "bit", "lower", "{:.2f}", "bpw", QUANTIZE, SR, "stored tensor bits / base parameter count"),
     Metric("size/compression_vs_fp16", "x", "higher", "{:.2f}x", "compr", QUANTIZE, R, "fp16 bytes / artifact bytes"),
     Metric("quality/ppl", "", "lower", "{:.3f}", "ppl", EVALUATE, SR, "token-level perplexity of the eval stream"),

@@ -98,19 +98,21 @@ OFFLINE_RUNS = [
     _run(0, {"format.name": "fp32", "format.engine": "torch"},
          {"size/bytes": 5.8e6, "size/bits_per_weight": 32.0, "quality/ppl": 526.0231, "quality/ppl_delta_pct": 0.0,
           "quality/kld_mean": 0.0, "quality/kld_p99": 0.0, "quality/top1_agree": 1.0, "perf/prefill_tok_s": 373.2,
-          "perf/decode_tok_s": 42.31, "perf/ttft_s_p50": 0.0431, "perf/latency_s_p95": 0.2249, "time/quantize_s": 6.21}),
+          "perf/decode_tok_s": 42.31, "perf/ttft_s_p50": 0.0431, "perf/latency_s_p95": 0.2249, "time/quantize_s": 6.21,
+          "perf/peak_rss_bytes": 1.153e9}),
     _run(1, {"format.name": "int8", "format.backend": "torchao", "format.engine": "torch"},
          {"size/bytes": 1.53e6, "size/bits_per_weight": 8.52, "quality/ppl": 530.4121, "quality/ppl_delta_pct": 0.0834,
           "quality/kld_mean": 0.00041, "quality/kld_p99": 0.0012, "quality/top1_agree": 0.963, "time/quantize_s": 0.04}),
     _run(2, {"format.name": "gguf_q2_k", "format.engine": "llama_cpp"}, {"size/bytes": 0.6e6}, status="FAILED"),
 ]
-# runner/summary.py's table() before the catalog, on OFFLINE_RUNS
+# runner/summary.py's table() before the catalog on OFFLINE_RUNS, plus the one column added since: the
+# engine's peak RSS (issue 10: the memory a deployment needs, measured in the engine's own process)
 SUMMARY_BEFORE = """\
-format     backend  engine     size MB    bpw      ppl  Δppl %     KLD  KLD p99   top-1  prefill t/s  decode t/s  TTFT s  p95 s  quant s    status
----------  -------  ---------  -------  -----  -------  ------  ------  -------  ------  -----------  ----------  ------  -----  -------  --------
-fp32       -        torch          5.8  32.00  526.023   +0.00  0.0000    0.000  100.0%          373        42.3   0.043   0.22      6.2  FINISHED
-int8       torchao  torch          1.5   8.52  530.412   +0.08  0.0004    0.001   96.3%            -           -       -      -      0.0  FINISHED
-gguf_q2_k  -        llama_cpp      0.6      -        -       -       -        -       -            -           -       -      -        -    FAILED"""
+format     backend  engine     size MB  peak RSS MB    bpw      ppl  Δppl %     KLD  KLD p99   top-1  prefill t/s  decode t/s  TTFT s  p95 s  quant s    status
+---------  -------  ---------  -------  -----------  -----  -------  ------  ------  -------  ------  -----------  ----------  ------  -----  -------  --------
+fp32       -        torch          5.8         1153  32.00  526.023   +0.00  0.0000    0.000  100.0%          373        42.3   0.043   0.22      6.2  FINISHED
+int8       torchao  torch          1.5            -   8.52  530.412   +0.08  0.0004    0.001   96.3%            -           -       -      -      0.0  FINISHED
+gguf_q2_k  -        llama_cpp      0.6            -      -        -       -       -        -       -            -           -       -      -        -    FAILED"""
 
 
 def test_summary_table_is_unchanged_and_formats_come_from_the_catalog():
