@@ -165,3 +165,12 @@ def test_readme_lists_the_serving_names():
     readme = (ROOT / "README.md").read_text()
     assert "`serving/throughput_tok_s`" in readme and "`perf/requests_per_s`" not in readme
     assert "peak RSS of the process during load + benchmark" not in readme
+
+
+def test_report_memory_column_never_shows_host_rss_for_a_gpu_run():
+    """The same rule as recommend: a GPU run without a VRAM measure reads '-', not its host RSS."""
+    gpu = Row("g", "FINISHED", {"format.name": "awq", "hardware.device": "cuda", "hardware.name": "h100"},
+              {"perf/peak_rss_bytes": 2.1e9})
+    cpu = Row("c", "FINISHED", {"format.name": "gguf_q8_0", "hardware.device": "cpu", "hardware.name": "cpu"},
+              {"perf/peak_rss_bytes": 2.36e8})
+    assert [columns.peak_memory(r) for r in (gpu, cpu)] == [None, 2.36e8]

@@ -9,6 +9,7 @@ from typing import Callable, List, Optional
 
 from runner import metrics as M
 from runner.report.data import Row
+from runner.report.recommend import on_gpu
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,8 @@ def _param(name: str, header: str) -> Column:
 
 
 def peak_memory(row: Row) -> Optional[float]:
-    """Peak VRAM where measured, else host RSS (what a memory budget is held against)."""
-    return row.get("perf/peak_vram_bytes") or row.get("perf/peak_rss_bytes")
+    """What a memory budget is held against: peak VRAM on a GPU run (none if unmeasured, never host RSS), else RSS."""
+    return row.get("perf/peak_vram_bytes") if on_gpu(row) else row.get("perf/peak_rss_bytes")
 
 
 def metric_column(m: M.Metric) -> Column:
