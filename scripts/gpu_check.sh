@@ -73,7 +73,7 @@ import json, os, sys
 from collections import defaultdict
 from pathlib import Path
 from mlflow.tracking import MlflowClient
-from runner.summary import render
+from runner.report.summary import render
 out = Path(sys.argv[1]); uri = f"sqlite:///{out}/mlflow.db"
 client = MlflowClient(tracking_uri=uri)
 exp = client.get_experiment_by_name("quant-runner")
