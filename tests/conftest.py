@@ -48,3 +48,15 @@ def mlflow_runs(db: Path, experiment: str = "quant-runner"):
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     exp = client.get_experiment_by_name(experiment)
     return client, (client.search_runs([exp.experiment_id], max_results=1000) if exp else [])
+
+
+@pytest.fixture(scope="session")
+def tracked_sweep(tiny_model_dir, cache_dir, tmp_path_factory) -> Path:
+    """A tiny sweep (an HF folder on torch, a GGUF on llama.cpp) into a SQLite store: the folder holding mlflow.db.
+
+    Shared by the MLflow checks (tests/test_tracking_models.py, tests/test_mlflow_ui.py).
+    """
+    cwd = tmp_path_factory.mktemp("tracked_sweep")
+    proc = run_qrun(["-m", "format=fp16,gguf_q8_0", "model=hf", f"model.id={tiny_model_dir}", *TINY_ARGS], cwd, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd

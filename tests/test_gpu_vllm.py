@@ -1,4 +1,4 @@
-"""vLLM engine on CPU: the dense log-prob rebuild from top-K, and the availability checks."""
+"""vLLM engine: the dense log-prob rebuild from top-K, and the availability checks (CUDA profiles faked)."""
 import types
 from pathlib import Path
 
@@ -72,29 +72,33 @@ def fake_cuda(monkeypatch):
     monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
 
 
-@pytest.mark.parametrize("engine", ["vllm", "exllamav2"])
-def test_no_cuda_is_one_line(engine, monkeypatch):
+def test_no_cuda_is_one_line(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     with pytest.raises(UserError, match="needs a CUDA GPU") as e:
-        get_engine(engine).check_available(OmegaConf.structured(HardwareConfig(name="cpu")))
+        get_engine("exllamav2").check_available(OmegaConf.structured(HardwareConfig(name="cpu")))
+    assert e.value.key == "format.engine" and "\n" not in str(e.value)
+    with pytest.raises(UserError, match="^format.engine: the vllm engine needs a CUDA GPU for hardware=cuda") as e:  # vllm runs on CPU profiles
+        get_engine("vllm").check_available(_hw("cuda"))
     assert e.value.key == "format.engine" and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("engine", ["vllm", "exllamav2"])
-def test_cpu_profile_on_a_gpu_machine(engine, fake_cuda):
+def test_cpu_profile_on_a_gpu_machine(fake_cuda):
     with pytest.raises(UserError, match="CPU profile") as e:
-        get_engine(engine).check_available(_hw("cpu"))
+        get_engine("exllamav2").check_available(_hw("cpu"))
     assert e.value.key == "hardware"
 
 
-def test_tensor_parallel_needs_the_gpus(fake_cuda):
+def test_tensor_parallel_needs_the_gpus(fake_cuda, monkeypatch, tmp_path):
     with pytest.raises(UserError, match="asks for 2 GPUs, this machine has 1"):
         get_engine("vllm").check_available(_hw("rtx3090x2"))
-    get_engine("vllm").check_available(_hw("h100"))  # one GPU: fine
+    monkeypatch.setenv("QRUN_VLLM_VENV", str(tmp_path))  # one GPU is fine: the next check is the vLLM venv
+    with pytest.raises(UserError, match="make venv-vllm"):
+        get_engine("vllm").check_available(_hw("h100"))
 
 
-def test_package_missing(monkeypatch):
+def test_vllm_venv_missing(monkeypatch, tmp_path):
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
-    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    with pytest.raises(UserError, match=r"'vllm', which is not installed -- fix: pip install -e '\.\[vllm\]'"):
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    monkeypatch.setenv("QRUN_VLLM_VENV", str(tmp_path / "none"))
+    with pytest.raises(UserError, match=r"^format.engine: vLLM runs in its own venv .* -- fix: make venv-vllm"):
         get_engine("vllm").check_available(_hw("h100"))

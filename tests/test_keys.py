@@ -154,3 +154,13 @@ def test_environment_facts_do_not_import_torch():
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists() and " avx2 " in cpuinfo.read_text():
         assert "avx2" in tags["host.cpu_flags"].split(",")
+
+
+def test_a_scenarios_bounds_do_not_rerun_jobs_its_load_does(tiny_model_dir, cache_dir):
+    """A scenario's bounds judge runs after the fact (reused); its load and SLOs (goodput) shape the measurement."""
+    base = ["format=gguf_q8_0", "deployment=cpu_chat_4users"]
+    key = job_key(_tiny(tiny_model_dir, cache_dir, *base))
+    bounds = ["deployment.max_kld=0.01", "deployment.max_ppl_delta_pct=1", "deployment.prefer=speed"]
+    assert job_key(_tiny(tiny_model_dir, cache_dir, *base, *bounds)) == key
+    assert job_key(_tiny(tiny_model_dir, cache_dir, *base, "deployment.slo.latency_s=1.0")) != key
+    assert job_key(_tiny(tiny_model_dir, cache_dir, *base, "deployment.users=8")) != key

@@ -227,7 +227,7 @@ def test_vllm_server_command(tiny_model_dir):
 def test_interrupted_qrun_leaves_no_server(sig, tiny_model_dir, cache_dir, tmp_path, qrun_serving):
     """Ctrl-C (SIGINT), SIGTERM: qrun stops the server itself. SIGKILL: the kernel's parent-death signal does."""
     env = dict(os.environ, QRUN_CACHE_DIR=str(cache_dir), PYTHONPATH=str(ROOT))
-    args = ["model=hf", f"model.id={tiny_model_dir}", "format=gguf_q8_0", *TINY, "benchmark.requests=2000",
+    args = ["model=hf", f"model.id={tiny_model_dir}", "format=gguf_q8_0", *TINY, "benchmark.requests=900",
             "benchmark.gen_tokens=64", "benchmark.concurrency=2"]
     proc = subprocess.Popen(QRUN + args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal, even

@@ -8,14 +8,28 @@ import numpy as np
 
 from runner.engines.base import Engine, GenerationTiming, LoadedModel
 from runner.errors import UserError
+from runner.library_logs import route_llama_cpp_log
 from runner.packages import dist_versions
 
 log = logging.getLogger(__name__)
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+_SOFTMAX_ROWS = 64  # rows per chunk: the exp() scratch stays ~12 MB on a 49k vocabulary
+
+
+def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Log-softmax of each row of a float32 [n, V] matrix (read-only, e.g. llama.cpp's own logits buffer)
+    into one new float32 array: vectorized in chunks of rows, so besides the result only a small scratch
+    buffer is allocated, whatever n is."""
+    out = np.empty(logits.shape, dtype=np.float32)
+    scratch = np.empty((min(_SOFTMAX_ROWS, len(logits)), logits.shape[1]), dtype=np.float32)
+    for lo in range(0, len(logits), _SOFTMAX_ROWS):
+        rows = out[lo:lo + _SOFTMAX_ROWS]
+        tmp = scratch[:len(rows)]
+        np.subtract(logits[lo:lo + _SOFTMAX_ROWS], logits[lo:lo + _SOFTMAX_ROWS].max(axis=1, keepdims=True), out=rows)
+        np.exp(rows, out=tmp)
+        rows -= np.log(tmp.sum(axis=1, keepdims=True, dtype=np.float64)).astype(np.float32)
+    return out
 
 
 class LlamaCppLoaded(LoadedModel):
@@ -30,18 +44,36 @@ class LlamaCppLoaded(LoadedModel):
     def _open(self, n_ctx: int, logits_all: bool):
         from llama_cpp import Llama
 
+        route_llama_cpp_log()  # the loader's lines (verbose=False does not silence all of them) to the job log
+
         threads = self.hardware.threads
         return Llama(model_path=self.path, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=min(n_ctx, 512), n_threads=threads,
                      n_threads_batch=threads, n_gpu_layers=self.hardware.n_gpu_layers, logits_all=logits_all,
                      seed=0, verbose=False)
 
     def logprobs(self, input_ids: Sequence[int]) -> np.ndarray:
+        """One llama_decode of the window with an output at every position (every token may be scored); the
+        log-softmax reads llama.cpp's logits buffer in place (no copy through Llama.eval's `scores`)."""
+        import llama_cpp as lc
+
         n = len(input_ids)
         if self._eval is None or self._eval.n_ctx() < n:  # a second context on the same mmapped weights
-            self._eval = self._open(max(n, 512), logits_all=True)
-        self._eval.reset()
-        self._eval.eval(list(map(int, input_ids)))
-        return _log_softmax(np.array(self._eval.scores[:n], dtype=np.float32))
+            if self._eval is not None:
+                self._eval.close()
+            self._eval = self._open(max(n, 512), logits_all=False)
+        ctx = self._eval.ctx
+        batch = lc.llama_batch_init(n, 0, 1)
+        try:
+            for i, token in enumerate(input_ids):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = int(token), i, 1, 1
+                batch.seq_id[i][0] = 0
+            batch.n_tokens = n
+            lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+            _decode(ctx, batch)
+        finally:
+            lc.llama_batch_free(batch)
+        logits = np.ctypeslib.as_array(lc.llama_get_logits(ctx), shape=(n, self._eval.n_vocab()))
+        return log_softmax_rows(logits)
 
     def _greedy_sampler(self):
         import llama_cpp as lc

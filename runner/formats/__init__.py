@@ -19,6 +19,7 @@ FORMATS: Dict[str, str] = {  # family -> "module:class"
     "awq": "runner.formats.awq:AwqFormat",
     "int8": "runner.formats.int8:Int8Format",
     "nf4": "runner.formats.nf4:Nf4Format",
+    "torchao": "runner.formats.torchao_schemes:TorchaoFormat",  # torchao schemes with CPU kernels (W8A8 dynamic)
 }
 _instances: Dict[str, Format] = {}
 

@@ -16,6 +16,7 @@ from runner.errors import UserError
 from runner.formats.base import Format
 from runner.formats.gguf_files import check_gguf, tensor_report
 from runner.formats.schemas import GgufConfig
+from runner.library_logs import route_llama_cpp_log
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,12 @@ QUANT_TYPES = {
     "q5_k_m": "MOSTLY_Q5_K_M", "q5_k_s": "MOSTLY_Q5_K_S", "q5_0": "MOSTLY_Q5_0", "q5_1": "MOSTLY_Q5_1",
     "q4_k_m": "MOSTLY_Q4_K_M", "q4_k_s": "MOSTLY_Q4_K_S", "q4_0": "MOSTLY_Q4_0", "q4_1": "MOSTLY_Q4_1",
     "q3_k_l": "MOSTLY_Q3_K_L", "q3_k_m": "MOSTLY_Q3_K_M", "q3_k_s": "MOSTLY_Q3_K_S", "q2_k": "MOSTLY_Q2_K",
-    "iq4_nl": "MOSTLY_IQ4_NL", "iq4_xs": "MOSTLY_IQ4_XS",
+    "iq4_nl": "MOSTLY_IQ4_NL", "iq4_xs": "MOSTLY_IQ4_XS", "iq3_m": "MOSTLY_IQ3_M", "iq3_s": "MOSTLY_IQ3_S",
+    "iq3_xs": "MOSTLY_IQ3_XS", "iq3_xxs": "MOSTLY_IQ3_XXS", "iq2_m": "MOSTLY_IQ2_M", "iq2_s": "MOSTLY_IQ2_S",
+    "iq2_xs": "MOSTLY_IQ2_XS", "iq2_xxs": "MOSTLY_IQ2_XXS", "iq1_m": "MOSTLY_IQ1_M", "iq1_s": "MOSTLY_IQ1_S",
 }
+# llama.cpp throws ("Missing importance matrix for tensor ...") for these without one (llama-quant.cpp)
+NEEDS_IMATRIX = ("iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq1_s", "iq1_m")
 CONVERTER_FILES = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversion", "vendor/llama.cpp/gguf-py")
 
 
@@ -46,6 +51,9 @@ class GgufFormat(Format):
     def validate(self, cfg, model) -> None:
         if cfg.quant_type not in QUANT_TYPES:
             raise UserError("format.quant_type", f"unknown GGUF type '{cfg.quant_type}'", f"use one of {sorted(QUANT_TYPES)}")
+        if cfg.quant_type in NEEDS_IMATRIX and not cfg.imatrix:
+            raise UserError("format.imatrix", f"llama.cpp refuses {cfg.quant_type} without an importance matrix",
+                            "set format.imatrix=true (computed from the calibration text) or use iq3_s / iq4_xs")
         if cfg.engine not in ("llama_cpp", "torch"):  # torch: transformers dequantizes the file's weights
             raise UserError("format.engine", f"GGUF files run on llama_cpp or torch, not '{cfg.engine}'",
                             "set format.engine=llama_cpp (or torch for the file's dequantized weights)")
@@ -77,8 +85,8 @@ class GgufFormat(Format):
 def quantize_file(src: Path, dst: Path, quant_type: str, threads: int, imatrix=None, allow_requantize=False) -> None:
     """The bare llama.cpp call: llama_model_quantize(src, dst, params)."""
     llama_cpp = llama_cpp_module()
-    # llama.cpp logs one line per fallback tensor; the manifest records the real types instead
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    # llama.cpp logs one line per fallback tensor (the manifest records the real types): to the job log
+    route_llama_cpp_log()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_{QUANT_TYPES[quant_type]}")
     params.nthread = threads

@@ -79,5 +79,12 @@ class Nf4Config(FormatConfig):
     double_quant: bool = False  # also quantize the per-block scales (saves ~0.4 bpw)
 
 
+@dataclass
+class TorchaoConfig(FormatConfig):
+    family: str = "torchao"
+    backend: str = "torchao"
+    scheme: str = "w8a8_dynamic"  # int8 weights per row + int8 activations per token at run time (torch._int_mm)
+
+
 FORMAT_SCHEMAS: Dict[str, type] = {s.family: s for s in (  # family -> schema (the dataclass default of `family`)
-    TorchDtypeConfig, GgufConfig, Exl2Config, GptqConfig, AwqConfig, Int8Config, Nf4Config)}
+    TorchDtypeConfig, GgufConfig, Exl2Config, GptqConfig, AwqConfig, Int8Config, Nf4Config, TorchaoConfig)}

@@ -5,6 +5,7 @@
     qrun-report --all                             # the newest finished run of every job
     qrun-report recommend --hardware rtx3090x2 --max-latency-p95 3 --min-throughput 100
     qrun-report recommend --limit quality/kld_p99=0.05 --limit size/bits_per_weight=5
+    qrun-report recommend --deployment cpu_chat_4users   # a scenario (conf/deployment/), judged like with like
 """
 import argparse
 import csv
@@ -15,14 +16,16 @@ from typing import Dict, List, Optional
 
 from runner import metrics as M
 from runner.errors import UserError
-from runner.report.columns import REPORT, used
+from runner.report.columns import REPORT, cells, used
+from runner.report import ties
 from runner.report.data import Row, load_rows
 from runner.report.recommend import Constraints, recommend
 
 def markdown(rows: List[Row]) -> str:
-    columns = used(REPORT, rows)
+    """Best quality first, "≈" where a row's interval overlaps the row above's (as in the sweep summary)."""
+    columns, rows = used(REPORT, rows), ties.quality_order(rows)
     lines = ["| " + " | ".join(c.header for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(c.cell(r) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(row) + " |" for row in cells(columns, rows)]
     return "\n".join(lines)
 
 
@@ -37,8 +40,9 @@ def csv_text(rows: List[Row]) -> str:
     return buf.getvalue()
 
 
-def write_report(rows: List[Row], out: Path) -> List[Path]:
-    from runner.report.plots import pareto_plot, speed_plot
+def write_report(rows: List[Row], out: Path, curves: Optional[Dict[str, list]] = None,
+                 slo_latency_s: Optional[float] = None) -> List[Path]:
+    from runner.report.plots import capacity_plot, pareto_plot, speed_plot
 
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "table.md", out / "table.csv"]
@@ -48,7 +52,30 @@ def write_report(rows: List[Row], out: Path) -> List[Path]:
         path = plot(rows, out)
         if path:
             files.append(path)
+    if curves:
+        files.append(capacity_plot(curves, out, slo_latency_s))
     return files
+
+
+def capacity_curves(client, rows: List[Row]) -> Dict[str, list]:
+    """label -> the capacity search's probes (artifacts/serving/capacity.csv of each run that searched)."""
+    import tempfile
+
+    from runner.serving.capacity import read_csv
+
+    curves = {}
+    with tempfile.TemporaryDirectory(prefix="qrun-capacity-") as scratch:
+        for r in rows:
+            if r.get("capacity/max_users") is None:
+                continue
+            dst = Path(scratch) / r.run_id
+            dst.mkdir()
+            try:
+                local = client.download_artifacts(r.run_id, "artifacts/serving/capacity.csv", str(dst))
+            except Exception:  # an older or foreign run without the file: no curve, the metric still speaks
+                continue
+            curves[r.label] = read_csv(Path(local))
+    return curves
 
 
 def _hardware_budget(name: str) -> Optional[float]:
@@ -87,7 +114,10 @@ def main(argv=None) -> int:
     ap.add_argument("--max-kld", type=float)
     ap.add_argument("--limit", action="append", default=[], metavar="METRIC=VALUE",
                     help="recommend: a bound on any declared metric (a maximum where lower is better, else a minimum)")
-    ap.add_argument("--prefer", choices=["quality", "speed", "size"], default="quality")
+    ap.add_argument("--prefer", choices=["quality", "speed", "size"], default=None,
+                    help="recommend: quality (default), speed or size; with --deployment: the scenario's own")
+    ap.add_argument("--deployment", metavar="SCENARIO",
+                    help="recommend: a deployment scenario (conf/deployment/); only runs measured like it are judged")
     args = ap.parse_args(argv)
     try:
         return _run(args)
@@ -113,6 +143,8 @@ def _run(args) -> int:
                 client.log_artifact(parent, str(f), artifact_path="report")
             print(f"logged to MLflow run {parent} (artifacts/report)")
         return 0
+    if args.deployment:
+        return _recommend_scenario(args, rows)
     budget = args.memory_gb * 1024 ** 3 if args.memory_gb else (_hardware_budget(args.hardware) if args.hardware else None)
     if args.hardware:
         rows = [r for r in rows if r.params.get("hardware.name") == args.hardware]
@@ -120,7 +152,7 @@ def _run(args) -> int:
             raise UserError("--hardware", f"no run was measured on '{args.hardware}'", "run the sweep with hardware=" + args.hardware)
     c = Constraints(budget, args.max_latency_p95, args.min_throughput, args.max_ppl_delta, args.max_kld,
                     parse_limits(args.limit))
-    result = recommend(rows, c, args.prefer)
+    result = recommend(rows, c, args.prefer or "quality")
     if result["choice"] is None:
         print(f"no recommendation: {result['reason']}")
         return 1
@@ -129,4 +161,22 @@ def _run(args) -> int:
         print(f"  rejected {label}: {', '.join(why)}")
     return 0
 
+
+def _recommend_scenario(args, rows: List[Row]) -> int:
+    """qrun-report recommend --deployment NAME: the sweep's own decision, on any stored runs."""
+    from runner.deployment import validate
+    from runner.presets import load_preset
+    from runner.report.recommend import decision_text
+
+    d = load_preset("deployment", args.deployment, "--deployment")
+    validate(d)
+    if args.prefer:
+        d.prefer = args.prefer
+    if args.memory_gb:
+        d.memory_budget_bytes = int(args.memory_gb * 1024 ** 3)
+    c = Constraints.of_scenario(d, _hardware_budget(d.hardware))
+    c.limits = parse_limits(args.limit)
+    result = recommend(rows, c, d.prefer)
+    print(decision_text(result, c, rows), end="")
+    return 0 if result["choice"] is not None else 1
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional
 
 from runner import metrics as M
+from runner.report import ties
 from runner.report.data import Row
 from runner.report.recommend import on_gpu
 
@@ -23,7 +24,35 @@ class Column:
 
     def cell(self, row: Row) -> str:
         value = self.get(row)
-        return "-" if value is None else self.render(value)
+        if value is None:
+            return "-"
+        text = self.render(value)
+        return with_uncertainty(M.get(self.metric), row, text) if self.metric else text
+
+
+def with_uncertainty(m: M.Metric, row: Row, text: str) -> str:
+    """A metric's cell with what is known of its uncertainty: "40.70 ±0.52" (half the width of its 95 % interval),
+    "~81.3?" (a speed that varied more than benchmark.noisy_cv over the repeats)."""
+    interval = ties.ci(row, m.name)
+    if interval:
+        text += " ±" + m.format((interval[1] - interval[0]) / 2).lstrip("+")
+    if ties.noisy(row, m.name):
+        text = f"~{text}?"
+    return text
+
+
+# "≈" (indistinguishable from the row above) on these; not quality/ppl: its interval is over the text, not paired
+TIE_MARKED = ("quality/ppl_delta_pct", "quality/kld_mean", "quality/top1_agree")
+
+
+def cells(columns: List["Column"], rows: List[Row]) -> List[List[str]]:
+    """The table's cells, rows in the given order; a quality cell starts with "≈" when its interval overlaps
+    the row above's (runner/report/ties.py: not distinguishable on this protocol)."""
+    out = []
+    for i, row in enumerate(rows):
+        out.append([("≈" if c.metric in TIE_MARKED and i and ties.indistinguishable(rows[i - 1], row, c.metric) else "")
+                    + c.cell(row) for c in columns])
+    return out
 
 
 def _text(get: Callable[[Row], object], header: str) -> Column:

@@ -1,6 +1,7 @@
-"""PNG plots for the report: quality vs size (with the Pareto front) and quality vs decode speed."""
+"""PNG plots for the report: quality vs size (with the Pareto front), quality vs decode speed, and users vs P95
+latency per format (the capacity search's probes)."""
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from runner import metrics as M
 from runner.report.data import Row
@@ -64,3 +65,37 @@ def speed_plot(rows: List[Row], out_dir: Path) -> Optional[Path]:
     front = pareto_front([(-x, y, l) for x, y, l in pts])  # faster is better: flip x for the front
     return _figure(pts, f"decode tok/s (single stream; {xm.better} is better)", "Quality vs decode speed",
                    out_dir / "quality_vs_speed.png", [(-x, y, l) for x, y, l in front])
+
+
+def capacity_plot(curves: Dict[str, List[dict]], out_dir: Path, slo_latency_s: Optional[float] = None) -> Path:
+    """Users vs end-to-end P95 latency, one line per format (each probe of its capacity search), and the SLO."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for label, probes in sorted(curves.items()):
+        pts = sorted((p["users"], p["latency_s_p95"], p["meets_slo"]) for p in probes if p.get("latency_s_p95") not in ("", None))
+        if not pts:
+            continue
+        xs, ys, ok = zip(*pts)
+        line, = ax.plot(xs, ys, marker="o", lw=1.5, label=label)
+        ax.scatter([x for x, y, m in pts if not m], [y for x, y, m in pts if not m], marker="x", s=60, color=line.get_color(),
+                   zorder=3)
+    if slo_latency_s is not None:
+        ax.axhline(slo_latency_s, color="tab:red", ls="--", lw=1, label=f"SLO: P95 {slo_latency_s:g} s")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("concurrent users (closed loop)")
+    ax.set_ylabel(f"{M.get('serving/latency_s_p95').header} (end-to-end P95, s)")
+    ax.set_title("Capacity: users vs P95 latency per format (x: misses the SLO)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out_dir / "capacity_users_vs_p95.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+

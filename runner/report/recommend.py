@@ -1,16 +1,24 @@
 """Pick a format under deployment constraints from measured runs, and say why.
 
-Rule: keep the runs measured on the target hardware; drop every run that breaks a constraint;
-among the rest take the best by `prefer`: quality (lowest KLD vs the baseline, then Δppl; ties
-within `quality_tie` go to the faster one), speed (highest throughput) or size (least memory).
-Throughput is the serving benchmark's output tok/s when measured, else single-stream decode tok/s;
-latency p95 likewise (serving under load, else single stream). `limits` bound any declared metric
-in the direction the catalog gives it (runner/metrics.py).
+Rule: drop every run that breaks a constraint; among the rest take the best by `prefer`: quality
+(lowest KLD vs the baseline, then Δppl), speed (highest throughput) or size (least memory). Formats
+whose 95 % intervals on the deciding metric overlap (runner/report/ties.py) are a tie, and a tie goes
+to the faster one (quality) or the better quality (speed, size).
+
+With a deployment scenario (runner/deployment.py), like with like: only runs measured on the
+scenario's hardware profile under its load (benchmark kind, lengths, concurrency, arrival) are
+judged, and latency/throughput come from that load's metrics (serving p95 under the scenario's users,
+or the offline single stream for an offline scenario); a format with no such run is rejected as "not
+measured like the scenario". Failed and unsent requests count: a failure rate above the scenario's
+bound rejects a format. A format whose job failed is rejected with its error.
+Without a scenario (`qrun-report recommend --max-latency-p95 ...`): each run's own benchmark
+(serving where measured, else single stream), as the flags have always meant.
+`limits` bound any declared metric in the direction the catalog gives it (runner/metrics.py).
 Memory is peak VRAM on GPU runs (none logged: "memory not measured"; host RSS says nothing about a VRAM
 budget), on CPU runs peak RSS, else the file size.
 """
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from runner import metrics as M
 from runner.report.data import Row
@@ -26,6 +34,17 @@ class Constraints:
     max_ppl_delta_pct: Optional[float] = None
     max_kld: Optional[float] = None
     limits: Dict[str, float] = field(default_factory=dict)  # metric name -> bound
+    max_ttft_p95_s: Optional[float] = None
+    max_tpot_p95_s: Optional[float] = None
+    max_failure_rate: Optional[float] = None
+    scenario: Any = None  # a deployment scenario: judge only runs measured like it (runner/deployment.py)
+
+    @classmethod
+    def of_scenario(cls, d, hardware_budget: Optional[float] = None) -> "Constraints":
+        return cls(memory_bytes=d.memory_budget_bytes or hardware_budget, max_latency_p95_s=d.slo.latency_s,
+                   min_throughput_tok_s=d.min_throughput_tok_s, max_ppl_delta_pct=d.max_ppl_delta_pct,
+                   max_kld=d.max_kld, max_ttft_p95_s=d.slo.ttft_s, max_tpot_p95_s=d.slo.tpot_s,
+                   max_failure_rate=d.max_failure_rate if d.kind == "serving" else None, scenario=d)
 
 
 def on_gpu(row: Row) -> bool:
@@ -47,34 +66,79 @@ def _served_or(row: Row, serving: str, offline: str) -> str:
     return serving if row.get(serving) is not None else offline
 
 
-def throughput_metric(row: Row) -> str:
+def throughput_metric(row: Row, c: Optional[Constraints] = None) -> str:
+    if c is not None and c.scenario is not None:
+        from runner.deployment import METRIC_OF
+
+        return METRIC_OF[c.scenario.kind]["throughput"]
     return _served_or(row, "serving/throughput_tok_s", "perf/decode_tok_s")
 
 
-def latency_metric(row: Row) -> str:
+def latency_metric(row: Row, c: Optional[Constraints] = None) -> str:
+    if c is not None and c.scenario is not None:
+        from runner.deployment import METRIC_OF
+
+        return METRIC_OF[c.scenario.kind]["latency_s"]
     return _served_or(row, "serving/latency_s_p95", "perf/latency_s_p95")
 
 
-def throughput(row: Row) -> Optional[float]:
-    return row.get(throughput_metric(row))
+def throughput(row: Row, c: Optional[Constraints] = None) -> Optional[float]:
+    return row.get(throughput_metric(row, c))
 
 
-def latency_p95(row: Row) -> Optional[float]:
-    return row.get(latency_metric(row))
+def latency_p95(row: Row, c: Optional[Constraints] = None) -> Optional[float]:
+    return row.get(latency_metric(row, c))
+
+
+def failure_rate(row: Row) -> Optional[float]:
+    """(failed + not sent) / requests of a serving run (older runs: from the counts); None for other runs."""
+    if row.get("serving/failure_rate") is not None:
+        return row.get("serving/failure_rate")
+    counts = [row.get(n) for n in ("serving/requests_ok", "serving/requests_failed", "serving/requests_not_sent")]
+    if any(v is None for v in counts) or not sum(counts):
+        return None
+    return (counts[1] + counts[2]) / sum(counts)
 
 
 def _fmt(name: str, value: float) -> str:
     return M.get(name).format(value)
 
 
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f} %"
+
+
+def like_scenario(row: Row, c: Constraints) -> Optional[str]:
+    """None when the run may be judged against c's scenario, else why not (hardware, or the load it ran)."""
+    d = c.scenario
+    if d is None:
+        return None
+    hw = row.params.get("hardware.name")
+    if hw is not None and hw != d.hardware:
+        return f"measured on hardware '{hw}', the scenario is for '{d.hardware}'"
+    from runner.deployment import mismatch
+
+    return mismatch(row.params, d)
+
+
 def violations(row: Row, c: Constraints) -> List[str]:
-    out = []
+    not_like = like_scenario(row, c)
+    if not_like:
+        return [not_like]
+    lat = latency_metric(row, c)
     checks = [
         ("memory", c.memory_bytes, memory(row), lambda v, lim: v <= lim, lambda v, lim: f"needs {v / GIB:.2f} GiB > {lim / GIB:.2f} GiB"),
-        ("latency p95", c.max_latency_p95_s, latency_p95(row), lambda v, lim: v <= lim,
-         lambda v, lim: f"p95 {_fmt(latency_metric(row), v)} s > {lim:g} s"),
-        ("throughput", c.min_throughput_tok_s, throughput(row), lambda v, lim: v >= lim,
-         lambda v, lim: f"{_fmt(throughput_metric(row), v)} tok/s < {lim:g}"),
+        ("latency p95", c.max_latency_p95_s, row.get(lat) if lat else None, lambda v, lim: v <= lim,
+         lambda v, lim: f"p95 {_fmt(lat, v)} s > {lim:g} s"),
+    ]
+    for what, limit, name in (("TTFT p95", c.max_ttft_p95_s, "serving/ttft_s_p95"), ("TPOT p95", c.max_tpot_p95_s, "serving/tpot_s_p95")):
+        checks.append((what, limit, row.get(name), lambda v, lim: v <= lim,
+                       lambda v, lim, what=what, name=name: f"{what} {_fmt(name, v)} s > {lim:g} s"))
+    checks += [
+        ("throughput", c.min_throughput_tok_s, throughput(row, c), lambda v, lim: v >= lim,
+         lambda v, lim: f"{_fmt(throughput_metric(row, c), v)} tok/s < {lim:g}"),
+        ("failure rate", c.max_failure_rate, failure_rate(row), lambda v, lim: v <= lim,
+         lambda v, lim: f"{_pct(v)} of requests failed or not sent > {_pct(lim)}"),
         ("Δppl", c.max_ppl_delta_pct, row.get("quality/ppl_delta_pct"), lambda v, lim: v <= lim,
          lambda v, lim: f"Δppl {_fmt('quality/ppl_delta_pct', v)} % > {lim:g} %"),
         ("KLD", c.max_kld, row.get("quality/kld_mean"), lambda v, lim: v <= lim,
@@ -85,6 +149,7 @@ def violations(row: Row, c: Constraints) -> List[str]:
         sign = "<" if m.better == "higher" else ">"
         checks.append((m.header, limit, row.get(name), m.within,
                        lambda v, lim, m=m, sign=sign: f"{m.header} {m.format(v)} {sign} {lim:g}"))
+    out = []
     for name, limit, value, ok, why in checks:
         if limit is None:
             continue
@@ -101,41 +166,171 @@ def _quality_key(row: Row) -> Tuple[float, float]:
     return (kld if kld is not None else float("inf"), ppl if ppl is not None else float("inf"))
 
 
-def rank(rows: List[Row], prefer: str, quality_tie: float = 0.002) -> List[Row]:
+def _quality_metric(row: Row) -> str:
+    return "quality/kld_mean" if row.get("quality/kld_mean") is not None else "quality/ppl_delta_pct"
+
+
+def tied(a: Row, b: Row, name: str) -> bool:
+    """Not distinguishable on `name` (overlapping intervals, runner/report/ties.py); no intervals: equal values only."""
+    from runner.report.ties import indistinguishable
+
+    return indistinguishable(a, b, name) or (a.get(name) is not None and a.get(name) == b.get(name))
+
+
+def rank(rows: List[Row], prefer: str, c: Optional[Constraints] = None) -> List[Row]:
+    """Best first. The rows tied with the best on the deciding metric come first, ordered by the tie-break."""
+    speed = lambda r: -(throughput(r, c) or 0)  # noqa: E731
     if prefer == "speed":
-        return sorted(rows, key=lambda r: -(throughput(r) or 0))
-    if prefer == "size":
-        return sorted(rows, key=lambda r: memory(r) or float("inf"))
-    best = min(_quality_key(r)[0] for r in rows)
+        ordered = sorted(rows, key=speed)
+        name, tie_break = throughput_metric(ordered[0], c), _quality_key
+    elif prefer == "size":  # memory has no interval: no ties
+        return sorted(rows, key=lambda r: (memory(r) or float("inf"), _quality_key(r)))
+    else:
+        ordered = sorted(rows, key=_quality_key)
+        name, tie_break = _quality_metric(ordered[0]), speed
+    best = ordered[0]
+    ties = [r for r in ordered if r is best or tied(r, best, name)]
+    return sorted(ties, key=tie_break) + [r for r in ordered if not any(r is t for t in ties)]
 
-    def key(r: Row):
-        kld, ppl = _quality_key(r)
-        if kld <= best + quality_tie:  # as good as the best: the faster one wins among these
-            return (0, -(throughput(r) or 0), kld)
-        return (1, kld, ppl)
 
-    return sorted(rows, key=key)
+def _facts(row: Row, c: Constraints) -> str:
+    kld, dppl, p95, tput = row.get("quality/kld_mean"), row.get("quality/ppl_delta_pct"), latency_p95(row, c), throughput(row, c)
+    fr = failure_rate(row) if c.scenario is not None else None
+    facts = [f"KLD {_fmt('quality/kld_mean', kld)}" if kld is not None else None,
+             f"Δppl {_fmt('quality/ppl_delta_pct', dppl)} %" if dppl is not None else None,
+             f"{_fmt(throughput_metric(row, c), tput)} tok/s" if tput else None,
+             f"p95 {_fmt(latency_metric(row, c), p95)} s" if p95 is not None else None,
+             f"{_pct(fr)} failed" if fr is not None else None,
+             f"{memory(row) / GIB:.2f} GiB" if memory(row) else None]
+    return ", ".join(f for f in facts if f)
 
 
 def recommend(rows: List[Row], c: Constraints, prefer: str = "quality") -> Dict:
-    """{'choice': Row | None, 'reason': str, 'feasible': [...], 'rejected': {label: [why...]}}"""
+    """{'choice': Row | None, 'runner_up', 'reason': one line, 'feasible': ranked, 'rejected': {label: [why...]},
+    'ties': labels tied with the choice, 'set_aside': labels of runs not measured like the scenario (another run of
+    the same format was)}."""
     finished = [r for r in rows if r.status == "FINISHED"]
     why = {r.run_id: violations(r, c) for r in finished}
-    feasible = [r for r in finished if not why[r.run_id]]
-    rejected = {r.label: why[r.run_id] for r in finished if why[r.run_id]}
+    judged, set_aside = finished, []
+    if c.scenario is not None:  # a format measured like the scenario is judged on those runs only
+        like = {r.label for r in finished if not like_scenario(r, c)}
+        judged = [r for r in finished if r.label not in like or not like_scenario(r, c)]
+        set_aside = sorted({r.label for r in finished if r.label in like and like_scenario(r, c)})
+    feasible = [r for r in judged if not why[r.run_id]]
+    rejected: Dict[str, List[str]] = {}
+    for r in judged:
+        if why[r.run_id] and r.label not in {f.label for f in feasible}:
+            rejected.setdefault(r.label, why[r.run_id])
+    if c.scenario is not None:
+        for r in rows:
+            if r.status != "FINISHED" and r.label not in {f.label for f in finished}:
+                rejected.setdefault(r.label, [f"the job did not finish ({r.status}: {r.tags.get('error', 'see its error.txt')})"])
+    base = {"rejected": rejected, "set_aside": set_aside, "runner_up": None, "ties": []}
     if not feasible:
-        return {"choice": None, "feasible": [], "rejected": rejected,
-                "reason": f"no format of {len(finished)} meets every constraint; " + "; ".join(
-                    f"{label}: {', '.join(why)}" for label, why in rejected.items())}
-    ranked = rank(feasible, prefer)
+        return {**base, "choice": None, "feasible": [],
+                "reason": f"no format of {len(judged)} meets every constraint; " + "; ".join(
+                    f"{label}: {', '.join(w)}" for label, w in rejected.items())}
+    ranked = rank(feasible, prefer, c)
     choice = ranked[0]
-    kld, dppl, p95 = choice.get("quality/kld_mean"), choice.get("quality/ppl_delta_pct"), latency_p95(choice)
-    facts = [f"KLD {_fmt('quality/kld_mean', kld)}" if kld is not None else None,
-             f"Δppl {_fmt('quality/ppl_delta_pct', dppl)} %" if dppl is not None else None,
-             f"{_fmt(throughput_metric(choice), throughput(choice))} tok/s" if throughput(choice) else None,
-             f"p95 {_fmt(latency_metric(choice), p95)} s" if p95 is not None else None,
-             f"{memory(choice) / GIB:.2f} GiB" if memory(choice) else None]
-    runner_up = f"; next: {ranked[1].label}" if len(ranked) > 1 else ""
-    reason = (f"{choice.label}: best by {prefer} of {len(feasible)} feasible run(s) out of {len(finished)} "
-              f"({', '.join(f for f in facts if f)}){runner_up}")
-    return {"choice": choice, "feasible": ranked, "rejected": rejected, "reason": reason}
+    runner_up = ranked[1] if len(ranked) > 1 else None
+    name = _quality_metric(choice) if prefer == "quality" else (throughput_metric(choice, c) if prefer == "speed" else "size/bytes")
+    ties = [r.label for r in ranked[1:] if prefer != "size" and tied(r, choice, name)]
+    tie_text = (f"; ≈ {', '.join(ties)} on {M.get(name).header} (95 % intervals overlap: a tie, "
+                f"decided by {'speed' if prefer == 'quality' else 'quality'})") if ties else ""
+    reason = (f"{choice.label}: best by {prefer} of {len(feasible)} feasible run(s) out of {len(judged)} "
+              f"({_facts(choice, c)}){tie_text}" + (f"; next: {runner_up.label}" if runner_up else ""))
+    return {**base, "choice": choice, "runner_up": runner_up, "feasible": ranked, "reason": reason, "ties": ties}
+
+
+def scenario_bounds(c: Constraints) -> List[str]:
+    """The scenario's bounds in words."""
+    out = []
+    for what, v in (("TTFT p95", c.max_ttft_p95_s), ("TPOT p95", c.max_tpot_p95_s), ("latency p95", c.max_latency_p95_s)):
+        if v is not None:
+            out.append(f"{what} ≤ {v:g} s")
+    if c.min_throughput_tok_s is not None:
+        out.append(f"throughput ≥ {c.min_throughput_tok_s:g} tok/s")
+    if c.max_failure_rate is not None:
+        out.append(f"failed or unsent ≤ {_pct(c.max_failure_rate)}")
+    if c.memory_bytes is not None:
+        out.append(f"memory ≤ {c.memory_bytes / GIB:.2f} GiB")
+    if c.max_ppl_delta_pct is not None:
+        out.append(f"Δppl ≤ {c.max_ppl_delta_pct:g} %")
+    if c.max_kld is not None:
+        out.append(f"KLD ≤ {c.max_kld:g}")
+    return out
+
+
+def capacity_lines(rows: List[Row]) -> List[str]:
+    """'gguf_q4_k_m holds the SLO up to 3 users' for every run that searched its capacity."""
+    out = []
+    for r in rows:
+        n = r.get("capacity/max_users")
+        if n is None:
+            continue
+        exact = r.get("capacity/bracketed") == 1
+        text = f"{r.label} holds the SLO up to {n:.0f} user{'s' * (n != 1)}" if n >= 1 else f"{r.label} misses the SLO even at 1 user"
+        out.append(text + ("" if exact or n < 1 else " (at least: the search stopped before a load that misses it)"))
+    return out
+
+
+def decision_text(result: Dict, c: Constraints, rows: List[Row]) -> str:
+    """The recommendation as Markdown: choice, why, runner-up, every rejected format with what it breaks, capacity."""
+    d = c.scenario
+    lines = []
+    if d is not None:
+        from runner.deployment import describe_load
+
+        lines += [f"# Deployment scenario `{d.name}`", "", f"{d.description}".strip(), "",
+                  f"- load: {describe_load(d)} on hardware `{d.hardware}`",
+                  f"- bounds: {'; '.join(scenario_bounds(c)) or 'none'}", f"- preference: {d.prefer}", ""]
+    choice = result["choice"]
+    if choice is None:
+        lines += ["## No recommendation", "", f"No format meets every bound of the scenario."]
+    else:
+        lines += [f"## Recommendation: {choice.label}", "", f"Why: {result['reason']}."]
+        if result["runner_up"] is not None:
+            lines += ["", f"Runner-up: {result['runner_up'].label} ({_facts(result['runner_up'], c)})."]
+    if result["rejected"]:
+        lines += ["", "## Rejected", ""] + [f"- {label}: {'; '.join(why)}" for label, why in result["rejected"].items()]
+    if result["set_aside"]:
+        lines += ["", f"Not judged (measured under another load; the format's run under the scenario's load was): "
+                      f"{', '.join(result['set_aside'])}."]
+    cap = capacity_lines([r for r in rows if r.status == "FINISHED"])
+    if cap:
+        lines += ["", "## Capacity (largest concurrency within the SLO)", ""] + [f"- {x}" for x in cap]
+    return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
+
+
+def without_scenario_text(rows: List[Row]) -> str:
+    """What the sweep can honestly say without a deployment scenario: the leaders per axis, with ties."""
+    finished = [r for r in rows if r.status == "FINISHED"]
+    lines = ["## No deployment scenario", "",
+             "Nothing to check the formats against (no SLO, no memory budget, no quality floor): pass "
+             "`deployment=<scenario>` (conf/deployment/) for a decision. What the measurements say:", ""]
+    c = Constraints()
+    quality = [r for r in finished if r.get("quality/kld_mean") is not None or r.get("quality/ppl_delta_pct") is not None]
+    groups = [("best quality (KLD vs the baseline, then Δppl)", "quality", quality),
+              ("smallest in memory", "size", [r for r in finished if memory(r)])]
+    from runner.deployment import run_load
+
+    loads: Dict[str, List[Row]] = {}
+    for r in finished:  # speed only compares runs measured under the same load
+        if throughput(r):
+            loads.setdefault(f"{run_load(r.params)} on {r.params.get('hardware.name', '?')}", []).append(r)
+    groups += [(f"fastest under {load}", "speed", rs) for load, rs in loads.items()]
+    for what, prefer, usable in groups:
+        if not usable:
+            continue
+        ranked = rank(usable, prefer, c)
+        name = _quality_metric(ranked[0]) if prefer == "quality" else (throughput_metric(ranked[0]) if prefer == "speed" else "size/bytes")
+        ties = [r.label for r in ranked[1:] if prefer != "size" and tied(r, ranked[0], name)]
+        from runner.report.ties import noisy
+
+        shaky = " -- its speed varied over the repeats more than benchmark.noisy_cv: not a fact" if (
+            prefer == "speed" and noisy(ranked[0], name)) else ""
+        lines.append(f"- {what}: {ranked[0].label} ({_facts(ranked[0], c)})" + (f" ≈ {', '.join(ties)}" if ties else "") + shaky)
+    cap = capacity_lines(finished)
+    if cap:
+        lines += [""] + [f"- {x}" for x in cap]
+    return "\n".join(lines) + "\n"

@@ -3,20 +3,45 @@ from typing import Dict, List
 
 from runner.data.tokenization import MIN_CHARS_PER_TOKEN
 from runner.engines.vllm import TOP_K as VLLM_TOP_K
-from runner.report.columns import SUMMARY, used
+from runner.metrics import in_table
+from runner.report import ties
+from runner.report.columns import SUMMARY, TIE_MARKED, cells, used
 from runner.report.data import rows_of
 
 FULL_VOCAB_ENGINES = ("torch", "llama_cpp", "exllamav2")  # their log-probs cover the whole vocabulary
 
 
 def table(runs) -> str:
-    rows = rows_of(runs)
+    """The summary table, best quality first (runner/report/ties.py quality_order)."""
+    rows = ties.quality_order(rows_of(runs))
     columns = used(SUMMARY, rows, every=True)
-    cells = [[c.header for c in columns]] + [[c.cell(r) for c in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = ["  ".join(v.ljust(w) if c.left else v.rjust(w) for c, v, w in zip(columns, row, widths)) for row in cells]
+    grid = [[c.header for c in columns]] + cells(columns, rows)
+    widths = [max(len(row[i]) for row in grid) for i in range(len(columns))]
+    lines = ["  ".join(v.ljust(w) if c.left else v.rjust(w) for c, v, w in zip(columns, row, widths)) for row in grid]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def uncertainty_notes(runs) -> List[str]:
+    """What "±", "≈" and "~x?" in the table mean, from the params each run logged."""
+    rows = rows_of(runs)
+    lines = []
+    with_ci = [r for r in rows if any(ties.ci(r, name) for name in TIE_MARKED)]
+    if with_ci:
+        p = with_ci[0].params
+        lines.append(f"±: half the width of a 95 % interval: bootstrap over {p.get('eval.bootstrap.windows', '?')} scoring windows, "
+                     f"{p.get('eval.bootstrap.resamples', '?')} resamples, seed {p.get('eval.bootstrap.seed', '?')} (bounds: "
+                     "<metric>_ci_low/_ci_high). Δppl, KLD and top-1 are paired with the baseline on the same tokens; ppl's "
+                     "interval is the text's spread. It covers text like this stream under this protocol, windows taken as independent.")
+        lines.append("≈: the interval overlaps the row above's (rows best quality first): not distinguishable on this protocol.")
+    speeds = [m for m in in_table("summary") if m.name in ("perf/prefill_tok_s", "perf/decode_tok_s")]
+    flagged = [(r, m) for r in rows for m in speeds if r.get(m.name) is not None and ties.noisy(r, m.name)]
+    if flagged:
+        lines.append(f"~x?: a speed that varied more than benchmark.noisy_cv={100 * ties.noisy_threshold(flagged[0][0]):.0f} % "
+                     "(coefficient of variation) over the repeats: not a fact; rerun on a quieter machine or with more repeats.")
+        lines += [f"  {r.format} {m.header}: {m.format(r.get(m.name))} (range {m.format(r.get(m.name + '_min'))}-"
+                  f"{m.format(r.get(m.name + '_max'))}, CV {100 * r.get(m.name + '_cv'):.0f} %)" for r, m in flagged]
+    return lines
 
 
 def kld_notes(runs, k: str) -> List[str]:
@@ -76,6 +101,7 @@ def render(runs: List, uri: str, experiment: str, parent_run_id: str | None = No
     p = next((r.data.params for r in runs if "eval.n_scored" in r.data.params), runs[0].data.params if runs else {})
     lines = [f"quant-runner: {len(runs)} job(s) on {p.get('model.name', '?')}", ""]
     lines.append(table(runs))
+    lines += uncertainty_notes(runs)
     lines.append("")
     if p.get("model.origin"):
         lines.append(f"Model: {p['model.origin']}.")

@@ -1,19 +1,27 @@
 """benchmark=serving: start a real OpenAI-compatible server for the artifact, load it, stop it.
 
-Prompts: request i gets its own window of prompt_tokens ids from the eval stream (windows cycle
-when there are more requests than windows), decoded to text by the base model's tokenizer; distinct
-prompts, so no server can answer from a prefix cache. Every request streams exactly gen_tokens
-greedy tokens (EOS suppressed). Files for the run (requests.csv, latency_cdf.png, server.log,
-server.json) go to <hydra run dir>/artifacts/serving/, which the job logs to MLflow.
+Prompts: every request of a run gets its own prompt_tokens-id window of the eval stream, decoded to
+text by the base model's tokenizer. Distinct prompts, so no server can answer from a prefix cache (the
+servers also run with prefix caching off): first the disjoint windows, then windows shifted by half,
+a quarter, ... of a window (each starts at its own token); more requests than distinct start
+positions are refused (benchmark.requests). Every request streams exactly gen_tokens greedy tokens
+(EOS suppressed). With benchmark.capacity.enabled, the capacity search (runner/serving/capacity.py)
+loads the same server at other concurrencies after the measured load. Files for the run
+(requests.csv, latency_cdf.png, server.log, server.json, capacity.csv) go to
+<hydra run dir>/artifacts/serving/, which the job logs to MLflow.
 """
 import asyncio
 import json
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from omegaconf import OmegaConf
+
 from runner.errors import UserError
+from runner.serving import capacity as cap
 from runner.serving.loadgen import RequestResult, check_load_config, run_load, summarize, write_csv
 from runner.probes import PeakMemory
 from runner.serving.servers import ServerProcess, pick_port, server_spec
@@ -31,13 +39,35 @@ def artifacts_dir() -> Path:
         return Path(tempfile.mkdtemp(prefix="qrun_serving_"))
 
 
-def make_prompts(stream, tokenizer, n: int, prompt_tokens: int):
-    """n prompt texts (distinct windows of the eval stream) and their lengths in the tokenizer's tokens."""
-    windows = len(stream.ids) // prompt_tokens
-    if windows < 1:
-        raise UserError("benchmark.prompt_tokens", f"longer than the eval stream ({len(stream.ids)} tokens)",
+def window_starts(n_ids: int, prompt_tokens: int, n: int, what: str = "warmup + requests"):
+    """n distinct start positions of prompt_tokens-long windows: the disjoint ones first, then each shifted by
+    half a window, then by the quarters, ... (every start distinct); UserError when the stream has fewer than n."""
+    last = n_ids - prompt_tokens  # the last possible start
+    if last < 0:
+        raise UserError("benchmark.prompt_tokens", f"longer than the eval stream ({n_ids} tokens)",
                         "lower benchmark.prompt_tokens or raise eval.n_tokens")
-    texts = [tokenizer.decode(stream.ids[(i % windows) * prompt_tokens:][:prompt_tokens].tolist()) for i in range(n)]
+    if n > last + 1:
+        raise UserError("benchmark.requests", f"{n} distinct prompts of {prompt_tokens} tokens ({what}) need more start positions than the {n_ids}-token eval "
+                        f"stream has ({last + 1})", f"raise eval.n_tokens to at least {n + prompt_tokens - 1}, or lower "
+                        "benchmark.requests or benchmark.prompt_tokens")
+    starts, seen, step = [], set(), prompt_tokens
+    while len(starts) < n:
+        offsets = [0] if step == prompt_tokens else range(step, prompt_tokens, 2 * step)
+        for off in offsets:
+            for s0 in range(off, last + 1, prompt_tokens):
+                if s0 not in seen:
+                    seen.add(s0)
+                    starts.append(s0)
+        if step == 1:
+            break
+        step = max(step // 2, 1)
+    return starts[:n]
+
+
+def make_prompts(stream, tokenizer, n: int, prompt_tokens: int, first: int = 0):
+    """Prompts first .. first+n-1 of the run's distinct windows of the eval stream, and their lengths in tokens."""
+    starts = window_starts(len(stream.ids), prompt_tokens, first + n)[first:]
+    texts = [tokenizer.decode(stream.ids[s0:s0 + prompt_tokens].tolist()) for s0 in starts]
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     return texts, lengths
 
@@ -47,8 +77,13 @@ def serving_benchmark(artifact, model, bench_cfg, stream, hardware, engine_name:
     check_load_config(bench_cfg)
     out = Path(out_dir) if out_dir else artifacts_dir()
     out.mkdir(parents=True, exist_ok=True)
-    texts, lengths = make_prompts(stream, model.load_tokenizer(), bench_cfg.warmup + bench_cfg.requests,
-                                  bench_cfg.prompt_tokens)
+    tokenizer = model.load_tokenizer()
+    n_load = bench_cfg.warmup + bench_cfg.requests
+    texts, lengths = make_prompts(stream, tokenizer, n_load, bench_cfg.prompt_tokens)
+    search = bench_cfg.get("capacity") is not None and bench_cfg.capacity.enabled
+    if search:  # refuse before the server starts when the stream cannot give one probe distinct prompts
+        window_starts(len(stream.ids), bench_cfg.prompt_tokens, cap.requests_for(bench_cfg.capacity.max_users, bench_cfg.capacity),
+                      "one capacity probe at benchmark.capacity.max_users")
     port = pick_port(bench_cfg.host, bench_cfg.port)
     spec = server_spec(artifact, engine_name, model, bench_cfg, hardware, port)
     server = ServerProcess(spec, out / "server.log")
@@ -61,10 +96,15 @@ def serving_benchmark(artifact, model, bench_cfg, stream, hardware, engine_name:
                  bench_cfg.warmup, bench_cfg.requests, bench_cfg.arrival, bench_cfg.concurrency)
         with PeakMemory(server.pid, tree=True, gpu=str(hardware.device).startswith("cuda"), interval_s=0.1) as mem:
             results = _load(server, texts, lengths, bench_cfg)
+        write_csv(results, out / "requests.csv")
+        metrics = summarize(results, bench_cfg.slo)
+        if search:
+            _raise_if_server_died(server, results)
+            found = capacity_search(server, stream, tokenizer, bench_cfg, metrics, n_load)
+            cap.write_csv(found, out / "capacity.csv")
+            metrics.update(cap.metrics_of(found))
     finally:
         server.stop()
-    write_csv(results, out / "requests.csv")
-    metrics = summarize(results, bench_cfg.slo)
     metrics.update({"serving/server_start_s": start_s, "perf/peak_rss_bytes": float(mem.peak_rss)})
     if mem.peak_vram is not None:  # NVML's per-process GPU memory of the server tree, where it can see it
         metrics["perf/peak_vram_bytes"] = float(mem.peak_vram)
@@ -76,6 +116,41 @@ def serving_benchmark(artifact, model, bench_cfg, stream, hardware, engine_name:
         log.warning("%d failed, %d not sent of %d requests (first error: %s); see %s", metrics["serving/requests_failed"],
                     metrics["serving/requests_not_sent"], len(results), first, out / "requests.csv")
     return metrics
+
+
+def capacity_search(server: ServerProcess, stream, tokenizer, cfg, load_metrics: Dict[str, float], used: int) -> cap.Capacity:
+    """The largest concurrency on this running server within cfg.slo (runner/serving/capacity.py); the measured
+    load at cfg.concurrency is the first probe. Each probe's prompts are distinct windows of the stream."""
+    c = cfg.capacity
+    first = cap.Probe(cfg.concurrency, cfg.requests, load_metrics, cap.misses(load_metrics, cfg.slo, c.max_failure_rate))
+    t_end = time.perf_counter() + c.max_total_s
+    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # a scenario's ${deployment.*} resolve here
+
+    def probe(users: int) -> cap.Probe:
+        nonlocal used
+        n = cap.requests_for(users, c)
+        n_windows = _n_starts(len(stream.ids), cfg.prompt_tokens)
+        first_prompt = used if used + n <= n_windows else 0  # past the stream's windows: start again (each probe's own are distinct)
+        texts, lengths = make_prompts(stream, tokenizer, n, cfg.prompt_tokens, first=first_prompt)
+        used = first_prompt + n
+        load = OmegaConf.merge(resolved, {"concurrency": users, "requests": n, "arrival": "closed",
+                                     "max_duration_s": max(min(cfg.max_duration_s, t_end - time.perf_counter()), 1.0)})
+        t0 = time.perf_counter()
+        results = asyncio.run(run_load(server.spec, texts, load, lengths))
+        _raise_if_server_died(server, results)
+        m = summarize(results, cfg.slo)
+        p = cap.Probe(users, n, m, cap.misses(m, cfg.slo, c.max_failure_rate), time.perf_counter() - t0)
+        log.info("capacity probe: %d users, %d requests: %s", users, n, "meets the SLO" if p.meets else "; ".join(p.misses))
+        return p
+
+    found = cap.search(probe, c, first=first)
+    log.info("capacity: %d users within the SLO (%s)", found.max_users,
+             "bracketed" if found.bracketed else f"a lower bound: stopped by capacity.{found.stopped_by}")
+    return found
+
+
+def _n_starts(n_ids: int, prompt_tokens: int) -> int:
+    return max(n_ids - prompt_tokens + 1, 0)
 
 
 def _load(server: ServerProcess, texts: List[str], lengths: List[int], cfg) -> List[RequestResult]:

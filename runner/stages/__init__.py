@@ -47,6 +47,8 @@ Stage = Callable[[StageContext], StageResult]
 # name -> module with run(ctx), imported when the stage runs; register() adds callables (plugins, tests)
 STAGES: Dict[str, Any] = {"quantize": "runner.stages.quantize", "evaluate": "runner.stages.evaluate",
                           "benchmark": "runner.stages.benchmark"}
+STAGES["tasks"] = "runner.tasks.stage"  # lm-eval task accuracy (eval.tasks); nothing to do when that is empty
+STAGES["dequant_check"] = "runner.stages.dequant_check"  # opt-in: GGUF dequantized on torch vs llama.cpp
 
 
 def register(name: str, stage: Stage) -> None:

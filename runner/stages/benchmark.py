@@ -25,6 +25,7 @@ from runner.engines import get_engine
 from runner.errors import UserError
 from runner.stages import StageContext, StageResult
 from runner.stages.stream import stream_params
+from runner.stats import spread
 
 WORKER = "runner.stages.benchmark_worker"
 
@@ -60,6 +61,8 @@ def benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str, ou
                         "lower benchmark.prompt_tokens or raise eval.n_tokens")
     if bench_cfg.gen_tokens < 2 or bench_cfg.repeats < 1:
         raise UserError("benchmark.gen_tokens", "need gen_tokens >= 2 and repeats >= 1", "raise them")
+    if not getattr(bench_cfg, "noisy_cv", 0.1) >= 0:
+        raise UserError("benchmark.noisy_cv", f"must be >= 0 (got {bench_cfg.noisy_cv})", "set it to e.g. 0.10 (10 %)")
     get_engine(engine_name).check_artifact(artifact)  # here: the worker must not import runner.formats
     request = worker_request(artifact, model, bench_cfg, stream, hardware, engine_name)
     out = run_worker(request)
@@ -78,9 +81,19 @@ def benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str, ou
         "perf/peak_rss_bytes": float(peak),
         "perf/rss_increase_bytes": float(peak - out["start_rss"]),  # over the worker's python + engine imports
     }
+    metrics.update(speed_spread(len(request["prompt"]) / ttft, (n_new - 1) / decode))
     if out["peak_vram"]:  # only where measured (torch on CUDA, or NVML); never host RSS in its place
         metrics["perf/peak_vram_bytes"] = float(out["peak_vram"])
     return metrics
+
+
+def speed_spread(prefill_tok_s: np.ndarray, decode_tok_s: np.ndarray) -> Dict[str, float]:
+    """min, max and CV over the repeats of each speed (none for one repeat); the summary flags a CV above
+    benchmark.noisy_cv as noisy, and runner/report/ties.py treats overlapping min-max ranges as ties."""
+    out = {}
+    for kind, per_repeat in (("prefill", prefill_tok_s), ("decode", decode_tok_s)):
+        out.update({f"perf/{kind}_tok_s_{stat}": v for stat, v in spread(per_repeat).items()})
+    return out
 
 
 def worker_request(artifact, model, bench_cfg, stream, hardware, engine_name: str) -> dict:

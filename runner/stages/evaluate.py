@@ -6,26 +6,48 @@ builds both on first use, evaluates the job's artifact on the job's engine, logs
 """
 import gc
 import time
-from typing import Dict
+from typing import Dict, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
 from runner.engines import get_engine
+from runner.errors import UserError
 from runner.stages import StageContext, StageResult
 from runner.stages.reference import Reference, baseline_reference
 from runner.stages.stream import TokenStream, iter_windows, protocol
 from runner.stages import quality_math as M
+from runner.stats import WindowSums, quality_intervals
 
 
 def run(ctx: StageContext) -> StageResult:
+    resamples, seed = bootstrap_settings(ctx.cfg.eval)  # bad input fails before any model work
     stream = ctx.stream  # before the clock: the stream is shared with the benchmark stage
     start = time.perf_counter()
     ref = baseline_reference(ctx)
     quality = evaluate(ctx.artifact, ctx.model, ctx.cfg.eval, stream, ref, ctx.cfg.hardware, ctx.engine.NAME)
     quality["time/evaluate_s"] = time.perf_counter() - start
-    return StageResult(metrics=quality, params={**protocol(ctx.cfg.eval, stream), "eval.baseline_engine": ref.engine},
-                       summary={"quality": quality})
+    params = {**protocol(ctx.cfg.eval, stream), "eval.baseline_engine": ref.engine,
+              "eval.bootstrap.windows": len(window_sizes(stream, ctx.cfg.eval)),
+              "eval.bootstrap.resamples": resamples, "eval.bootstrap.seed": seed}
+    return StageResult(metrics=quality, params=params, summary={"quality": quality})
+
+
+def window_sizes(stream: TokenStream, eval_cfg) -> list:
+    """Scored tokens per window, in scoring order: the bootstrap's units (runner/stats.py)."""
+    return [len(rows) for _, rows, _ in iter_windows(stream, eval_cfg)]
+
+
+def bootstrap_settings(eval_cfg) -> Tuple[int, int]:
+    """eval.bootstrap's (resamples, seed); defaults where a config has no such group."""
+    boot = getattr(eval_cfg, "bootstrap", None)
+    resamples, seed = getattr(boot, "resamples", 1000), getattr(boot, "seed", 0)
+    if not isinstance(resamples, int) or resamples < 0:
+        raise UserError("eval.bootstrap.resamples", f"must be an integer >= 0 (got {resamples!r})",
+                        "set it to e.g. 1000, or 0 for no intervals")
+    if not isinstance(seed, int) or seed < 0:
+        raise UserError("eval.bootstrap.seed", f"must be an integer >= 0 (got {seed!r})", "set it to e.g. 0")
+    return resamples, seed
 
 
 def evaluate(artifact, model, eval_cfg, stream: TokenStream, ref: Reference, hardware, engine: str) -> Dict[str, float]:
@@ -49,7 +71,7 @@ def evaluate(artifact, model, eval_cfg, stream: TokenStream, ref: Reference, har
             gc.collect()
         nll, kld, agree = np.concatenate(nll_parts), np.concatenate(kld_parts), np.concatenate(agree_parts)
     ppl = M.perplexity(nll)
-    return {
+    quality = {
         "quality/ppl": ppl,
         "quality/baseline_ppl": ref.ppl,
         "quality/ppl_delta_pct": 100.0 * (ppl / ref.ppl - 1.0),
@@ -57,3 +79,9 @@ def evaluate(artifact, model, eval_cfg, stream: TokenStream, ref: Reference, har
         "quality/kld_p99": float(np.percentile(kld, 99)),
         "quality/top1_agree": float(np.mean(agree)),
     }
+    start = time.perf_counter()
+    resamples, seed = bootstrap_settings(eval_cfg)
+    sums = WindowSums.from_tokens(window_sizes(stream, eval_cfg), nll, kld, agree, ref.nll)
+    quality.update(quality_intervals(sums, resamples, seed))
+    quality["time/bootstrap_s"] = time.perf_counter() - start
+    return quality

@@ -3,6 +3,8 @@
 It runs one request at a time (no continuous batching): concurrent requests queue inside it, so
 TTFT under load includes that wait. `--interrupt_requests False`: its default cuts a streaming
 response short whenever another request arrives, which would fake short latencies under load.
+Prefix caching is off (`--cache False`); the one reuse it cannot turn off -- a request's common prefix
+with the previous request in the same context -- meets distinct prompts (runner/serving/benchmark.py).
 Text is tokenized with the base model's HF tokenizer (the one the eval stream uses): the GGUF's
 own vocabulary is only used when the model folder has no tokenizer.
 """
@@ -25,7 +27,8 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", artifact.manifest["format"],
            "--host", host, "--port", str(port), "--n_ctx", str(n_ctx), "--n_batch", str(min(n_ctx, 512)),
            "--n_threads", threads, "--n_threads_batch", threads, "--n_gpu_layers", str(hardware.n_gpu_layers),
-           "--seed", "0", "--interrupt_requests", "False", "--verbose", "False"]
+           "--seed", "0", "--interrupt_requests", "False", "--verbose", "False",
+           "--cache", "False"]  # no prompt cache (its default too, stated): a request never reuses another's prefix
     if any((model.path / f).exists() for f in ("tokenizer.json", "tokenizer.model")):
         cmd += ["--hf_pretrained_model_name_or_path", str(model.path)]
     return ServerSpec(name="llama.cpp", cmd=cmd, host=host, port=port, health_path="/v1/models",

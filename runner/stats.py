@@ -1,0 +1,89 @@
+"""Uncertainty of the quality metrics: a paired bootstrap over scoring windows (pure numpy).
+
+The unit resampled is the scoring window (runner/stages/stream.py iter_windows): each scored token
+belongs to exactly one window, and the baseline and the format are scored on the same windows, so
+one resample of window indices is applied to both (a paired bootstrap). Per window, the inputs are
+sums already computed by evaluate: NLL, token count, KLD, top-1 agreements, and the baseline's NLL.
+Ratios are taken of resampled sums (ppl = exp(sum nll / sum tokens)), so windows of unequal length
+weigh as their tokens do.
+
+What the interval covers: the variation of the metric over text like this eval stream, cut into
+windows of this protocol, with the model's outputs fixed (greedy scoring is deterministic). It
+treats windows as independent draws. They are not quite: neighbouring windows of one text share
+its topic and, with stride < ctx_len, overlapping context, so the interval is somewhat too narrow
+for a different corpus; it says nothing about other corpora or other window protocols.
+"""
+from dataclasses import dataclass
+from typing import Dict
+
+import numpy as np
+
+LEVEL = 0.95  # the metric names say "_ci_"; the summary's legend says 95 %
+
+
+@dataclass
+class WindowSums:
+    """Per-window sums (each [n_windows]) of one format's scoring, and the baseline's NLL on the same tokens."""
+    nll: np.ndarray
+    tokens: np.ndarray
+    kld: np.ndarray
+    agree: np.ndarray
+    baseline_nll: np.ndarray
+
+    @classmethod
+    def from_tokens(cls, sizes, nll, kld, agree, baseline_nll) -> "WindowSums":
+        """Sum per-token arrays over consecutive windows of `sizes` tokens (the order iter_windows scores them)."""
+        sizes = np.asarray(sizes, dtype=np.int64)
+        if not sizes.sum() == len(nll) == len(kld) == len(agree) == len(baseline_nll):
+            raise ValueError(f"window sizes sum to {sizes.sum()}; per-token lengths {len(nll)}, {len(kld)}, "
+                             f"{len(agree)}, baseline {len(baseline_nll)}: not the same windows")
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        keep = sizes > 0
+
+        def per_window(x):
+            return np.add.reduceat(np.asarray(x, dtype=np.float64), starts[keep]) if keep.any() else np.zeros(0)
+
+        return cls(per_window(nll), sizes[keep].astype(np.float64), per_window(kld), per_window(agree), per_window(baseline_nll))
+
+
+def resample_counts(n_windows: int, resamples: int, seed: int) -> np.ndarray:
+    """[resamples, n_windows]: how often each window is drawn in each resample (with replacement)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n_windows, size=(resamples, n_windows))  # one matrix of resampled window indices
+    flat = (idx + n_windows * np.arange(resamples)[:, None]).ravel()
+    return np.bincount(flat, minlength=resamples * n_windows).reshape(resamples, n_windows).astype(np.float64)
+
+
+def quality_intervals(w: WindowSums, resamples: int, seed: int) -> Dict[str, float]:
+    """95 % percentile intervals of ppl, Δppl % (paired), KLD mean and top-1 agreement, as `<metric>_ci_low/_high`.
+
+    Empty when there are fewer than 2 windows (no spread to resample) or resamples is 0.
+    """
+    n = len(w.tokens)
+    if n < 2 or resamples < 1:
+        return {}
+    counts = resample_counts(n, resamples, seed)
+    # paired: the format's NLL minus the baseline's, per window, resampled with the same counts
+    stats = np.stack([w.tokens, w.nll, w.nll - w.baseline_nll, w.kld, w.agree], axis=1)  # [n, 5]
+    tokens, nll, diff, kld, agree = (counts @ stats).T  # [resamples] each
+    values = {
+        "quality/ppl": np.exp(nll / tokens),
+        "quality/ppl_delta_pct": 100.0 * np.expm1(diff / tokens),
+        "quality/kld_mean": kld / tokens,
+        "quality/top1_agree": agree / tokens,
+    }
+    tail = 100.0 * (1.0 - LEVEL) / 2.0
+    out = {}
+    for name, v in values.items():
+        low, high = np.percentile(v, [tail, 100.0 - tail])
+        out[name + "_ci_low"], out[name + "_ci_high"] = float(low), float(high)
+    return out
+
+
+def spread(values) -> Dict[str, float]:
+    """min, max and coefficient of variation (sample std / mean) of repeated measurements; {} for < 2 values."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return {}
+    mean = float(np.mean(v))
+    return {"min": float(np.min(v)), "max": float(np.max(v)), "cv": float(np.std(v, ddof=1) / mean) if mean else 0.0}
