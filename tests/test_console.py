@@ -74,3 +74,15 @@ def test_harmless_import_warnings_go_to_the_job_log(tmp_path):
     assert "a real warning stays on the console" in console
     text = log.read_text()
     assert "_C_cutlass_90a" in text and "register_constant" in text
+
+
+def test_the_benchmark_process_sends_its_library_noise_to_the_job_log(tmp_path, cache_dir, tiny_model_dir):
+    """The offline benchmark runs in a fresh process (runner/stages/benchmark_worker.py): its imports warn too."""
+    proc = run_qrun(["model=hf", f"model.id={tiny_model_dir}", "format=fp32", "stages=[quantize,benchmark]",
+                     "benchmark=quick", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path, cache_dir)
+    console = proc.stdout + proc.stderr
+    assert proc.returncode == 0, console[-3000:]
+    leaked = [line for line in console.splitlines() if any(n in line for n in NOISE)]
+    assert not leaked, f"{len(leaked)} library lines on the console, e.g. {leaked[:3]}"
+    [log] = list((tmp_path / "outputs").rglob("*.log"))
+    assert "register_constant" in log.read_text()

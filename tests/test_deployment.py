@@ -125,9 +125,9 @@ def test_overlapping_intervals_are_a_tie_that_speed_decides():
                     "perf/peak_rss_bytes": 1e9})
 
     c = Constraints.of_scenario(d)
-    result = recommend([row("a", 0.010, 0.008, 0.013, 20.0), row("b", 0.012, 0.009, 0.015, 30.0)], c, d.prefer)
+    result = recommend([row("a", 0.010, 0.008, 0.013, 20.0), row("b", 0.012, 0.009, 0.015, 30.0)], c, "quality")
     assert result["choice"].run_id == "b" and result["ties"] == ["a"] and "≈ a on KLD" in result["reason"]
-    result = recommend([row("a", 0.010, 0.008, 0.0105, 20.0), row("b", 0.012, 0.011, 0.015, 30.0)], c, d.prefer)
+    result = recommend([row("a", 0.010, 0.008, 0.0105, 20.0), row("b", 0.012, 0.011, 0.015, 30.0)], c, "quality")
     assert result["choice"].run_id == "a" and not result["ties"]  # apart: the better quality wins
 
 

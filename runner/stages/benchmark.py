@@ -23,6 +23,7 @@ import numpy as np
 import runner
 from runner.engines import get_engine
 from runner.errors import UserError
+from runner.library_logs import job_log_files
 from runner.stages import StageContext, StageResult
 from runner.stages.stream import stream_params
 from runner.stats import spread
@@ -122,7 +123,8 @@ def run_worker(request: dict) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(runner.__file__).parent.parent), env.get("PYTHONPATH")) if p)
     with tempfile.TemporaryDirectory(prefix="qrun-bench-") as tmp:
         req_file, res_file = Path(tmp) / "request.pkl", Path(tmp) / "result.pkl"
-        req_file.write_bytes(pickle.dumps(request))
+        logs = job_log_files()  # the worker's library chatter goes where the job's goes
+        req_file.write_bytes(pickle.dumps({**request, "log_file": logs[0].baseFilename if logs else None}))
         proc = subprocess.Popen([sys.executable, "-m", WORKER, str(req_file), str(res_file)], env=env,
                                 stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:

@@ -5,6 +5,7 @@ runner/stages/benchmark.py. Its peak RSS is what a deployment of that engine nee
 library + Python), not the torch/transformers and earlier stages of the job's own process.
 Keep this module's imports light: no runner.formats, runner.stages.*, torch or transformers here.
 """
+import logging
 import pickle
 import sys
 import time
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from runner.engines import get_engine
 from runner.errors import UserError
+from runner.library_logs import route_library_logs
 from runner.probes import PeakMemory
 
 HEAVY_MODULES = ("torch", "transformers")
@@ -74,6 +76,7 @@ def _torch_peak_vram():
 
 def main(request: Path, result: Path) -> None:
     req = pickle.loads(request.read_bytes())
+    _log_like_the_job(req.get("log_file"))
     try:
         out = {"ok": run(req)}
     except UserError as e:
@@ -81,6 +84,19 @@ def main(request: Path, result: Path) -> None:
     except Exception as e:
         out = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
     result.write_bytes(pickle.dumps(out))
+
+
+def _log_like_the_job(log_file) -> None:
+    """The job's log file gets this process's library chatter too (runner/library_logs.py); real warnings
+    still reach the console (our stderr, which the job forwards)."""
+    if not log_file:
+        return
+    root = logging.getLogger()
+    root.addHandler(logging.FileHandler(log_file))
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING)
+    root.addHandler(console)
+    route_library_logs()
 
 
 if __name__ == "__main__":
