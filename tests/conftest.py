@@ -42,6 +42,20 @@ def run_qrun(args, tmp_path: Path, cache_dir: Path, timeout=900) -> subprocess.C
     return subprocess.run(QRUN + list(args), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def hiding_packages(tmp_path: Path, package: str) -> Path:
+    """A folder for PYTHONPATH whose sitecustomize makes `package` unimportable (an install without its extra)."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] == {package!r}:\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, _Hide())\n")
+    return hide
+
+
 def mlflow_runs(db: Path, experiment: str = "quant-runner"):
     from mlflow.tracking import MlflowClient
 

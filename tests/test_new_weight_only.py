@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_ARGS, mlflow_runs, run_qrun
+from conftest import TINY_ARGS, mlflow_runs, run_qrun, hiding_packages
 from test_weight_only_bad_input import _fails
 from test_weight_only_e2e import RELOAD
 
@@ -73,15 +73,7 @@ def test_torchao_int4_scheme_is_refused_with_the_reason(tiny_model_dir, tmp_path
 
 
 def test_missing_torchao_names_the_key_and_extra(tiny_model_dir, tmp_path):
-    hide = tmp_path / "hide"
-    hide.mkdir()
-    (hide / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class _Hide:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'torchao':\n"
-        "            raise ModuleNotFoundError(name)\n"
-        "sys.meta_path.insert(0, _Hide())\n")
+    hide = hiding_packages(tmp_path, "torchao")
     line = _fails(["format=torchao_w8a8"], tiny_model_dir, tmp_path, pythonpath=[hide])
     assert line.startswith("error: format.backend: backend 'torchao' needs the Python package 'torchao'")
     assert "'.[int8]'" in line

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import QRUN, ROOT, mlflow_runs
+from conftest import QRUN, ROOT, mlflow_runs, hiding_packages
 
 CALIB = ["calibration=quick", "calibration.n_samples=8", "calibration.seq_len=128"]
 
@@ -83,15 +83,7 @@ def test_missing_optional_extra_names_it(tiny_model_dir, tmp_path):
 
 def test_missing_default_extra_names_it(tiny_model_dir, tmp_path):
     """gptqmodel made unimportable for the run (as in an install without the `gptq` extra)."""
-    hide = tmp_path / "hide"
-    hide.mkdir()
-    (hide / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class _Hide:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'gptqmodel':\n"
-        "            raise ModuleNotFoundError(name)\n"
-        "sys.meta_path.insert(0, _Hide())\n")
+    hide = hiding_packages(tmp_path, "gptqmodel")
     line = _fails(["format=gptq_int4"], tiny_model_dir, tmp_path, pythonpath=[hide])
     assert line.startswith("error: format.backend: backend 'gptqmodel' needs the Python package 'gptqmodel'")
     assert "'.[gptq]'" in line
