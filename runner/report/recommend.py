@@ -18,10 +18,11 @@ Memory is peak VRAM on GPU runs (none logged: "memory not measured"; host RSS sa
 budget), on CPU runs peak RSS, else the file size.
 """
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from runner import metrics as M
 from runner.report.data import Row
+from runner.report.ties import quality_key
 
 GIB = 1024 ** 3
 
@@ -160,12 +161,6 @@ def violations(row: Row, c: Constraints) -> List[str]:
     return out
 
 
-def _quality_key(row: Row) -> Tuple[float, float]:
-    kld = row.get("quality/kld_mean")
-    ppl = row.get("quality/ppl_delta_pct")
-    return (kld if kld is not None else float("inf"), ppl if ppl is not None else float("inf"))
-
-
 def _quality_metric(row: Row) -> str:
     return "quality/kld_mean" if row.get("quality/kld_mean") is not None else "quality/ppl_delta_pct"
 
@@ -182,11 +177,11 @@ def rank(rows: List[Row], prefer: str, c: Optional[Constraints] = None) -> List[
     speed = lambda r: -(throughput(r, c) or 0)  # noqa: E731
     if prefer == "speed":
         ordered = sorted(rows, key=speed)
-        name, tie_break = throughput_metric(ordered[0], c), _quality_key
+        name, tie_break = throughput_metric(ordered[0], c), quality_key
     elif prefer == "size":  # memory has no interval: no ties
-        return sorted(rows, key=lambda r: (memory(r) or float("inf"), _quality_key(r)))
+        return sorted(rows, key=lambda r: (memory(r) or float("inf"), quality_key(r)))
     else:
-        ordered = sorted(rows, key=_quality_key)
+        ordered = sorted(rows, key=quality_key)
         name, tie_break = _quality_metric(ordered[0]), speed
     best = ordered[0]
     ties = [r for r in ordered if r is best or tied(r, best, name)]

@@ -53,16 +53,15 @@ def noisy_threshold(row) -> float:
     return NOISY_CV if value in (None, "None") else float(value)
 
 
-def quality_order(rows: List) -> List:
-    """Best quality first (KLD vs the baseline, then Δppl); rows without quality metrics keep their order, last."""
-    def key(i_row):
-        i, row = i_row
-        kld, delta = row.get("quality/kld_mean"), row.get("quality/ppl_delta_pct")
-        if kld is None and delta is None:
-            return (1, 0.0, 0.0, i)
-        return (0, float("inf") if kld is None else kld, float("inf") if delta is None else delta, i)
+def quality_key(row) -> Tuple[float, float]:
+    """Sort key, best quality first: KLD vs the baseline, then Δppl; a missing metric sorts last."""
+    kld, delta = row.get("quality/kld_mean"), row.get("quality/ppl_delta_pct")
+    return (float("inf") if kld is None else kld, float("inf") if delta is None else delta)
 
-    return [row for _, row in sorted(enumerate(rows), key=key)]
+
+def quality_order(rows: List) -> List:
+    """Best quality first (quality_key); rows without quality metrics keep their order, last (a stable sort)."""
+    return sorted(rows, key=quality_key)
 
 
 def _pair(row, name: str, suffixes) -> Optional[Tuple[float, float]]:
