@@ -11,20 +11,16 @@ Opt-in: add it to the stages (`stages=[quantize,evaluate,dequant_check,benchmark
 dequantizing load and a torch fp32 pass plus a second llama.cpp pass over the eval stream. Jobs whose
 artifact is not a GGUF file log that it was skipped.
 """
-import gc
 import logging
 import time
-from dataclasses import dataclass
 from typing import List, Tuple
 
 import numpy as np
-from tqdm import tqdm
 
-from runner.engines import get_engine
 from runner.stages import StageContext, StageResult
 from runner.stages import quality_math as M
+from runner.stages.evaluate import PerToken, per_token
 from runner.stages.reference import Reference, baseline_reference
-from runner.stages.stream import TokenStream, iter_windows
 from runner.stats import LEVEL, resample_counts
 
 log = logging.getLogger(__name__)
@@ -34,36 +30,6 @@ DEFAULT_RESAMPLES, DEFAULT_SEED = 1000, 0  # when the eval config has no `bootst
 # tight intervals, so any rounding difference between two kernels is "significant"; it only matters
 # when it is also a real share of what the quantization itself costs (fixed tolerances, not tuned).
 MIN_GAP_NATS, MIN_GAP_SHARE = 1e-3, 0.10
-
-
-@dataclass
-class PerToken:
-    """Per-window arrays of one engine's run: NLL, KLD vs the reference, top-1 agreement."""
-    nll: List[np.ndarray]
-    kld: List[np.ndarray]
-    agree: List[np.ndarray]
-
-    def flat(self, name: str) -> np.ndarray:
-        return np.concatenate(getattr(self, name))
-
-
-def per_token(artifact, model, eval_cfg, stream: TokenStream, ref: Reference, hardware, engine: str) -> PerToken:
-    """The same loop as runner/stages/evaluate.py, keeping per-window per-token values."""
-    loaded = get_engine(engine).load(artifact, model, hardware)
-    out, pos = PerToken([], [], []), 0
-    try:
-        for inputs, rows, targets in tqdm(list(iter_windows(stream, eval_cfg)), unit="win",
-                                          desc=f"dequant_check ({artifact.manifest['format']} on {engine})"):
-            lp = loaded.logprobs(inputs)[rows]
-            sl = slice(pos, pos + len(rows))
-            out.nll.append(M.token_nll(lp, targets))
-            out.kld.append(M.kld_topk(ref.top_ids[sl], ref.top_logprobs[sl], lp))
-            out.agree.append(M.top1_agreement(ref.top_ids[sl, 0], lp))
-            pos += len(rows)
-    finally:
-        loaded.close()
-        gc.collect()
-    return out
 
 
 def window_bootstrap(per_window: List[np.ndarray], resamples: int, seed: int) -> Tuple[float, float, float]:
@@ -115,8 +81,8 @@ def run(ctx: StageContext) -> StageResult:
     start = time.perf_counter()
     ref = baseline_reference(ctx)
     cfg = ctx.cfg
-    kernel = per_token(artifact, ctx.model, cfg.eval, stream, ref, cfg.hardware, "llama_cpp")
-    dequant = per_token(artifact, ctx.model, cfg.eval, stream, ref, cfg.hardware, "torch")
+    kernel = per_token(artifact, ctx.model, cfg.eval, stream, ref, cfg.hardware, "llama_cpp", "dequant_check")
+    dequant = per_token(artifact, ctx.model, cfg.eval, stream, ref, cfg.hardware, "torch", "dequant_check")
     boot = cfg.eval.get("bootstrap") or {}
     resamples, seed = int(boot.get("resamples", DEFAULT_RESAMPLES)), int(boot.get("seed", DEFAULT_SEED))
     metrics, flag = compare(kernel, dequant, ref, resamples, seed)

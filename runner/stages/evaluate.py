@@ -6,7 +6,8 @@ builds both on first use, evaluates the job's artifact on the job's engine, logs
 """
 import gc
 import time
-from typing import Dict, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -50,26 +51,45 @@ def bootstrap_settings(eval_cfg) -> Tuple[int, int]:
     return resamples, seed
 
 
+@dataclass
+class PerToken:
+    """Per-window arrays of one engine's run: NLL, KLD vs the reference, top-1 agreement."""
+    nll: List[np.ndarray]
+    kld: List[np.ndarray]
+    agree: List[np.ndarray]
+
+    def flat(self, name: str) -> np.ndarray:
+        return np.concatenate(getattr(self, name))
+
+
+def per_token(artifact, model, eval_cfg, stream: TokenStream, ref: Reference, hardware, engine: str,
+              label: str) -> PerToken:
+    """`artifact` scored on `engine` window by window against the reference (evaluate, dequant_check)."""
+    loaded = get_engine(engine).load(artifact, model, hardware)
+    out, pos = PerToken([], [], []), 0
+    try:
+        for inputs, rows, targets in tqdm(list(iter_windows(stream, eval_cfg)), unit="win",
+                                          desc=f"{label} ({artifact.manifest['format']} on {engine})"):
+            lp = loaded.logprobs(inputs)[rows]
+            sl = slice(pos, pos + len(rows))
+            out.nll.append(M.token_nll(lp, targets))
+            out.kld.append(M.kld_topk(ref.top_ids[sl], ref.top_logprobs[sl], lp))
+            out.agree.append(M.top1_agreement(ref.top_ids[sl, 0], lp))
+            pos += len(rows)
+    finally:
+        loaded.close()
+        gc.collect()
+    return out
+
+
 def evaluate(artifact, model, eval_cfg, stream: TokenStream, ref: Reference, hardware, engine: str) -> Dict[str, float]:
     """Quality of `artifact` run on `engine` (the job's format.engine, never the artifact's first user's)."""
     if artifact.manifest["key"] == ref.artifact_key and engine == ref.engine:  # the baseline itself
         nll = ref.nll
         kld, agree = np.zeros_like(nll), np.ones(len(nll), dtype=bool)
     else:
-        loaded = get_engine(engine).load(artifact, model, hardware)
-        nll_parts, kld_parts, agree_parts, pos = [], [], [], 0
-        try:
-            for inputs, rows, targets in tqdm(list(iter_windows(stream, eval_cfg)), desc=f"evaluate ({artifact.manifest['format']} on {engine})", unit="win"):
-                lp = loaded.logprobs(inputs)[rows]
-                sl = slice(pos, pos + len(rows))
-                nll_parts.append(M.token_nll(lp, targets))
-                kld_parts.append(M.kld_topk(ref.top_ids[sl], ref.top_logprobs[sl], lp))
-                agree_parts.append(M.top1_agreement(ref.top_ids[sl, 0], lp))
-                pos += len(rows)
-        finally:
-            loaded.close()
-            gc.collect()
-        nll, kld, agree = np.concatenate(nll_parts), np.concatenate(kld_parts), np.concatenate(agree_parts)
+        scored = per_token(artifact, model, eval_cfg, stream, ref, hardware, engine, "evaluate")
+        nll, kld, agree = scored.flat("nll"), scored.flat("kld"), scored.flat("agree")
     ppl = M.perplexity(nll)
     quality = {
         "quality/ppl": ppl,
