@@ -31,10 +31,11 @@ def _bench(**over):
 def throttled(tmp_path):
     servers = []
 
-    def start(service_s: float, fail_every: int = 0) -> ServerProcess:
+    def start(service_s: float, fail_every: int = 0, held_back: int = 0) -> ServerProcess:
         port = pick_port("127.0.0.1", 0)
         spec = ServerSpec(name="throttled", cmd=[sys.executable, str(THROTTLED), "--port", str(port), "--service-s",
-                                                 str(service_s), "--fail-every", str(fail_every)],
+                                                 str(service_s), "--fail-every", str(fail_every),
+                                                 "--held-back", str(held_back)],
                           host="127.0.0.1", port=port, health_path="/health", model="m")
         server = ServerProcess(spec, tmp_path / f"throttled{len(servers)}.log").start()
         servers.append(server)
@@ -134,3 +135,15 @@ def test_prompts_are_distinct_windows_or_refused():
     assert len(set(window_starts(1024, 32, 993))) == 993  # every start position
     with pytest.raises(UserError, match=r"^benchmark.requests: 994 distinct prompts .* -- fix: raise eval.n_tokens to at least 1025"):
         window_starts(1024, 32, 994)
+
+
+@pytest.mark.parametrize("held_back", [3, 8])
+def test_tokens_without_text_still_count(throttled, held_back):
+    """vLLM streams a token whose bytes end inside a UTF-8 character as a chunk with token ids and no text.
+    Such a chunk is a token made at that time: TTFT runs to it, and a response made only of them is not
+    'no tokens'. 8 tokens over 0.8 s: the first arrives after ~0.1 s, the first text after (held_back+1) x 0.1 s."""
+    server = throttled(0.8, held_back=held_back)
+    cfg = _bench(concurrency=1, requests=2, gen_tokens=8)
+    res = asyncio.run(run_load(server.spec, ["p0", "p1"], cfg))
+    assert [(r.status, r.output_tokens, r.error) for r in res] == [("ok", 8, "")] * 2
+    assert max(r.ttft_s for r in res) < 0.1 + held_back * 0.1 - 0.05, [r.ttft_s for r in res]

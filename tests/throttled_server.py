@@ -1,10 +1,12 @@
 """A real OpenAI-style streaming server on 127.0.0.1 whose service rate the test sets (tests only).
 
-`python tests/throttled_server.py --port P --service-s S [--fail-every K]`: GET /health answers 200;
+`python tests/throttled_server.py --port P --service-s S [--fail-every K] [--held-back H]`: GET /health answers 200;
 POST /v1/completions streams `max_tokens` one-token chunks over S seconds, one request at a time in
 arrival order (an asyncio.Lock is FIFO), so c closed-loop users see a latency of about c x S; with
 --fail-every K every K-th completion request is answered 503 at once. A client that goes away does
 not free the server early (it finishes the request, as a real single-slot server does).
+--held-back H: the first H chunks of each response carry a token id but no text, as vLLM streams tokens
+whose bytes are an incomplete UTF-8 character (`return_token_ids`).
 """
 import argparse
 import asyncio
@@ -19,7 +21,7 @@ def _chunk(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
-async def serve(port: int, service_s: float, fail_every: int) -> None:
+async def serve(port: int, service_s: float, fail_every: int, held_back: int = 0) -> None:
     lock, count = asyncio.Lock(), [0]
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -53,7 +55,9 @@ async def serve(port: int, service_s: float, fail_every: int) -> None:
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
                     for i in range(n):
                         await asyncio.sleep(service_s / n)
-                        event = {"choices": [{"text": "x", "finish_reason": "length" if i == n - 1 else None}]}
+                        choice = {"text": "" if i < held_back else "x", "token_ids": [i],
+                                  "finish_reason": "length" if i == n - 1 else None}
+                        event = {"choices": [choice]}
                         writer.write(_chunk(f"data: {json.dumps(event)}\n\n".encode()))
                         try:
                             await writer.drain()
@@ -76,8 +80,9 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--service-s", type=float, required=True)
     ap.add_argument("--fail-every", type=int, default=0)
+    ap.add_argument("--held-back", type=int, default=0)
     args = ap.parse_args()
-    asyncio.run(serve(args.port, args.service_s, args.fail_every))
+    asyncio.run(serve(args.port, args.service_s, args.fail_every, args.held_back))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ Arrivals: `closed` = `concurrency` users, each sends its next request when its l
 when a slot freed up), at most `concurrency` in flight.
 Each request streams, so the client sees every token as it comes. Times run from the request's
 scheduled arrival (closed: its send; poisson: its place in the arrival schedule, so the wait for a free
-slot is part of them -- no coordinated omission): TTFT = arrival -> first token chunk; latency =
-arrival -> end of stream; TPOT = (latency - TTFT) / (tokens - 1).
+slot is part of them -- no coordinated omission): TTFT = arrival -> first chunk that carries a token (text
+or token ids); latency = arrival -> end of stream; TPOT = (latency - TTFT) / (tokens - 1).
 Bounds: `requests` (capped at MAX_REQUESTS), `request_timeout_s` per request from its arrival, and
 `max_duration_s` (capped at MAX_DURATION_S); when time is up, requests in flight are cancelled and count
 as failed, unsent ones as not sent -- every request ends in exactly one of ok / failed / not_sent.
@@ -98,9 +98,12 @@ async def _one(client: httpx.AsyncClient, url: str, body: Dict, res: RequestResu
                         usage_tokens = chunk["usage"].get("completion_tokens")
                     for choice in chunk.get("choices") or []:
                         finish = choice.get("finish_reason") or finish
-                        if choice.get("text"):  # a token (llama.cpp, transformers: one per chunk)
+                        # A token arrived: text, or token ids without text (vLLM holds back the bytes of an
+                        # incomplete UTF-8 character; its chunk still marks a token made at that time).
+                        ids = choice.get("token_ids") or []
+                        if choice.get("text") or ids:
                             times.append(time.perf_counter())
-                            chunks += 1
+                            chunks += max(len(ids), 1)
     except asyncio.CancelledError:
         res.error = "cancelled: benchmark.max_duration_s reached"
         give_up(res, time.perf_counter() - arrival, times, arrival)

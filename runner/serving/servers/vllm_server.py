@@ -41,4 +41,5 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
              " ".join(f"{k}={v}" for k, v in env.items() if k.startswith(("VLLM_CPU", "OMP"))))
     return ServerSpec(name="vLLM", cmd=cmd, host=host, port=port, health_path="/health", model=name, env=env,
                       extra_body={"ignore_eos": True, "min_tokens": bench_cfg.gen_tokens,
-                                  "stream_options": {"include_usage": True}})
+                                  "stream_options": {"include_usage": True},
+                                  "return_token_ids": True})  # a token whose bytes are held back still counts
