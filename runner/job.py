@@ -127,6 +127,9 @@ def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: lis
         result = run_stage(name, ctx)
         if name == "quantize":  # the artifact becomes the run's LoggedModel; every metric logged next is linked to it
             log_artifact_model(tracker, ctx.artifact, cfg.format, model)
+            kernel = engine.kernel(ctx.artifact, cfg.hardware)  # this machine's, whatever the artifact's manifest says
+            if kernel and len(stages) > 1:  # a stage after quantize loads it here
+                tracker.log_params({"engine.kernel": kernel})
         _log(tracker, result)
         results.update(result.summary)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))

@@ -5,7 +5,8 @@ belongs to exactly one window, and the baseline and the format are scored on the
 one resample of window indices is applied to both (a paired bootstrap). Per window, the inputs are
 sums already computed by evaluate: NLL, token count, KLD, top-1 agreements, and the baseline's NLL.
 Ratios are taken of resampled sums (ppl = exp(sum nll / sum tokens)), so windows of unequal length
-weigh as their tokens do.
+weigh as their tokens do. The one bootstrap of the runner: evaluate's intervals (quality_intervals) and
+dequant_check's (window_mean_interval) draw the same resamples for the same windows and eval.bootstrap.
 
 What the interval covers: the variation of the metric over text like this eval stream, cut into
 windows of this protocol, with the model's outputs fixed (greedy scoring is deterministic). It
@@ -14,7 +15,7 @@ its topic and, with stride < ctx_len, overlapping context, so the interval is so
 for a different corpus; it says nothing about other corpora or other window protocols.
 """
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,13 +38,16 @@ class WindowSums:
         if not sizes.sum() == len(nll) == len(kld) == len(agree) == len(baseline_nll):
             raise ValueError(f"window sizes sum to {sizes.sum()}; per-token lengths {len(nll)}, {len(kld)}, "
                              f"{len(agree)}, baseline {len(baseline_nll)}: not the same windows")
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        keep = sizes > 0
+        return cls(window_sums(sizes, nll), sizes[sizes > 0].astype(np.float64), window_sums(sizes, kld),
+                   window_sums(sizes, agree), window_sums(sizes, baseline_nll))
 
-        def per_window(x):
-            return np.add.reduceat(np.asarray(x, dtype=np.float64), starts[keep]) if keep.any() else np.zeros(0)
 
-        return cls(per_window(nll), sizes[keep].astype(np.float64), per_window(kld), per_window(agree), per_window(baseline_nll))
+def window_sums(sizes, per_token) -> np.ndarray:
+    """Sums of a per-token array over consecutive windows of `sizes` tokens; empty windows are dropped (no units)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    keep = sizes > 0
+    return np.add.reduceat(np.asarray(per_token, dtype=np.float64), starts[keep]) if keep.any() else np.zeros(0)
 
 
 def resample_counts(n_windows: int, resamples: int, seed: int) -> np.ndarray:
@@ -52,6 +56,29 @@ def resample_counts(n_windows: int, resamples: int, seed: int) -> np.ndarray:
     idx = rng.integers(0, n_windows, size=(resamples, n_windows))  # one matrix of resampled window indices
     flat = (idx + n_windows * np.arange(resamples)[:, None]).ravel()
     return np.bincount(flat, minlength=resamples * n_windows).reshape(resamples, n_windows).astype(np.float64)
+
+
+def percentile_interval(values: np.ndarray) -> Tuple[float, float]:
+    """The LEVEL percentile interval of resampled values."""
+    tail = 100.0 * (1.0 - LEVEL) / 2.0
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def window_mean_interval(per_window: Sequence[np.ndarray], resamples: int, seed: int) -> Optional[Tuple[float, float]]:
+    """Interval of the token mean of any per-token quantity given as one array per scoring window (in scoring order).
+
+    The same draws and ratio as quality_intervals (resampled sums / resampled token counts): for the KLD arrays of
+    a run it is that run's quality/kld_mean interval. Pass per-token differences of two runs on the same tokens for
+    a paired interval. None where quality_intervals gives none (fewer than 2 non-empty windows, or resamples 0).
+    """
+    sizes = [len(w) for w in per_window]
+    sums = window_sums(sizes, np.concatenate(per_window) if sizes else np.zeros(0))
+    tokens = np.asarray([n for n in sizes if n > 0], dtype=np.float64)
+    if len(tokens) < 2 or resamples < 1:
+        return None
+    counts = resample_counts(len(tokens), resamples, seed)
+    return percentile_interval((counts @ sums) / (counts @ tokens))
 
 
 def quality_intervals(w: WindowSums, resamples: int, seed: int) -> Dict[str, float]:
@@ -72,11 +99,9 @@ def quality_intervals(w: WindowSums, resamples: int, seed: int) -> Dict[str, flo
         "quality/kld_mean": kld / tokens,
         "quality/top1_agree": agree / tokens,
     }
-    tail = 100.0 * (1.0 - LEVEL) / 2.0
     out = {}
     for name, v in values.items():
-        low, high = np.percentile(v, [tail, 100.0 - tail])
-        out[name + "_ci_low"], out[name + "_ci_high"] = float(low), float(high)
+        out[name + "_ci_low"], out[name + "_ci_high"] = percentile_interval(v)
     return out
 
 

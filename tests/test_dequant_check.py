@@ -1,5 +1,4 @@
 """dequant_check: a GGUF file's weights dequantized on torch vs llama.cpp's kernels, same tokens, same reference."""
-import numpy as np
 import pytest
 
 from conftest import TINY_ARGS, mlflow_runs, run_qrun
@@ -43,12 +42,3 @@ def test_verdict_needs_a_gap_both_significant_and_material():
     assert verdict(0.02, -0.001, 0.04, kld_dequant=0.05) == "agree"  # interval holds 0
     assert verdict(2e-4, 1e-4, 3e-4, kld_dequant=0.05) == "agree"  # significant, but immaterial
 
-
-def test_window_bootstrap_weighs_windows_by_their_tokens():
-    from runner.stages.dequant_check import window_bootstrap
-
-    windows = [np.full(100, 1.0), np.full(10, 0.0), np.full(100, 1.0), np.full(10, 0.0)]
-    mean, low, high = window_bootstrap(windows, resamples=500, seed=0)
-    assert mean == pytest.approx(200 / 220)
-    assert low <= mean <= high and low < high
-    assert window_bootstrap([np.ones(5)], resamples=500, seed=0) == (1.0, 1.0, 1.0)

@@ -30,7 +30,7 @@ def test_w8a8_dynamic_runs_with_its_int8_kernel_and_real_contents(w8a8):
     assert 10 < m["size/bits_per_weight"] < 22, m["size/bits_per_weight"]
     assert m["perf/decode_tok_s"] > 0
     manifest = json.loads((Path(run.data.tags["artifact.path"]) / "manifest.json").read_text())
-    assert manifest["kernel"].startswith("torch._int_mm ")
+    assert manifest["kernel_on_quantizing_machine"].startswith("torch._int_mm ")
     types = manifest["tensor_types"]
     assert set(types) == {"Int8Tensor", "float32"} and types["Int8Tensor"]["tensors"] == 14  # 2 layers x 7 linears
     assert 8 < types["Int8Tensor"]["bits_per_weight"] < 8.5  # int8 + one fp32 scale and int8 zero per row

@@ -1,6 +1,6 @@
 """What every engine provides: load an artifact, give log-probs for a window, time a generation."""
 from dataclasses import dataclass
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -47,6 +47,11 @@ class Engine:
 
     def load(self, artifact, model, hardware) -> LoadedModel:
         raise NotImplementedError
+
+    def kernel(self, artifact, hardware) -> Optional[str]:
+        """The compute kernel that runs `artifact` on this machine, read at run time where it loads (never from the
+        manifest: a cached artifact may have been quantized on another CPU); None where the engine does not say."""
+        return None
 
     def version(self) -> str:
         """The installed library versions behind this engine, e.g. 'llama-cpp-python 0.3.36'."""

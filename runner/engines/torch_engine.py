@@ -2,14 +2,42 @@
 GGUF artifact's file (transformers dequantizes it: the file's weights, computed in fp32).
 
 torch is imported inside the methods: asking this engine its version (a resumed job's key) must not load it."""
+import json
 import time
-from typing import List, Sequence
+from pathlib import Path
+from typing import List, Optional, Sequence
 
 import numpy as np
 
 from runner.engines.base import Engine, GenerationTiming, LoadedModel
 from runner.errors import UserError
 from runner.packages import dist_versions
+
+
+def torchao_int8_kernel(device: str) -> str:
+    """The matmul torchao's W8A8 (int_scaled_matmul) takes on `device`: torchao's own checks, read on this machine now."""
+    import torch
+    from torchao.utils import _cpu_is_amx_tile_supported, _cpu_is_vnni_supported, torch_version_at_least
+
+    if not str(device).startswith("cpu"):
+        return "torchao int_scaled_matmul (CUDA)"
+    if _cpu_is_amx_tile_supported():
+        return "torch._int_mm s8s8 (AMX)"
+    vnni = _cpu_is_vnni_supported()
+    if vnni and torch_version_at_least("2.12.0.dev"):
+        return "torch._int_mm u8s8 (AVX512-VNNI)"
+    why = f"AVX512-VNNI but torch {torch.__version__} < 2.12" if vnni else "no AMX, no AVX512-VNNI"
+    return f"torch._int_mm s8s8 ({why}; CPU capability {torch.backends.cpu.get_cpu_capability()})"
+
+
+def _torchao_quant_type(folder: Path) -> Optional[str]:
+    """The torchao config a checkpoint was saved with (its config.json), None for any other checkpoint."""
+    config = folder / "config.json"
+    q = (json.loads(config.read_text()).get("quantization_config") if config.is_file() else None) or {}
+    if q.get("quant_method") != "torchao":
+        return None
+    quant_type = q.get("quant_type") or {}
+    return (quant_type.get("default") or quant_type).get("_type", "?") if isinstance(quant_type, dict) else str(quant_type)
 
 
 class TorchLoaded(LoadedModel):
@@ -66,6 +94,16 @@ class TorchEngine(Engine):
         if hardware.device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError("hardware.device", f"'{hardware.device}' needs a CUDA GPU and torch sees none",
                             "use hardware=cpu on this machine")
+
+    def kernel(self, artifact, hardware) -> Optional[str]:
+        """torchao checkpoints: the matmul that runs them where they are loaded (not the manifest's, from where they
+        were quantized); None for the rest."""
+        quant_type = _torchao_quant_type(Path(artifact.path))
+        if quant_type is None:
+            return None
+        if quant_type == "Int8DynamicActivationInt8WeightConfig":
+            return torchao_int8_kernel(hardware.device)
+        return f"torchao {quant_type} (kernel not described)"
 
     def load(self, artifact, model, hardware) -> TorchLoaded:
         import torch

@@ -5,11 +5,14 @@
 - int4_weight_only is refused (SCHEME_REFUSED): torchao 0.18's only CPU int4 layout cannot be saved.
 The artifact is torchao's safetensors layout (flattened tensor subclasses + metadata), which plain
 `from_pretrained` reloads. Embeddings, norms and lm_head stay fp32, as in the int8 (torchao) family.
+The kernel that runs it depends on the CPU that runs it: the engine reads it where it loads (param engine.kernel,
+runner/engines/torch_engine.py); the manifest keeps only what the quantizing machine would have run.
 """
 import json
 from pathlib import Path
 from typing import Dict
 
+from runner.engines.torch_engine import torchao_int8_kernel
 from runner.errors import UserError
 from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
@@ -25,18 +28,6 @@ SCHEME_REFUSED = {
         "tile_packed_to_4d CUDA, plain_int32 XPU/NPU)",
         "for 4-bit on CPU use format=gguf_q4_0 (llama.cpp) or format=gptq_int4; here use format.scheme=w8a8_dynamic"),
 }
-
-
-def int8_cpu_kernel() -> str:
-    """Which path torchao's int_scaled_matmul takes on this CPU (the same checks it makes, read at run time)."""
-    import torch
-    from torchao.utils import _cpu_is_amx_tile_supported, _cpu_is_vnni_supported, torch_version_at_least
-
-    if _cpu_is_amx_tile_supported():
-        return "torch._int_mm s8s8 (AMX)"
-    if _cpu_is_vnni_supported() and torch_version_at_least("2.12.0.dev"):
-        return "torch._int_mm u8s8 (AVX512-VNNI)"
-    return f"torch._int_mm s8s8 (no AMX/VNNI; torch {torch.__version__})"
 
 
 def tensor_types(out_dir: Path) -> Dict[str, Dict]:
@@ -81,9 +72,9 @@ def _w8a8_dynamic(model, cfg, samples, hardware, out_dir):
         model.path, dtype=torch.float32, device_map=hardware.device,
         quantization_config=TorchAoConfig(quant_type=Int8DynamicActivationInt8WeightConfig()))
     qmodel.save_pretrained(out_dir, safe_serialization=True)
-    kernel = int8_cpu_kernel() if hardware.device == "cpu" else "torchao int_scaled_matmul (CUDA)"
     return {"checkpoint_format": "torchao Int8Tensor (W8A8 dynamic, per-row symmetric)",
-            "kernel": kernel, "tensor_types": tensor_types(out_dir)}
+            # where it was quantized, not where it runs (that is the job's engine.kernel param)
+            "kernel_on_quantizing_machine": torchao_int8_kernel(hardware.device), "tensor_types": tensor_types(out_dir)}
 
 
 class TorchaoFormat(WeightOnlyFormat):

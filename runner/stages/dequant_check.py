@@ -5,7 +5,8 @@ llama.cpp (its quantized kernels: activations rounded to 8 bits for the dot prod
 accumulations) and by torch on the file's weights dequantized to fp32 (transformers via gguf-py,
 which reads every tensor type, i-quants included). The second KLD is what the stored weights cost;
 the difference is what llama.cpp's kernels add. Per-token values are paired, so the interval of the
-gap comes from a bootstrap over windows (tokens inside a window are correlated, windows much less).
+gap comes from a bootstrap over windows (tokens inside a window are correlated, windows much less): runner/stats.py's,
+with evaluate's windows and eval.bootstrap, so these intervals are comparable with evaluate's.
 
 Opt-in: add it to the stages (`stages=[quantize,evaluate,dequant_check,benchmark]`); it costs a
 dequantizing load and a torch fp32 pass plus a second llama.cpp pass over the eval stream. Jobs whose
@@ -13,38 +14,22 @@ artifact is not a GGUF file log that it was skipped.
 """
 import logging
 import time
-from typing import List, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
 from runner.stages import StageContext, StageResult
 from runner.stages import quality_math as M
-from runner.stages.evaluate import PerToken, per_token
+from runner.stages.evaluate import PerToken, bootstrap_settings, per_token
 from runner.stages.reference import Reference, baseline_reference
-from runner.stats import LEVEL, resample_counts
+from runner.stats import LEVEL, window_mean_interval
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RESAMPLES, DEFAULT_SEED = 1000, 0  # when the eval config has no `bootstrap` group
 # A gap inside these is "agree" even when its interval excludes 0: paired runs on the same tokens give
 # tight intervals, so any rounding difference between two kernels is "significant"; it only matters
 # when it is also a real share of what the quantization itself costs (fixed tolerances, not tuned).
 MIN_GAP_NATS, MIN_GAP_SHARE = 1e-3, 0.10
-
-
-def window_bootstrap(per_window: List[np.ndarray], resamples: int, seed: int) -> Tuple[float, float, float]:
-    """Token mean and its percentile interval, resampling whole windows as runner/stats.py does for evaluate
-    (resampled sums and counts, so windows of unequal length weigh as their tokens do)."""
-    sums = np.array([w.sum() for w in per_window], dtype=np.float64)
-    counts = np.array([len(w) for w in per_window], dtype=np.float64)
-    mean = float(sums.sum() / counts.sum())
-    if len(per_window) < 2 or resamples < 1:
-        return mean, mean, mean
-    draws = resample_counts(len(per_window), resamples, seed)
-    boot = (draws @ sums) / (draws @ counts)
-    tail = 100.0 * (1.0 - LEVEL) / 2.0
-    low, high = np.percentile(boot, [tail, 100.0 - tail])
-    return mean, float(low), float(high)
 
 
 def verdict(gap: float, gap_low: float, gap_high: float, kld_dequant: float) -> str:
@@ -59,17 +44,25 @@ def verdict(gap: float, gap_low: float, gap_high: float, kld_dequant: float) -> 
 
 def compare(kernel: PerToken, dequant: PerToken, ref: Reference, resamples: int, seed: int) -> Tuple[dict, str]:
     """Metrics of the dequantized run, the kernel's gap (llama.cpp KLD - dequantized KLD) with intervals, the verdict."""
-    kld, kld_low, kld_high = window_bootstrap(dequant.kld, resamples, seed)
     gap_windows = [k - d for k, d in zip(kernel.kld, dequant.kld)]  # paired: the same windows in both runs
-    gap, gap_low, gap_high = window_bootstrap(gap_windows, resamples, seed)
+    kld, gap = float(np.mean(dequant.flat("kld"))), float(np.mean(np.concatenate(gap_windows)))
     ppl = M.perplexity(dequant.flat("nll"))
     metrics = {
-        "quality/kld_mean_dequant": kld, "quality/kld_mean_dequant_ci_low": kld_low, "quality/kld_mean_dequant_ci_high": kld_high,
-        "quality/kld_kernel_gap": gap, "quality/kld_kernel_gap_ci_low": gap_low, "quality/kld_kernel_gap_ci_high": gap_high,
+        "quality/kld_mean_dequant": kld, "quality/kld_kernel_gap": gap,
         "quality/ppl_dequant": ppl, "quality/ppl_delta_pct_dequant": 100.0 * (ppl / ref.ppl - 1.0),
         "quality/top1_agree_dequant": float(np.mean(dequant.flat("agree"))),
     }
+    metrics.update(_bounds("quality/kld_mean_dequant", window_mean_interval(dequant.kld, resamples, seed)))
+    gap_ci = window_mean_interval(gap_windows, resamples, seed)
+    metrics.update(_bounds("quality/kld_kernel_gap", gap_ci))
+    # no interval (eval.bootstrap.resamples=0 or one window): the verdict rests on the gap's size alone
+    gap_low, gap_high = gap_ci or (gap, gap)
     return metrics, verdict(gap, gap_low, gap_high, kld)
+
+
+def _bounds(name: str, interval: Optional[Tuple[float, float]]) -> dict:
+    """`<name>_ci_low/_high`, or nothing where there is no interval (as evaluate logs none then)."""
+    return {} if interval is None else {name + "_ci_low": interval[0], name + "_ci_high": interval[1]}
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -83,16 +76,16 @@ def run(ctx: StageContext) -> StageResult:
     cfg = ctx.cfg
     kernel = per_token(artifact, ctx.model, cfg.eval, stream, ref, cfg.hardware, "llama_cpp", "dequant_check")
     dequant = per_token(artifact, ctx.model, cfg.eval, stream, ref, cfg.hardware, "torch", "dequant_check")
-    boot = cfg.eval.get("bootstrap") or {}
-    resamples, seed = int(boot.get("resamples", DEFAULT_RESAMPLES)), int(boot.get("seed", DEFAULT_SEED))
+    resamples, seed = bootstrap_settings(cfg.eval)  # evaluate's: the same windows, resamples and seed
     metrics, flag = compare(kernel, dequant, ref, resamples, seed)
     metrics["time/dequant_check_s"] = time.perf_counter() - start
     kernel_kld = float(np.mean(kernel.flat("kld")))
-    log.info("dequant_check %s: KLD llama.cpp %.5f, dequantized on torch %.5f, gap %.5f [%.5f, %.5f] -> %s",
+    log.info("dequant_check %s: KLD llama.cpp %.5f, dequantized on torch %.5f, gap %.5f [%s, %s] -> %s",
              artifact.manifest["format"], kernel_kld, metrics["quality/kld_mean_dequant"], metrics["quality/kld_kernel_gap"],
-             metrics["quality/kld_kernel_gap_ci_low"], metrics["quality/kld_kernel_gap_ci_high"], flag)
+             metrics.get("quality/kld_kernel_gap_ci_low", "-"), metrics.get("quality/kld_kernel_gap_ci_high", "-"), flag)
     params = {"eval.dequant_check": "llama_cpp vs torch fp32 on the file's dequantized weights",
-              "eval.dequant_check_ci": f"{LEVEL:.0%} bootstrap over windows ({resamples} resamples, seed {seed})",
+              "eval.dequant_check_ci": f"{LEVEL:.0%} bootstrap over windows, evaluate's (runner/stats.py, {resamples} resamples, "
+                                       f"seed {seed})",
               "eval.dequant_check_rule": f"flag when the gap's interval excludes 0 and |gap| > max({MIN_GAP_NATS} nats, "
                                          f"{MIN_GAP_SHARE:.0%} of the dequantized KLD)"}
     return StageResult(metrics=metrics, params=params, tags={"quality.kernel_vs_quantization": flag},
