@@ -31,15 +31,30 @@ $(VLLM_STAMP):
 	PYTHONNOUSERSITE=1 $(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
 	touch $@
 
-.PHONY: venv venv-vllm run test ui clean chromium
+# OpenVINO in its own venv (runner/formats/openvino.py and runner/engines/openvino.py run it as subprocesses):
+# optimum-intel 2.2.0 caps transformers <5.6 (.venv pins 5.17.0). Pins and why: requirements/openvino.txt.
+# optimum-intel goes in --no-deps: it requires torchvision (only its vision models use it; PyPI's is CUDA-linked).
+OPENVINO_VENV ?= .venv-openvino
+OPENVINO_STAMP := $(OPENVINO_VENV)/.installed
+$(OPENVINO_STAMP): requirements/openvino.txt
+	$(PYTHON) -m venv $(OPENVINO_VENV)
+	$(OPENVINO_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OPENVINO_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(OPENVINO_VENV)/bin/python -m pip install --quiet -r requirements/openvino.txt
+	$(OPENVINO_VENV)/bin/python -m pip install --quiet --no-deps optimum-intel==2.2.0
+	cd /tmp && PYTHONNOUSERSITE=1 $(CURDIR)/$(OPENVINO_VENV)/bin/python -c "from optimum.intel import OVModelForCausalLM; import openvino; print('openvino', openvino.__version__)"
+	touch $@
+
+.PHONY: venv venv-vllm venv-openvino run test ui clean chromium
 venv: $(STAMP)
 venv-vllm: $(VLLM_STAMP)
+venv-openvino: $(OPENVINO_STAMP)
 
 # The default sweep on the embedded default, offline, ending in a comparison table.
 run: $(STAMP)
 	$(BIN)/qrun -m experiment=cpu_default deployment=cpu_local_1user
 
-test: $(STAMP) $(VLLM_STAMP) $(CHROMIUM)
+test: $(STAMP) $(VLLM_STAMP) $(OPENVINO_STAMP) $(CHROMIUM)
 	$(BIN)/pytest -q -ra tests
 
 # tests/test_mlflow_ui.py checks the MLflow UI in the system's Chromium (no browser download from PyPI

@@ -6,12 +6,18 @@ not onto the console.
   its ERROR lines stay on the console.
 - Known-harmless import-time warnings (HARMLESS below): a filter on the logger that emits them moves the
   record to the job log. Anything else those libraries log stays where it was.
+- gptqmodel's LogBar (its banner, INFO lines, config dumps and timing tables, printed straight to stdout):
+  LogBar's one log entry point is wrapped once `logbar` is imported, so lines below WARNING (and the
+  LOGBAR_HARMLESS warnings) go to the job log. Its progress bars and real warnings stay on the console.
+  What it print()s itself (the saved config after every save) is moved with `stdout_to_job_log` around the call.
 
 Without a log file (hydra/job_logging=none, a plain script) nothing is moved.
 """
+import contextlib
 import ctypes
 import importlib.abc
 import importlib.util
+import io
 import logging
 import re
 import sys
@@ -27,7 +33,17 @@ HARMLESS = {
     "torchao.kernel.intmm": r"no triton",
     "torch.utils._pytree": r"register_constant",
     "bitsandbytes.backends.cpu.ops": r"kernels-community|pip install kernels",
+    "tokenicer.tokenicer": r"Auto fixed pad_token_id",  # gptqmodel's tokenizer wrapper, at every model load
 }
+
+# Loggers whose INFO lines are progress chatter (auto-round: peak RAM and loss per block): below WARNING they go
+# to the job log; their warnings stay on the console.
+CHATTY_BELOW_WARNING = ("autoround",)
+
+# LogBar (gptqmodel's logger) warnings that ask nothing of the user: free-threaded Python only speeds up multi-GPU
+# MoE quantization and CPU packing.
+LOGBAR_HARMLESS = r"Python GIL is enabled"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 # ggml_log_level as llama.cpp 0.3.36 numbers it (llama-cpp-python's own table predates DEBUG=1)
 _GGML_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
@@ -47,12 +63,14 @@ class _ToJobLog(logging.Handler):
 
 
 class _MoveHarmless(logging.Filter):
-    def __init__(self, pattern: str):
+    def __init__(self, pattern: str, below: int = 0):
         super().__init__()
-        self.pattern = re.compile(pattern)
+        self.pattern, self.below = re.compile(pattern), below
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not job_log_files() or not self.pattern.search(record.getMessage()):
+            return True
+        if self.below and record.levelno >= self.below:
             return True
         _library_logger().handle(record)
         return False
@@ -70,14 +88,17 @@ def _library_logger() -> logging.Logger:
 def route_library_logs() -> None:
     """Move the HARMLESS warnings to the job log, and llama.cpp's log as soon as llama_cpp is imported, wherever
     that happens (engine, quantize, tokenizer checks). Cheap, imports nothing: call it before the job's imports."""
-    for name, pattern in HARMLESS.items():
+    moves = [(name, _MoveHarmless(pattern)) for name, pattern in HARMLESS.items()]
+    moves += [(name, _MoveHarmless("", below=logging.WARNING)) for name in CHATTY_BELOW_WARNING]
+    for name, move in moves:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _MoveHarmless) for f in logger.filters):
-            logger.addFilter(_MoveHarmless(pattern))
-    if "llama_cpp" in sys.modules:
-        route_llama_cpp_log()
-    elif not any(isinstance(f, _AfterImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _AfterImport("llama_cpp", route_llama_cpp_log))
+            logger.addFilter(move)
+    for module, route in (("llama_cpp", route_llama_cpp_log), ("logbar", route_logbar)):
+        if module in sys.modules:
+            route()
+        elif not any(isinstance(f, _AfterImport) and f.name == module for f in sys.meta_path):
+            sys.meta_path.insert(0, _AfterImport(module, route))
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
@@ -132,3 +153,56 @@ def route_llama_cpp_log() -> None:
     if _LLAMA_CALLBACK is None:
         _LLAMA_CALLBACK = llama_cpp.llama_log_callback(_LlamaCppLog())
     llama_cpp.llama_log_set(_LLAMA_CALLBACK, ctypes.c_void_p(0))
+
+
+def route_logbar() -> None:
+    """Wrap LogBar's log entry point (idempotent): below WARNING, and LOGBAR_HARMLESS, to the job log when there is one."""
+    from logbar import LogBar
+
+    original = LogBar._process
+    if getattr(original, "_qrun_routed", False):
+        return
+    harmless = re.compile(LOGBAR_HARMLESS)
+
+    def _process(self, level, msg, *args, **kwargs):
+        if job_log_files():
+            number = self._normalize_level(level)
+            text = self._format_message(msg, args)
+            if self.isEnabledFor(number) and (number < logging.WARNING or harmless.search(text)):
+                _library_logger().log(number, "%s: %s", self.name, _ANSI.sub("", text))
+                return None
+        return original(self, level, msg, *args, **kwargs)
+
+    _process._qrun_routed = True
+    LogBar._process = _process
+
+
+class _LinesToJobLog(io.TextIOBase):
+    def __init__(self, source: str):
+        self.source, self.pending = source, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in filter(str.strip, lines):
+            _library_logger().info("%s: %s", self.source, _ANSI.sub("", line))
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending.strip():
+            self.write("\n")
+
+
+@contextlib.contextmanager
+def stdout_to_job_log(source: str):
+    """What a library print()s to stdout inside the block goes to the job log (as is where there is none)."""
+    if not job_log_files():
+        yield
+        return
+    sink = _LinesToJobLog(source)
+    with contextlib.redirect_stdout(sink):
+        yield
+    sink.flush()

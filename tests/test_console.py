@@ -86,3 +86,24 @@ def test_the_benchmark_process_sends_its_library_noise_to_the_job_log(tmp_path, 
     assert not leaked, f"{len(leaked)} library lines on the console, e.g. {leaked[:3]}"
     [log] = list((tmp_path / "outputs").rglob("*.log"))
     assert "register_constant" in log.read_text()
+
+
+AUTOROUND_LOG = """
+import logging, sys
+logging.basicConfig(handlers=[logging.FileHandler(sys.argv[1])], level=logging.INFO)
+from runner.library_logs import route_library_logs
+route_library_logs()
+from auto_round.logger import logger  # auto-round's own logger, with its own console handler
+logger.info("block 3 loss: 0.0123, peak RAM 1.7 GB")
+logger.warning("a real auto-round warning")
+"""
+
+
+def test_autoround_progress_lines_go_to_the_job_log(tmp_path):
+    log = tmp_path / "job.log"
+    proc = subprocess.run([sys.executable, "-c", AUTOROUND_LOG, str(log)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    console = proc.stdout + proc.stderr
+    assert "block 3 loss" not in console and "a real auto-round warning" in console, console[-2000:]
+    assert "block 3 loss" in log.read_text()

@@ -14,6 +14,7 @@ ENGINES: Dict[str, str] = {  # name -> "module:class"
     "llama_cpp": "runner.engines.llama_cpp:LlamaCppEngine",
     "exllamav2": "runner.engines.exllamav2:ExLlamaV2Engine",  # CUDA only; imports its library on load
     "vllm": "runner.engines.vllm:VllmEngine",  # CUDA only; imports its library on load
+    "openvino": "runner.engines.openvino:OpenvinoEngine",  # OpenVINO CPU runtime in .venv-openvino (a subprocess)
 }
 _instances: Dict[str, Engine] = {}
 

@@ -20,6 +20,8 @@ FORMATS: Dict[str, str] = {  # family -> "module:class"
     "int8": "runner.formats.int8:Int8Format",
     "nf4": "runner.formats.nf4:Nf4Format",
     "torchao": "runner.formats.torchao_schemes:TorchaoFormat",  # torchao schemes with CPU kernels (W8A8 dynamic)
+    "autoround": "runner.formats.autoround:AutoRoundFormat",  # auto-round SignRound, GPTQ v1 checkpoint
+    "openvino": "runner.formats.openvino:OpenvinoFormat",  # OpenVINO IR + NNCF INT8/INT4, exported in .venv-openvino
 }
 _instances: Dict[str, Format] = {}
 

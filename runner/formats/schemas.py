@@ -5,7 +5,7 @@ tests, resumed jobs), so this module must stay light; the implementations (runne
 are imported by name only when a job uses them (runner.formats.get_format).
 """
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional
 
 from omegaconf import MISSING
 
@@ -62,6 +62,9 @@ class AwqConfig(FormatConfig):
     q_group_size: int = 32
     zero_point: bool = True  # asymmetric
     version: str = "GEMM"  # AutoAWQ kernel layout (gptqmodel, autoawq); llmcompressor writes compressed-tensors
+    # llmcompressor's scale search (gptqmodel and autoawq search a fixed 20-point grid):
+    n_grid: int = 20  # grid points per mapping, each a forward of the mapping's parent module over the calibration
+    duo_scaling: bool = True  # scales from activations and weights (AWQ paper); false: activations only
 
 
 @dataclass
@@ -86,5 +89,33 @@ class TorchaoConfig(FormatConfig):
     scheme: str = "w8a8_dynamic"  # int8 weights per row + int8 activations per token at run time (torch._int_mm)
 
 
+@dataclass
+class AutoRoundConfig(FormatConfig):
+    family: str = "autoround"
+    backend: str = "auto_round"
+    bits: int = 4
+    group_size: int = 32  # -1: one group per row
+    sym: bool = True
+    iters: int = 200  # SignRound steps per decoder block (AutoRound's default; each a forward + backward of the block)
+    batch_size: int = 8  # calibration samples per step (capped at calibration.n_samples)
+    lr: Optional[float] = None  # null: AutoRound's 1/iters
+
+
+@dataclass
+class OpenvinoConfig(FormatConfig):
+    family: str = "openvino"
+    engine: str = "openvino"
+    bits: int = 8  # NNCF data-free weight compression: 8 (per output channel) or 4 (groups)
+    sym: bool = False  # false: a zero point per channel/group
+    group_size: int = -1  # -1: per output channel (INT8); INT4: must divide every compressed row (hidden, intermediate)
+    ratio: float = 1.0  # INT4: share of the compressible layers in INT4, the rest INT8
+    all_layers: bool = False  # INT4: the embedding and lm_head too (false: they stay INT8, NNCF's default)
+    inference_precision: str = "f32"  # OpenVINO's INFERENCE_PRECISION_HINT at run time; "": its default (bf16 on AVX512-BF16/AMX)
+    # OpenVINO's DYNAMIC_QUANTIZATION_GROUP_SIZE at run time: 0 = activations stay float; null = its CPU default, which
+    # quantizes activations to int8 in groups for compressed-weight matmuls (faster, and adds its own error)
+    dynamic_quantization_group_size: Optional[int] = 0
+
+
 FORMAT_SCHEMAS: Dict[str, type] = {s.family: s for s in (  # family -> schema (the dataclass default of `family`)
-    TorchDtypeConfig, GgufConfig, Exl2Config, GptqConfig, AwqConfig, Int8Config, Nf4Config, TorchaoConfig)}
+    TorchDtypeConfig, GgufConfig, Exl2Config, GptqConfig, AwqConfig, Int8Config, Nf4Config, TorchaoConfig,
+    AutoRoundConfig, OpenvinoConfig)}

@@ -21,7 +21,7 @@ from runner.library_logs import route_library_logs
 from runner.probes import PeakMemory
 
 HEAVY_MODULES = ("torch", "transformers")
-ENGINES_WITH_CHILD_PROCESSES = {"vllm"}  # its engine core runs in a child process: measure the tree
+ENGINES_WITH_CHILD_PROCESSES = {"vllm", "openvino"}  # the engine runs in a child process: measure the tree
 
 
 def run(req: dict) -> dict:

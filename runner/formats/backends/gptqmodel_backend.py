@@ -8,6 +8,9 @@ CPU pitfalls handled here:
 - AWQ: the default kernel needs CUDA ("AWQ: CUDA is not available") -> BACKEND.AWQ_TORCH, which only
   takes fp16/bf16 ("AwqTorchLinear only supports [float16, bfloat16]"): the model is loaded in fp16.
 - offload_to_disk is off: it would write a temp folder's path into the saved config.
+- its save print()s the folder listing and the whole config.json: moved to the job log (runner/library_logs.py).
+- every quantize starts by writing and fsync-ing a 100 MB temp file to rate the disk for offload_to_disk,
+  which is off here: the probe is skipped (`_no_disk_probe`); what it writes into the checkpoint is unchanged.
 """
 import os
 from pathlib import Path
@@ -15,12 +18,22 @@ from typing import List
 
 import torch
 
+from runner.library_logs import stdout_to_job_log
+
 
 def _gptqmodel(threads: int):
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, threads)))
     import gptqmodel
 
+    _no_disk_probe()
     return gptqmodel
+
+
+def _no_disk_probe() -> None:
+    """gptqmodel rates the disk (100 MB written + fsync) once per process only to warn about offload_to_disk."""
+    from gptqmodel.looper import module_looper
+
+    module_looper.io_write_performance = lambda: None  # the looper then skips its disk warning
 
 
 def _calibration(samples: List[List[int]]):
@@ -34,7 +47,8 @@ def quantize_gptq(src: Path, out: Path, samples: List[List[int]], *, bits: int, 
                           true_sequential=true_sequential, offload_to_disk=False)
     model = g.GPTQModel.load(str(src), qc, dtype=torch.float32, device=device)
     model.quantize(_calibration(samples), batch_size=1)
-    model.save(str(out))
+    with stdout_to_job_log("gptqmodel"):
+        model.save(str(out))
 
 
 def quantize_awq(src: Path, out: Path, samples: List[List[int]], *, bits: int, group_size: int, zero_point: bool,
@@ -47,4 +61,5 @@ def quantize_awq(src: Path, out: Path, samples: List[List[int]], *, bits: int, g
     model = g.GPTQModel.load(str(src), qc, dtype=torch.float16, device=device)
     kernel = g.BACKEND.AWQ_TORCH if device == "cpu" else g.BACKEND.AUTO
     model.quantize(_calibration(samples), batch_size=1, backend=kernel)
-    model.save(str(out))
+    with stdout_to_job_log("gptqmodel"):
+        model.save(str(out))

@@ -37,8 +37,11 @@ def _no_pinning_without_accelerator():
 
 
 def recipe(method: str, *, bits: int, sym: bool, group_size: Optional[int], damp_percent: float = 0.01,
-           desc_act: bool = False):
-    """The modifiers for method gptq | awq | rtn (plain min-max, e.g. W8A16). lm_head stays unquantized."""
+           desc_act: bool = False, n_grid: int = 20, duo_scaling: bool = True):
+    """The modifiers for method gptq | awq | rtn (plain min-max, e.g. W8A16). lm_head stays unquantized.
+
+    AWQ's n_grid / duo_scaling shape its per-layer scale search (n_grid forwards of each mapping's parent module).
+    """
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
     from llmcompressor.modifiers.transform.awq import AWQModifier
 
@@ -47,7 +50,7 @@ def recipe(method: str, *, bits: int, sym: bool, group_size: Optional[int], damp
         return [GPTQModifier(config_groups=groups, ignore=["lm_head"], dampening_frac=damp_percent,
                              actorder="static" if desc_act else None)]
     quant = QuantizationModifier(config_groups=groups, ignore=["lm_head"])
-    return [AWQModifier(), quant] if method == "awq" else [quant]
+    return [AWQModifier(n_grid=n_grid, duo_scaling=duo_scaling), quant] if method == "awq" else [quant]
 
 
 def quantize(src: Path, out: Path, samples: Optional[List[List[int]]], method: str, *, device: str, **settings) -> None:
