@@ -2,10 +2,11 @@
 
 A metric appears in a table when its declaration lists the table (runner/metrics.py, in declaration
 order); this module adds only the columns that are not one metric: names, hardware, status, and the
-report's memory column.
+report's memory column, and one accuracy and one "kept" column per lm-eval task some row has (with_tasks).
 """
+import re
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from runner import metrics as M
 from runner.report import ties
@@ -41,8 +42,14 @@ def with_uncertainty(m: M.Metric, row: Row, text: str) -> str:
     return text
 
 
-# "≈" (indistinguishable from the row above) on these; not quality/ppl: its interval is over the text, not paired
+# "≈" (indistinguishable from the row above) on these and on task accuracies; not quality/ppl: its interval is over
+# the text, not paired
 TIE_MARKED = ("quality/ppl_delta_pct", "quality/kld_mean", "quality/top1_agree")
+TASK_ACC = re.compile(r"^task/(.+)/acc$")
+
+
+def tie_marked(metric: Optional[str]) -> bool:
+    return metric in TIE_MARKED or bool(metric and TASK_ACC.match(metric))
 
 
 def cells(columns: List["Column"], rows: List[Row]) -> List[List[str]]:
@@ -50,7 +57,7 @@ def cells(columns: List["Column"], rows: List[Row]) -> List[List[str]]:
     the row above's (runner/report/ties.py: not distinguishable on this protocol)."""
     out = []
     for i, row in enumerate(rows):
-        out.append([("≈" if c.metric in TIE_MARKED and i and ties.indistinguishable(rows[i - 1], row, c.metric) else "")
+        out.append([("≈" if tie_marked(c.metric) and i and ties.indistinguishable(rows[i - 1], row, c.metric) else "")
                     + c.cell(row) for c in columns])
     return out
 
@@ -90,3 +97,36 @@ REPORT: List[Column] = ([_text(lambda r: r.label, "format"), _param("hardware.na
 def used(columns: List[Column], rows: List[Row], every: bool = False) -> List[Column]:
     """The columns to show: those with a value in some row (every=True: all but the optional empty ones)."""
     return [c for c in columns if (every and not c.optional) or any(c.get(r) is not None for r in rows)]
+
+
+def task_names(rows: List[Row]) -> List[str]:
+    """The tasks some row has an accuracy for (task/<name>/acc), in the catalog's declaration order."""
+    seen = {match.group(1) for r in rows for name in r.metrics for match in [TASK_ACC.match(name)] if match}
+    return [match.group(1) for name in M.METRICS for match in [TASK_ACC.match(name)] if match and match.group(1) in seen]
+
+
+def short_task_names(tasks: List[str]) -> Dict[str, str]:
+    """Column titles: without the "<word>_" prefix that every task shares when there are several
+    (shakespeare_lastword, shakespeare_nextline -> lastword, nextline); full names otherwise."""
+    prefix = tasks[0].split("_")[0] + "_" if tasks else ""
+    if len(tasks) < 2 or not all(t.startswith(prefix) and len(t) > len(prefix) for t in tasks):
+        prefix = ""
+    return {t: t[len(prefix):] for t in tasks}
+
+
+def task_columns(rows: List[Row]) -> List[Column]:
+    """Per task in the rows: its accuracy (± half its 95 % interval, "≈" like the other quality columns) and
+    the share of the eval.baseline's accuracy it keeps (task/<name>/acc_retained). None without task metrics."""
+    columns = []
+    for task, short in short_task_names(task_names(rows)).items():
+        for name, title in ((f"task/{task}/acc", f"{short} acc"), (f"task/{task}/acc_retained", f"{short} kept")):
+            m = M.get(name)
+            columns.append(Column(title, lambda r, name=name: r.get(name), m.format, metric=name))
+    return columns
+
+
+def with_tasks(columns: List[Column], rows: List[Row]) -> List[Column]:
+    """columns plus the rows' task columns, before the status column: unchanged when no row has a task."""
+    extra = task_columns(rows)
+    at = columns.index(STATUS) if STATUS in columns else len(columns)
+    return columns[:at] + extra + columns[at:]

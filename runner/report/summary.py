@@ -5,16 +5,16 @@ from runner.data.tokenization import MIN_CHARS_PER_TOKEN
 from runner.engines.vllm import TOP_K as VLLM_TOP_K
 from runner.metrics import in_table
 from runner.report import ties
-from runner.report.columns import SUMMARY, TIE_MARKED, cells, used
+from runner.report.columns import SUMMARY, TIE_MARKED, cells, short_task_names, task_names, used, with_tasks
 from runner.report.data import rows_of
 
-FULL_VOCAB_ENGINES = ("torch", "llama_cpp", "exllamav2")  # their log-probs cover the whole vocabulary
+FULL_VOCAB_ENGINES = ("torch", "llama_cpp", "exllamav2", "openvino")  # their log-probs cover the whole vocabulary
 
 
 def table(runs) -> str:
     """The summary table, best quality first (runner/report/ties.py quality_order)."""
     rows = ties.quality_order(rows_of(runs))
-    columns = used(SUMMARY, rows, every=True)
+    columns = with_tasks(used(SUMMARY, rows, every=True), rows)
     grid = [[c.header for c in columns]] + cells(columns, rows)
     widths = [max(len(row[i]) for row in grid) for i in range(len(columns))]
     lines = ["  ".join(v.ljust(w) if c.left else v.rjust(w) for c, v, w in zip(columns, row, widths)) for row in grid]
@@ -41,7 +41,20 @@ def uncertainty_notes(runs) -> List[str]:
                      "(coefficient of variation) over the repeats: not a fact; rerun on a quieter machine or with more repeats.")
         lines += [f"  {r.format} {m.header}: {m.format(r.get(m.name))} (range {m.format(r.get(m.name + '_min'))}-"
                   f"{m.format(r.get(m.name + '_max'))}, CV {100 * r.get(m.name + '_cv'):.0f} %)" for r, m in flagged]
-    return lines
+    return lines + task_notes(rows)
+
+
+def task_notes(rows) -> List[str]:
+    """What the task columns are: which task, how many items, what ± and "kept" mean (only when a row has tasks)."""
+    tasks = task_names(rows)
+    if not tasks:
+        return []
+    items = dict(pair.split("=", 1) for r in rows for pair in r.params.get("eval.tasks_n_items", "").split(",") if "=" in pair)
+    baseline = next((r.params["eval.baseline"] for r in rows if r.params.get("eval.baseline")), "eval.baseline")
+    named = ", ".join(f"{short} = {task} ({items.get(task, '?')} items)" for task, short in short_task_names(tasks).items())
+    return [f"Tasks: lm-eval accuracy on {named}; ± half its 95 % interval (1.96 × lm-eval's stderr over the items), "
+            f"≈ where it overlaps the row above's; kept: acc ÷ the baseline's acc (eval.baseline={baseline}) on the same "
+            "items, no interval."]
 
 
 def kld_notes(runs, k: str) -> List[str]:
@@ -127,6 +140,10 @@ def render(runs: List, uri: str, experiment: str, parent_run_id: str | None = No
     if contents:
         lines.append("What the files really store (share of parameters per tensor type; bpw above is the file's real average):")
         lines += [f"  {name}: {text}" for name, text in contents]
+    kernels = [f"{r.data.params.get('format.name')}: {r.data.params['engine.kernel']}" for r in runs
+               if r.data.params.get("engine.kernel")]
+    if kernels:
+        lines.append(f"Kernel that ran it (engine.kernel, read on the machine that ran the job): {'; '.join(kernels)}.")
     if reused:
         lines.append(f"Reused {len(reused)} finished run(s) of earlier sweeps (same job, resume=true): "
                      + ", ".join(sorted(r.data.params.get("format.name", "?") for r in runs if r.info.run_id in reused)))
