@@ -30,9 +30,17 @@ def resolve_uri(uri: str) -> str:
     """Make a relative sqlite/file store absolute (against the launch directory)."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    if uri.startswith("file:") and not uri.startswith("file://"):  # file:relative or file:/absolute, no authority
+        return Path(uri[len("file:"):]).resolve().as_uri()
     if "://" not in uri:
         return "sqlite:///" + str(Path(uri).resolve()) if uri.endswith(".db") else Path(uri).resolve().as_uri()
     return uri
+
+
+def _mlflow_version() -> str:
+    import mlflow
+
+    return mlflow.__version__
 
 
 def artifact_root(uri: str) -> Optional[str]:
@@ -50,6 +58,10 @@ class Tracker:
         try:  # MLflow opens (and creates) a SQLite store here already
             self.client = MlflowClient(tracking_uri=self.uri)
         except Exception as e:
+            if "MLFLOW_ALLOW_FILE_STORE" in str(e):
+                raise UserError("tracking.uri", f"MLflow {_mlflow_version()} refuses to write a file store ('{self.uri}')",
+                                "use a database store, e.g. tracking.uri=sqlite:///mlruns.db, or set "
+                                "MLFLOW_ALLOW_FILE_STORE=true to keep the file store") from e
             raise UserError("tracking.uri", f"cannot open MLflow store '{self.uri}' ({type(e).__name__}: {str(e).splitlines()[0][:160]})",
                             "pass a tracking.uri whose folder exists and is writable (e.g. sqlite:///mlflow.db)") from e
         self.experiment_name = cfg.experiment

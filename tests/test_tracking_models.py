@@ -155,3 +155,29 @@ def test_upload_to_a_tracking_server_and_load_without_runner(tiny_model_dir, cac
     for fmt, m in result["models"].items():
         assert m["sha256"] == m["param_sha256"], fmt  # the downloaded weights are the ones the model names
         assert m["n_vocab"] == 512 and m["generated"], fmt
+
+
+def test_store_uris_resolve_against_the_launch_directory(tmp_path, monkeypatch):
+    """Every way to name a local store gives an absolute URI of that store (file:/x once became file:///cwd/file%3A/x)."""
+    from runner.tracking import resolve_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_uri("file:/tmp/runs") == "file:///tmp/runs"
+    assert resolve_uri("file:runs") == (tmp_path / "runs").as_uri()
+    assert resolve_uri("file:///tmp/runs") == "file:///tmp/runs"
+    assert resolve_uri("runs") == (tmp_path / "runs").as_uri()
+    assert resolve_uri("sqlite:///m.db") == f"sqlite:///{tmp_path / 'm.db'}"
+    assert resolve_uri("m.db") == f"sqlite:///{tmp_path / 'm.db'}"
+    assert resolve_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_a_file_store_mlflow_refuses_is_a_one_line_error_with_the_fix(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from runner.errors import UserError
+    from runner.tracking import Tracker
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(UserError) as e:
+        Tracker(SimpleNamespace(uri=f"file:{tmp_path}/runs", experiment="x", upload_artifacts=False))
+    assert e.value.key == "tracking.uri" and "sqlite:///" in e.value.fix and "MLFLOW_ALLOW_FILE_STORE" in e.value.fix
