@@ -1,6 +1,6 @@
 """What every engine provides: load an artifact, give log-probs for a window, time a generation."""
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -27,6 +27,10 @@ class LoadedModel:
     def logprobs(self, input_ids: Sequence[int]) -> np.ndarray:
         """Log-softmax over the vocabulary at every position: float32 [len(input_ids), vocab]."""
         raise NotImplementedError
+
+    def logprobs_many(self, windows: Iterable[Sequence[int]]) -> Iterator[np.ndarray]:
+        """logprobs of each window, in order; an engine may score several at once (close() stops it early)."""
+        return (self.logprobs(ids) for ids in windows)
 
     def generate(self, prompt_ids: List[int], new_tokens: int) -> GenerationTiming:
         """Greedy decoding of exactly new_tokens tokens after the prompt, timed."""

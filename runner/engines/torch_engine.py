@@ -4,8 +4,10 @@ GGUF artifact's file (transformers dequantizes it: the file's weights, computed 
 torch is imported inside the methods: asking this engine its version (a resumed job's key) must not load it."""
 import json
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -40,6 +42,41 @@ def _torchao_quant_type(folder: Path) -> Optional[str]:
     return (quant_type.get("default") or quant_type).get("_type", "?") if isinstance(quant_type, dict) else str(quant_type)
 
 
+MAX_WINDOWS_AT_ONCE = 4  # each window thread runs torch's whole intra-op pool and holds ~3 x ctx x vocab floats
+
+
+def windows_at_once(dtype, device: str, threads: int) -> int:
+    """How many windows logprobs_many scores at once: `threads` where the model's matmuls leave cores idle, else 1.
+
+    torch's CPU fp16 GEMM without oneDNN fp16 (no AVX512-FP16/AMX-FP16, read on this machine now) barely scales
+    with threads (512x576x1536: 45 ms on 2 threads, 48 ms on 1), so one window at a time idles all cores but one.
+    """
+    import torch
+
+    if threads > 1 and str(device) == "cpu" and dtype == torch.float16 and not torch.ops.mkldnn._is_mkldnn_fp16_supported():
+        return min(threads, MAX_WINDOWS_AT_ONCE)
+    return 1
+
+
+def map_in_order(fn, items: Iterable, workers: int) -> Iterator:
+    """fn(item) for each item, in order, computed in up to `workers` threads (torch ops release the GIL).
+
+    At most `workers` calls in flight; a call's error is raised at its place in the order; a consumer that
+    stops early cancels what has not started and waits for what has."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="qrun-window") as pool:
+        pending = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) == workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 class TorchLoaded(LoadedModel):
     engine = "torch"
 
@@ -49,6 +86,7 @@ class TorchLoaded(LoadedModel):
         self.model, self.device = hf_model, device
         if str(device).startswith("cuda"):
             self.sync = torch.cuda.synchronize
+        self.windows_at_once = windows_at_once(hf_model.dtype, device, torch.get_num_threads())
 
     def logprobs(self, input_ids: Sequence[int]) -> np.ndarray:
         import torch
@@ -57,6 +95,13 @@ class TorchLoaded(LoadedModel):
             ids = torch.tensor([list(input_ids)], device=self.device)
             logits = self.model(input_ids=ids, use_cache=False).logits[0]
             return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+
+    def logprobs_many(self, windows: Iterable[Sequence[int]]) -> Iterator[np.ndarray]:
+        """logprobs() of each window, in order; windows_at_once of them computed at a time (each is independent,
+        so the arrays are the same as one by one)."""
+        if self.windows_at_once == 1:
+            return (self.logprobs(ids) for ids in windows)
+        return map_in_order(self.logprobs, windows, self.windows_at_once)
 
     def generate(self, prompt_ids: List[int], new_tokens: int) -> GenerationTiming:
         import torch

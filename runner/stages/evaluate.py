@@ -67,16 +67,20 @@ def per_token(artifact, model, eval_cfg, stream: TokenStream, ref: Reference, ha
     """`artifact` scored on `engine` window by window against the reference (evaluate, dequant_check)."""
     loaded = get_engine(engine).load(artifact, model, hardware)
     out, pos = PerToken([], [], []), 0
+    windows = list(iter_windows(stream, eval_cfg))
+    # an engine may score several windows at once (torch: fp16 on a CPU whose fp16 matmul uses one core)
+    scored = loaded.logprobs_many(inputs for inputs, _, _ in windows)
     try:
-        for inputs, rows, targets in tqdm(list(iter_windows(stream, eval_cfg)), unit="win",
-                                          desc=f"{label} ({artifact.manifest['format']} on {engine})"):
-            lp = loaded.logprobs(inputs)[rows]
+        for (_, rows, targets), lp in tqdm(zip(windows, scored), total=len(windows), unit="win",
+                                                desc=f"{label} ({artifact.manifest['format']} on {engine})"):
+            lp = lp[rows]
             sl = slice(pos, pos + len(rows))
             out.nll.append(M.token_nll(lp, targets))
             out.kld.append(M.kld_topk(ref.top_ids[sl], ref.top_logprobs[sl], lp))
             out.agree.append(M.top1_agreement(ref.top_ids[sl, 0], lp))
             pos += len(rows)
     finally:
+        scored.close()  # stops and waits for windows still being scored before the model goes
         loaded.close()
         gc.collect()
     return out
