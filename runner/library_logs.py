@@ -136,6 +136,8 @@ class _LlamaCppLog:
         self.pending += (text or b"").decode("utf-8", "replace")
         *lines, self.pending = self.pending.split("\n")
         for line in filter(str.strip, lines):
+            if found := _FLASH_ATTENTION.search(line):
+                FLASH_ATTENTION_RESOLVED.append(found.group(1))
             if self.level >= logging.ERROR or not job_log_files():
                 self.native.log(self.level, line)  # propagates to the console (and the file)
             else:
@@ -143,6 +145,10 @@ class _LlamaCppLog:
 
 
 _LLAMA_CALLBACK = None  # the ctypes function object must outlive every llama.cpp call
+# "resolve_fused_ops: Flash Attention enabled": how llama.cpp resolved its default (auto) for a new context. It has
+# no API that says so; runner/engines/llama_cpp.py reads the entries each context adds.
+_FLASH_ATTENTION = re.compile(r"Flash Attention (enabled|disabled)\b")
+FLASH_ATTENTION_RESOLVED: List[str] = []
 
 
 def route_llama_cpp_log() -> None:

@@ -80,6 +80,65 @@ def test_files_load_in_stock_llama_cpp_without_runner(gguf_sweep):
         assert "n_vocab 512" in proc.stdout
 
 
+def _stock_llama_cpp_logprobs(gguf, ids):
+    """Log-probs of one window from a context made the way llama.cpp's own tools make it: its default params,
+    only size and threads set (no runner code, no llama-cpp-python `Llama` class)."""
+    import llama_cpp as lc
+    import numpy as np
+
+    lc.llama_backend_init()
+    mparams = lc.llama_model_default_params()
+    mparams.n_gpu_layers = 0
+    model = lc.llama_model_load_from_file(str(gguf).encode(), mparams)
+    cparams = lc.llama_context_default_params()
+    cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = len(ids)
+    cparams.n_threads = cparams.n_threads_batch = 2
+    ctx = lc.llama_init_from_model(model, cparams)
+    batch = lc.llama_batch_init(len(ids), 0, 1)
+    for i, token in enumerate(ids):
+        batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, i, 1, 1
+        batch.seq_id[i][0] = 0
+    batch.n_tokens = len(ids)
+    assert lc.llama_decode(ctx, batch) == 0
+    n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
+    logits = np.ctypeslib.as_array(lc.llama_get_logits(ctx), shape=(len(ids), n_vocab)).astype(np.float64)
+    lc.llama_batch_free(batch)
+    lc.llama_free(ctx)
+    lc.llama_model_free(model)
+    return logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+
+
+def test_engine_runs_the_gguf_as_stock_llama_cpp_does(gguf_sweep):
+    """llama-cpp-python's Llama() turns flash attention off where llama.cpp's default (auto) turns it on for a CPU,
+    which moves the log-probs about as much as Q8_0 itself does: the engine must give stock llama.cpp's numbers,
+    and name how flash attention resolved."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from runner.engines.llama_cpp import LlamaCppLoaded
+
+    _, cache, _, by = gguf_sweep
+    folder, manifest = _manifests(cache)["gguf_q8_0"]
+    gguf = folder / manifest["weight_files"][0]
+    ids = [int(t) for t in np.random.default_rng(0).integers(3, 250, 128)]
+    loaded = LlamaCppLoaded(str(gguf), SimpleNamespace(threads=2, n_gpu_layers=0), n_ctx=128)
+    try:
+        got, flash_attn = loaded.logprobs(ids), getattr(loaded, "flash_attn", None)
+    finally:
+        loaded.close()
+    np.testing.assert_allclose(got, _stock_llama_cpp_logprobs(gguf, ids), atol=1e-4)
+    assert flash_attn in ("enabled", "disabled")
+    assert by["gguf_q8_0"].data.params["engine.kernel"] == f"flash attention {flash_attn} (llama.cpp's default: auto)"
+    # the serving benchmark's server (llama-cpp-python's, whose Llama() forces it off) is told the same
+    from runner.serving.servers import llama_cpp_server
+
+    hardware = SimpleNamespace(threads=2, n_gpu_layers=0)
+    spec = llama_cpp_server.spec(SimpleNamespace(path=folder, manifest=manifest), SimpleNamespace(path=folder),
+                                 SimpleNamespace(prompt_tokens=16, gen_tokens=8), hardware, "127.0.0.1", 1)
+    assert spec.cmd[spec.cmd.index("--flash_attn") + 1] == str(flash_attn == "enabled")
+
+
 def test_imatrix_changes_the_result_and_is_cached(gguf_sweep, tiny_model_dir):
     cwd, cache, _, _ = gguf_sweep
     calib = ["calibration=quick", "calibration.n_samples=4", "calibration.seq_len=64"]

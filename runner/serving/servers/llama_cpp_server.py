@@ -5,11 +5,15 @@ TTFT under load includes that wait. `--interrupt_requests False`: its default cu
 response short whenever another request arrives, which would fake short latencies under load.
 Prefix caching is off (`--cache False`); the one reuse it cannot turn off -- a request's common prefix
 with the previous request in the same context -- meets distinct prompts (runner/serving/benchmark.py).
+llama-cpp-python's `Llama` (which the server builds) departs from llama.cpp's own defaults in two places, set back
+here: flash attention (llama.cpp: auto; passed as auto resolves on this machine, see runner/engines/llama_cpp.py)
+and the YaRN factors (llama.cpp: -1, read from the model).
 Text is tokenized with the base model's HF tokenizer (the one the eval stream uses): the GGUF's
 own vocabulary is only used when the model folder has no tokenizer.
 """
 import sys
 
+from runner.engines import get_engine
 from runner.serving.process import ServerSpec, require_modules
 
 NEEDS = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
@@ -28,7 +32,9 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
            "--host", host, "--port", str(port), "--n_ctx", str(n_ctx), "--n_batch", str(min(n_ctx, 512)),
            "--n_threads", threads, "--n_threads_batch", threads, "--n_gpu_layers", str(hardware.n_gpu_layers),
            "--seed", "0", "--interrupt_requests", "False", "--verbose", "False",
-           "--cache", "False"]  # no prompt cache (its default too, stated): a request never reuses another's prefix
+           "--cache", "False",  # no prompt cache (its default too, stated): a request never reuses another's prefix
+           "--flash_attn", str(get_engine("llama_cpp").flash_attention(artifact, hardware) == "enabled"),
+           "--yarn_attn_factor", "-1", "--yarn_beta_fast", "-1", "--yarn_beta_slow", "-1"]
     if any((model.path / f).exists() for f in ("tokenizer.json", "tokenizer.model")):
         cmd += ["--hf_pretrained_model_name_or_path", str(model.path)]
     return ServerSpec(name="llama.cpp", cmd=cmd, host=host, port=port, health_path="/v1/models",
