@@ -19,10 +19,7 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import threading
-from collections import deque
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -30,6 +27,7 @@ import numpy as np
 
 import runner
 from runner.engines.base import Engine, GenerationTiming, LoadedModel
+from runner.engines.worker_client import JsonLinesWorker
 from runner.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -84,56 +82,18 @@ def run_export(settings: dict, threads: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-class WorkerProcess:
-    """The serving worker: one JSON request per line in, one answer per line out."""
+class WorkerProcess(JsonLinesWorker):
+    """The OpenVINO worker (runner/engines/openvino_worker.py serve) in .venv-openvino."""
 
     def __init__(self, settings: dict, threads: int, label: str):
-        self.label = label
-        self._stderr_tail: deque = deque(maxlen=40)
-        # through runner.serving._launch (parent-death signal): a killed runner never leaves a worker behind
-        cmd = [sys.executable, "-m", "runner.serving._launch", str(venv_python()), str(WORKER), "serve",
-               json.dumps(settings)]
-        env = {**worker_env(threads), "QRUN_SERVER_PARENT": str(os.getpid()), "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
-        threading.Thread(target=self._forward_stderr, daemon=True).start()
-        self.ready = self._read()["ready"]
-
-    def _forward_stderr(self) -> None:
-        for line in self.proc.stderr:
-            self._stderr_tail.append(line.rstrip())
-            log.debug("openvino worker: %s", line.rstrip())
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            code = self.proc.wait()
-            raise RuntimeError(f"the OpenVINO worker ({self.label}) exited with code {code} before answering; its "
-                               "last output:\n" + "\n".join(self._stderr_tail))
-        answer = json.loads(line)
-        if "error" in answer:
-            raise RuntimeError(f"the OpenVINO worker ({self.label}) failed: {answer['error']}")
-        return answer
-
-    def call(self, **request):
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        return self._read()["ok"]
+        super().__init__("OpenVINO", venv_python(), WORKER, ["serve", json.dumps(settings)],
+                         {**worker_env(threads), "PYTHONPATH": str(ROOT)}, ROOT, label)
 
     def close(self, timeout_s: float = 60.0) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.call(op="quit")
-            except (BrokenPipeError, RuntimeError, ValueError):
-                pass
-        try:
-            code = self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
+        code, _ = self.stop(timeout_s)
         if code:
             raise RuntimeError(f"the OpenVINO worker ({self.label}) exited with code {code}; its last output:\n"
-                               + "\n".join(self._stderr_tail))
+                               + self.last_output())
 
 
 class OpenvinoLoaded(LoadedModel):

@@ -27,10 +27,7 @@ On CPU: VLLM_CPU_KVCACHE_SPACE comes from the hardware profile (kv_cache_gib), e
 import json
 import logging
 import os
-import subprocess
 import sys
-import threading
-from collections import deque
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -38,6 +35,7 @@ import numpy as np
 
 import runner
 from runner.engines.base import Engine, GenerationTiming, LoadedModel
+from runner.engines.worker_client import JsonLinesWorker
 from runner.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -145,63 +143,24 @@ def _as_floats(position) -> Dict[int, float]:
     return {int(t): float(lp.logprob) for t, lp in position.items()}
 
 
-class WorkerProcess:
-    """The vLLM worker subprocess: one JSON request per line in, one answer per line out."""
+class WorkerProcess(JsonLinesWorker):
+    """The vLLM worker (runner/engines/vllm_worker.py) in .venv-vllm."""
 
     def __init__(self, settings: dict, env: Dict[str, str], label: str):
-        self.label = label
+        super().__init__("vLLM", venv_python(), WORKER, [json.dumps(settings)],
+                         clean_env({**env, "PYTHONPATH": str(ROOT)}), ROOT, label)
         self.answered_all = False  # True once the worker confirmed "quit": an abort after that is harmless
-        self._stderr_tail: deque = deque(maxlen=40)
-        # through runner.serving._launch (parent-death signal): a killed runner never leaves a vLLM behind
-        cmd = [sys.executable, "-m", "runner.serving._launch", str(venv_python()), str(WORKER), json.dumps(settings)]
-        self.proc = subprocess.Popen(cmd, env=clean_env({**env, "QRUN_SERVER_PARENT": str(os.getpid()),
-                                                         "PYTHONPATH": str(ROOT)}),
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     cwd=str(ROOT))
-        threading.Thread(target=self._forward_stderr, daemon=True).start()
-        self.ready = self._read()["ready"]
-
-    def _forward_stderr(self) -> None:
-        for line in self.proc.stderr:
-            self._stderr_tail.append(line.rstrip())
-            log.debug("vllm worker: %s", line.rstrip())
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            code = self.proc.wait()
-            raise RuntimeError(f"the vLLM worker ({self.label}) exited with code {code} before answering; its last "
-                               "output:\n" + "\n".join(self._stderr_tail))
-        answer = json.loads(line)
-        if "error" in answer:
-            raise RuntimeError(f"the vLLM worker ({self.label}) failed: {answer['error']}; its last output:\n"
-                               + "\n".join(list(self._stderr_tail)[-10:]))
-        return answer
-
-    def call(self, **request):
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        return self._read()["ok"]
 
     def close(self, timeout_s: float = 60.0) -> Optional[int]:
         """Ask the worker to quit and wait. A worker that answered everything and then aborted (exit 134) is done."""
-        if self.proc.poll() is None:
-            try:
-                self.answered_all = self.call(op="quit") == "bye"
-            except (BrokenPipeError, RuntimeError, ValueError):
-                pass
-        try:
-            code = self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
+        code, self.answered_all = self.stop(timeout_s)
         if code and self.answered_all:
             how = "aborted (SIGABRT)" if code in ABORT_CODES else f"exited with code {code}"
             log.warning("the vLLM worker (%s) %s after returning every result: accepted, the results stand "
                         "(a known vLLM exit-time abort, 'terminate called without an active exception')", self.label, how)
         elif code:
             raise RuntimeError(f"the vLLM worker ({self.label}) exited with code {code} before it finished; its last "
-                               "output:\n" + "\n".join(self._stderr_tail))
+                               "output:\n" + self.last_output())
         return code
 
 

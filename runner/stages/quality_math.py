@@ -21,12 +21,15 @@ def perplexity(nll: np.ndarray) -> float:
 
 
 def topk(logprobs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k token ids and log-probs per row, best first: ([n, k] int32, [n, k] float32)."""
+    """Top-k token ids and log-probs per row, best first: ([n, k] int32, [n, k] float32).
+
+    torch.topk, not numpy: on a 512 x 49k window it takes 0.03 s against argpartition + argsort's 0.4 s (one
+    thread), which was ~13 s of every baseline's reference pass."""
+    import torch
+
     k = min(k, logprobs.shape[1])
-    part = np.argpartition(-logprobs, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(logprobs, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1).astype(np.int32), np.take_along_axis(vals, order, axis=1).astype(np.float32)
+    vals, ids = torch.from_numpy(np.ascontiguousarray(logprobs, dtype=np.float32)).topk(k, dim=1, sorted=True)
+    return ids.numpy().astype(np.int32), vals.numpy()
 
 
 def kld_topk(ref_ids: np.ndarray, ref_logprobs: np.ndarray, cand_logprobs: np.ndarray) -> np.ndarray:
