@@ -43,3 +43,17 @@ def test_a_grid_too_small_to_search_is_refused(n_grid, duo):
     with pytest.raises(UserError) as e:
         get_format("awq").validate(cfg, None)
     assert e.value.key == "format.n_grid"
+
+
+def test_the_quick_preset_only_narrows_the_search_and_says_so():
+    """make run's AWQ: awq_int4 with a 5-point search, under its own name so its row never passes for the full one."""
+    import yaml
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        quick = compose(config_name="config", overrides=["format=awq_int4_quick"]).format
+        full = compose(config_name="config", overrides=["format=awq_int4"]).format
+    assert quick.name == "awq_int4_quick" and quick.n_grid == 5 and full.n_grid == 10
+    differ = {k for k in full if full[k] != quick[k]}
+    assert differ == {"name", "n_grid"}
+    sweep = yaml.safe_load((CONF_DIR / "experiment" / "cpu_default.yaml").read_text())["hydra"]["sweeper"]["params"]
+    assert "awq_int4_quick" in sweep["format"].split(",")
