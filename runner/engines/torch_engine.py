@@ -46,10 +46,11 @@ MAX_WINDOWS_AT_ONCE = 4  # each window thread runs torch's whole intra-op pool a
 
 
 def windows_at_once(dtype, device: str, threads: int) -> int:
-    """How many windows logprobs_many scores at once: `threads` where the model's matmuls leave cores idle, else 1.
+    """How many windows logprobs_many scores at once: `threads` for fp16 on a CPU without oneDNN fp16, else 1.
 
-    torch's CPU fp16 GEMM without oneDNN fp16 (no AVX512-FP16/AMX-FP16, read on this machine now) barely scales
-    with threads (512x576x1536: 45 ms on 2 threads, 48 ms on 1), so one window at a time idles all cores but one.
+    There torch's fp16 GEMM (no AVX512-FP16/AMX-FP16, read on this machine now) does use both cores (512x576x1536:
+    47 ms on 1 thread, 23 ms on 2, idle 2-core box), but the rest of a window's forward leaves them partly idle:
+    4 SmolLM2 windows took 18.3-20.5 s one at a time, 16.9-17.1 s two at a time, 17.4-18.0 s four at a time.
     """
     import torch
 

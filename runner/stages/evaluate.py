@@ -68,7 +68,7 @@ def per_token(artifact, model, eval_cfg, stream: TokenStream, ref: Reference, ha
     loaded = get_engine(engine).load(artifact, model, hardware)
     out, pos = PerToken([], [], []), 0
     windows = list(iter_windows(stream, eval_cfg))
-    # an engine may score several windows at once (torch: fp16 on a CPU whose fp16 matmul uses one core)
+    # an engine may score several windows at once (torch: fp16 on a CPU without oneDNN fp16, ~15 % faster)
     scored = loaded.logprobs_many(inputs for inputs, _, _ in windows)
     try:
         for (_, rows, targets), lp in tqdm(zip(windows, scored), total=len(windows), unit="win",
