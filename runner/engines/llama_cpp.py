@@ -39,6 +39,16 @@ def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
     return out
 
 
+def weight_repacking() -> bool:
+    """Whether llama.cpp may repack weights into its extra CPU buffer types, as its defaults do -- except where this
+    ggml build runs AMX: its AMX buffer's mul_mat segfaults on the first decode there (seen on AMX Xeons with Q8_0,
+    an open upstream bug), so the weights stay in the plain CPU buffer. Read from ggml itself at run time: the build
+    and the CPU decide, not the machine the code was written on."""
+    import llama_cpp as lc
+
+    return b"AMX_INT8 = 1" not in lc.llama_print_system_info()
+
+
 def load_model(path: str, hardware):
     """llama_model_load_from_file with llama.cpp's default model params (mmap, ...) and the job's GPU layers."""
     import llama_cpp as lc
@@ -47,6 +57,7 @@ def load_model(path: str, hardware):
     lc.llama_backend_init()
     params = lc.llama_model_default_params()
     params.n_gpu_layers = hardware.n_gpu_layers
+    params.use_extra_bufts = weight_repacking()
     model = lc.llama_model_load_from_file(path.encode(), params)
     if not model:
         raise UserError("cache.dir", f"llama.cpp could not load {path} (its log is in the job log)",
@@ -203,7 +214,8 @@ class LlamaCppEngine(Engine):
         check_gguf(path, "cache.dir")  # a corrupt cache entry is named, not a crash inside llama.cpp
 
     def kernel(self, artifact, hardware) -> Optional[str]:
-        return f"flash attention {self.flash_attention(artifact, hardware) or 'unreported'} (llama.cpp's default: auto)"
+        flash = f"flash attention {self.flash_attention(artifact, hardware) or 'unreported'} (llama.cpp's default: auto)"
+        return flash if weight_repacking() else flash + "; weight repacking off (llama.cpp's AMX buffer crashes here)"
 
     def flash_attention(self, artifact, hardware) -> Optional[str]:
         """How llama.cpp resolves its default flash attention (auto) for `artifact` on this machine."""

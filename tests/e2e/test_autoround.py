@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY_ARGS, hiding_packages, mlflow_runs, run_qrun
-from test_weight_only_bad_input import _fails
+from helpers import TINY_ARGS, mlflow_runs, run_qrun
 from test_weight_only_e2e import RELOAD
 
 pytestmark = pytest.mark.quantlib
@@ -58,21 +57,3 @@ def test_autoround_artifact_reloads_without_runner(autoround, tiny_model_dir, tm
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not out["runner_imported"] and out["quant_method"] == "gptq"
     assert out["rel_err"] < 0.35 and out["top1"] > 0.5, out
-
-
-@pytest.mark.parametrize("arg,key,says", [
-    ("format.iters=0", "format.iters", "use format.iters >= 1"),
-    ("format.batch_size=0", "format.batch_size", "use format.batch_size >= 1"),
-    ("format.lr=-0.01", "format.lr", "is not a learning rate"),
-    ("format.group_size=48", "format.group_size", "use format.group_size=256 or 128 (divides every layer width)"),
-])
-def test_bad_autoround_settings_name_the_key(arg, key, says, tiny_model_dir, tmp_path):
-    line = _fails(["format=autoround_int4_cpu", arg], tiny_model_dir, tmp_path)
-    assert line.startswith(f"error: {key}: ") and says in line, line
-
-
-def test_missing_auto_round_names_the_key_and_extra(tiny_model_dir, tmp_path):
-    hide = hiding_packages(tmp_path, "auto_round")
-    line = _fails(["format=autoround_int4_cpu"], tiny_model_dir, tmp_path, pythonpath=[hide])
-    assert line.startswith("error: format.backend: backend 'auto_round' needs the Python package 'auto_round'")
-    assert "'.[autoround]'" in line

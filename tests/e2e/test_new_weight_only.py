@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY_ARGS, mlflow_runs, run_qrun, hiding_packages
-from test_weight_only_bad_input import _fails
+from helpers import TINY_ARGS, mlflow_runs, run_qrun
 from test_weight_only_e2e import RELOAD
 
 pytestmark = pytest.mark.quantlib
@@ -66,16 +65,3 @@ def test_w8a8_contents_count_a_tied_embedding_once(tmp_path):
         quant_type=Int8DynamicActivationInt8WeightConfig())).save_pretrained(tmp_path / "q")
     types = tensor_types(tmp_path / "q")
     assert types["Int8Tensor"]["tensors"] == 7 and types["float32"]["tensors"] == 4  # embed + 2 layer norms + final norm
-
-
-def test_torchao_int4_scheme_is_refused_with_the_reason(tiny_model_dir, tmp_path):
-    line = _fails(["format=torchao_w8a8", "format.scheme=int4_weight_only"], tiny_model_dir, tmp_path)
-    assert line.startswith("error: format.scheme: 'int4_weight_only' cannot run from a saved artifact")
-    assert "Int4OpaqueTensor" in line and "format=gguf_q4_0" in line
-
-
-def test_missing_torchao_names_the_key_and_extra(tiny_model_dir, tmp_path):
-    hide = hiding_packages(tmp_path, "torchao")
-    line = _fails(["format=torchao_w8a8"], tiny_model_dir, tmp_path, pythonpath=[hide])
-    assert line.startswith("error: format.backend: backend 'torchao' needs the Python package 'torchao'")
-    assert "'.[int8]'" in line

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from helpers import TINY_ARGS, mlflow_runs, run_job, run_qrun
+from helpers import STOCK_LLAMA_CPP_PRELUDE, TINY_ARGS, mlflow_runs, run_job, run_qrun
 
 TYPES = ["f16", "q8_0", "q4_k_m", "q2_k"]
 
@@ -62,7 +62,7 @@ def test_real_tensor_types_are_recorded(gguf_sweep):
 
 def test_files_load_in_stock_llama_cpp_without_runner(gguf_sweep):
     _, cache, _, _ = gguf_sweep
-    code = ("import sys; from llama_cpp import Llama; "
+    code = STOCK_LLAMA_CPP_PRELUDE + ("import sys; from llama_cpp import Llama; "
             "llm = Llama(model_path=sys.argv[1], n_ctx=64, verbose=False); "
             "print('n_vocab', llm.n_vocab()); "
             "print('generated', llm('To be', max_tokens=4, temperature=0)['usage']['completion_tokens'])")
@@ -76,6 +76,12 @@ def test_files_load_in_stock_llama_cpp_without_runner(gguf_sweep):
         assert int(proc.stdout.split("generated ")[1].split()[0]) >= 1, (fmt, proc.stdout)  # it generated tokens
 
 
+def _ggml_runs_amx() -> bool:
+    import llama_cpp as lc
+
+    return "AMX_INT8 = 1" in lc.llama_print_system_info().decode()
+
+
 def _stock_llama_cpp_logprobs(gguf, ids):
     """Log-probs of one window from a context made the way llama.cpp's own tools make it: its default params,
     only size and threads set (no runner code, no llama-cpp-python `Llama` class)."""
@@ -85,6 +91,7 @@ def _stock_llama_cpp_logprobs(gguf, ids):
     lc.llama_backend_init()
     mparams = lc.llama_model_default_params()
     mparams.n_gpu_layers = 0
+    mparams.use_extra_bufts = not _ggml_runs_amx()  # stock llama.cpp segfaults in its AMX buffer: as the engine does
     model = lc.llama_model_load_from_file(str(gguf).encode(), mparams)
     cparams = lc.llama_context_default_params()
     cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = len(ids)
@@ -125,7 +132,8 @@ def test_engine_runs_the_gguf_as_stock_llama_cpp_does(gguf_sweep):
         loaded.close()
     np.testing.assert_allclose(got, _stock_llama_cpp_logprobs(gguf, ids), atol=1e-4)
     assert flash_attn in ("enabled", "disabled")
-    assert by["gguf_q8_0"].data.params["engine.kernel"] == f"flash attention {flash_attn} (llama.cpp's default: auto)"
+    amx = "; weight repacking off (llama.cpp's AMX buffer crashes here)" if _ggml_runs_amx() else ""
+    assert by["gguf_q8_0"].data.params["engine.kernel"] == f"flash attention {flash_attn} (llama.cpp's default: auto){amx}"
     # the serving benchmark's server (llama-cpp-python's, whose Llama() forces it off) is told the same
     from runner.serving.servers import llama_cpp_server
 
@@ -133,6 +141,31 @@ def test_engine_runs_the_gguf_as_stock_llama_cpp_does(gguf_sweep):
     spec = llama_cpp_server.spec(SimpleNamespace(path=folder, manifest=manifest), SimpleNamespace(path=folder),
                                  SimpleNamespace(prompt_tokens=16, gen_tokens=8), hardware, "127.0.0.1", 1)
     assert spec.cmd[spec.cmd.index("--flash_attn") + 1] == str(flash_attn == "enabled")
+
+
+def test_weights_stay_out_of_llama_cpps_amx_buffer_where_ggml_runs_amx(monkeypatch, gguf_sweep):
+    """llama.cpp's AMX weight buffer segfaults on the first decode (Q8_0 on AMX Xeons): the engine and the server
+    keep the weights in the plain CPU buffer wherever this ggml build reports AMX, and repack as stock elsewhere."""
+    from types import SimpleNamespace
+
+    import llama_cpp as lc
+
+    from runner.engines import llama_cpp as engine
+    from runner.serving.servers import llama_cpp_server
+
+    _, cache, _, _ = gguf_sweep
+    folder, manifest = _manifests(cache)["gguf_q8_0"]
+    artifact, hw = SimpleNamespace(path=folder, manifest=manifest), SimpleNamespace(threads=1, n_gpu_layers=0)
+    seen = []
+    load = lc.llama_model_load_from_file
+    monkeypatch.setattr(lc, "llama_model_load_from_file", lambda path, p: seen.append(p.use_extra_bufts) or load(path, p))
+    for info, repack in ((b"CPU : AVX512 = 1 | AMX_INT8 = 1 | ", False), (b"CPU : AVX2 = 1 | AMX_INT8 = 0 | ", True)):
+        monkeypatch.setattr(lc, "llama_print_system_info", lambda info=info: info)
+        lc.llama_model_free(engine.load_model(str(folder / manifest["weight_files"][0]), hw))
+        cmd = llama_cpp_server.spec(artifact, SimpleNamespace(path=folder), SimpleNamespace(prompt_tokens=16, gen_tokens=8),
+                                    hw, "127.0.0.1", 1).cmd
+        assert seen[-1] is repack and (cmd[1:3] == ["-m", "llama_cpp.server"]) is repack, (info, cmd[:3])
+        assert ("use_extra_bufts = False" in cmd[2]) is not repack
 
 
 def test_imatrix_changes_the_result_and_is_cached(tiny_sweep, tiny_model_dir, tmp_path):

@@ -1,8 +1,8 @@
-"""Without CUDA, the GPU formats, engines and profiles fail through the real `qrun` with one line, before any work."""
+"""Without CUDA, the GPU formats, engines and profiles fail with one line, before any work (the job in-process)."""
 import pytest
 import torch
 
-from helpers import mlflow_runs, run_qrun
+from helpers import mlflow_runs, run_job
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a machine without CUDA gives")
 
@@ -19,12 +19,11 @@ CASES = [
 @pytest.mark.parametrize("args,first_words", CASES, ids=[" ".join(a) for a, _ in CASES])
 def test_one_line_error_before_any_work(args, first_words, tmp_path):
     cache = tmp_path / "cache"
-    proc = run_qrun(args + ["eval=quick", "benchmark=quick"], tmp_path, cache)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-    assert lines[-1].startswith(first_words) and " -- fix: " in lines[-1], lines[-1]
-    assert "Traceback" not in proc.stderr and "CUDA_HOME" not in proc.stderr
-    client, runs = mlflow_runs(tmp_path / "mlflow.db")
+    out = run_job(args + ["eval=quick", "benchmark=quick"], tmp_path, cache)
+    assert out.returncode == 2, out.line
+    assert out.line.startswith(first_words) and " -- fix: " in out.line, out.line
+    assert "\n" not in out.line and "CUDA_HOME" not in out.line
+    client, runs = mlflow_runs(out.db)
     assert [r.info.status for r in runs] == ["FAILED"]
     assert "error.txt" in {a.path for a in client.list_artifacts(runs[0].info.run_id)}
     assert not (cache / "models").exists() and not (cache / "artifacts").exists()  # nothing was converted or quantized

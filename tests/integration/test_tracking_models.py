@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 import pytest
 from omegaconf import OmegaConf
 
-from helpers import ROOT, TINY_SWEEP_FORMATS, mlflow_runs, run_qrun
+from helpers import ROOT, STOCK_LLAMA_CPP_PRELUDE, TINY_SWEEP_FORMATS, mlflow_runs, run_qrun
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from ui_check import mlflow_process  # noqa: E402
@@ -118,15 +118,16 @@ for model in client.search_logged_models([exp.experiment_id]):
         from llama_cpp import Llama
         weights = next(local.glob("*.gguf"))
         llm = Llama(model_path=str(weights), n_ctx=64, verbose=False)
-        text = llm("To be", max_tokens=4, temperature=0)["choices"][0]["text"]
-        loaded = {"n_vocab": llm.n_vocab(), "generated": text is not None}
+        completion = llm("To be", max_tokens=4, temperature=0)
+        loaded = {"n_vocab": llm.n_vocab(), "generated": completion["usage"]["completion_tokens"] >= 1}
     else:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         weights = local / "model.safetensors"
         lm, tok = AutoModelForCausalLM.from_pretrained(local), AutoTokenizer.from_pretrained(local)
-        logits = lm(**tok("To be, or not to be", return_tensors="pt")).logits
-        loaded = {"n_vocab": logits.shape[-1], "generated": bool(torch.isfinite(logits).all())}
+        ids = tok("To be, or not to be", return_tensors="pt")
+        generated = lm.generate(**ids, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+        loaded = {"n_vocab": lm(**ids).logits.shape[-1], "generated": generated.shape[1] - ids.input_ids.shape[1] >= 1}
     found[model.params["format"]] = {"sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
                                      "param_sha256": model.params["sha256"], **loaded}
 print(json.dumps({"models": found, "runner_imported": any(m.split(".")[0] == "runner" for m in sys.modules)}))
@@ -145,7 +146,7 @@ def test_upload_to_a_tracking_server_and_load_without_runner(tiny_model_dir, cac
                          "tracking=server", f"tracking.uri={base}"], tmp_path, cache_dir)
         assert proc.returncode == 0, proc.stderr[-3000:]
         # a fresh interpreter that never imports the runner, outside the repository, as a colleague would
-        load = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_RUNNER, base, str(tmp_path / "downloaded")],
+        load = subprocess.run([sys.executable, "-c", STOCK_LLAMA_CPP_PRELUDE + LOAD_WITHOUT_RUNNER, base, str(tmp_path / "downloaded")],
                               cwd=tmp_path, capture_output=True, text=True, timeout=600, env=_without_pythonpath())
     assert load.returncode == 0, load.stderr[-3000:]
     result = json.loads(load.stdout.strip().splitlines()[-1])

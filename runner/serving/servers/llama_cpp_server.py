@@ -7,15 +7,24 @@ Prefix caching is off (`--cache False`); the one reuse it cannot turn off -- a r
 with the previous request in the same context -- meets distinct prompts (runner/serving/benchmark.py).
 llama-cpp-python's `Llama` (which the server builds) departs from llama.cpp's own defaults in two places, set back
 here: flash attention (llama.cpp: auto; passed as auto resolves on this machine, see runner/engines/llama_cpp.py)
-and the YaRN factors (llama.cpp: -1, read from the model).
+and the YaRN factors (llama.cpp: -1, read from the model). Where the engine keeps weights out of llama.cpp's
+repacked buffers (weight_repacking: AMX), the server does too: its Llama() takes its model params from
+llama_model_default_params(), which a two-line launcher sets before the server starts (it has no flag for it).
 Text is tokenized with the base model's HF tokenizer (the one the eval stream uses): the GGUF's
 own vocabulary is only used when the model folder has no tokenizer.
 """
 import sys
 
 from runner.engines import get_engine
+from runner.engines.llama_cpp import weight_repacking
 from runner.serving.process import ServerSpec, require_modules
 
+NO_REPACK_LAUNCHER = (
+    "import runpy, llama_cpp.llama_cpp as lc\n"  # the module llama_cpp.Llama reads its defaults from
+    "defaults = lc.llama_model_default_params\n"
+    "def no_repack():\n    params = defaults(); params.use_extra_bufts = False; return params\n"
+    "lc.llama_model_default_params = no_repack\n"
+    "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n")
 NEEDS = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
 
 
@@ -28,7 +37,8 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
     gguf = artifact.path / artifact.manifest["weight_files"][0]
     n_ctx = bench_cfg.prompt_tokens + bench_cfg.gen_tokens + 64  # + room for re-tokenization of the text prompt
     threads = str(hardware.threads)
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", artifact.manifest["format"],
+    launch = ["-m", "llama_cpp.server"] if weight_repacking() else ["-c", NO_REPACK_LAUNCHER]
+    cmd = [sys.executable, *launch, "--model", str(gguf), "--model_alias", artifact.manifest["format"],
            "--host", host, "--port", str(port), "--n_ctx", str(n_ctx), "--n_batch", str(min(n_ctx, 512)),
            "--n_threads", threads, "--n_threads_batch", threads, "--n_gpu_layers", str(hardware.n_gpu_layers),
            "--seed", "0", "--interrupt_requests", "False", "--verbose", "False",

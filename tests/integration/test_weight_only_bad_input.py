@@ -1,14 +1,13 @@
-"""Bad input for the weight-only formats: one line naming the key and the fix, exit 2, nothing cached."""
+"""Bad input for the weight-only formats (GPTQ, AWQ, AutoRound, torchao): one line naming the key and the fix, exit 2,
+nothing cached. Each is refused before the library runs, so these need no quantization time."""
 import importlib.util
-import os
 import shutil
-import subprocess
+import sys
 
 import pytest
 
-from helpers import QRUN, ROOT, mlflow_runs, hiding_packages
+from helpers import fresh_cache, mlflow_runs, run_job
 
-pytestmark = pytest.mark.quantlib
 
 CALIB = ["calibration=quick", "calibration.n_samples=8", "calibration.seq_len=128"]
 
@@ -30,15 +29,13 @@ def wide_576ish_model(tiny_model_dir, tmp_path_factory):
     return out
 
 
-def _fails(args, model_dir, tmp_path, env=None, pythonpath=()):
-    cache = tmp_path / "cache"
-    env = dict(os.environ, QRUN_CACHE_DIR=str(cache), PYTHONPATH=os.pathsep.join([*map(str, pythonpath), str(ROOT)]), **(env or {}))
-    proc = subprocess.run(QRUN + ["model=hf", f"model.id={model_dir}", "stages=[quantize]", *CALIB, *args], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    line = [l for l in proc.stderr.strip().splitlines() if l.strip()][-1]
+def _fails(args, model_dir, tmp_path):
+    cache = fresh_cache(tmp_path / "cache")
+    out = run_job(["model=hf", f"model.id={model_dir}", "stages=[quantize]", *CALIB, *args], tmp_path, cache)
+    assert out.returncode == 2, out.line
+    line = out.line
     assert line.startswith("error: ") and " -- fix: " in line, line
-    _, runs = mlflow_runs(tmp_path / "mlflow.db")
+    _, runs = mlflow_runs(out.db)
     assert [r.info.status for r in runs] == ["FAILED"]
     assert not list(cache.glob("artifacts/*")), "a failed job left an artifact in the cache"
     return line
@@ -69,9 +66,14 @@ def test_calibration_text_shorter_than_n_samples_x_seq_len(tiny_model_dir, tmp_p
     assert "8 x 128 = 1024" in line and "calibration.seq_len" in line
 
 
-def test_hub_calibration_without_the_hub(tiny_model_dir, tmp_path):
+def test_hub_calibration_without_the_hub(tiny_model_dir, tmp_path, monkeypatch):
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(name, "1")
+        for module in ("huggingface_hub.constants", "datasets.config"):  # both read the variables at import
+            if hasattr(sys.modules.get(module), name):
+                monkeypatch.setattr(sys.modules[module], name, True)
     line = _fails(["format=gptq_int4", "calibration=wikitext2", "calibration.n_samples=8", "calibration.seq_len=128"],
-                  tiny_model_dir, tmp_path, env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+                  tiny_model_dir, tmp_path)
     assert line.startswith("error: calibration.corpus.dataset: could not read 'Salesforce/wikitext'")
     assert "calibration=packaged" in line
 
@@ -83,9 +85,18 @@ def test_missing_optional_extra_names_it(tiny_model_dir, tmp_path):
     assert "'.[autoawq]'" in line
 
 
-def test_missing_default_extra_names_it(tiny_model_dir, tmp_path):
-    """gptqmodel made unimportable for the run (as in an install without the `gptq` extra)."""
-    hide = hiding_packages(tmp_path, "gptqmodel")
-    line = _fails(["format=gptq_int4"], tiny_model_dir, tmp_path, pythonpath=[hide])
-    assert line.startswith("error: format.backend: backend 'gptqmodel' needs the Python package 'gptqmodel'")
-    assert "'.[gptq]'" in line
+@pytest.mark.parametrize("arg,key,says", [
+    ("format.iters=0", "format.iters", "use format.iters >= 1"),
+    ("format.batch_size=0", "format.batch_size", "use format.batch_size >= 1"),
+    ("format.lr=-0.01", "format.lr", "is not a learning rate"),
+    ("format.group_size=48", "format.group_size", "use format.group_size=256 or 128 (divides every layer width)"),
+])
+def test_bad_autoround_settings_name_the_key(arg, key, says, tiny_model_dir, tmp_path):
+    line = _fails(["format=autoround_int4_cpu", arg], tiny_model_dir, tmp_path)
+    assert line.startswith(f"error: {key}: ") and says in line, line
+
+
+def test_torchao_int4_scheme_is_refused_with_the_reason(tiny_model_dir, tmp_path):
+    line = _fails(["format=torchao_w8a8", "format.scheme=int4_weight_only"], tiny_model_dir, tmp_path)
+    assert line.startswith("error: format.scheme: 'int4_weight_only' cannot run from a saved artifact")
+    assert "Int4OpaqueTensor" in line and "format=gguf_q4_0" in line
