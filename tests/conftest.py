@@ -104,11 +104,11 @@ def tiny_sweep(tiny_model_dir, tmp_path_factory, _seeds) -> TinySweep:
     cwd = tmp_path_factory.mktemp("tiny_sweep")
     cache = fresh_cache(cwd / "cache")
     model = ["model=hf", f"model.id={tiny_model_dir}", *TINY_ARGS]
-    proc = run_qrun(["-m", f"format={','.join(TINY_SWEEP_FORMATS)}", "stages=[quantize,evaluate,dequant_check,benchmark]",
-                     *model], cwd, cache)
+    args = ["-m", f"format={','.join(TINY_SWEEP_FORMATS)}", "stages=[quantize,evaluate,dequant_check,benchmark]", *model]
+    proc = run_qrun(args, cwd, cache)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # the q8_0 artifact again, on the torch engine (its llama.cpp job is the finished one above, reused)
     two = run_qrun(["-m", "format=gguf_q8_0", "format.engine=llama_cpp,torch",
                     "stages=[quantize,evaluate,dequant_check,benchmark]", *model], cwd, cache)
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
-    return TinySweep(cwd, cache, proc, two)
+    return TinySweep(cwd, cache, args, proc, two)

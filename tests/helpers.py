@@ -146,8 +146,9 @@ class TinySweep:
     Tests read it; a test that writes to the store or the cache works on a copy (`copy_store`) or its own cache.
     """
 
-    def __init__(self, cwd: Path, cache: Path, proc, two_engines_proc):
-        self.cwd, self.cache, self.db, self.proc, self.two_engines_proc = cwd, cache, cwd / "mlflow.db", proc, two_engines_proc
+    def __init__(self, cwd: Path, cache: Path, args: List[str], proc, two_engines_proc):
+        self.cwd, self.cache, self.db, self.args = cwd, cache, cwd / "mlflow.db", args
+        self.proc, self.two_engines_proc = proc, two_engines_proc
         _, runs = mlflow_runs(self.db)
         parents = sorted((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
         self.parent, self.two_engines_parent = parents

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from helpers import ROOT, TINY_ARGS, mlflow_runs, run_qrun
+from helpers import ROOT, TINY_ARGS, mlflow_runs, run_job
 from runner.cache import Cache
 from runner.config import register_configs
 from runner.data.models import model_fingerprint, resolve_model
@@ -98,16 +98,15 @@ def test_resume_reuses_until_the_eval_text_changes(tmp_path, cache_dir, tiny_mod
     evalf.write_text(texts[0], encoding="utf-8")
     args = ["format=fp32", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize,evaluate]",
             "eval.corpus.source=file", f"eval.corpus.path={evalf}", *TINY_ARGS]
-    for _ in range(2):
-        proc = run_qrun(args, tmp_path, cache_dir)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "already done in MLflow run" in proc.stdout + proc.stderr
+    first, again = run_job(args, tmp_path, cache_dir), run_job(args, tmp_path, cache_dir)
+    assert first.returncode == again.returncode == 0, first.line + again.line
+    assert again.result["reused"] and again.result["run_id"] == first.result["run_id"]
     _, runs = mlflow_runs(tmp_path / "mlflow.db")
     assert len(runs) == 1
 
     evalf.write_text(texts[1], encoding="utf-8")
-    proc = run_qrun(args, tmp_path, cache_dir)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    edited = run_job(args, tmp_path, cache_dir)
+    assert edited.returncode == 0 and not edited.result.get("reused"), edited.line
     _, runs = mlflow_runs(tmp_path / "mlflow.db")
     assert len(runs) == 2
     newest = max(runs, key=lambda r: r.info.start_time)
