@@ -103,6 +103,17 @@ def need(ok: bool, what: str) -> None:
         pytest.skip(f"needs {what}")
 
 
+def assert_benchmarked(metrics: dict, repeats: int = 2) -> None:
+    """Evidence that the offline benchmark ran its repeats, beyond a speed above 0: per-repeat spreads (logged from 2
+    repeats on), a first token before the last, the stage's own time covering at least one timed request."""
+    for kind in ("prefill", "decode"):
+        if repeats >= 2:
+            low, high = metrics[f"perf/{kind}_tok_s_min"], metrics[f"perf/{kind}_tok_s_max"]
+            assert 0 < low <= metrics[f"perf/{kind}_tok_s"] <= high, (kind, metrics)
+    assert 0 < metrics["perf/ttft_s_p50"] < metrics["perf/latency_s_p50"] <= metrics["perf/latency_s_p95"] + 1e-9, metrics
+    assert metrics["time/benchmark_s"] > metrics["perf/latency_s_p50"], metrics
+
+
 def last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""

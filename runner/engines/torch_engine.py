@@ -2,6 +2,7 @@
 GGUF artifact's file (transformers dequantizes it: the file's weights, computed in fp32).
 
 torch is imported inside the methods: asking this engine its version (a resumed job's key) must not load it."""
+import inspect
 import json
 import time
 from collections import deque
@@ -88,6 +89,8 @@ class TorchLoaded(LoadedModel):
         if str(device).startswith("cuda"):
             self.sync = torch.cuda.synchronize
         self.windows_at_once = windows_at_once(hf_model.dtype, device, torch.get_num_threads())
+        takes = inspect.signature(hf_model.forward).parameters
+        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in takes else {}
 
     def logprobs(self, input_ids: Sequence[int]) -> np.ndarray:
         import torch
@@ -113,7 +116,9 @@ class TorchLoaded(LoadedModel):
     def _generate(self, ids, new_tokens: int) -> GenerationTiming:
         self.sync()
         start = time.perf_counter()
-        out = self.model(input_ids=ids, use_cache=True)
+        # only the last position's logits, as llama.cpp, vLLM and ExLlamaV2 compute at prefill: the full-vocabulary
+        # head over every prompt position would be timed as prefill
+        out = self.model(input_ids=ids, use_cache=True, **self._last_logits_only)
         token = out.logits[0, -1].argmax().view(1, 1)
         self.sync()
         ttft = time.perf_counter() - start

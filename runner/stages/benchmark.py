@@ -70,6 +70,10 @@ def benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str, ou
     ttft, total = np.array(out["ttft_s"]), np.array(out["total_s"])
     decode = total - ttft
     n_new = bench_cfg.gen_tokens
+    short = [n for n in out["new_tokens"] if n != n_new]
+    if short:  # every speed below divides by n_new: a repeat that stopped early would make them up
+        raise RuntimeError(f"format.engine={engine_name}: a benchmark repeat generated {short[0]} tokens where "
+                           f"benchmark.gen_tokens={n_new} were asked, so its speeds would be wrong")
     peak = max(out["peak_rss"], out["hwm_rss"] or 0)  # the kernel's high-water mark catches what sampling missed
     metrics = {
         "perf/load_s": out["load_s"],

@@ -46,6 +46,7 @@ def run(req: dict) -> dict:
             loaded.close()
     return {
         "ttft_s": [r.ttft_s for r in runs], "total_s": [r.total_s for r in runs], "load_s": load_s,
+        "new_tokens": [r.new_tokens for r in runs],
         "peak_rss": mem.peak_rss, "start_rss": mem.start_rss,
         "hwm_rss": high_water_rss(),
         # NVML where it sees our processes (all they hold on the card, CUDA context included), else torch's peak

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from hydra import compose, initialize_config_dir
 
-from helpers import ROOT, TINY_ARGS, mlflow_runs, run_qrun
+from helpers import ROOT, TINY_ARGS, assert_benchmarked, mlflow_runs, run_qrun
 from runner.config import register_configs
 from runner.engines import openvino as OV
 from runner.errors import UserError
@@ -39,7 +39,8 @@ def test_end_to_end_through_qrun(preset, weight_type, tmp_path, cache_dir, tiny_
     assert m["quality/kld_mean_ci_low"] <= m["quality/kld_mean"] <= m["quality/kld_mean_ci_high"]
     bpw = {"u8": (8.0, 9.5), "u4": (4.0, 8.0)}[weight_type]  # the tiny model's untied embedding + lm_head stay INT8
     assert bpw[0] < m["size/bits_per_weight"] < bpw[1], m["size/bits_per_weight"]
-    assert m["perf/decode_tok_s"] > 0 and 0 < m["perf/ttft_s_p50"] and m["time/quantize_s"] > 0
+    assert m["time/quantize_s"] > 0
+    assert_benchmarked(m)
 
 
 RELOAD = """

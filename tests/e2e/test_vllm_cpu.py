@@ -132,12 +132,10 @@ def test_server_under_load(tmp_path, cache_dir, tiny_model_dir):
     m = serving_benchmark(artifact, model, cfg.benchmark, token_stream(model, cfg.eval, cache), cfg.hardware, "vllm",
                           out_dir=tmp_path)
     # The tiny random model often emits byte-fallback tokens whose text is an incomplete UTF-8 sequence: vLLM then
-    # streams chunks with empty text, and the load generator (which times text chunks) counts such a request as
-    # "no tokens in the response". Every request is accounted for, and only that failure is accepted here.
-    ok = int(m["serving/requests_ok"])
-    assert ok >= 6 and ok + m["serving/requests_failed"] == 12 and m["serving/output_tokens"] == 8 * ok
-    failed = [r for r in csv.DictReader(open(tmp_path / "requests.csv")) if r["status"] != "ok"]
-    assert all(r["error"].startswith("no tokens in the response") for r in failed), failed
+    # streams chunks with token ids and no text, which the load generator counts as tokens: every request succeeds.
+    rows = list(csv.DictReader(open(tmp_path / "requests.csv")))
+    assert [r["status"] for r in rows] == ["ok"] * 12, [r["error"] for r in rows if r["status"] != "ok"]
+    assert (m["serving/requests_ok"], m["serving/requests_failed"], m["serving/output_tokens"]) == (12, 0, 12 * 8)
     assert 0 < m["serving/ttft_s_p50"] <= m["serving/ttft_s_p99"] and m["serving/throughput_tok_s"] > 0
     server = json.loads((tmp_path / "server.json").read_text())
     assert server["server"] == "vLLM" and server["cmd"][0] == str(V.venv_python())

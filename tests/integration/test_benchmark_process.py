@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from helpers import assert_benchmarked
 from runner.config import HardwareConfig
 from runner.engines import get_engine
 from runner.errors import UserError
@@ -41,7 +42,7 @@ def test_llama_cpp_job_logs_the_engines_memory_not_the_job_process(gguf_job):
     assert 20e6 < m["perf/peak_rss_bytes"] < 200e6, m["perf/peak_rss_bytes"]
     assert p["perf.memory_scope"] == "fresh process: llama_cpp + python"
     assert "perf/peak_vram_bytes" not in m  # a CPU run: not measured, not logged
-    assert m["perf/decode_tok_s"] > 0 and m["perf/prefill_tok_s"] > 0
+    assert_benchmarked(m)
 
 
 def test_worker_for_llama_cpp_never_imports_torch_and_its_probes_agree(gguf_job):
@@ -83,6 +84,30 @@ def test_torch_generate_syncs_the_device_at_start_first_token_and_end(tiny_model
     # TTFT was read right after the second sync, the total right after the third
     assert calls[1] - calls[0] == pytest.approx(timing.ttft_s, abs=5e-3)
     assert calls[2] - calls[0] == pytest.approx(timing.total_s, abs=5e-3)
+
+
+def test_torch_prefill_computes_only_the_last_positions_logits(tiny_model_dir):
+    """As llama.cpp, vLLM and ExLlamaV2 do: the full-vocabulary head over every prompt position is not prefill."""
+    from transformers import AutoModelForCausalLM
+
+    from runner.engines.torch_engine import TorchLoaded
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    shapes = []
+    model.register_forward_hook(lambda module, args, out: shapes.append(tuple(out.logits.shape)))
+    timing = TorchLoaded(model, "cpu").generate(list(range(1, 17)), 3)
+    assert shapes == [(1, 1, 512)] * 3 and timing.new_tokens == 3  # the prefill, then one step per new token
+
+
+def test_a_repeat_that_stops_early_fails_the_benchmark_naming_the_engine(gguf_job, monkeypatch):
+    from runner.stages import benchmark as stage
+
+    _, artifact = gguf_job
+    real = stage.run_worker
+    monkeypatch.setattr(stage, "run_worker", lambda request: {**real(request), "new_tokens": [BENCH.gen_tokens, 3]})
+    with pytest.raises(RuntimeError, match=r"^format.engine=llama_cpp: a benchmark repeat generated 3 tokens where "
+                                           r"benchmark.gen_tokens=8 were asked"):
+        benchmark(artifact, MODEL, BENCH, STREAM, _hw(), "llama_cpp")
 
 
 def _row(device, metrics):

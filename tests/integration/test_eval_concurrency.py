@@ -26,8 +26,26 @@ def fp16_loaded(tiny_model_dir, tmp_path_factory):
     torch.set_num_threads(threads)
 
 
-def test_only_fp16_on_a_cpu_without_onednn_fp16_scores_windows_at_once():
-    fp16_cores_idle = not torch.ops.mkldnn._is_mkldnn_fp16_supported()  # this CPU, read now
+def _cpu_flags() -> set:
+    from pathlib import Path
+
+    info = Path("/proc/cpuinfo")
+    lines = [line for line in info.read_text().splitlines() if line.startswith("flags")] if info.exists() else []
+    return set(lines[0].split(":", 1)[1].split()) if lines else set()
+
+
+def test_the_onednn_fp16_probe_is_this_cpus_fp16_instructions():
+    """oneDNN runs fp16 GEMMs natively with AVX512-FP16 or AMX-FP16: the probe the engine reads says the same."""
+    flags = _cpu_flags()
+    if not flags:
+        pytest.skip("needs /proc/cpuinfo (Linux) to read the CPU's instruction sets")
+    assert torch.ops.mkldnn._is_mkldnn_fp16_supported() == bool({"avx512_fp16", "amx_fp16"} & flags)
+
+
+@pytest.mark.parametrize("onednn_fp16", [False, True], ids=["without_onednn_fp16", "with_onednn_fp16"])
+def test_only_fp16_on_a_cpu_without_onednn_fp16_scores_windows_at_once(onednn_fp16, monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_fp16_supported", lambda: onednn_fp16)
+    fp16_cores_idle = not onednn_fp16
     assert windows_at_once(torch.float16, "cpu", 2) == (2 if fp16_cores_idle else 1)
     assert windows_at_once(torch.float16, "cpu", 4) == (4 if fp16_cores_idle else 1)
     assert windows_at_once(torch.float16, "cpu", 64) == (4 if fp16_cores_idle else 1)  # capped

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import QRUN, ROOT, TINY_ARGS, mlflow_runs, run_qrun
+from helpers import QRUN, ROOT, TINY_ARGS, mlflow_runs, qrun_env, run_job, run_qrun, seed_store
 from omegaconf import OmegaConf
 
 from runner.lifecycle import Terminated, sigterm_raises
@@ -39,11 +39,10 @@ def test_sigterm_raises_terminated_and_restores_the_previous_handler():
     assert signal.getsignal(signal.SIGTERM) is previous
 
 
-def test_sigterm_of_a_job_ends_its_run_killed_and_leaves_no_temp(tmp_path, cache_dir, tiny_model_dir):
-    cache = tmp_path / "cache"  # its own cache: every stage writes, so the kill can land inside an entry
-    env = dict(os.environ, QRUN_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT))
-    cache.mkdir()
-    subprocess.run(["cp", "-a", str(cache_dir / "packages"), str(cache)], check=True)  # the eval text, fetched once
+def test_sigterm_of_a_job_ends_its_run_killed_and_leaves_no_temp(tmp_path, empty_cache, tiny_model_dir):
+    cache = empty_cache  # its own cache: every stage writes, so the kill can land inside an entry
+    env = qrun_env(cache)
+    seed_store(tmp_path)
     args = ["format=fp16", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize,evaluate]", "eval.n_tokens=65536",
             "eval.ctx_len=128", "eval.stride=128"]
     proc = subprocess.Popen(QRUN + args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -65,15 +64,15 @@ def test_sigterm_of_a_job_ends_its_run_killed_and_leaves_no_temp(tmp_path, cache
 
 def test_a_run_with_a_stale_heartbeat_on_another_host_is_closed_by_the_next_job(tmp_path, cache_dir, tiny_model_dir):
     args = ["format=fp32", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize]"]
-    first = run_qrun(args, tmp_path, cache_dir)
-    assert first.returncode == 0, first.stderr[-2000:]
+    first = run_job(args, tmp_path, cache_dir)
+    assert first.returncode == 0, first.line
     client, runs = mlflow_runs(tmp_path / "mlflow.db")
     key = runs[0].data.tags["qrun.job_key"]
     exp = runs[0].info.experiment_id
     dead = client.create_run(exp, run_name="fp32", tags={"qrun.job_key": key, **_owner_tags("node-17", 4242, 3600)})
     live = client.create_run(exp, run_name="fp32", tags={"qrun.job_key": key, **_owner_tags("node-18", 4242, 10)})
-    second = run_qrun(args, tmp_path, cache_dir)  # resumes: reuses the finished run, closes the orphan
-    assert second.returncode == 0, second.stderr[-2000:]
+    second = run_job(args, tmp_path, cache_dir)  # resumes: reuses the finished run, closes the orphan
+    assert second.returncode == 0 and second.result["reused"], second.line
     closed = client.get_run(dead.info.run_id)
     assert closed.info.status == "KILLED" and "heartbeat" in closed.data.tags["error"]
     assert client.get_run(live.info.run_id).info.status == "RUNNING"  # a fresh heartbeat: that job still runs
@@ -124,7 +123,8 @@ def test_the_run_ends_even_when_logging_the_error_fails(tmp_path, cache_dir, tin
 def test_a_sweep_terminated_mid_job_ends_parent_and_job_killed(tmp_path, cache_dir, tiny_model_dir):
     tiny = [a for a in TINY_ARGS if not a.startswith("eval.n_tokens=")]
     args = ["-m", "format=fp32,fp16", "model=hf", f"model.id={tiny_model_dir}", *tiny, "eval.n_tokens=65536"]
-    env = dict(os.environ, QRUN_CACHE_DIR=str(cache_dir), PYTHONPATH=str(ROOT))
+    env = qrun_env(cache_dir)
+    seed_store(tmp_path)
     proc = subprocess.Popen(QRUN + args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:  # the sweep's parent run exists (the store is set up)
