@@ -62,7 +62,7 @@ run: $(STAMP)
 # The fast tier: .venv only (no root, no extra venvs, no browser, no package index); tests/conftest.py says what
 # each tier holds.
 test: $(STAMP)
-	$(PYTEST) tests/unit tests/integration
+	$(PYTEST) -m "not slow" tests/unit tests/integration
 
 # Everything (what CI runs): a test whose prerequisite is missing fails here instead of skipping (QRUN_TEST_ALL).
 test-all: $(STAMP) $(VLLM_STAMP) $(OPENVINO_STAMP) $(CHROMIUM)
@@ -71,7 +71,7 @@ test-all: $(STAMP) $(VLLM_STAMP) $(OPENVINO_STAMP) $(CHROMIUM)
 # Line coverage of runner/ by the fast tier, qrun subprocesses included (pyproject.toml [tool.coverage]).
 coverage: $(STAMP)
 	rm -f .coverage .coverage.*
-	$(BIN)/coverage run -m pytest -q tests/unit tests/integration
+	$(BIN)/coverage run -m pytest -q -m "not slow" tests/unit tests/integration
 	$(BIN)/coverage combine -q && $(BIN)/coverage report --skip-covered --sort=cover | tail -n 25
 
 # tests/test_mlflow_ui.py checks the MLflow UI in the system's Chromium (no browser download from PyPI

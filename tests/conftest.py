@@ -3,6 +3,7 @@
 tests/unit         no model run, no subprocess of qrun: functions, configs, stores      (make test)
 tests/integration  the tiny random Llama through qrun, torch and llama.cpp, SQLite MLflow, loopback servers (make test)
 tests/e2e          what needs more than .venv or minutes: each file carries a group marker (make test-all)
+A test of the first two marked `slow` (process kills, a server, second sweeps) runs under make test-all only.
 
 Under make test-all (QRUN_TEST_ALL=1, as .ci/run sets it) a test that skips for a missing prerequisite fails
 instead, so CI never passes by skipping; only `cuda` tests may skip there (CI has no GPU).
@@ -112,3 +113,16 @@ def tiny_sweep(tiny_model_dir, tmp_path_factory, _seeds) -> TinySweep:
                     "stages=[quantize,evaluate,dequant_check,benchmark]", *model], cwd, cache)
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     return TinySweep(cwd, cache, args, proc, two)
+
+
+@pytest.fixture(scope="session")
+def weight_only_sweep(tiny_model_dir, cache_dir, tmp_path_factory):
+    """The weight-only formats (every default backend, and torchao W8A8) quantized once for the e2e tests that read
+    them: (cwd, the qrun process, {format: run})."""
+    from helpers import CALIB_SMALL, WEIGHT_ONLY_FORMATS, children
+
+    cwd = tmp_path_factory.mktemp("weight_only")
+    proc = run_qrun(["-m", f"format={','.join(WEIGHT_ONLY_FORMATS)}", "model=hf", f"model.id={tiny_model_dir}", *CALIB_SMALL,
+                     *TINY_ARGS], cwd, cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return cwd, proc, {r.data.params["format.name"]: r for r in children(cwd / "mlflow.db")}

@@ -148,6 +148,10 @@ def children(db: Path, parent_id: Optional[str] = None) -> list:
             (parent_id is None or r.data.tags["mlflow.parentRunId"] == parent_id)]
 
 
+# the weight-only session sweep (conftest.weight_only_sweep): each format's default backend (its checkpoint's quant_method)
+WEIGHT_ONLY_FORMATS = {"gptq_int4": "gptq", "awq_int4": "compressed-tensors", "int8": "torchao", "nf4": "bitsandbytes",
+                       "torchao_w8a8": "torchao"}
+CALIB_SMALL = ["calibration=quick", "calibration.n_samples=8", "calibration.seq_len=128"]
 TINY_SWEEP_FORMATS = ["fp32", "fp16", "bf16", "gguf_f16", "gguf_q8_0", "gguf_q4_k_m", "gguf_q2_k"]
 
 

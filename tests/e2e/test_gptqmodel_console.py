@@ -1,11 +1,9 @@
 """gptqmodel prints its banner, INFO lines, config dumps and timing tables straight to stdout (LogBar, print):
 in a job they belong in the job's log file, not on the console (runner/library_logs.py)."""
 import pytest
-from helpers import run_qrun
 
 pytestmark = pytest.mark.quantlib
 
-CALIB = ["calibration=quick", "calibration.n_samples=4", "calibration.seq_len=64"]
 # what gptqmodel writes on every quantize: its banner, the GIL notice, the quantize config dump, the timing
 # table, the save's folder listing and config.json print(), tokenicer's pad-token note, and the verdict of its
 # 100 MB disk-speed probe (skipped: it only serves offload_to_disk, which is off)
@@ -13,16 +11,14 @@ NOISE = ("GPT-QModel", "Python GIL is enabled", "Estimated Quantization BPW", "F
          "Content of saved", "Pre-Quantized model size", "Auto fixed pad_token_id", "Disk subsystem")
 
 
-def test_gptqmodel_output_goes_to_the_job_log(tmp_path, cache_dir, tiny_model_dir):
-    proc = run_qrun(["model=hf", f"model.id={tiny_model_dir}", "format=gptq_int4", "stages=[quantize]", *CALIB,
-                     f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path, cache_dir)
+def test_gptqmodel_output_goes_to_the_job_log(weight_only_sweep):
+    cwd, proc, _ = weight_only_sweep  # its gptq_int4 job quantized with gptqmodel
     console = proc.stdout + proc.stderr
-    assert proc.returncode == 0, console[-3000:]
     leaked = [line for line in console.splitlines() if any(n in line for n in NOISE)]
     assert not leaked, f"{len(leaked)} gptqmodel lines on the console, e.g. {leaked[:3]}"
     assert "quantizing" in console  # the job's own stage line stays
 
-    logs = list((tmp_path / "outputs").rglob("*.log"))
+    logs = list(cwd.glob("multirun/*/*/*_gptq_int4/*.log"))
     assert len(logs) == 1, logs
     text = logs[0].read_text()
     for noise in ("GPT-QModel", "Files in directory", "Pre-Quantized model size"):

@@ -7,19 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY_ARGS, assert_benchmarked, mlflow_runs, run_qrun
+from helpers import assert_benchmarked
 from test_weight_only_e2e import RELOAD
 
 pytestmark = pytest.mark.quantlib
 
 
 @pytest.fixture(scope="module")
-def w8a8(tiny_model_dir, cache_dir, tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("torchao_w8a8")
-    proc = run_qrun(["format=torchao_w8a8", "model=hf", f"model.id={tiny_model_dir}", *TINY_ARGS], cwd, cache_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _, runs = mlflow_runs(cwd / "mlflow.db")
-    return runs[0], proc.stdout
+def w8a8(weight_only_sweep):
+    _, proc, by_name = weight_only_sweep
+    return by_name["torchao_w8a8"], proc.stdout
 
 
 def test_w8a8_dynamic_runs_with_its_int8_kernel_and_real_contents(w8a8):

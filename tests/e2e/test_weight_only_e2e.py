@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY_ARGS, assert_benchmarked, mlflow_runs, run_qrun
+from helpers import WEIGHT_ONLY_FORMATS, assert_benchmarked
 
-FORMATS = {"gptq_int4": "gptq", "awq_int4": "compressed-tensors", "int8": "torchao", "nf4": "bitsandbytes"}
+FORMATS = {k: v for k, v in WEIGHT_ONLY_FORMATS.items() if k != "torchao_w8a8"}  # W8A8: tests/e2e/test_new_weight_only.py
 pytestmark = pytest.mark.quantlib
-CALIB = ["calibration=quick", "calibration.n_samples=8", "calibration.seq_len=128"]
 
 RELOAD = r"""
 import json, sys, torch
@@ -33,17 +32,12 @@ print(json.dumps({"rel_err": ((q - b).norm() / b.norm()).item(), "top1": (q.argm
 
 
 @pytest.fixture(scope="module")
-def sweep(tiny_model_dir, cache_dir, tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("weight_only")
-    proc = run_qrun(["-m", f"format={','.join(FORMATS)}", "model=hf", f"model.id={tiny_model_dir}", *CALIB, *TINY_ARGS],
-                    cwd, cache_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _, runs = mlflow_runs(cwd / "mlflow.db")
-    by_name = {r.data.params["format.name"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+def sweep(weight_only_sweep):
+    _, proc, by_name = weight_only_sweep
     summary = proc.stdout[proc.stdout.index("quant-runner: "):]
     for name, run in by_name.items():  # the summary names the backend of every row
         assert f"\n{name}" in summary and run.data.params["format.backend"] in summary.split(f"\n{name}", 1)[1].split("\n")[0]
-    return by_name
+    return {name: run for name, run in by_name.items() if name in FORMATS}
 
 
 def test_every_default_backend_finishes_with_sane_numbers(sweep):

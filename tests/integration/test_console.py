@@ -76,6 +76,7 @@ def test_harmless_import_warnings_go_to_the_job_log(tmp_path):
     assert "_C_cutlass_90a" in text and "register_constant" in text
 
 
+@pytest.mark.slow
 def test_the_benchmark_process_sends_its_library_noise_to_the_job_log(tmp_path, cache_dir, tiny_model_dir):
     """The offline benchmark runs in a fresh process (runner/stages/benchmark_worker.py): its imports warn too."""
     proc = run_qrun(["model=hf", f"model.id={tiny_model_dir}", "format=fp32", "stages=[quantize,benchmark]",

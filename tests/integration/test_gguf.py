@@ -168,6 +168,7 @@ def test_weights_stay_out_of_llama_cpps_amx_buffer_where_ggml_runs_amx(monkeypat
         assert ("use_extra_bufts = False" in cmd[2]) is not repack
 
 
+@pytest.mark.slow
 def test_imatrix_changes_the_result_and_is_cached(tiny_sweep, tiny_model_dir, tmp_path):
     cache = tiny_sweep.cache
     calib = ["calibration=quick", "calibration.n_samples=4", "calibration.seq_len=64"]

@@ -14,6 +14,7 @@ def _last_line(proc):
     return [l for l in proc.stderr.strip().splitlines() if l.strip()][-1]
 
 
+@pytest.mark.slow
 def test_iq2_xs_end_to_end_with_its_dequantized_cross_check(tmp_path, tiny_model_dir):
     cache = tmp_path / "cache"
     proc = run_qrun(["format=gguf_iq2_xs", "model=hf", f"model.id={tiny_model_dir}", *CALIB,

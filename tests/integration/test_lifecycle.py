@@ -78,6 +78,7 @@ def test_a_run_with_a_stale_heartbeat_on_another_host_is_closed_by_the_next_job(
     assert client.get_run(live.info.run_id).info.status == "RUNNING"  # a fresh heartbeat: that job still runs
 
 
+@pytest.mark.slow
 def test_a_killed_sweeps_parent_run_is_closed_by_the_next_sweep(tmp_path, cache_dir, tiny_model_dir):
     tracker = _tracker(tmp_path / "mlflow.db")  # the store and experiment, as qrun makes them
     client, exp = tracker.client, tracker.experiment_id

@@ -3,6 +3,7 @@
 Each check runs the real entry point in a fresh interpreter and reads that interpreter's own
 sys.modules at exit (atexit also runs on sys.exit), so nothing this test process imported counts.
 """
+import pytest
 import json
 import os
 import subprocess
@@ -38,6 +39,7 @@ def test_cfg_job_composes_without_ml_libraries(tmp_path, cache_dir):
     assert heavy == ""
 
 
+@pytest.mark.slow
 def test_rerun_of_a_finished_job_is_reused_without_ml_libraries(tmp_path, cache_dir, tiny_model_dir):
     args = ["model=hf", f"model.id={tiny_model_dir}", "format=fp32", "stages=[quantize]",
             "hydra.run.dir=outputs/${now:%H-%M-%S-%f}"]

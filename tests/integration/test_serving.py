@@ -223,7 +223,8 @@ def test_vllm_server_command(tiny_model_dir):
             spec(art, None, cfg.benchmark, cfg.hardware, "127.0.0.1", 8123)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM,
+                                 pytest.param(signal.SIGKILL, marks=pytest.mark.slow)], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_interrupted_qrun_leaves_no_server(sig, tiny_model_dir, cache_dir, tmp_path, qrun_serving):
     """Ctrl-C (SIGINT), SIGTERM: qrun stops the server itself. SIGKILL: the kernel's parent-death signal does."""
     env = dict(os.environ, QRUN_CACHE_DIR=str(cache_dir), PYTHONPATH=str(ROOT))

@@ -1,4 +1,5 @@
 """Sweeps that survive reruns, kills, corrupt caches and failing jobs (real qrun, real MLflow)."""
+import pytest
 import logging
 import os
 import signal
@@ -8,6 +9,7 @@ import time
 from helpers import QRUN, TINY_ARGS, TINY_SWEEP_FORMATS, children, mlflow_runs, qrun_env, run_job, run_qrun
 
 
+@pytest.mark.slow
 def test_rerun_of_a_finished_sweep_reuses_every_job(tiny_sweep, tmp_path):
     cwd = tiny_sweep.copy_store(tmp_path)
     n = len(TINY_SWEEP_FORMATS)
@@ -31,6 +33,7 @@ def test_changing_only_eval_settings_reuses_the_artifact(tiny_sweep, tmp_path, t
     assert run.data.params["eval.n_tokens"] == "512" and run.data.tags["cache.artifact"] == "hit"
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_rerun_completes_only_the_missing_jobs(tmp_path, tiny_model_dir, empty_cache):
     args = ["-m", "format=fp32,fp16,bf16", "model=hf", f"model.id={tiny_model_dir}", *TINY_ARGS]
     env = qrun_env(empty_cache)

@@ -138,6 +138,8 @@ def _without_pythonpath():
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
+@pytest.mark.slow
+@pytest.mark.server
 def test_upload_to_a_tracking_server_and_load_without_runner(tiny_model_dir, cache_dir, tmp_path):
     store = f"sqlite:///{tmp_path / 'server.db'}"
     extra = ["--artifacts-destination", str(tmp_path / "server_artifacts")]
