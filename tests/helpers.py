@@ -2,6 +2,7 @@
 
 Fixtures live in conftest.py; this module holds the plain functions that test files import.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -176,3 +177,33 @@ class TinySweep:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.db, folder / "mlflow.db")
         return folder
+
+
+# A fresh interpreter that never imports `runner`, as a colleague would load a weight-only checkpoint: its logits
+# against the fp32 base model's, 4 greedy tokens, the quant_method it declares.
+RELOAD_WITHOUT_RUNNER = r"""
+import json, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+quant, base = sys.argv[1], sys.argv[2]
+tok = AutoTokenizer.from_pretrained(quant)
+ids = tok("Now is the winter of our discontent made glorious summer by this sun of York", return_tensors="pt").input_ids
+model = AutoModelForCausalLM.from_pretrained(quant).eval()
+with torch.inference_mode():
+    q = model(ids).logits.float()
+    b = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()(ids).logits.float()
+new = model.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False).shape[1] - ids.shape[1]
+qc = model.config.quantization_config
+qc = qc if isinstance(qc, dict) else qc.to_dict()
+print(json.dumps({"rel_err": ((q - b).norm() / b.norm()).item(), "top1": (q.argmax(-1) == b.argmax(-1)).float().mean().item(),
+                  "quant_method": getattr(qc["quant_method"], "value", qc["quant_method"]), "generated": new,
+                  "runner_imported": any(m == "runner" or m.startswith("runner.") for m in sys.modules)}))
+"""
+
+
+def reload_without_runner(artifact: Path, base: Path, cwd: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-c", RELOAD_WITHOUT_RUNNER, str(artifact), str(base)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "HOME": str(cwd)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not out["runner_imported"], out
+    return out

@@ -1,14 +1,11 @@
 """AutoRound (issue 14) on the tiny Llama through the real qrun app: quantize -> evaluate -> benchmark, the
 GPTQ v1 checkpoint's real contents, its reload in a fresh process without `runner`, and the one-line refusals."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import TINY_ARGS, assert_benchmarked, mlflow_runs, run_qrun
-from test_weight_only_e2e import RELOAD
+from helpers import TINY_ARGS, assert_benchmarked, mlflow_runs, reload_without_runner, run_qrun
 
 pytestmark = pytest.mark.quantlib
 
@@ -51,9 +48,6 @@ def test_autoround_artifact_reloads_without_runner(autoround, tiny_model_dir, tm
     artifact = Path(autoround[0].data.tags["artifact.path"])
     assert [p.name for p in artifact.glob("*.safetensors")] and not list(artifact.glob("*.bin")) + list(artifact.glob("*.pt"))
     assert not list(artifact.glob(".auto_round*")), "auto-round's export folder is left in the artifact"
-    proc = subprocess.run([sys.executable, "-c", RELOAD, str(artifact), str(tiny_model_dir)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert not out["runner_imported"] and out["quant_method"] == "gptq"
+    out = reload_without_runner(artifact, tiny_model_dir, tmp_path)
+    assert out["quant_method"] == "gptq"
     assert out["rel_err"] < 0.35 and out["top1"] > 0.5, out

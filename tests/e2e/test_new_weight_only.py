@@ -1,14 +1,11 @@
 """Formats beyond the seed's (issue 14): torchao W8A8-dynamic on the tiny Llama through the real qrun app,
 its reload in a fresh process without `runner`, and the one-line refusals (int4 scheme, missing extra)."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import assert_benchmarked
-from test_weight_only_e2e import RELOAD
+from helpers import assert_benchmarked, reload_without_runner
 
 pytestmark = pytest.mark.quantlib
 
@@ -38,11 +35,8 @@ def test_w8a8_dynamic_runs_with_its_int8_kernel_and_real_contents(w8a8):
 def test_w8a8_artifact_reloads_without_runner(w8a8, tiny_model_dir, tmp_path):
     artifact = Path(w8a8[0].data.tags["artifact.path"])
     assert [p.name for p in artifact.glob("*.safetensors")] and not list(artifact.glob("*.bin")) + list(artifact.glob("*.pt"))
-    proc = subprocess.run([sys.executable, "-c", RELOAD, str(artifact), str(tiny_model_dir)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert not out["runner_imported"] and out["quant_method"] == "torchao"
+    out = reload_without_runner(artifact, tiny_model_dir, tmp_path)
+    assert out["quant_method"] == "torchao"
     assert out["rel_err"] < 0.05 and out["top1"] > 0.9, out
 
 

@@ -1,34 +1,14 @@
 """GPTQ / AWQ / INT8 / NF4 on the tiny Llama with every default backend, through the real qrun app;
 each saved artifact reloads in a fresh process that never imports `runner`."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import WEIGHT_ONLY_FORMATS, assert_benchmarked
+from helpers import WEIGHT_ONLY_FORMATS, assert_benchmarked, reload_without_runner
 
 FORMATS = {k: v for k, v in WEIGHT_ONLY_FORMATS.items() if k != "torchao_w8a8"}  # W8A8: tests/e2e/test_new_weight_only.py
 pytestmark = pytest.mark.quantlib
-
-RELOAD = r"""
-import json, sys, torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-quant, base = sys.argv[1], sys.argv[2]
-tok = AutoTokenizer.from_pretrained(quant)
-ids = tok("Now is the winter of our discontent made glorious summer by this sun of York", return_tensors="pt").input_ids
-model = AutoModelForCausalLM.from_pretrained(quant).eval()
-with torch.inference_mode():
-    q = model(ids).logits.float()
-    b = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()(ids).logits.float()
-new = model.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False).shape[1] - ids.shape[1]
-qc = model.config.quantization_config
-qc = qc if isinstance(qc, dict) else qc.to_dict()
-print(json.dumps({"rel_err": ((q - b).norm() / b.norm()).item(), "top1": (q.argmax(-1) == b.argmax(-1)).float().mean().item(),
-                  "quant_method": getattr(qc["quant_method"], "value", qc["quant_method"]), "generated": new,
-                  "runner_imported": any(m == "runner" or m.startswith("runner.") for m in sys.modules)}))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +53,6 @@ def test_calibrated_formats_record_their_calibration_text(sweep, shakespeare_dir
 def test_artifact_reloads_without_runner(sweep, name, tiny_model_dir, tmp_path):
     artifact = Path(sweep[name].data.tags["artifact.path"])
     assert (artifact / "config.json").exists() and list(artifact.glob("*.safetensors"))
-    proc = subprocess.run([sys.executable, "-c", RELOAD, str(artifact), str(tiny_model_dir)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert not out["runner_imported"]
+    out = reload_without_runner(artifact, tiny_model_dir, tmp_path)
     assert out["quant_method"] == FORMATS[name]
     assert out["rel_err"] < (0.05 if name == "int8" else 0.35) and out["top1"] > 0.5 and out["generated"] == 4, out

@@ -6,7 +6,6 @@ faster than 1/S queue, and their latency must include that queue (no coordinated
 """
 import asyncio
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

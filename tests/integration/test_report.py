@@ -1,7 +1,6 @@
 """qrun-report: the table, the plots and the recommendation, through a real MLflow store (synthetic seed runs)."""
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 from mlflow.entities import Metric, Param

@@ -1,5 +1,4 @@
 """GPU presets and hardware profiles compose, validate, and say what they claim (no GPU needed)."""
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir

@@ -1,6 +1,5 @@
 """vLLM engine: the dense log-prob rebuild from top-K, and the availability checks (CUDA profiles faked)."""
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -2,7 +2,6 @@
 
 The real `qrun` path (exit 2, FAILED run, empty cache) is covered in tests/test_bad_input.py.
 """
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
