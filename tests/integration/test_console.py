@@ -64,15 +64,19 @@ logging.getLogger("torchao").warning("a real warning stays on the console")
 """
 
 
-def test_harmless_import_warnings_go_to_the_job_log(tmp_path):
+def _run_with_a_job_log(code: str, tmp_path):
+    """`code` in a fresh interpreter with its log file as argv[1]: (what reached the console, the log's text)."""
     log = tmp_path / "job.log"
-    proc = subprocess.run([sys.executable, "-c", IMPORTS, str(log)], cwd=tmp_path, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code, str(log)], cwd=tmp_path, capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    console = proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr, log.read_text()
+
+
+def test_harmless_import_warnings_go_to_the_job_log(tmp_path):
+    console, text = _run_with_a_job_log(IMPORTS, tmp_path)
     assert not [line for line in console.splitlines() if any(n in line for n in NOISE)], console[-2000:]
     assert "a real warning stays on the console" in console
-    text = log.read_text()
     assert "_C_cutlass_90a" in text and "register_constant" in text
 
 
@@ -101,10 +105,6 @@ logger.warning("a real auto-round warning")
 
 
 def test_autoround_progress_lines_go_to_the_job_log(tmp_path):
-    log = tmp_path / "job.log"
-    proc = subprocess.run([sys.executable, "-c", AUTOROUND_LOG, str(log)], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    console = proc.stdout + proc.stderr
+    console, text = _run_with_a_job_log(AUTOROUND_LOG, tmp_path)
     assert "block 3 loss" not in console and "a real auto-round warning" in console, console[-2000:]
-    assert "block 3 loss" in log.read_text()
+    assert "block 3 loss" in text

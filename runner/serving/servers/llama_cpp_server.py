@@ -9,22 +9,17 @@ llama-cpp-python's `Llama` (which the server builds) departs from llama.cpp's ow
 here: flash attention (llama.cpp: auto; passed as auto resolves on this machine, see runner/engines/llama_cpp.py)
 and the YaRN factors (llama.cpp: -1, read from the model). Where the engine keeps weights out of llama.cpp's
 repacked buffers (weight_repacking: AMX), the server does too: its Llama() takes its model params from
-llama_model_default_params(), which a two-line launcher sets before the server starts (it has no flag for it).
+llama_model_default_params(), which a short launcher sets before the server starts (it has no flag for it).
 Text is tokenized with the base model's HF tokenizer (the one the eval stream uses): the GGUF's
 own vocabulary is only used when the model folder has no tokenizer.
 """
 import sys
 
 from runner.engines import get_engine
-from runner.engines.llama_cpp import weight_repacking
+from runner.engines.llama_cpp import NO_AMX_REPACK_PRELUDE, weight_repacking
 from runner.serving.process import ServerSpec, require_modules
 
-NO_REPACK_LAUNCHER = (
-    "import runpy, llama_cpp.llama_cpp as lc\n"  # the module llama_cpp.Llama reads its defaults from
-    "defaults = lc.llama_model_default_params\n"
-    "def no_repack():\n    params = defaults(); params.use_extra_bufts = False; return params\n"
-    "lc.llama_model_default_params = no_repack\n"
-    "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n")
+NO_REPACK_LAUNCHER = NO_AMX_REPACK_PRELUDE + "import runpy\nrunpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n"
 NEEDS = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
 
 
