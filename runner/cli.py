@@ -10,9 +10,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from runner.config import register_configs
+from runner.config.schema import register_configs
 from runner.errors import exit_on_user_error
-from runner.library_logs import job_log_files, route_library_logs
+from runner.system.library_logs import job_log_files, route_library_logs
 from runner.paths import CONF_DIR
 
 register_configs()
@@ -90,7 +90,7 @@ def one_line_config_errors() -> None:
     pinned) is wrapped. HYDRA_FULL_ERROR=1 still gets Hydra's own report and trace."""
     import hydra._internal.utils as hydra_utils
 
-    from runner.callbacks import end_live_sweep
+    from runner.sweep import end_live_sweep
     from runner.errors import config_error
 
     report = hydra_utils.run_and_report
@@ -112,8 +112,8 @@ def one_line_config_errors() -> None:
 
 
 def main() -> None:
-    from runner.callbacks import SWEEP_STATE, end_sweep_killed
-    from runner.lifecycle import Terminated
+    from runner.sweep import SWEEP_STATE, end_sweep_killed
+    from runner.system.lifecycle import Terminated
 
     one_line_config_errors()
     try:

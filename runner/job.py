@@ -19,14 +19,14 @@ from runner.data.calibration import calibration_identity
 from runner.data.corpus import corpus_identity
 from runner.data.models import model_fingerprint, resolve_model
 from runner.engines import get_engine
-from runner.environment import code_identity, environment_tags, host_identity
+from runner.system.environment import code_identity, environment_tags, host_identity
 from runner.errors import UserError
 from runner.formats import get_format, load_format_preset
-from runner.lifecycle import sigterm_raises
-from runner.stages import StageContext, StageResult, plan, run_stage
+from runner.system.lifecycle import sigterm_raises
+from runner import stages
+from runner.stages import StageContext, StageResult, check_config, plan, run_stage
 from runner.tracking import PARENT_FILE, RUN_FILE, Tracker, child_run_name, flatten
-from runner.tracking_models import log_artifact_model
-from runner.validation import check_config
+from runner.tracking.models import log_artifact_model
 
 log = logging.getLogger(__name__)
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -82,12 +82,12 @@ def job_key(cfg: DictConfig) -> str:
     for k in ("tracking", "cache", "resume", "deployment"):
         settings.pop(k, None)
     try:
-        formats = [cfg.format] + ([load_format_preset(cfg.eval.baseline, "eval.baseline")] if "evaluate" in cfg.stages else [])
+        formats = [cfg.format] + ([load_format_preset(cfg.eval.baseline, "eval.baseline")] if stages.uses_baseline(cfg) else [])
         settings["libraries"] = {f.name: {**get_format(f.family).library_versions(), "engine": get_engine(f.engine).version()}
                                  for f in formats}
         with tempfile.TemporaryDirectory(prefix="qrun-key-") as scratch:
             cache = Cache(cfg.cache.dir, cfg.cache.mode, scratch=Path(scratch))
-            if "evaluate" in cfg.stages or "benchmark" in cfg.stages:
+            if stages.reads_stream(cfg):
                 settings["eval"]["corpus"] = corpus_identity(cfg.eval.corpus, cache, "eval.corpus")
             if any(get_format(f.family).uses_calibration(f) for f in formats):
                 settings["calibration"] = calibration_identity(cfg.calibration, cache)
@@ -111,10 +111,11 @@ def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: lis
     for name in ("config.yaml", "overrides.yaml"):
         if (run_dir / ".hydra" / name).exists():
             tracker.log_file(run_dir / ".hydra" / name, "hydra")
-    stages = plan(cfg.stages)
+    planned = plan(cfg.stages)
     cache = Cache(cfg.cache.dir, cfg.cache.mode, scratch=run_dir / "scratch")
     get_format(cfg.format.family).validate(cfg.format, None)
     engine = get_engine(cfg.format.engine)  # always the job's own config, never the cached artifact's first user
+    engine.check_format(cfg.format, cfg.hardware)  # a format the engine refuses: said even where it is not installed
     engine.check_available(cfg.hardware)
     tracker.set_tags({"engine.name": engine.NAME, "engine.version": engine.version()})
     check_config(cfg)  # values that cannot work, before the model is touched
@@ -123,12 +124,12 @@ def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: lis
     tracker.log_params({"model.origin": model.origin, "model.identity": model.identity, "model.n_params": model.n_params})
     ctx = StageContext(cfg=cfg, model=model, cache=cache, run_dir=run_dir, engine=engine)
     results: Dict[str, Any] = {}
-    for name in stages:
+    for name in planned:
         result = run_stage(name, ctx)
         if name == "quantize":  # the artifact becomes the run's LoggedModel; every metric logged next is linked to it
             log_artifact_model(tracker, ctx.artifact, cfg.format, model)
             kernel = engine.kernel(ctx.artifact, cfg.hardware)  # this machine's, whatever the artifact's manifest says
-            if kernel and len(stages) > 1:  # a stage after quantize loads it here
+            if kernel and len(planned) > 1:  # a stage after quantize loads it here
                 tracker.log_params({"engine.kernel": kernel})
         _log(tracker, result)
         results.update(result.summary)

@@ -74,9 +74,14 @@ def get(name: str) -> Metric:
     """The declaration of name (an interval bound gets its metric's unit and display); ValueError if none."""
     if name in METRICS:
         return METRICS[name]
+    parts = name.split("/")
+    if len(parts) == 3 and parts[0] == "task":  # task/<any task eval.tasks names>/<stat>: one family per task
+        found = [m for m in task_family(parts[1]) if m.name == name]
+        if found:
+            return found[0]
     for suffix in CI_SUFFIXES:
-        if name.endswith(suffix) and name[: -len(suffix)] in METRICS:
-            base = METRICS[name[: -len(suffix)]]
+        if name.endswith(suffix) and is_declared(name[: -len(suffix)]):
+            base = get(name[: -len(suffix)])
             return replace(base, name=name, better="neither", header=f"{base.header} {suffix[4:]}", tables=())
     raise ValueError(f"metric '{name}' is not declared: add it to runner/metrics.py (name, unit, direction, display)")
 
@@ -196,16 +201,8 @@ def task_family(task: str) -> List[Metric]:
                    "compute time of the run that finished the task (0 on a resumed or cached one's share)")]
 
 
-def _declare_tasks() -> None:
-    from runner.tasks.registry import known_tasks  # light: names from file names, no library
-
-    for task in known_tasks():
-        declare(*task_family(task))
-    declare(Metric("time/tasks_s", "s", "lower", "{:.1f}", "tasks s", TASKS, (), "the tasks stage's wall time"))
-
-
-_declare_tasks()
-declare(  # issue 12: failures count, and each format's capacity under the scenario's SLO (runner/serving/capacity.py)
+declare(Metric("time/tasks_s", "s", "lower", "{:.1f}", "tasks s", TASKS, (), "the tasks stage's wall time"))
+declare(  # issue 12: failures count, and each format's capacity under the scenario's SLO (runner/benchmark/capacity.py)
     Metric("serving/failure_rate", "share", "lower", _pct, "failed", SERVING, R,
            "(failed + not sent) / requests: what a deployment's max_failure_rate bounds"),
     Metric("serving/requests_timed_out", "", "lower", "{:.0f}", "timed out", SERVING, (),

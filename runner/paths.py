@@ -8,3 +8,8 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
 CONF_DIR = PROJECT_DIR / "conf" if (PROJECT_DIR / "conf" / "config.yaml").is_file() else PACKAGE_DIR / "conf"
+
+
+def options(group: str) -> list:
+    """The options of a config group: the YAML files in conf/<group>/, by name."""
+    return sorted(f.stem for f in (CONF_DIR / group).glob("*.yaml"))

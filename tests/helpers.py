@@ -67,7 +67,7 @@ class JobOutcome:
 def compose(overrides: List[str]):
     from hydra import compose as hydra_compose, initialize_config_dir
 
-    from runner.config import register_configs
+    from runner.config.schema import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

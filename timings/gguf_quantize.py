@@ -21,11 +21,11 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from runner.cache import Cache  # noqa: E402
-from runner.config import ModelConfig  # noqa: E402
+from runner.config.schema import ModelConfig  # noqa: E402
 from runner.data.models import resolve_model  # noqa: E402
 from runner.formats import load_format_preset  # noqa: E402
-from runner.formats.gguf import convert_once, converter_dir, quantize_file  # noqa: E402
-from runner.stages.quantize import artifact_key, quantize  # noqa: E402
+from runner.formats.gguf.format import convert_once, converter_dir, quantize_file  # noqa: E402
+from runner.formats.artifacts import artifact_key, quantize  # noqa: E402
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 TYPES = ["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k"]

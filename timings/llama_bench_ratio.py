@@ -3,7 +3,7 @@
 llama-bench is built from the llama.cpp sources vendored in the sdist of the installed
 llama-cpp-python (the code the engine runs), with the venv's flags (GGML_NATIVE=ON), once, cached
 under ~/.cache/qrun/llama-bench/<version>/. The runner side is the offline benchmark's own worker
-process (runner/stages/benchmark_worker.py), exactly what `qrun` times. Goal: runner / llama-bench
+process (runner/benchmark/worker.py), exactly what `qrun` times. Goal: runner / llama-bench
 >= 0.95 for prefill and decode. Both sides use flash attention off (llama-cpp-python's default).
 
 Rows: prefill = pp<P> (runner: prompt / TTFT); decode = tg<G> at depth P (runner: the G-1 tokens after

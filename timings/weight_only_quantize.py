@@ -1,6 +1,6 @@
 """Weight-only quantize cost: the runner's quantize stage vs the bare library call, same settings, same run.
 
-For each (format, backend) the runner's stage (`runner.stages.quantize.quantize`: validation,
+For each (format, backend) the runner's quantize (`runner.formats.artifacts.quantize`: validation,
 calibration from the configured text, the backend call, tokenizer copy, manifest with sha256) and a
 bare script doing the same work straight against the library (load, tokenize the same text into the
 same windows, quantize, save, copy the tokenizer) run alternately; one untimed warm-up of each first
@@ -28,10 +28,10 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from runner.cache import Cache  # noqa: E402
-from runner.config import register_configs  # noqa: E402
+from runner.config.schema import register_configs  # noqa: E402
 from runner.data.corpus import load_corpus  # noqa: E402
 from runner.data.models import resolve_model  # noqa: E402
-from runner.stages.quantize import artifact_key, quantize  # noqa: E402
+from runner.formats.artifacts import artifact_key, quantize  # noqa: E402
 
 DEFAULT = [("gptq_int4", "gptqmodel"), ("awq_int4", "llmcompressor"), ("int8", "torchao"), ("nf4", "bitsandbytes")]
 MORE = [("gptq_int4", "llmcompressor"), ("int8", "bitsandbytes"), ("int8", "llmcompressor")]

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from runner.data.corpus import Corpus, corpus_identity, load_corpus
 from runner.errors import UserError
-from runner.hashing import sha256_bytes, sha256_json
+from runner.system.hashing import sha256_bytes, sha256_json
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from runner.cache import Cache
 from runner.errors import UserError
-from runner.hashing import sha256_bytes
+from runner.system.hashing import sha256_bytes
 
 log = logging.getLogger(__name__)
 LOCAL_SDISTS = Path(sys.prefix) / "share" / "qrun" / "sdists"

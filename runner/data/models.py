@@ -13,10 +13,10 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from runner import packages
+from runner.system import packages
 from runner.cache import Cache
 from runner.errors import UserError
-from runner.hashing import sha256_file, sha256_json
+from runner.system.hashing import sha256_file, sha256_json
 
 log = logging.getLogger(__name__)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -188,7 +188,7 @@ def _packaged_gguf_folder(cfg, cache: Cache) -> tuple[Path, str]:
 
 
 def _gguf_file_folder(cfg, cache: Cache) -> tuple[Path, str]:
-    from runner.formats.gguf_files import check_gguf
+    from runner.formats.gguf.files import check_gguf
 
     path = Path(cfg.id).expanduser().resolve()
     check_gguf(path, "model.id")

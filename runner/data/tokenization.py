@@ -94,7 +94,7 @@ def resolve_add_bos(requested: Optional[bool], tokenizer, gguf: Optional[Path]) 
     if requested is not None:
         return bool(requested), "config"
     if gguf is not None:
-        from runner.formats.gguf_files import read_header
+        from runner.formats.gguf.files import read_header
 
         flag = read_header(gguf).metadata.get("tokenizer.ggml.add_bos_token")
         if flag is None:  # not recorded: llama.cpp's default for this vocab type (true for SentencePiece)

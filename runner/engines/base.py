@@ -4,7 +4,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from runner.packages import dist_versions  # noqa: F401  (re-exported: engines and stages import it from here)
+from runner.system.packages import dist_versions  # noqa: F401  (re-exported: engines and stages import it from here)
 
 
 @dataclass
@@ -42,9 +42,13 @@ class LoadedModel:
 
 class Engine:
     NAME: str
+    LOGPROBS_TOP_K: Optional[int] = None  # log-probs per position the engine returns; None: the whole vocabulary
 
     def check_available(self, hardware) -> None:
         """Raise UserError when this machine cannot run the engine (e.g. needs a GPU)."""
+
+    def check_format(self, fmt, hardware) -> None:
+        """Raise UserError, before any work, for a format config this engine refuses or cannot run here."""
 
     def check_artifact(self, artifact) -> None:
         """Cheap checks of the files (UserError if unusable); load() runs them unless artifact.checked is set."""

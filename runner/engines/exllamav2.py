@@ -11,8 +11,8 @@ from typing import List, Sequence
 import numpy as np
 
 from runner.engines.base import Engine, GenerationTiming, LoadedModel
-from runner.gpu import require_cuda
-from runner.packages import dist_versions
+from runner.system.gpu import require_cuda
+from runner.system.packages import dist_versions
 
 
 class ExLlamaV2Loaded(LoadedModel):

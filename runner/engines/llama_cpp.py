@@ -15,8 +15,8 @@ import numpy as np
 
 from runner.engines.base import Engine, GenerationTiming, LoadedModel
 from runner.errors import UserError
-from runner.library_logs import FLASH_ATTENTION_RESOLVED, route_llama_cpp_log
-from runner.packages import dist_versions
+from runner.system.library_logs import FLASH_ATTENTION_RESOLVED, route_llama_cpp_log
+from runner.system.packages import dist_versions
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class LlamaCppEngine(Engine):
 
     def check_artifact(self, artifact) -> None:
         # imported here: runner.formats imports torch, which a llama.cpp benchmark process must not load
-        from runner.formats.gguf_files import check_gguf
+        from runner.formats.gguf.files import check_gguf
 
         path = _gguf_path(artifact)
         check_gguf(path, "cache.dir")  # a corrupt cache entry is named, not a crash inside llama.cpp

@@ -1,7 +1,7 @@
 """OpenVINO engine: an OpenVINO IR folder (runner/formats/openvino.py) on OpenVINO's CPU plugin via optimum-intel.
 
 OpenVINO lives in its own venv (.venv-openvino, `make venv-openvino`): optimum-intel 2.2.0 caps transformers below
-5.6, the runner's venv pins 5.17.0. So the engine is a subprocess (runner/engines/openvino_worker.py) run by that
+5.6, the runner's venv pins 5.17.0. So the engine is a subprocess (runner/engines/workers/openvino_worker.py) run by that
 venv's python, spoken to with JSON lines, like the vLLM engine.
 
 Eval: the worker runs each window as one forward from an empty KV cache and writes the log-softmax over the full
@@ -33,7 +33,7 @@ from runner.errors import UserError
 log = logging.getLogger(__name__)
 ROOT = Path(runner.__file__).resolve().parent.parent
 VENV_ENV = "QRUN_OPENVINO_VENV"  # another venv with openvino + optimum-intel instead of ROOT/.venv-openvino
-WORKER = Path(__file__).with_name("openvino_worker.py")
+WORKER = Path(__file__).with_name("workers") / "openvino_worker.py"
 MAKE_TARGET = "make venv-openvino"
 DISTS = ("openvino", "nncf", "optimum_intel")
 
@@ -83,7 +83,7 @@ def run_export(settings: dict, threads: int) -> dict:
 
 
 class WorkerProcess(JsonLinesWorker):
-    """The OpenVINO worker (runner/engines/openvino_worker.py serve) in .venv-openvino."""
+    """The OpenVINO worker (runner/engines/workers/openvino_worker.py serve) in .venv-openvino."""
 
     def __init__(self, settings: dict, threads: int, label: str):
         super().__init__("OpenVINO", venv_python(), WORKER, ["serve", json.dumps(settings)],

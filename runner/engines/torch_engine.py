@@ -14,7 +14,7 @@ import numpy as np
 
 from runner.engines.base import Engine, GenerationTiming, LoadedModel
 from runner.errors import UserError
-from runner.packages import dist_versions
+from runner.system.packages import dist_versions
 
 
 def torchao_int8_kernel(device: str) -> str:

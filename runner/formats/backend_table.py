@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 
-from runner import packages
+from runner.system import packages
 from runner.formats import weight_only as wo
 from runner.formats.base import Format
 

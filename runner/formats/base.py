@@ -2,7 +2,7 @@
 from pathlib import Path
 from typing import Any, ClassVar, Dict
 
-from runner.formats.schemas import FormatConfig  # noqa: F401  (the schemas live apart, light: runner/formats/schemas.py)
+from runner.config.formats import FormatConfig  # noqa: F401  (the schemas live apart, light: runner/config/formats.py)
 
 
 class Format:

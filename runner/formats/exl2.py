@@ -22,13 +22,13 @@ from typing import List, Tuple
 
 from omegaconf import OmegaConf
 
-from runner import packages
+from runner.system import packages
 from runner.cache import Cache
 from runner.data.corpus import load_corpus
 from runner.errors import UserError
 from runner.formats.base import Format
-from runner.formats.schemas import Exl2Config
-from runner.gpu import require_cuda
+from runner.config.formats import Exl2Config
+from runner.system.gpu import require_cuda
 
 log = logging.getLogger(__name__)
 HEAD_BITS = (2, 3, 4, 5, 6, 8)  # exllamav2's qparams_headoptions

@@ -7,7 +7,7 @@ torchao and bitsandbytes quantize the fp32 model as it loads and save what they 
 norms and lm_head stay fp32 (on SmolLM2 its tied 28M-parameter embedding is half of the bytes).
 """
 from runner.formats.backend_table import Backend, WeightOnlyFormat
-from runner.formats.schemas import Int8Config
+from runner.config.formats import Int8Config
 
 
 def _at_load(kind: str, layout: str):

@@ -5,7 +5,7 @@ The seed's load-time row (on CUDA there); it runs on CPU too. Saved with save_pr
 """
 from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
-from runner.formats.schemas import Nf4Config
+from runner.config.formats import Nf4Config
 
 
 def _bitsandbytes(model, cfg, samples, hardware, out_dir):

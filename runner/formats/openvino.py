@@ -1,6 +1,6 @@
 """OpenVINO IR with NNCF weight compression (INT8 per channel, INT4 in groups), through optimum-intel.
 
-The export runs in .venv-openvino (`make venv-openvino`; runner/engines/openvino_worker.py `export`), a subprocess
+The export runs in .venv-openvino (`make venv-openvino`; runner/engines/workers/openvino_worker.py `export`), a subprocess
 like the GGUF converter: optimum-intel traces the HF folder to an OpenVINO IR and NNCF compresses the weights
 data-free (no calibration text). The artifact is what `OVModelForCausalLM.from_pretrained` reloads: the IR
 (openvino_model.xml + .bin) plus config.json / generation_config.json. Size = the .bin (every constant: compressed
@@ -12,7 +12,7 @@ from pathlib import Path
 from runner.engines import openvino as ov_engine
 from runner.errors import UserError
 from runner.formats.base import Format
-from runner.formats.schemas import OpenvinoConfig
+from runner.config.formats import OpenvinoConfig
 
 PRECISIONS = ("f32", "bf16", "f16", "")
 WEIGHT_FILE = "openvino_model.bin"

@@ -1,10 +1,10 @@
 """Unquantized baselines: the model saved as safetensors in fp32, fp16 or bf16 (torch engine)."""
 from pathlib import Path
 
-from runner import packages
+from runner.system import packages
 from runner.errors import UserError
 from runner.formats.base import Format
-from runner.formats.schemas import TorchDtypeConfig
+from runner.config.formats import TorchDtypeConfig
 
 DTYPES = ("bfloat16", "float16", "float32")  # names of torch dtypes; torch is imported only to quantize
 

@@ -16,7 +16,7 @@ from runner.engines.torch_engine import torchao_int8_kernel
 from runner.errors import UserError
 from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
-from runner.formats.schemas import TorchaoConfig
+from runner.config.formats import TorchaoConfig
 
 SCHEMES = ("w8a8_dynamic",)
 # Measured on torch 2.13.0 CPU + torchao 0.18.0 + transformers 5.17.0 (DESIGN §5 style: why there is no preset).

@@ -61,7 +61,7 @@ def capacity_curves(client, rows: List[Row]) -> Dict[str, list]:
     """label -> the capacity search's probes (artifacts/serving/capacity.csv of each run that searched)."""
     import tempfile
 
-    from runner.serving.capacity import read_csv
+    from runner.tracking import capacity_csv
 
     curves = {}
     with tempfile.TemporaryDirectory(prefix="qrun-capacity-") as scratch:
@@ -74,12 +74,12 @@ def capacity_curves(client, rows: List[Row]) -> Dict[str, list]:
                 local = client.download_artifacts(r.run_id, "artifacts/serving/capacity.csv", str(dst))
             except Exception:  # an older or foreign run without the file: no curve, the metric still speaks
                 continue
-            curves[r.label] = read_csv(Path(local))
+            curves[r.label] = capacity_csv.read(Path(local))
     return curves
 
 
 def _hardware_budget(name: str) -> Optional[float]:
-    from runner.presets import load_preset
+    from runner.config.presets import load_preset
 
     return load_preset("hardware", name, "--hardware").memory_budget_bytes
 
@@ -164,8 +164,8 @@ def _run(args) -> int:
 
 def _recommend_scenario(args, rows: List[Row]) -> int:
     """qrun-report recommend --deployment NAME: the sweep's own decision, on any stored runs."""
-    from runner.deployment import validate
-    from runner.presets import load_preset
+    from runner.config.deployment import validate
+    from runner.config.presets import load_preset
     from runner.report.recommend import decision_text
 
     d = load_preset("deployment", args.deployment, "--deployment")

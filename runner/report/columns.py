@@ -100,9 +100,8 @@ def used(columns: List[Column], rows: List[Row], every: bool = False) -> List[Co
 
 
 def task_names(rows: List[Row]) -> List[str]:
-    """The tasks some row has an accuracy for (task/<name>/acc), in the catalog's declaration order."""
-    seen = {match.group(1) for r in rows for name in r.metrics for match in [TASK_ACC.match(name)] if match}
-    return [match.group(1) for name in M.METRICS for match in [TASK_ACC.match(name)] if match and match.group(1) in seen]
+    """The tasks some row has an accuracy for (task/<name>/acc), by name."""
+    return sorted({match.group(1) for r in rows for name in r.metrics for match in [TASK_ACC.match(name)] if match})
 
 
 def short_task_names(tasks: List[str]) -> Dict[str, str]:

@@ -5,7 +5,7 @@ Rule: drop every run that breaks a constraint; among the rest take the best by `
 whose 95 % intervals on the deciding metric overlap (runner/report/ties.py) are a tie, and a tie goes
 to the faster one (quality) or the better quality (speed, size).
 
-With a deployment scenario (runner/deployment.py), like with like: only runs measured on the
+With a deployment scenario (runner/config/deployment.py), like with like: only runs measured on the
 scenario's hardware profile under its load (benchmark kind, lengths, concurrency, arrival) are
 judged, and latency/throughput come from that load's metrics (serving p95 under the scenario's users,
 or the offline single stream for an offline scenario); a format with no such run is rejected as "not
@@ -38,7 +38,7 @@ class Constraints:
     max_ttft_p95_s: Optional[float] = None
     max_tpot_p95_s: Optional[float] = None
     max_failure_rate: Optional[float] = None
-    scenario: Any = None  # a deployment scenario: judge only runs measured like it (runner/deployment.py)
+    scenario: Any = None  # a deployment scenario: judge only runs measured like it (runner/config/deployment.py)
 
     @classmethod
     def of_scenario(cls, d, hardware_budget: Optional[float] = None) -> "Constraints":
@@ -69,7 +69,7 @@ def _served_or(row: Row, serving: str, offline: str) -> str:
 
 def throughput_metric(row: Row, c: Optional[Constraints] = None) -> str:
     if c is not None and c.scenario is not None:
-        from runner.deployment import METRIC_OF
+        from runner.config.deployment import METRIC_OF
 
         return METRIC_OF[c.scenario.kind]["throughput"]
     return _served_or(row, "serving/throughput_tok_s", "perf/decode_tok_s")
@@ -77,7 +77,7 @@ def throughput_metric(row: Row, c: Optional[Constraints] = None) -> str:
 
 def latency_metric(row: Row, c: Optional[Constraints] = None) -> str:
     if c is not None and c.scenario is not None:
-        from runner.deployment import METRIC_OF
+        from runner.config.deployment import METRIC_OF
 
         return METRIC_OF[c.scenario.kind]["latency_s"]
     return _served_or(row, "serving/latency_s_p95", "perf/latency_s_p95")
@@ -117,7 +117,7 @@ def like_scenario(row: Row, c: Constraints) -> Optional[str]:
     hw = row.params.get("hardware.name")
     if hw is not None and hw != d.hardware:
         return f"measured on hardware '{hw}', the scenario is for '{d.hardware}'"
-    from runner.deployment import mismatch
+    from runner.report.scenario import mismatch
 
     return mismatch(row.params, d)
 
@@ -274,14 +274,14 @@ def decision_text(result: Dict, c: Constraints, rows: List[Row]) -> str:
     d = c.scenario
     lines = []
     if d is not None:
-        from runner.deployment import describe_load
+        from runner.report.scenario import describe_load
 
         lines += [f"# Deployment scenario `{d.name}`", "", f"{d.description}".strip(), "",
                   f"- load: {describe_load(d)} on hardware `{d.hardware}`",
                   f"- bounds: {'; '.join(scenario_bounds(c)) or 'none'}", f"- preference: {d.prefer}", ""]
     choice = result["choice"]
     if choice is None:
-        lines += ["## No recommendation", "", f"No format meets every bound of the scenario."]
+        lines += ["## No recommendation", "", "No format meets every bound of the scenario."]
     else:
         lines += [f"## Recommendation: {choice.label}", "", f"Why: {result['reason']}."]
         if result["runner_up"] is not None:
@@ -307,7 +307,7 @@ def without_scenario_text(rows: List[Row]) -> str:
     quality = [r for r in finished if r.get("quality/kld_mean") is not None or r.get("quality/ppl_delta_pct") is not None]
     groups = [("best quality (KLD vs the baseline, then Δppl)", "quality", quality),
               ("smallest in memory", "size", [r for r in finished if memory(r)])]
-    from runner.deployment import run_load
+    from runner.report.scenario import run_load
 
     loads: Dict[str, List[Row]] = {}
     for r in finished:  # speed only compares runs measured under the same load

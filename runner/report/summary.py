@@ -1,15 +1,10 @@
 """The one-screen summary printed at the end of a run or a sweep, read back from MLflow."""
 from typing import Dict, List
 
-from runner.data.tokenization import MIN_CHARS_PER_TOKEN
-from runner.engines.vllm import TOP_K as VLLM_TOP_K
 from runner.metrics import in_table
 from runner.report import ties
 from runner.report.columns import SUMMARY, TIE_MARKED, cells, short_task_names, task_names, used, with_tasks
 from runner.report.data import rows_of
-
-FULL_VOCAB_ENGINES = ("torch", "llama_cpp", "exllamav2", "openvino")  # their log-probs cover the whole vocabulary
-
 
 def table(runs) -> str:
     """The summary table, best quality first (runner/report/ties.py quality_order)."""
@@ -58,24 +53,32 @@ def task_notes(rows) -> List[str]:
 
 
 def kld_notes(runs, k: str) -> List[str]:
-    """What quality/kld_mean is, per engine that produced the candidates' log-probs."""
-    by_engine: Dict[str, List[str]] = {}
+    """What quality/kld_mean is, per engine, from how it returned its log-probs (the run's eval.logprobs)."""
+    full: Dict[str, List[str]] = {}
+    top: Dict[tuple, List[str]] = {}
+    other: Dict[str, List[str]] = {}
     for r in runs:
-        if "quality/kld_mean" in r.data.metrics:
-            by_engine.setdefault(r.data.params.get("format.engine", "?"), []).append(r.data.params.get("format.name", "?"))
+        if "quality/kld_mean" not in r.data.metrics:
+            continue
+        p = r.data.params
+        engine, name, given = p.get("format.engine", "?"), p.get("format.name", "?"), p.get("eval.logprobs")
+        if given == "full":
+            full.setdefault(engine, []).append(name)
+        elif given and given.startswith("top-"):
+            top.setdefault((engine, given[4:]), []).append(name)
+        else:
+            other.setdefault(engine, []).append(name)
     notes = []
-    exact = sorted(e for e in by_engine if e in FULL_VOCAB_ENGINES)
-    if exact:
-        notes.append(f"KLD on {', '.join(exact)}: full-vocabulary log-probs, KLD over the baseline's top-{k} tokens + "
+    if full:
+        notes.append(f"KLD on {', '.join(sorted(full))}: full-vocabulary log-probs, KLD over the baseline's top-{k} tokens + "
                      "one bucket for the rest: a lower bound, exact when those tokens hold all the mass.")
-    if "vllm" in by_engine:
-        notes.append(f"KLD on vllm ({', '.join(sorted(by_engine['vllm']))}): an approximation that can over-state KLD. "
-                     f"vLLM returns only its top-{VLLM_TOP_K} prompt log-probs per position; the rest of each "
+    for (engine, n), names in sorted(top.items()):
+        notes.append(f"KLD on {engine} ({', '.join(sorted(names))}): an approximation that can over-state KLD. "
+                     f"{engine} returns only its top-{n} prompt log-probs per position; the rest of each "
                      f"distribution is rebuilt by spreading the remaining mass evenly, so a baseline top-{k} token "
                      f"outside them gets far too little probability.")
-    other = sorted(e for e in by_engine if e not in FULL_VOCAB_ENGINES and e != "vllm")
     if other:
-        notes.append(f"KLD on {', '.join(other)}: how this engine's log-probs are obtained is not described here.")
+        notes.append(f"KLD on {', '.join(sorted(other))}: how this engine's log-probs are obtained is not described here.")
     return notes
 
 
@@ -91,7 +94,7 @@ def tokenization_warnings(runs) -> List[str]:
     lines = []
     for r in runs:
         cpt = r.data.params.get("eval.chars_per_token")
-        if cpt is not None and cpt != "None" and float(cpt) < MIN_CHARS_PER_TOKEN:
+        if r.data.params.get("eval.tokens_plausible") == "False":
             lines.append(f"WARNING {r.data.params.get('format.name', '?')}: the eval stream has {float(cpt):.2f} "
                          f"characters per token ({r.data.params.get('eval.tokenizer', '?')} tokenizer): character-level "
                          "tokenization is implausible for a real model; its perplexities mean little.")

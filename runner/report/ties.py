@@ -1,7 +1,7 @@
 """Are two runs distinguishable on a metric? The one place that decides it, from logged intervals.
 
 A quality metric's interval is its 95 % paired bootstrap interval over scoring windows
-(`<name>_ci_low` / `_ci_high`, runner/stats.py, logged by the evaluate stage). An offline speed's
+(`<name>_ci_low` / `_ci_high`, runner/quality/bootstrap.py, logged by the evaluate stage). An offline speed's
 interval is its range over the benchmark's repeats (`<name>_min` / `_max`, runner/stages/benchmark.py).
 Two rows whose intervals on a metric overlap are not distinguishable on this protocol: the summary
 marks them "≈" and the recommendation treats them as a tie.

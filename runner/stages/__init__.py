@@ -1,37 +1,58 @@
-"""The stages of a job and their one signature: run(StageContext) -> StageResult.
+"""The stages of a job, in pipeline order, and their one signature: run(StageContext) -> StageResult.
 
 A stage reads what it needs from the context (config, model, cache, engine, the artifact once
-quantize made it, the eval token stream built on first use) and returns what to log; runner/job.py
-runs the configured stages in order and logs every result the same way. Each stage's module is
-imported only when it runs: this package must stay light (the resume path and the benchmark worker
-import it, neither may pull in torch or transformers).
+quantize made it, the eval token stream and the eval baseline's artifact, each built on first use)
+and returns what to log; runner/job.py runs the configured stages in order and logs every result the
+same way. Each stage's module is imported only when it runs: this package must stay light (the
+resume path and the benchmark worker import it, neither may pull in torch or transformers).
+
+To add a stage: write runner/stages/<name>.py with `run(ctx) -> StageResult`, add its row to STAGES
+(what it reads and its config check, so the job key and the checks follow without naming it), declare
+every metric it logs in runner/metrics.py, and add its name to the `stages` lists that should run it.
 """
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+from omegaconf import DictConfig
+
+from runner.cache import Cache
+from runner.config import checks
 from runner.errors import UserError
 
 
 @dataclass
 class StageContext:
-    cfg: Any  # the job's resolved DictConfig
+    cfg: DictConfig  # the job's resolved config
     model: Any  # runner.data.models.ModelSource
-    cache: Any  # runner.cache.Cache
+    cache: Cache
     run_dir: Path
-    engine: Any  # the job's engine (format.engine), never the cached artifact's first user's
-    artifact: Any = None  # runner.stages.quantize.Artifact, set by the quantize stage
+    engine: Any  # runner.engines.base.Engine: the job's (format.engine), never the cached artifact's first user's
+    artifact: Any = None  # runner.formats.artifacts.Artifact, set by the quantize stage
     _stream: Any = field(default=None, repr=False)
+    _baseline: Any = field(default=None, repr=False)
 
     @property
     def stream(self):
         """The eval corpus as token ids, shared by evaluate and benchmark: built once per job."""
         if self._stream is None:
-            from runner.stages.stream import token_stream
+            from runner.quality.stream import token_stream
 
             self._stream = token_stream(self.model, self.cfg.eval, self.cache)
         return self._stream
+
+    @property
+    def baseline(self):
+        """(config, artifact) of the eval.baseline preset: what KLD and the tasks' retained share compare to."""
+        if self._baseline is None:
+            from runner.formats import load_format_preset
+            from runner.formats.artifacts import quantize
+
+            baseline_cfg = load_format_preset(self.cfg.eval.baseline, "eval.baseline")
+            self._baseline = baseline_cfg, quantize(self.model, baseline_cfg, self.cfg.calibration, self.cfg.hardware,
+                                                    self.cache)
+        return self._baseline
 
 
 @dataclass
@@ -43,16 +64,41 @@ class StageResult:
     summary: Dict[str, Any] = field(default_factory=dict)  # merged into the run's results.json
 
 
-Stage = Callable[[StageContext], StageResult]
-# name -> module with run(ctx), imported when the stage runs; register() adds callables (plugins, tests)
-STAGES: Dict[str, Any] = {"quantize": "runner.stages.quantize", "evaluate": "runner.stages.evaluate",
-                          "benchmark": "runner.stages.benchmark"}
-STAGES["tasks"] = "runner.tasks.stage"  # lm-eval task accuracy (eval.tasks); nothing to do when that is empty
-STAGES["dequant_check"] = "runner.stages.dequant_check"  # opt-in: GGUF dequantized on torch vs llama.cpp
+StageFn = Callable[[StageContext], StageResult]
 
 
-def register(name: str, stage: Stage) -> None:
-    STAGES[name] = stage
+@dataclass(frozen=True)
+class Stage:
+    run: Union[str, StageFn]  # a module with run(ctx), imported when the stage runs, or the callable itself
+    reads_stream: bool = False  # the eval token stream: eval.* is checked and the eval text is in the job key
+    uses_baseline: Callable[[DictConfig], bool] = lambda cfg: False  # the eval.baseline preset's artifact
+    check: Callable[[DictConfig], None] = lambda cfg: None  # raises UserError naming the key, before any work
+
+
+def _check_tasks(cfg: DictConfig) -> None:
+    if cfg.eval.get("tasks"):
+        from runner.tasks.registry import check_tasks
+
+        check_tasks(cfg.eval.tasks, cfg.eval.get("task_limit"))
+
+
+STAGES: Dict[str, Stage] = {
+    "quantize": Stage("runner.stages.quantize"),
+    "evaluate": Stage("runner.stages.evaluate", reads_stream=True, uses_baseline=lambda cfg: True,
+                      check=lambda cfg: checks.bootstrap_settings(cfg.eval)),
+    # lm-eval task accuracy (eval.tasks); nothing to do when that is empty
+    "tasks": Stage("runner.stages.tasks", uses_baseline=lambda cfg: bool(cfg.eval.get("tasks")), check=_check_tasks),
+    # the benchmark's prompts are cut from the eval stream
+    "benchmark": Stage("runner.stages.benchmark", reads_stream=True,
+                       check=lambda cfg: checks.check_benchmark(cfg.benchmark, cfg.eval)),
+    # opt-in: a GGUF dequantized on torch vs llama.cpp, scored against the baseline like evaluate
+    "dequant_check": Stage("runner.stages.dequant_check", reads_stream=True, uses_baseline=lambda cfg: True,
+                           check=lambda cfg: checks.bootstrap_settings(cfg.eval)),
+}
+
+
+def register(name: str, stage: Union[Stage, StageFn]) -> None:
+    STAGES[name] = stage if isinstance(stage, Stage) else Stage(stage)
 
 
 def unregister(name: str) -> None:
@@ -69,8 +115,29 @@ def plan(names) -> List[str]:
     return ["quantize"] + [s for s in names if s != "quantize"]
 
 
+def reads_stream(cfg: DictConfig) -> bool:
+    return any(STAGES[s].reads_stream for s in cfg.stages if s in STAGES)
+
+
+def uses_baseline(cfg: DictConfig) -> bool:
+    return any(STAGES[s].uses_baseline(cfg) for s in cfg.stages if s in STAGES)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise a UserError naming the first key whose value cannot work, for the stages this job runs."""
+    from runner.engines import get_engine
+
+    checks.check_hardware(cfg.hardware)
+    checks.check_calibration(cfg.calibration)
+    if reads_stream(cfg):
+        checks.check_eval(cfg.eval)
+    for name in plan(cfg.stages):
+        STAGES[name].check(cfg)
+    get_engine(cfg.format.engine).check_format(cfg.format, cfg.hardware)
+
+
 def run_stage(name: str, ctx: StageContext) -> StageResult:
-    stage = STAGES[name]
-    if isinstance(stage, str):
-        stage = importlib.import_module(stage).run
-    return stage(ctx)
+    run = STAGES[name].run
+    if isinstance(run, str):
+        run = importlib.import_module(run).run
+    return run(ctx)

@@ -2,10 +2,10 @@
 
 benchmark.kind=offline (here): one request = a fixed prompt (the first prompt_tokens ids of the eval
 stream) + greedy decoding of gen_tokens new tokens. Medians over `repeats` after `warmup` unmeasured
-requests. It runs in a fresh process (runner/stages/benchmark_worker.py) that imports only the
+requests. It runs in a fresh process (runner/benchmark/worker.py) that imports only the
 engine: its peak RSS is what deploying that engine needs, not this job process with torch,
 transformers and whatever the earlier stages left behind.
-benchmark.kind=serving: a real server under concurrent load (runner/serving/).
+benchmark.kind=serving: a real server under concurrent load (runner/benchmark/).
 """
 import os
 import pickle
@@ -23,12 +23,12 @@ import numpy as np
 import runner
 from runner.engines import get_engine
 from runner.errors import UserError
-from runner.library_logs import job_log_files
+from runner.system.library_logs import job_log_files
 from runner.stages import StageContext, StageResult
-from runner.stages.stream import stream_params
-from runner.stats import spread
+from runner.quality.stream import stream_params
+from runner.quality.bootstrap import spread
 
-WORKER = "runner.stages.benchmark_worker"
+WORKER = "runner.benchmark.worker"
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -52,7 +52,7 @@ def memory_scope(engine_name: str, bench_cfg) -> str:
 def benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str, out_dir=None) -> Dict[str, float]:
     kind = getattr(bench_cfg, "kind", "offline")
     if kind == "serving":
-        from runner.serving.benchmark import serving_benchmark
+        from runner.benchmark.serving import serving_benchmark
 
         return serving_benchmark(artifact, model, bench_cfg, stream, hardware, engine_name, out_dir)
     if kind != "offline":

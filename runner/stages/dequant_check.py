@@ -5,7 +5,7 @@ llama.cpp (its quantized kernels: activations rounded to 8 bits for the dot prod
 accumulations) and by torch on the file's weights dequantized to fp32 (transformers via gguf-py,
 which reads every tensor type, i-quants included). The second KLD is what the stored weights cost;
 the difference is what llama.cpp's kernels add. Per-token values are paired, so the interval of the
-gap comes from a bootstrap over windows (tokens inside a window are correlated, windows much less): runner/stats.py's,
+gap comes from a bootstrap over windows (tokens inside a window are correlated, windows much less): runner/quality/bootstrap.py's,
 with evaluate's windows and eval.bootstrap, so these intervals are comparable with evaluate's.
 
 Opt-in: add it to the stages (`stages=[quantize,evaluate,dequant_check,benchmark]`); it costs a
@@ -19,10 +19,11 @@ from typing import Optional, Tuple
 import numpy as np
 
 from runner.stages import StageContext, StageResult
-from runner.stages import quality_math as M
-from runner.stages.evaluate import PerToken, bootstrap_settings, per_token
-from runner.stages.reference import Reference, baseline_reference
-from runner.stats import LEVEL, window_mean_interval
+from runner.quality import scoring as M
+from runner.config.checks import bootstrap_settings
+from runner.stages.evaluate import PerToken, per_token
+from runner.quality.reference import Reference, baseline_reference
+from runner.quality.bootstrap import LEVEL, window_mean_interval
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def run(ctx: StageContext) -> StageResult:
              artifact.manifest["format"], kernel_kld, metrics["quality/kld_mean_dequant"], metrics["quality/kld_kernel_gap"],
              metrics.get("quality/kld_kernel_gap_ci_low", "-"), metrics.get("quality/kld_kernel_gap_ci_high", "-"), flag)
     params = {"eval.dequant_check": "llama_cpp vs torch fp32 on the file's dequantized weights",
-              "eval.dequant_check_ci": f"{LEVEL:.0%} bootstrap over windows, evaluate's (runner/stats.py, {resamples} resamples, "
+              "eval.dequant_check_ci": f"{LEVEL:.0%} bootstrap over windows, evaluate's (runner/quality/bootstrap.py, {resamples} resamples, "
                                        f"seed {seed})",
               "eval.dequant_check_rule": f"flag when the gap's interval excludes 0 and |gap| > max({MIN_GAP_NATS} nats, "
                                          f"{MIN_GAP_SHARE:.0%} of the dequantized KLD)"}

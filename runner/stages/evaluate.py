@@ -1,24 +1,24 @@
 """evaluate(artifact) -> quality metrics on one fixed token stream shared by every engine.
 
-The stream (runner/stages/stream.py) is the eval corpus tokenized once by the base model's tokenizer;
-the baseline's top-k log-probs on its windows come from runner/stages/reference.py. As a stage (run):
+The stream (runner/quality/stream.py) is the eval corpus tokenized once by the base model's tokenizer;
+the baseline's top-k log-probs on its windows come from runner/quality/reference.py. As a stage (run):
 builds both on first use, evaluates the job's artifact on the job's engine, logs the protocol.
 """
 import gc
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 import numpy as np
 from tqdm import tqdm
 
 from runner.engines import get_engine
-from runner.errors import UserError
+from runner.config.checks import bootstrap_settings
 from runner.stages import StageContext, StageResult
-from runner.stages.reference import Reference, baseline_reference
-from runner.stages.stream import TokenStream, iter_windows, protocol
-from runner.stages import quality_math as M
-from runner.stats import WindowSums, quality_intervals
+from runner.quality.reference import Reference, baseline_reference
+from runner.quality.stream import TokenStream, iter_windows, protocol
+from runner.quality import scoring as M
+from runner.quality.bootstrap import WindowSums, quality_intervals
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -29,26 +29,15 @@ def run(ctx: StageContext) -> StageResult:
     quality = evaluate(ctx.artifact, ctx.model, ctx.cfg.eval, stream, ref, ctx.cfg.hardware, ctx.engine.NAME)
     quality["time/evaluate_s"] = time.perf_counter() - start
     params = {**protocol(ctx.cfg.eval, stream), "eval.baseline_engine": ref.engine,
+              "eval.logprobs": "full" if ctx.engine.LOGPROBS_TOP_K is None else f"top-{ctx.engine.LOGPROBS_TOP_K}",
               "eval.bootstrap.windows": len(window_sizes(stream, ctx.cfg.eval)),
               "eval.bootstrap.resamples": resamples, "eval.bootstrap.seed": seed}
     return StageResult(metrics=quality, params=params, summary={"quality": quality})
 
 
 def window_sizes(stream: TokenStream, eval_cfg) -> list:
-    """Scored tokens per window, in scoring order: the bootstrap's units (runner/stats.py)."""
+    """Scored tokens per window, in scoring order: the bootstrap's units (runner/quality/bootstrap.py)."""
     return [len(rows) for _, rows, _ in iter_windows(stream, eval_cfg)]
-
-
-def bootstrap_settings(eval_cfg) -> Tuple[int, int]:
-    """eval.bootstrap's (resamples, seed); defaults where a config has no such group."""
-    boot = getattr(eval_cfg, "bootstrap", None)
-    resamples, seed = getattr(boot, "resamples", 1000), getattr(boot, "seed", 0)
-    if not isinstance(resamples, int) or resamples < 0:
-        raise UserError("eval.bootstrap.resamples", f"must be an integer >= 0 (got {resamples!r})",
-                        "set it to e.g. 1000, or 0 for no intervals")
-    if not isinstance(seed, int) or seed < 0:
-        raise UserError("eval.bootstrap.seed", f"must be an integer >= 0 (got {seed!r})", "set it to e.g. 0")
-    return resamples, seed
 
 
 @dataclass

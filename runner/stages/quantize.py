@@ -1,51 +1,9 @@
-"""quantize(model, format, calibration, hardware) -> Artifact: a folder plus manifest.json, cached.
-
-As a stage (run): the job's artifact on the context, its size metrics, manifest and cache tags.
-"""
-import json
-import logging
+"""The quantize stage: the job's artifact on the context, its size metrics, manifest and cache tags."""
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Dict
 
-from omegaconf import OmegaConf
-
-from runner.cache import Cache
-from runner.data.calibration import calibration_identity
-from runner.formats import get_format
+from runner.formats.artifacts import MANIFEST, quantize
 from runner.formats.base import describe_tensor_types
-from runner.hashing import sha256_file
 from runner.stages import StageContext, StageResult
-
-log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
-
-
-@dataclass
-class Artifact:
-    """Facts about the files only: which engine runs them is each job's own format.engine."""
-
-    path: Path
-    manifest: Dict[str, Any]
-    cache_hit: bool = False
-
-    @property
-    def bytes(self) -> int:
-        return self.manifest["weight_bytes"]
-
-    @property
-    def bits_per_weight(self) -> float:
-        return self.manifest["bits_per_weight"]
-
-
-def artifact_key(model, format_cfg, calibration_cfg, cache: Cache) -> str:
-    fmt = get_format(format_cfg.family)
-    settings = OmegaConf.to_container(format_cfg, resolve=True)
-    settings.pop("name", None)  # neither a preset's name nor the engine that will run it changes the file
-    settings.pop("engine", None)
-    calib = calibration_identity(calibration_cfg, cache) if fmt.uses_calibration(format_cfg) else None
-    return Cache.key("artifact", model.identity, settings, calib, fmt.library_versions())
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -66,51 +24,3 @@ def run(ctx: StageContext) -> StageResult:
     return StageResult(metrics=size, params=params, files=[(artifact.path / MANIFEST, None)],
                        tags={"cache.artifact": "hit" if artifact.cache_hit else "miss", "artifact.path": str(artifact.path)},
                        summary={"size": size, "manifest": artifact.manifest})
-
-
-def quantize(model, format_cfg, calibration_cfg, hardware_cfg, cache: Cache) -> Artifact:
-    fmt = get_format(format_cfg.family)
-    fmt.validate(format_cfg, model)
-    key = artifact_key(model, format_cfg, calibration_cfg, cache)
-    hit = cache.get("artifacts", key)  # verified against its .entry.json; a corrupt one is recomputed
-    if hit and (hit / MANIFEST).exists():
-        return Artifact(hit, json.loads((hit / MANIFEST).read_text()), cache_hit=True)
-    log.info("quantizing %s to %s", model.name, format_cfg.name)
-    with cache.put("artifacts", key, label=f"{model.name} {format_cfg.name}") as tmp:
-        start = time.perf_counter()
-        extras = fmt.quantize(model, format_cfg, calibration_cfg, hardware_cfg, tmp, cache=cache)
-        wall = time.perf_counter() - start
-        manifest = _manifest(tmp, model, format_cfg, fmt, extras, wall, key, cache.memo_dir)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    path = cache.get("artifacts", key)
-    return Artifact(path, json.loads((path / MANIFEST).read_text()))
-
-
-def _manifest(folder: Path, model, format_cfg, fmt, extras: Dict[str, Any], wall: float, key: str, memo_dir) -> Dict[str, Any]:
-    weight_files = extras.pop("weight_files")
-    files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p, memo_dir)} for p in sorted(folder.iterdir()) if p.is_file()}
-    weight_bytes = sum(files[n]["bytes"] for n in weight_files)
-    tensor_bytes = extras.pop("tensor_bytes", None) or sum(_tensor_data_bytes(folder / n) for n in weight_files)
-    return {
-        "key": key,
-        "format": format_cfg.name,
-        "family": format_cfg.family,
-        "model": {"name": model.name, "identity": model.identity, "n_params": model.n_params, "origin": model.origin},
-        "files": files,
-        "weight_files": weight_files,
-        "weight_bytes": weight_bytes,
-        # bits per weight over the base model's parameter count, from the tensor data actually stored
-        "bits_per_weight": 8.0 * tensor_bytes / model.n_params if model.n_params else None,
-        "library_versions": fmt.library_versions(),
-        "quantize_s": wall,
-        **extras,
-    }
-
-
-def _tensor_data_bytes(path: Path) -> int:
-    """Bytes of tensor data in a safetensors file (file size minus its JSON header)."""
-    if path.suffix != ".safetensors":
-        return path.stat().st_size
-    with open(path, "rb") as f:
-        header_len = int.from_bytes(f.read(8), "little")
-    return path.stat().st_size - 8 - header_len

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 
 from runner.cache import Cache
 from runner.engines import get_engine
-from runner.packages import dist_versions
+from runner.system.packages import dist_versions
 from runner.tasks.registry import METRIC, task_identity, task_spec
 
 log = logging.getLogger(__name__)

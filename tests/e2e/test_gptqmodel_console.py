@@ -1,5 +1,5 @@
 """gptqmodel prints its banner, INFO lines, config dumps and timing tables straight to stdout (LogBar, print):
-in a job they belong in the job's log file, not on the console (runner/library_logs.py)."""
+in a job they belong in the job's log file, not on the console (runner/system/library_logs.py)."""
 import pytest
 
 pytestmark = pytest.mark.quantlib

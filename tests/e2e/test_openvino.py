@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from helpers import ROOT, TINY_ARGS, assert_benchmarked, mlflow_runs, run_qrun
-from runner.config import register_configs
+from runner.config.schema import register_configs
 from runner.engines import openvino as OV
 from runner.errors import UserError
 
@@ -63,7 +63,7 @@ def test_artifact_reloads_without_runner(tmp_path, cache_dir, tiny_model_dir):
     path, reloads it, generates, and its log-probs equal the engine's."""
     from runner.cache import Cache
     from runner.data.models import resolve_model
-    from runner.stages.quantize import quantize
+    from runner.formats.artifacts import quantize
 
     cfg = _compose("model=hf", f"model.id={tiny_model_dir}", "format=openvino_int4", "hardware.threads=1")
     cache = Cache(cache_dir)

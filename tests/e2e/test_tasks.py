@@ -21,9 +21,9 @@ def tiny_fp32(cache_dir, tiny_model_dir):
     from hydra import compose, initialize_config_dir
 
     from runner.cache import Cache
-    from runner.config import register_configs
+    from runner.config.schema import register_configs
     from runner.data.models import resolve_model
-    from runner.stages.quantize import quantize
+    from runner.formats.artifacts import quantize
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

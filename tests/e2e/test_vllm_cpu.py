@@ -12,11 +12,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from helpers import ROOT, TINY_ARGS, mlflow_runs, run_qrun
-from runner.config import register_configs
+from runner.config.schema import register_configs
 from runner.engines import vllm as V
-from runner.engines.vllm_worker import ABORT_AT_EXIT
+from runner.engines.workers.vllm_worker import ABORT_AT_EXIT
 from runner.errors import UserError
-from runner.validation import check_config
+from runner.stages import check_config
 
 pytestmark = pytest.mark.vllm
 
@@ -55,7 +55,7 @@ def test_unsupported_combination_names_its_key(overrides, key):
 
 
 def test_int4_without_avx512_is_refused(monkeypatch):
-    monkeypatch.setattr("runner.environment.cpu_flags", lambda: ["avx2"])
+    monkeypatch.setattr("runner.system.environment.cpu_flags", lambda: ["avx2"])
     with pytest.raises(UserError, match="AVX-512") as e:
         check_config(_compose("format=gptq_int4", "format.engine=vllm"))
     assert e.value.key == "hardware"
@@ -119,9 +119,9 @@ def test_worker_that_dies_before_answering_fails(tiny_model_dir):
 def test_server_under_load(tmp_path, cache_dir, tiny_model_dir):
     from runner.cache import Cache
     from runner.data.models import resolve_model
-    from runner.serving.benchmark import serving_benchmark
-    from runner.stages.quantize import quantize
-    from runner.stages.stream import token_stream
+    from runner.benchmark.serving import serving_benchmark
+    from runner.formats.artifacts import quantize
+    from runner.quality.stream import token_stream
 
     cfg = _compose("model=hf", f"model.id={tiny_model_dir}", "format=bf16", "format.engine=vllm", "eval.n_tokens=1024",
                    "benchmark=serving", "benchmark.prompt_tokens=32", "benchmark.gen_tokens=8",

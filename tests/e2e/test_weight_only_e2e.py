@@ -33,7 +33,7 @@ def test_every_default_backend_finishes_with_sane_numbers(sweep):
 
 
 def test_calibrated_formats_record_their_calibration_text(sweep, shakespeare_dir):
-    from runner.hashing import sha256_bytes
+    from runner.system.hashing import sha256_bytes
 
     works = ["tempest_gut.txt", "twelfth_night_gut.txt", "as_you_like_it_gut.txt", "much_ado_about_nothing_gut.txt",
              "midsummer_nights_dream_gut.txt", "merchant_of_venice_gut_f.txt", "henry_v_gut.txt", "richard_ii_gut.txt"]

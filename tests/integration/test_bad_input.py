@@ -130,7 +130,7 @@ def test_unwritable_sqlite_tracking_uri_stops_a_sweep_before_its_parent_run(tmp_
     from omegaconf import OmegaConf
 
     from helpers import compose
-    from runner.callbacks import MlflowSweepCallback
+    from runner.sweep import MlflowSweepCallback
 
     (tmp_path / "a_file").write_text("not a folder")
     cfg = compose([f"tracking.uri=sqlite:///{tmp_path}/a_file/mlflow.db"])

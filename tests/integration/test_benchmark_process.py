@@ -10,13 +10,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers import assert_benchmarked
-from runner.config import HardwareConfig
+from runner.config.schema import HardwareConfig
 from runner.engines import get_engine
 from runner.errors import UserError
 from runner.report.recommend import Constraints, violations
 from runner.report.data import Row
 from runner.stages.benchmark import benchmark, run_worker, worker_request
-from runner.stages.quantize import Artifact
+from runner.formats.artifacts import Artifact
 
 BENCH = OmegaConf.create({"kind": "offline", "prompt_tokens": 16, "gen_tokens": 8, "repeats": 2, "warmup": 1})
 STREAM = SimpleNamespace(ids=np.arange(1, 65))

@@ -12,13 +12,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers import ROOT
-from runner.config import BenchmarkConfig
-from runner.deployment import CapacitySearchConfig
+from runner.config.schema import BenchmarkConfig
+from runner.config.deployment import CapacitySearchConfig
 from runner.errors import UserError
-from runner.serving import capacity as cap
-from runner.serving.benchmark import capacity_search, window_starts
-from runner.serving.loadgen import arrival_offsets, run_load, summarize
-from runner.serving.servers import ServerProcess, ServerSpec, pick_port
+from runner.benchmark import capacity as cap
+from runner.benchmark.serving import capacity_search, window_starts
+from runner.benchmark.loadgen import arrival_offsets, run_load, summarize
+from runner.benchmark.servers import ServerProcess, ServerSpec, pick_port
 
 THROTTLED = ROOT / "tests" / "throttled_server.py"
 

@@ -57,7 +57,7 @@ IMPORTS = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, format="[%(name)s][%(levelname)s] - %(message)s")
 logging.getLogger().addHandler(logging.FileHandler(sys.argv[1]))  # as Hydra's job log
-from runner.library_logs import route_library_logs
+from runner.system.library_logs import route_library_logs
 route_library_logs()
 import torchao.quantization, bitsandbytes  # what an INT8 / NF4 job imports
 logging.getLogger("torchao").warning("a real warning stays on the console")
@@ -82,7 +82,7 @@ def test_harmless_import_warnings_go_to_the_job_log(tmp_path):
 
 @pytest.mark.slow
 def test_the_benchmark_process_sends_its_library_noise_to_the_job_log(tmp_path, cache_dir, tiny_model_dir):
-    """The offline benchmark runs in a fresh process (runner/stages/benchmark_worker.py): its imports warn too."""
+    """The offline benchmark runs in a fresh process (runner/benchmark/worker.py): its imports warn too."""
     proc = run_qrun(["model=hf", f"model.id={tiny_model_dir}", "format=fp32", "stages=[quantize,benchmark]",
                      "benchmark=quick", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path, cache_dir)
     console = proc.stdout + proc.stderr
@@ -96,7 +96,7 @@ def test_the_benchmark_process_sends_its_library_noise_to_the_job_log(tmp_path, 
 AUTOROUND_LOG = """
 import logging, sys
 logging.basicConfig(handlers=[logging.FileHandler(sys.argv[1])], level=logging.INFO)
-from runner.library_logs import route_library_logs
+from runner.system.library_logs import route_library_logs
 route_library_logs()
 from auto_round.logger import logger  # auto-round's own logger, with its own console handler
 logger.info("block 3 loss: 0.0123, peak RAM 1.7 GB")

@@ -14,14 +14,14 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from helpers import QRUN, ROOT, mlflow_runs, run_qrun
-from runner.config import BenchmarkConfig, register_configs
-from runner.deployment import mismatch
-from runner.presets import load_preset
+from runner.config.schema import BenchmarkConfig, register_configs
+from runner.report.scenario import mismatch
+from runner.config.presets import load_preset
 from runner.report.data import Row
 from runner.report.recommend import Constraints, recommend
-from runner.serving.capacity import read_csv
-from runner.serving.loadgen import run_load, summarize
-from runner.serving.servers import ServerProcess, ServerSpec, pick_port
+from runner.tracking import capacity_csv
+from runner.benchmark.loadgen import run_load, summarize
+from runner.benchmark.servers import ServerProcess, ServerSpec, pick_port
 
 register_configs()
 THROTTLED = ROOT / "tests" / "throttled_server.py"
@@ -82,7 +82,7 @@ def test_scenario_sweep_ends_with_the_decision_on_the_parent_run(scenario_sweep,
     # capacity: the largest probed user count whose probe met the SLO, read back from the raw probes
     for child in children:
         fmt = child.data.params["format.name"]
-        probes = read_csv(Path(client.download_artifacts(child.info.run_id, "artifacts/serving/capacity.csv", str(cwd / fmt))))
+        probes = capacity_csv.read(Path(client.download_artifacts(child.info.run_id, "artifacts/serving/capacity.csv", str(cwd / fmt))))
         held = [int(p["users"]) for p in probes if int(p["meets_slo"])]
         assert child.data.metrics["capacity/max_users"] == (max(held) if held else 0), probes
         assert all(float(p["latency_s_p95"]) <= 5.0 for p in probes if int(p["meets_slo"]))
@@ -102,8 +102,8 @@ def test_bad_scenario_is_one_line_before_any_job(tmp_path, cache_dir):
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "deployment").glob("*.yaml")))
 def test_every_scenario_composes_validates_and_drives_the_benchmark(name):
-    from runner.deployment import validate
-    from runner.presets import _compose
+    from runner.config.deployment import validate
+    from runner.config.presets import _compose
 
     cfg = _compose([f"deployment={name}", "experiment=cpu_quick"])  # the scenario wins over the experiment's benchmark
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

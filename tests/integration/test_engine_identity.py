@@ -74,7 +74,11 @@ def _logged_runs(tmp_path, rows):
               "eval.baseline": "fp32", "eval.baseline_engine": "torch", "eval.kld_topk": "64", "eval.tokenizer": "hf"}
     for name, engine, chars_per_token in rows:
         run = client.create_run(exp)
-        for k, v in {**common, "format.name": name, "format.engine": engine, "eval.chars_per_token": chars_per_token}.items():
+        logged = {"format.name": name, "format.engine": engine, "eval.chars_per_token": chars_per_token,
+                  # what the evaluate stage logs: vLLM hands back its top-128 log-probs, the others the whole vocabulary
+                  "eval.logprobs": "top-128" if engine == "vllm" else "full",
+                  "eval.tokens_plausible": str(float(chars_per_token) >= 1.5)}
+        for k, v in {**common, **logged}.items():
             client.log_param(run.info.run_id, k, v)
         client.log_metric(run.info.run_id, "quality/kld_mean", 0.01)
         client.set_terminated(run.info.run_id)

@@ -135,7 +135,7 @@ def test_engine_runs_the_gguf_as_stock_llama_cpp_does(gguf_sweep):
     amx = "; weight repacking off (llama.cpp's AMX buffer crashes here)" if _ggml_runs_amx() else ""
     assert by["gguf_q8_0"].data.params["engine.kernel"] == f"flash attention {flash_attn} (llama.cpp's default: auto){amx}"
     # the serving benchmark's server (llama-cpp-python's, whose Llama() forces it off) is told the same
-    from runner.serving.servers import llama_cpp_server
+    from runner.benchmark.servers import llama_cpp_server
 
     hardware = SimpleNamespace(threads=2, n_gpu_layers=0)
     spec = llama_cpp_server.spec(SimpleNamespace(path=folder, manifest=manifest), SimpleNamespace(path=folder),
@@ -151,7 +151,7 @@ def test_weights_stay_out_of_llama_cpps_amx_buffer_where_ggml_runs_amx(monkeypat
     import llama_cpp as lc
 
     from runner.engines import llama_cpp as engine
-    from runner.serving.servers import llama_cpp_server
+    from runner.benchmark.servers import llama_cpp_server
 
     _, cache, _, _ = gguf_sweep
     folder, manifest = _manifests(cache)["gguf_q8_0"]

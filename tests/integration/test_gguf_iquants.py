@@ -57,7 +57,7 @@ def test_low_bit_iquant_without_imatrix_is_one_line_before_work(tmp_path, tiny_m
 
 def test_every_iquant_preset_asks_for_an_imatrix():
     from runner.formats import load_format_preset
-    from runner.formats.gguf import NEEDS_IMATRIX, QUANT_TYPES
+    from runner.formats.gguf.format import NEEDS_IMATRIX, QUANT_TYPES
 
     for preset in ("gguf_iq4_xs", "gguf_iq4_nl", "gguf_iq3_s", "gguf_iq2_xs"):
         fmt = load_format_preset(preset, "format")

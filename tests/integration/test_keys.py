@@ -10,13 +10,13 @@ from hydra import compose, initialize_config_dir
 
 from helpers import ROOT, TINY_ARGS, mlflow_runs, run_job
 from runner.cache import Cache
-from runner.config import register_configs
+from runner.config.schema import register_configs
 from runner.data.models import model_fingerprint, resolve_model
-from runner.environment import code_identity
-from runner.hashing import sha256_bytes
-from runner import packages
+from runner.system.environment import code_identity
+from runner.system.hashing import sha256_bytes
+from runner.system import packages
 from runner.job import job_key
-from runner.stages.quantize import quantize
+from runner.formats.artifacts import quantize
 
 register_configs()
 IMATRIX_CALIB = ["format=gguf_q4_k_m_imatrix", "calibration=file", "calibration.n_samples=4", "calibration.seq_len=64"]
@@ -143,7 +143,7 @@ def test_two_different_dirty_trees_have_different_code_identities(tmp_path):
 
 
 def test_environment_facts_do_not_import_torch():
-    code = ("import sys, json; from runner import environment as e; "
+    code = ("import sys, json; from runner.system import environment as e; "
             "print(json.dumps([e.environment_tags(), e.host_identity(), 'torch' in sys.modules]))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]

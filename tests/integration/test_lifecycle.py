@@ -11,7 +11,7 @@ import pytest
 from helpers import QRUN, ROOT, TINY_ARGS, mlflow_runs, qrun_env, run_job, run_qrun, seed_store
 from omegaconf import OmegaConf
 
-from runner.lifecycle import Terminated, sigterm_raises
+from runner.system.lifecycle import Terminated, sigterm_raises
 
 
 def _dead_pid() -> int:
@@ -101,7 +101,7 @@ def test_the_run_ends_even_when_logging_the_error_fails(tmp_path, cache_dir, tin
     from hydra import compose, initialize_config_dir
 
     from runner import job
-    from runner.config import register_configs
+    from runner.config.schema import register_configs
     from runner.tracking import Tracker
 
     register_configs()

@@ -27,7 +27,7 @@ def _run(code, args, cwd, cache_dir):
 
 
 def test_importing_the_app_and_the_job_loads_no_ml_library(tmp_path, cache_dir):
-    proc, heavy = _run(REPORT + "import runner.config, runner.job, runner.cli\n", [], tmp_path, cache_dir)
+    proc, heavy = _run(REPORT + "import runner.config.schema, runner.job, runner.cli\n", [], tmp_path, cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert heavy == ""
 

@@ -24,14 +24,15 @@ from omegaconf import OmegaConf
 
 from helpers import QRUN, ROOT, mlflow_runs, run_qrun
 from runner.cache import Cache
-from runner.config import BenchmarkConfig, register_configs
+from runner.config.schema import BenchmarkConfig, register_configs
 from runner.data.models import resolve_model
 from runner.errors import UserError
-from runner.serving.loadgen import check_load_config, run_load, summarize
-from runner.serving.servers import ServerProcess, ServerSpec, pick_port, server_spec
-from runner.stages.stream import token_stream
-from runner.stages.quantize import quantize
-from runner.serving.benchmark import make_prompts, serving_benchmark
+from runner.benchmark.loadgen import run_load, summarize
+from runner.config.checks import check_load_config
+from runner.benchmark.servers import ServerProcess, ServerSpec, pick_port, server_spec
+from runner.quality.stream import token_stream
+from runner.formats.artifacts import quantize
+from runner.benchmark.serving import make_prompts, serving_benchmark
 
 register_configs()
 TINY = ["eval.n_tokens=1024", "benchmark=serving", "benchmark.prompt_tokens=32", "benchmark.gen_tokens=8",
@@ -206,7 +207,7 @@ def test_transformers_serve_runs_torch_artifacts(tiny_model_dir, cache_dir, tmp_
 
 
 def test_vllm_server_command(tiny_model_dir):
-    from runner.serving.servers.vllm_server import build_cmd, spec
+    from runner.benchmark.servers.vllm_server import build_cmd, spec
 
     cfg = _cfg(tiny_model_dir, "fp16", "hardware=rtx3090x2", "benchmark.concurrency=50")
     cmd = build_cmd(Path("/art/gptq"), "gptq_int4", cfg.benchmark, cfg.hardware, "127.0.0.1", 8123)

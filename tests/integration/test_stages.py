@@ -16,14 +16,14 @@ def test_plan_keeps_the_configured_order_with_quantize_first():
         with pytest.raises(UserError) as e:
             stages.plan(bad)
         assert e.value.key == "stages" and f"unknown or missing stages {named}" in str(e.value)
-        assert f"[{','.join(stages.STAGES)}]" in str(e.value) and "quantize,evaluate,benchmark" in str(e.value)
+        assert f"[{','.join(stages.STAGES)}]" in str(e.value) and "quantize,evaluate,tasks,benchmark" in str(e.value)
 
 
 @pytest.fixture
 def probes(monkeypatch):
     """Two extra stages, registered in-process, that record what they saw and return a result to log."""
     from runner import metrics
-    from runner.stages import stream
+    from runner.quality import stream
 
     seen, built = [], []
     real_stream = stream.token_stream
@@ -50,7 +50,7 @@ def test_stages_run_in_order_and_their_results_reach_mlflow(probes, tmp_path, ca
     from hydra import compose, initialize_config_dir
 
     from runner import job
-    from runner.config import register_configs
+    from runner.config.schema import register_configs
 
     seen, built = probes
     register_configs()

@@ -75,7 +75,7 @@ def test_corrupt_cache_entry_is_recomputed(tmp_path, tiny_model_dir, empty_cache
 
 
 def test_qrun_cache_list_and_prune(tmp_path, tiny_model_dir, empty_cache, capsys):
-    from runner.cache_cli import main as qrun_cache
+    from runner.cache.cli import main as qrun_cache
 
     assert run_job(["format=fp16", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize]"], tmp_path,
                    empty_cache).returncode == 0

@@ -7,17 +7,17 @@ import pytest
 from omegaconf import OmegaConf
 
 from runner.cache import Cache
-from runner.config import CorpusConfig, EvalConfig
+from runner.config.schema import CorpusConfig, EvalConfig
 from runner.data.models import ModelSource, resolve_model
 from runner.data.tokenization import (choose_tokenizer, first_difference, hf_tokenizer, llama_cpp_tokenizer,
                                       resolve_add_bos)
-from runner.formats.gguf_files import read_header
+from runner.formats.gguf.files import read_header
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir, cache_dir):
     """(the tiny model, its f16 GGUF made by llama.cpp's own converter)."""
-    from runner.formats.gguf import convert_once
+    from runner.formats.gguf.format import convert_once
 
     cache = Cache(cache_dir)
     model = resolve_model(OmegaConf.create({"name": "tiny", "source": "hf", "id": str(tiny_model_dir),
@@ -88,7 +88,7 @@ def _eval_cfg(**kw):
 def test_stream_of_a_gguf_model_uses_llama_cpp_ids_and_its_own_cache_key(tiny, char_level, cache_dir):
     """token_stream: a model from a GGUF whose rebuilt HF tokenizer is character-level gets llama.cpp's ids."""
     from runner.data.corpus import load_corpus
-    from runner.stages.stream import protocol, token_stream
+    from runner.quality.stream import protocol, token_stream
 
     _, gguf = tiny
     folder = char_level[1]
@@ -139,7 +139,7 @@ def test_add_bos_follows_the_gguf(tiny, tiny_model_dir):
 def test_resolved_add_bos_feeds_windows_and_protocol(tiny_model_dir, cache_dir, tmp_path, adds_bos):
     from transformers import AutoTokenizer
 
-    from runner.stages.stream import iter_windows, protocol, token_stream
+    from runner.quality.stream import iter_windows, protocol, token_stream
 
     AutoTokenizer.from_pretrained(tiny_model_dir, add_bos_token=adds_bos).save_pretrained(tmp_path)
     model = ModelSource(name="tiny", path=tmp_path, identity="x", n_params=0, origin="", weights_note="")

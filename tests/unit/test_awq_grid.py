@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from runner.cache import Cache
-from runner.config import register_configs
+from runner.config.schema import register_configs
 from runner.errors import UserError
 from runner.formats import get_format
 from runner.paths import CONF_DIR
@@ -29,7 +29,7 @@ def test_grid_settings_reach_the_awq_modifier():
 
 
 def test_the_grid_is_part_of_the_artifact_key(cache_dir, shakespeare_dir):
-    from runner.stages.quantize import artifact_key
+    from runner.formats.artifacts import artifact_key
 
     model, cache = SimpleNamespace(identity="m"), Cache(cache_dir)
     keys = {artifact_key(model, cfg.format, cfg.calibration, cache)

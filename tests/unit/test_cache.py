@@ -80,7 +80,7 @@ def test_truncated_file_and_missing_manifest_are_incomplete(tmp_path):
 
 
 def test_hash_memo_survives_the_rename(tmp_path):
-    from runner.hashing import _MEMO_NAME
+    from runner.system.hashing import _MEMO_NAME
 
     cache = Cache(tmp_path)
     with cache.put("artifacts", "k") as tmp:
@@ -114,7 +114,7 @@ def _temps(root, kind="*"):
 
 
 def test_prune_keeps_a_live_writers_temp_removes_a_dead_ones_and_honours_kind(tmp_path):
-    from runner.cache_cli import main as qrun_cache
+    from runner.cache.cli import main as qrun_cache
 
     cache = Cache(tmp_path)
     _die_while(tmp_path, "with Cache(root).put('artifacts', 'a' * 32) as a, Cache(root).put('tokens', 'b' * 32) as t:\n"
@@ -134,7 +134,7 @@ def test_prune_keeps_a_live_writers_temp_removes_a_dead_ones_and_honours_kind(tm
 
 
 def test_prune_cleans_every_kind_of_temp(tmp_path):
-    from runner.cache_cli import main as qrun_cache
+    from runner.cache.cli import main as qrun_cache
 
     cache = Cache(tmp_path)
     with cache.put("artifacts", "k" * 32) as tmp:

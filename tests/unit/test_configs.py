@@ -9,7 +9,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from helpers import ROOT
-from runner.config import register_configs
+from runner.config.schema import register_configs
 from runner.formats import FORMATS, load_format_preset
 
 CONF = ROOT / "conf"

@@ -5,7 +5,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
 from helpers import ROOT
-from runner.config import register_configs
+from runner.config.schema import register_configs
 from runner.engines import ENGINES
 from runner.formats import get_format, load_format_preset
 

@@ -12,11 +12,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from runner.cache import Cache
-from runner.config import CalibrationConfig, ModelConfig
+from runner.config.schema import CalibrationConfig, ModelConfig
 from runner.data.models import resolve_model
 from runner.errors import UserError
 from runner.formats import exl2, load_format_preset
-from runner.stages.quantize import quantize
+from runner.formats.artifacts import quantize
 
 CALIB = OmegaConf.structured(CalibrationConfig(name="t", n_samples=4, seq_len=64))
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from runner.stages import quality_math as M
-from runner.config import HardwareConfig
+from runner.quality import scoring as M
+from runner.config.schema import HardwareConfig
 from runner.engines import get_engine
 from runner.engines.vllm import TOP_K, _as_floats, dense_logprobs
 from runner.errors import UserError

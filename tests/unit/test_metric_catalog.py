@@ -56,7 +56,7 @@ def test_the_scan_catches_a_new_undeclared_literal():
 
 
 def test_serving_load_logs_only_declared_names_apart_from_offline_ones():
-    from runner.serving.loadgen import RequestResult, summarize
+    from runner.benchmark.loadgen import RequestResult, summarize
 
     results = [RequestResult(i, status="ok", sent_s=0.1 * i, ttft_s=0.05, latency_s=0.5, tpot_s=0.01, output_tokens=8)
                for i in range(4)] + [RequestResult(4, status="failed")]

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from runner.stages import quality_math as M
+from runner.quality import scoring as M
 
 
 def _log_softmax(x):

@@ -13,10 +13,11 @@ from runner.report.columns import SUMMARY, cells
 from runner.report.data import Row
 from runner.report.summary import render, table
 from runner.stages.benchmark import speed_spread
-from runner.stages.evaluate import bootstrap_settings, evaluate
-from runner.stages.reference import Reference
-from runner.stages.stream import TokenStream
-from runner.stats import WindowSums, quality_intervals, resample_counts
+from runner.config.checks import bootstrap_settings
+from runner.stages.evaluate import evaluate
+from runner.quality.reference import Reference
+from runner.quality.stream import TokenStream
+from runner.quality.bootstrap import WindowSums, quality_intervals, resample_counts
 
 CI = ("quality/ppl", "quality/ppl_delta_pct", "quality/kld_mean", "quality/top1_agree")
 
@@ -177,7 +178,7 @@ def test_a_real_job_logs_intervals_spread_and_protocol_params(tmp_path, cache_di
     from hydra import compose, initialize_config_dir
 
     from runner import job
-    from runner.config import register_configs
+    from runner.config.schema import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

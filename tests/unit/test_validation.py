@@ -1,4 +1,4 @@
-"""runner/validation.py on composed configs: every numeric key that cannot work is refused, naming it.
+"""runner/config/checks.py on composed configs: every numeric key that cannot work is refused, naming it.
 
 The real `qrun` path (exit 2, FAILED run, empty cache) is covered in tests/test_bad_input.py.
 """
@@ -7,9 +7,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from helpers import ROOT
-from runner.config import register_configs
+from runner.config.schema import register_configs
 from runner.errors import UserError
-from runner.validation import MAX_KLD_TOPK, check_config, usable_cores
+from runner.config.checks import MAX_KLD_TOPK
+from runner.stages import check_config
+from runner.system.environment import usable_cores
 
 CONF = ROOT / "conf"
 register_configs()

@@ -2,11 +2,11 @@
 import pytest
 
 from runner.cache import Cache
-from runner.config import CalibrationConfig, CorpusConfig
+from runner.config.schema import CalibrationConfig, CorpusConfig
 from runner.data.calibration import load_calibration
 from runner.data.models import ModelSource
 from runner.errors import UserError
-from runner.hashing import sha256_bytes
+from runner.system.hashing import sha256_bytes
 
 
 @pytest.fixture(scope="module")

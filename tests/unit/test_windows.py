@@ -4,7 +4,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from runner.errors import UserError
-from runner.stages.stream import TokenStream, iter_windows
+from runner.quality.stream import TokenStream, iter_windows
 
 
 def _stream(n):

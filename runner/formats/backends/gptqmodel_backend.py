@@ -8,7 +8,7 @@ CPU pitfalls handled here:
 - AWQ: the default kernel needs CUDA ("AWQ: CUDA is not available") -> BACKEND.AWQ_TORCH, which only
   takes fp16/bf16 ("AwqTorchLinear only supports [float16, bfloat16]"): the model is loaded in fp16.
 - offload_to_disk is off: it would write a temp folder's path into the saved config.
-- its save print()s the folder listing and the whole config.json: moved to the job log (runner/library_logs.py).
+- its save print()s the folder listing and the whole config.json: moved to the job log (runner/system/library_logs.py).
 - every quantize starts by writing and fsync-ing a 100 MB temp file to rate the disk for offload_to_disk,
   which is off here: the probe is skipped (`_no_disk_probe`); what it writes into the checkpoint is unchanged.
 """
@@ -18,7 +18,7 @@ from typing import List
 
 import torch
 
-from runner.library_logs import stdout_to_job_log
+from runner.system.library_logs import stdout_to_job_log
 
 
 def _gptqmodel(threads: int):

@@ -1,0 +1,125 @@
+"""Capacity under an SLO: the largest concurrency at which one server still meets benchmark.slo.
+
+What vLLM's serve_sla and GuideLLM's goodput profile do for one server, here for every format of a
+sweep. A probe is a closed-loop load at c users on the running server; it meets the SLO when every
+bound in benchmark.slo holds at the 95th percentile (timed-out requests counted at their timeout,
+runner/benchmark/loadgen.py) and (failed + not sent) / requests <= benchmark.capacity.max_failure_rate.
+The search starts from the scenario's own load (already measured: probe one is free), doubles while
+probes pass, then bisects between the largest passing and the smallest failing concurrency. It is
+bounded: at most max_users users, max_probes loads, max_requests requests and max_total_s seconds in
+all; a search cut short reports the largest passing concurrency as a lower bound (bracketed = 0).
+"""
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from runner.tracking import capacity_csv
+
+SLO_METRICS = {"ttft_s": "serving/ttft_s_p95", "tpot_s": "serving/tpot_s_p95", "latency_s": "serving/latency_s_p95"}
+
+
+@dataclass
+class Probe:
+    users: int
+    requests: int
+    metrics: Dict[str, float]
+    misses: List[str]  # the bounds it breaks; empty: it meets the SLO
+    seconds: float = 0.0
+
+    @property
+    def meets(self) -> bool:
+        return not self.misses
+
+
+@dataclass
+class Capacity:
+    max_users: int  # largest concurrency that met the SLO (0: not even one user)
+    bracketed: bool  # the next concurrency up was measured to miss it (else max_users is a lower bound)
+    probes: List[Probe] = field(default_factory=list)
+    stopped_by: str = ""  # why the search ended before bracketing: max_users, max_probes, max_requests, max_total_s
+    search_s: float = 0.0
+
+
+def misses(metrics: Dict[str, float], slo, max_failure_rate: float) -> List[str]:
+    """The SLO bounds a load's metrics break (p95s; a missing percentile -- no request finished -- breaks its bound)."""
+    out = []
+    for key, name in SLO_METRICS.items():
+        bound = slo[key] if hasattr(slo, "__getitem__") else getattr(slo, key)
+        if bound is None:
+            continue
+        value = metrics.get(name)
+        if value is None or not value <= bound:
+            out.append(f"{key[:-2]} p95 {'-' if value is None else f'{value:.3f}'} s > {bound:g} s")
+    rate = metrics.get("serving/failure_rate")
+    if rate is not None and rate > max_failure_rate:
+        out.append(f"{100 * rate:.1f} % failed > {100 * max_failure_rate:.1f} %")
+    return out
+
+
+def requests_for(users: int, cfg) -> int:
+    return max(users * cfg.requests_per_user, cfg.min_requests)
+
+
+def search(run_probe: Callable[[int], Probe], cfg, first: Optional[Probe] = None, start_users: int = 1) -> Capacity:
+    """Bounded bisection over concurrency. run_probe(c) loads the server at c users; `first` is a probe already run."""
+    t0 = time.perf_counter()
+    probes: List[Probe] = [first] if first is not None else []
+    lo, hi = 0, None  # lo: largest concurrency that met the SLO; hi: smallest that missed it
+    used = first.requests if first is not None else 0
+
+    def record(p: Probe) -> None:
+        nonlocal lo, hi
+        if p.meets:
+            lo = max(lo, p.users)
+        else:
+            hi = p.users if hi is None else min(hi, p.users)
+
+    if first is not None:
+        record(first)
+    c = min(max(start_users, 1), cfg.max_users) if first is None else None
+    stopped_by = ""
+    while True:
+        if c is None:  # next concurrency to try
+            if hi is None:
+                if lo >= cfg.max_users:
+                    stopped_by = "max_users"
+                    break
+                c = min(max(2 * lo, 1), cfg.max_users)
+            else:
+                if hi - lo <= 1:
+                    break
+                c = (lo + hi) // 2
+        if len(probes) >= cfg.max_probes:
+            stopped_by = "max_probes"
+            break
+        if used + requests_for(c, cfg) > cfg.max_requests:
+            stopped_by = "max_requests"
+            break
+        if time.perf_counter() - t0 >= cfg.max_total_s:
+            stopped_by = "max_total_s"
+            break
+        p = run_probe(c)
+        probes.append(p)
+        used += p.requests
+        record(p)
+        c = None
+    bracketed = hi is not None and hi - lo <= 1
+    return Capacity(lo, bracketed, probes, "" if bracketed else stopped_by, time.perf_counter() - t0)
+
+
+def metrics_of(cap: Capacity) -> Dict[str, float]:
+    return {"capacity/max_users": float(cap.max_users), "capacity/bracketed": float(cap.bracketed),
+            "capacity/probes": float(len(cap.probes)), "capacity/search_s": cap.search_s}
+
+
+def write_csv(cap: Capacity, path: Path) -> None:
+    """capacity.csv: one row per probe, in the order run (the report's plot of users vs P95 reads it back)."""
+    rows = []
+    for p in cap.probes:
+        m = p.metrics
+        rows.append({"users": p.users, "requests": p.requests, "meets_slo": int(p.meets), "misses": "; ".join(p.misses),
+                     "ttft_s_p95": m.get("serving/ttft_s_p95", ""), "latency_s_p95": m.get("serving/latency_s_p95", ""),
+                     "tpot_s_p95": m.get("serving/tpot_s_p95", ""), "failure_rate": m.get("serving/failure_rate", ""),
+                     "throughput_tok_s": m.get("serving/throughput_tok_s", ""), "seconds": round(p.seconds, 3)})
+    capacity_csv.write(rows, path)

@@ -1,0 +1,65 @@
+"""The baseline's top-k log-probs on the eval windows: what KL-divergence and top-1 agreement compare to.
+
+Computed once per (baseline artifact, engine, token stream, protocol) and cached (its size bound:
+runner/quality/scoring.py). The baseline is the eval.baseline preset, quantized (or found in the
+cache) like any artifact and run on that preset's own format.engine.
+"""
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from runner.cache import Cache
+from runner.engines import get_engine
+from runner.quality.stream import TokenStream, iter_windows, uses_bos
+from runner.quality import scoring as M
+
+
+@dataclass
+class Reference:
+    nll: np.ndarray  # baseline NLL per scored token
+    top_ids: np.ndarray  # [n_scored, k]
+    top_logprobs: np.ndarray  # [n_scored, k]
+    baseline: str
+    artifact_key: str
+    engine: str
+
+    @property
+    def ppl(self) -> float:
+        return M.perplexity(self.nll)
+
+
+def baseline_reference(ctx) -> Reference:
+    """The reference of the job's eval.baseline preset on the job's token stream."""
+    cfg = ctx.cfg
+    baseline_cfg, baseline = ctx.baseline
+    return reference(ctx.model, cfg.eval, ctx.stream, cfg.hardware, ctx.cache, baseline, baseline_cfg.engine)
+
+
+def reference(model, eval_cfg, stream: TokenStream, hardware, cache: Cache, baseline_artifact, engine: str) -> Reference:
+    """The baseline artifact's top-k log-probs on `engine` (the baseline preset's format.engine)."""
+    key = Cache.key("reference", baseline_artifact.manifest["key"], engine, stream.key, eval_cfg.ctx_len, eval_cfg.stride,
+                    uses_bos(stream, eval_cfg), eval_cfg.kld_topk)
+    hit = cache.get("references", key)
+    if not hit:
+        loaded = get_engine(engine).load(baseline_artifact, model, hardware)
+        nll, ids, lps = [], [], []
+        try:
+            for inputs, rows, targets in tqdm(list(iter_windows(stream, eval_cfg)), desc=f"reference ({eval_cfg.baseline} on {engine})", unit="win"):
+                lp = loaded.logprobs(inputs)[rows]
+                nll.append(M.token_nll(lp, targets))
+                top_i, top_l = M.topk(lp, eval_cfg.kld_topk)
+                ids.append(top_i)
+                lps.append(top_l)
+        finally:
+            loaded.close()
+        with cache.put("references", key, label=f"{model.name} {eval_cfg.baseline} top-{eval_cfg.kld_topk}") as tmp:
+            np.savez(tmp / "reference.npz", nll=np.concatenate(nll).astype(np.float32), top_ids=np.concatenate(ids),
+                     top_logprobs=np.concatenate(lps))
+            (tmp / "meta.json").write_text(json.dumps({"baseline": eval_cfg.baseline, "engine": engine,
+                                                       "artifact": baseline_artifact.manifest["key"]}))
+        hit = cache.get("references", key)
+    data = np.load(hit / "reference.npz")
+    return Reference(data["nll"].astype(np.float64), data["top_ids"], data["top_logprobs"], eval_cfg.baseline,
+                     baseline_artifact.manifest["key"], engine)

@@ -1,0 +1,48 @@
+"""Whether a run was measured under a deployment scenario's load: its logged params against the scenario's.
+
+Like with like: latency and throughput are held against the scenario only when the run was measured
+with the same benchmark kind, prompt and output lengths, and for kind=serving the same concurrency and
+arrival pattern (and rate) -- runner/config/deployment.py defines the scenario itself.
+"""
+from typing import Dict, Optional
+
+
+def describe_load(d) -> str:
+    """The scenario's load in words, e.g. 'serving, 4 users, closed loop, 128+32 tokens'."""
+    if d.kind == "offline":
+        return f"offline single stream, {d.prompt_tokens}+{d.output_tokens} tokens"
+    arrival = "closed loop" if d.arrival == "closed" else f"poisson {d.rate:g} req/s"
+    return f"serving, {d.users} user{'s' * (d.users != 1)}, {arrival}, {d.prompt_tokens}+{d.output_tokens} tokens"
+
+
+def run_load(params: Dict[str, str]) -> str:
+    """A run's load in words, from its logged params."""
+    p = params
+    tokens = f"{p.get('benchmark.prompt_tokens', '?')}+{p.get('benchmark.gen_tokens', '?')} tokens"
+    if p.get("benchmark.kind", "offline") == "offline":
+        return f"offline single stream, {tokens}" if "benchmark.prompt_tokens" in p else "a load its params do not record"
+    arrival = "closed loop" if p.get("benchmark.arrival") == "closed" else f"poisson {_num(p.get('benchmark.rate'))} req/s"
+    return f"serving, {p.get('benchmark.concurrency', '?')} users, {arrival}, {tokens}"
+
+
+def mismatch(params: Dict[str, str], d) -> Optional[str]:
+    """None when the run (its logged params) was measured under the scenario's load, else what differs."""
+    p = params
+    wanted = {"benchmark.kind": d.kind, "benchmark.prompt_tokens": d.prompt_tokens, "benchmark.gen_tokens": d.output_tokens}
+    if d.kind == "serving":
+        wanted.update({"benchmark.concurrency": d.users, "benchmark.arrival": d.arrival})
+        if d.arrival == "poisson":
+            wanted["benchmark.rate"] = d.rate
+    differs = [k for k, v in wanted.items() if _num(p.get(k, "offline" if k == "benchmark.kind" else None)) != _num(v)]
+    if not differs:
+        return None
+    return f"measured as {run_load(p)}, not as the scenario's {describe_load(d)}"
+
+
+def _num(v) -> str:
+    """Params are strings: compare 4 and '4', 2.0 and '2' alike."""
+    try:
+        return f"{float(v):g}"
+    except (TypeError, ValueError):
+        return str(v)
+

@@ -1,0 +1,47 @@
+"""The tasks stage: lm-eval task accuracy (eval.tasks) of the job's artifact on the job's engine, and of the
+eval.baseline preset on its own engine, so each run logs the share of the baseline's accuracy it keeps.
+
+Logs task/<name>/acc (+ _ci_low/_ci_high: acc +- 1.96 stderr, clipped to [0, 1]), task/<name>/acc_stderr,
+task/<name>/acc_retained and task/<name>/time_s (the compute time of the run that finished the task).
+Nothing to do when eval.tasks is empty (the default).
+"""
+import time
+
+from runner.stages import StageContext, StageResult
+from runner.tasks.registry import check_tasks
+from runner.tasks.run import run_tasks
+
+Z95 = 1.959964
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg = ctx.cfg
+    tasks = list(cfg.eval.tasks or [])
+    if not tasks:
+        return StageResult()
+    check_tasks(tasks, cfg.eval.task_limit)
+    start = time.perf_counter()
+    limit, add_bos = cfg.eval.task_limit, cfg.eval.add_bos
+    mine = run_tasks(ctx.artifact, ctx.model, ctx.engine.NAME, tasks, limit, cfg.hardware, ctx.cache, add_bos)
+    baseline_cfg, baseline_artifact = ctx.baseline
+    base = run_tasks(baseline_artifact, ctx.model, baseline_cfg.engine, tasks, limit, cfg.hardware, ctx.cache, add_bos)
+    metrics, table = {}, {}
+    for task, r in mine.items():
+        half = Z95 * r.acc_stderr
+        b = base[task].acc
+        retained = r.acc / b if b > 0 else float("nan")
+        metrics.update({f"task/{task}/acc": r.acc, f"task/{task}/acc_ci_low": max(0.0, r.acc - half),
+                        f"task/{task}/acc_ci_high": min(1.0, r.acc + half), f"task/{task}/acc_stderr": r.acc_stderr,
+                        f"task/{task}/acc_retained": retained, f"task/{task}/time_s": r.seconds})
+        table[task] = {"acc": r.acc, "acc_stderr": r.acc_stderr, "n": r.n, "baseline_acc": b, "retained": retained,
+                       "seconds": r.seconds, "cache_hit": r.cache_hit, "resumed": r.resumed}
+    metrics["time/tasks_s"] = time.perf_counter() - start
+    params = {"eval.tasks_n_items": ",".join(f"{t}={r.n}" for t, r in mine.items()),
+              "eval.tasks_lm_eval": _lm_eval_version()}
+    return StageResult(metrics=metrics, params=params, summary={"tasks": table})
+
+
+def _lm_eval_version() -> str:
+    from runner.system.packages import dist_versions
+
+    return dist_versions("lm-eval")
