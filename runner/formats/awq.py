@@ -11,7 +11,6 @@ Defaults: group 32 with zero point (asymmetric), fair to Q4_1-rounded weights.
 from runner.errors import UserError
 from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
-from runner.config.formats import AwqConfig
 
 VERSIONS = ("GEMM", "GEMV")
 # gptqmodel and autoawq search a fixed 20-point grid: format.n_grid / duo_scaling act on llmcompressor only
@@ -46,8 +45,6 @@ def _autoawq(model, cfg, samples, hardware, out_dir):
 
 
 class AwqFormat(WeightOnlyFormat):
-    FAMILY = "awq"
-    SCHEMA = AwqConfig
     USES_CALIBRATION = True
     BITS = "w_bit"
     BACKENDS = {

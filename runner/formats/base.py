@@ -2,14 +2,11 @@
 from pathlib import Path
 from typing import Any, ClassVar, Dict
 
-from runner.config.formats import FormatConfig  # noqa: F401  (the schemas live apart, light: runner/config/formats.py)
 
 
 class Format:
-    """One format family. Subclasses set FAMILY and SCHEMA and implement quantize()."""
+    """One format family (its row, schema and engines: runner/config/formats.py). Subclasses implement quantize()."""
 
-    FAMILY: ClassVar[str]
-    SCHEMA: ClassVar[type]
     USES_CALIBRATION: ClassVar[bool] = False  # when True the calibration config is part of the cache key
 
     def uses_calibration(self, cfg: Any) -> bool:

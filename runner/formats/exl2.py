@@ -27,7 +27,6 @@ from runner.cache import Cache
 from runner.data.corpus import load_corpus
 from runner.errors import UserError
 from runner.formats.base import Format
-from runner.config.formats import Exl2Config
 from runner.system.gpu import require_cuda
 
 log = logging.getLogger(__name__)
@@ -122,8 +121,6 @@ def ensure_measurement(model, calibration, cache: Cache) -> Tuple[Path, bool]:
 
 
 class Exl2Format(Format):
-    FAMILY = "exl2"
-    SCHEMA = Exl2Config
     USES_CALIBRATION = True
 
     def validate(self, cfg, model) -> None:

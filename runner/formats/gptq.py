@@ -9,7 +9,6 @@ Q4_1 rounding, like the embedded SmolLM2); groups must divide every layer width 
 from runner.errors import UserError
 from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
-from runner.config.formats import GptqConfig
 
 
 def _gptqmodel(model, cfg, samples, hardware, out_dir):
@@ -33,8 +32,6 @@ def _llmcompressor(model, cfg, samples, hardware, out_dir):
 
 
 class GptqFormat(WeightOnlyFormat):
-    FAMILY = "gptq"
-    SCHEMA = GptqConfig
     USES_CALIBRATION = True
     BITS = "bits"
     BACKENDS = {

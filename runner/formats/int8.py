@@ -7,7 +7,6 @@ torchao and bitsandbytes quantize the fp32 model as it loads and save what they 
 norms and lm_head stay fp32 (on SmolLM2 its tied 28M-parameter embedding is half of the bytes).
 """
 from runner.formats.backend_table import Backend, WeightOnlyFormat
-from runner.config.formats import Int8Config
 
 
 def _at_load(kind: str, layout: str):
@@ -28,8 +27,6 @@ def _llmcompressor(model, cfg, samples, hardware, out_dir):
 
 
 class Int8Format(WeightOnlyFormat):
-    FAMILY = "int8"
-    SCHEMA = Int8Config
     BACKENDS = {
         "torchao": Backend(("torchao",), "int8", _at_load("torchao", "torchao Int8WeightOnly"), store_fp16=False),
         "bitsandbytes": Backend(("bitsandbytes",), "int8", _at_load("bnb_int8", "bitsandbytes LLM.int8"), store_fp16=False),

@@ -5,7 +5,6 @@ The seed's load-time row (on CUDA there); it runs on CPU too. Saved with save_pr
 """
 from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
-from runner.config.formats import Nf4Config
 
 
 def _bitsandbytes(model, cfg, samples, hardware, out_dir):
@@ -17,8 +16,6 @@ def _bitsandbytes(model, cfg, samples, hardware, out_dir):
 
 
 class Nf4Format(WeightOnlyFormat):
-    FAMILY = "nf4"
-    SCHEMA = Nf4Config
     BACKENDS = {"bitsandbytes": Backend(("bitsandbytes",), "int8", _bitsandbytes, store_fp16=False)}
     LIBRARIES = ("torch", "transformers", "bitsandbytes")
 

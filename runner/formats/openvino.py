@@ -12,7 +12,6 @@ from pathlib import Path
 from runner.engines import openvino as ov_engine
 from runner.errors import UserError
 from runner.formats.base import Format
-from runner.config.formats import OpenvinoConfig
 
 PRECISIONS = ("f32", "bf16", "f16", "")
 WEIGHT_FILE = "openvino_model.bin"
@@ -26,8 +25,6 @@ def compressed_widths(model_path: Path) -> dict:
 
 
 class OpenvinoFormat(Format):
-    FAMILY = "openvino"
-    SCHEMA = OpenvinoConfig
 
     def validate(self, cfg, model) -> None:
         if cfg.engine != "openvino":

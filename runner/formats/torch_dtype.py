@@ -4,13 +4,10 @@ from pathlib import Path
 from runner.system import packages
 from runner.errors import UserError
 from runner.formats.base import Format
-from runner.config.formats import TorchDtypeConfig
 
 DTYPES = ("bfloat16", "float16", "float32")  # names of torch dtypes; torch is imported only to quantize
 
 class TorchDtypeFormat(Format):
-    FAMILY = "torch_dtype"
-    SCHEMA = TorchDtypeConfig
 
     def validate(self, cfg, model) -> None:
         if cfg.dtype not in DTYPES:

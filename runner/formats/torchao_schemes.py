@@ -16,7 +16,6 @@ from runner.engines.torch_engine import torchao_int8_kernel
 from runner.errors import UserError
 from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
-from runner.config.formats import TorchaoConfig
 
 SCHEMES = ("w8a8_dynamic",)
 # Measured on torch 2.13.0 CPU + torchao 0.18.0 + transformers 5.17.0 (DESIGN §5 style: why there is no preset).
@@ -78,8 +77,6 @@ def _w8a8_dynamic(model, cfg, samples, hardware, out_dir):
 
 
 class TorchaoFormat(WeightOnlyFormat):
-    FAMILY = "torchao"
-    SCHEMA = TorchaoConfig
     BACKENDS = {"torchao": Backend(("torchao",), "int8", _w8a8_dynamic, store_fp16=False)}
     LIBRARIES = ("torch", "transformers", "torchao")
 

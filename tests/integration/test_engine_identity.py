@@ -58,7 +58,8 @@ def test_llama_cpp_engine_on_a_safetensors_format_is_one_line(tiny_model_dir, ca
     out = run_job(["format=fp32", "format.engine=llama_cpp", "model=hf", f"model.id={tiny_model_dir}",
                    "stages=[quantize,evaluate]", *TINY_ARGS], tmp_path, cache_dir)
     assert out.returncode == 2
-    assert out.line.startswith("error: format.engine: llama_cpp runs GGUF files")
+    assert out.line.startswith("error: format.engine: llama_cpp does not run the torch_dtype format (fp32) -- fix: "
+                               "use format.engine=torch or vllm or exllamav2")
 
 
 # --- the summary says what KLD is, per engine ----------------------------------------------------------

@@ -10,7 +10,8 @@ from omegaconf import OmegaConf
 
 from helpers import ROOT
 from runner.config.schema import register_configs
-from runner.formats import FORMATS, load_format_preset
+from runner.config.formats import FAMILIES
+from runner.formats import load_format_preset
 
 CONF = ROOT / "conf"
 GROUPS = ["model", "format", "calibration", "hardware", "eval", "benchmark", "tracking"]
@@ -45,7 +46,8 @@ def test_every_group_option_composes(group, option):
 @pytest.mark.parametrize("option", _options("format"))
 def test_format_presets_have_registered_family(option):
     cfg = _compose([f"format={option}"])
-    assert cfg.format.family in FORMATS
+    assert cfg.format.family in FAMILIES
+    assert cfg.format.engine in FAMILIES[cfg.format.family].engines, "a preset's engine must be one its family runs on"
     assert load_format_preset(option, "eval.baseline") == cfg.format
 
 
@@ -76,7 +78,12 @@ def test_unknown_format_lists_options():
     assert listed == _options("format")  # the presets only: the schemas they extend are not options
 
 
-@pytest.mark.parametrize("family", sorted(FORMATS))
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_familys_schema_default_engine_heads_its_row(family):
+    assert FAMILIES[family].schema().engine == FAMILIES[family].engines[0]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_a_format_schema_is_not_a_format_option(family):
     with pytest.raises(ConfigCompositionException):
         _compose([f"format={family}_schema"])

@@ -15,7 +15,6 @@ from runner.data.corpus import sdist_folder
 from runner.errors import UserError
 from runner.formats.base import Format
 from runner.formats.gguf.files import check_gguf, tensor_report
-from runner.config.formats import GgufConfig
 from runner.system.library_logs import route_llama_cpp_log
 
 log = logging.getLogger(__name__)
@@ -42,8 +41,6 @@ def llama_cpp_module(key: str = "format.family"):
 
 
 class GgufFormat(Format):
-    FAMILY = "gguf"
-    SCHEMA = GgufConfig
 
     def uses_calibration(self, cfg) -> bool:
         return bool(cfg.imatrix)
