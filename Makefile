@@ -50,7 +50,7 @@ $(OPENVINO_STAMP): requirements/openvino.txt
 	cd /tmp && PYTHONNOUSERSITE=1 $(CURDIR)/$(OPENVINO_VENV)/bin/python -c "from optimum.intel import OVModelForCausalLM; import openvino; print('openvino', openvino.__version__)"
 	touch $@
 
-.PHONY: venv venv-vllm venv-openvino run test test-all coverage ui clean chromium
+.PHONY: venv venv-vllm venv-openvino run test test-all lint coverage ui clean chromium
 venv: $(STAMP)
 venv-vllm: $(VLLM_STAMP)
 venv-openvino: $(OPENVINO_STAMP)
@@ -67,6 +67,13 @@ test: $(STAMP)
 # Everything (what CI runs): a test whose prerequisite is missing fails here instead of skipping (QRUN_TEST_ALL).
 test-all: $(STAMP) $(VLLM_STAMP) $(OPENVINO_STAMP) $(CHROMIUM)
 	QRUN_TEST_ALL=1 $(PYTEST) tests
+
+# Style and types: ruff's lint and formatter over the code, mypy over the typed core ([tool.mypy] files).
+LINTED := runner tests timings scripts
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
 
 # Line coverage of runner/ by the fast tier, qrun subprocesses included (pyproject.toml [tool.coverage]).
 coverage: $(STAMP)

@@ -1,4 +1,5 @@
 """`qrun`: the Hydra app. One job = quantize -> evaluate -> benchmark, logged to MLflow."""
+
 import logging
 import os
 import sys
@@ -12,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.config.schema import register_configs
 from runner.errors import exit_on_user_error
-from runner.system.library_logs import job_log_files, route_library_logs
 from runner.paths import CONF_DIR
+from runner.system.library_logs import job_log_files, route_library_logs
 
 register_configs()
 log = logging.getLogger("qrun")
@@ -40,8 +41,15 @@ def help_groups() -> str:
         if group == "hydra/launcher":
             options = ["basic"] + options
         if options:
-            lines.append(textwrap.fill(", ".join(options), 100, initial_indent=f"  {group:<15} ",
-                                       subsequent_indent=" " * 18, break_on_hyphens=False))
+            lines.append(
+                textwrap.fill(
+                    ", ".join(options),
+                    100,
+                    initial_indent=f"  {group:<15} ",
+                    subsequent_indent=" " * 18,
+                    break_on_hyphens=False,
+                )
+            )
             lines.append(f"{'':<18}-- {what}")
     return "\n".join(lines)
 
@@ -80,8 +88,13 @@ def _log_job_log(tracker_cls, cfg: DictConfig, result: dict) -> None:
         try:
             tracker_cls(cfg.tracking).client.log_artifact(result["run_id"], handler.baseFilename, "logs")
         except Exception as e:  # the results are logged already: a missing log file must not fail the job
-            log.warning("could not log %s to MLflow run %s (%s: %s)", handler.baseFilename, result["run_id"],
-                        type(e).__name__, e)
+            log.warning(
+                "could not log %s to MLflow run %s (%s: %s)",
+                handler.baseFilename,
+                result["run_id"],
+                type(e).__name__,
+                e,
+            )
 
 
 def one_line_config_errors() -> None:
@@ -90,8 +103,8 @@ def one_line_config_errors() -> None:
     pinned) is wrapped. HYDRA_FULL_ERROR=1 still gets Hydra's own report and trace."""
     import hydra._internal.utils as hydra_utils
 
-    from runner.sweep import end_live_sweep
     from runner.errors import config_error
+    from runner.sweep import end_live_sweep
 
     report = hydra_utils.run_and_report
 
@@ -106,6 +119,7 @@ def one_line_config_errors() -> None:
                 end_live_sweep("FAILED", f"a job's config does not compose: {error}")  # met after the sweep began
                 print(f"error: {error}", file=sys.stderr, flush=True)
                 sys.exit(2)
+
         return report(checked)
 
     hydra_utils.run_and_report = run_and_report
@@ -121,7 +135,10 @@ def main() -> None:
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM as Terminated: the job's own run already ended KILLED
         end_sweep_killed()
         terminated = isinstance(e, Terminated)
-        print(f"error: {'terminated (SIGTERM)' if terminated else 'interrupted'}: the run(s) ended KILLED", file=sys.stderr)
+        print(
+            f"error: {'terminated (SIGTERM)' if terminated else 'interrupted'}: the run(s) ended KILLED",
+            file=sys.stderr,
+        )
         sys.exit(128 + (15 if terminated else 2))
     if SWEEP_STATE["failed"]:
         print(f"error: {SWEEP_STATE['failed']} job(s) of the sweep failed (see the table above)", file=sys.stderr)

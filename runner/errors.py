@@ -1,4 +1,5 @@
 """User-facing errors: one line naming the config key and the fix."""
+
 import dataclasses
 import difflib
 import sys
@@ -37,8 +38,11 @@ def config_error(ex: BaseException) -> Optional[UserError]:
 
     if isinstance(ex, MissingConfigException) and ex.options is not None:
         group, _, name = str(ex.missing_cfg_file).rpartition("/")
-        return UserError(group or "config", f"no option '{name}'", _did_you_mean(name, ex.options, group + "=") +
-                         f"pick one of: {', '.join(ex.options)}")
+        return UserError(
+            group or "config",
+            f"no option '{name}'",
+            _did_you_mean(name, ex.options, group + "=") + f"pick one of: {', '.join(ex.options)}",
+        )
     if isinstance(ex, OverrideParseException):
         return UserError("override", " ".join(str(ex).split()), "write each override as key=value (a sweep: key=a,b)")
     cause, fields = ex.__cause__, {}
@@ -50,9 +54,12 @@ def config_error(ex: BaseException) -> Optional[UserError]:
     parent, _, leaf = str(key).rpartition(".")
     if "not in" in str(cause):  # omegaconf's ConfigKeyError / ConfigAttributeError on a structured node
         names = sorted(fields)
-        return UserError(key, f"no such key in {parent or 'the config'}",
-                         _did_you_mean(leaf, names, f"{parent}." if parent else "") +
-                         (f"the keys there are: {', '.join(names)}" if names else "check the spelling"))
+        return UserError(
+            key,
+            f"no such key in {parent or 'the config'}",
+            _did_you_mean(leaf, names, f"{parent}." if parent else "")
+            + (f"the keys there are: {', '.join(names)}" if names else "check the spelling"),
+        )
     problem = str(cause).splitlines()[0]
     wanted = fields.get(leaf)
     return UserError(key, problem, f"give {key} {_type_name(wanted)}" if wanted else f"check the value of {key}")

@@ -2,6 +2,7 @@
 
 This module only orchestrates: the stages themselves and their one signature are in runner/stages/.
 """
+
 import json
 import logging
 import sys
@@ -14,17 +15,17 @@ from typing import Any, Dict, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from runner import stages
 from runner.cache import Cache
 from runner.data.calibration import calibration_identity
 from runner.data.corpus import corpus_identity
 from runner.data.models import model_fingerprint, resolve_model
 from runner.engines import get_engine
-from runner.system.environment import code_identity, environment_tags, host_identity
 from runner.errors import UserError
 from runner.formats import get_format, load_format_preset
-from runner.system.lifecycle import sigterm_raises
-from runner import stages
 from runner.stages import StageContext, StageResult, check_config, plan, run_stage
+from runner.system.environment import code_identity, environment_tags, host_identity
+from runner.system.lifecycle import sigterm_raises
 from runner.tracking import PARENT_FILE, RUN_FILE, Tracker, child_run_name, flatten
 from runner.tracking.models import log_artifact_model
 
@@ -40,7 +41,9 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path], overrides: li
     if cfg.resume:
         done = tracker.find_run(key, "FINISHED")
         if done is not None:  # the same job already finished: reuse its run, create no duplicate
-            log.info("%s: already done in MLflow run %s (resume=false to run it again)", cfg.format.name, done.info.run_id)
+            log.info(
+                "%s: already done in MLflow run %s (resume=false to run it again)", cfg.format.name, done.info.run_id
+            )
             return _record(run_dir, {"status": "FINISHED", "run_id": done.info.run_id, "reused": True})
     parent = _parent_run_id(sweep_dir, tracker.uri)
     tags = {**environment_tags(PROJECT_DIR), **tracker.job_tags(key)}
@@ -63,8 +66,15 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path], overrides: li
             if isinstance(e, KeyboardInterrupt):
                 raise
             log.error("%s failed: %s", cfg.format.name, text if not user_error else e)
-            return _record(run_dir, {"status": "FAILED", "run_id": tracker.run_id,
-                                     "error": str(e) if user_error else repr(e), "user_error": user_error})
+            return _record(
+                run_dir,
+                {
+                    "status": "FAILED",
+                    "run_id": tracker.run_id,
+                    "error": str(e) if user_error else repr(e),
+                    "user_error": user_error,
+                },
+            )
         finally:
             heartbeat.stop()
             tracker.end_quietly(status)
@@ -82,9 +92,13 @@ def job_key(cfg: DictConfig) -> str:
     for k in ("tracking", "cache", "resume", "deployment"):
         settings.pop(k, None)
     try:
-        formats = [cfg.format] + ([load_format_preset(cfg.eval.baseline, "eval.baseline")] if stages.uses_baseline(cfg) else [])
-        settings["libraries"] = {f.name: {**get_format(f.family).library_versions(), "engine": get_engine(f.engine).version()}
-                                 for f in formats}
+        formats = [cfg.format] + (
+            [load_format_preset(cfg.eval.baseline, "eval.baseline")] if stages.uses_baseline(cfg) else []
+        )
+        settings["libraries"] = {
+            f.name: {**get_format(f.family).library_versions(), "engine": get_engine(f.engine).version()}
+            for f in formats
+        }
         with tempfile.TemporaryDirectory(prefix="qrun-key-") as scratch:
             cache = Cache(cfg.cache.dir, cfg.cache.mode, scratch=Path(scratch))
             if stages.reads_stream(cfg):
@@ -121,7 +135,9 @@ def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: lis
     check_config(cfg)  # values that cannot work, before the model is touched
 
     model = resolve_model(cfg.model, cache)
-    tracker.log_params({"model.origin": model.origin, "model.identity": model.identity, "model.n_params": model.n_params})
+    tracker.log_params(
+        {"model.origin": model.origin, "model.identity": model.identity, "model.n_params": model.n_params}
+    )
     ctx = StageContext(cfg=cfg, model=model, cache=cache, run_dir=run_dir, engine=engine)
     results: Dict[str, Any] = {}
     for name in planned:

@@ -3,6 +3,7 @@
 The configs live in conf/ at the top of the repository (a checkout, an editable install); a wheel
 (`pip install .`) ships the same files inside the package as runner/conf (setup.py).
 """
+
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent

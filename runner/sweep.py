@@ -11,6 +11,7 @@ SLURM) attach to it as children. While the sweep runs, the launching process ref
 heartbeat and turns SIGTERM into an exception (the parent then ends KILLED, runner/cli.py); parent
 runs of sweeps killed harder than that are closed by the next sweep's start.
 """
+
 import contextlib
 import json
 import logging
@@ -21,11 +22,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from runner.system.environment import environment_tags
 from runner.errors import exit_on_user_error
-from runner.system.lifecycle import owner_tags, sigterm_raises
 from runner.paths import PROJECT_DIR
 from runner.report.summary import render
+from runner.system.environment import environment_tags
+from runner.system.lifecycle import owner_tags, sigterm_raises
 from runner.tracking import PARENT_FILE, RUN_FILE, SWEEP_TAG, Tracker
 
 SWEEP_STATE = {"failed": 0}
@@ -62,8 +63,14 @@ class MlflowSweepCallback(Callback):
         info = json.loads((sweep_dir / PARENT_FILE).read_text())
         tracker = Tracker(config.tracking)
         tracker.run_id = info["run_id"]
-        children = {r.info.run_id: r for r in tracker.client.search_runs(
-            [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{info['run_id']}'", max_results=10000)}
+        children = {
+            r.info.run_id: r
+            for r in tracker.client.search_runs(
+                [tracker.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{info['run_id']}'",
+                max_results=10000,
+            )
+        }
         reused = []
         for run_file in sorted(sweep_dir.glob(f"*/{RUN_FILE}")):  # jobs finished by an earlier sweep (resume)
             result = json.loads(run_file.read_text())
@@ -95,7 +102,8 @@ class MlflowSweepCallback(Callback):
 
 
 def sweep_name(config: DictConfig) -> str:
-    """What was swept, on which model, when: e.g. 'format=gguf_q8_0,gguf_q4_k_m deployment=cpu_chat_4users · smollm2-135m · 2026-11-27 15:40'."""
+    """What was swept, on which model, when: e.g. 'format=gguf_q8_0,gguf_q4_k_m deployment=cpu_chat_4users ·
+    smollm2-135m · 2026-11-27 15:40'."""
     from datetime import datetime
 
     parts = []
@@ -120,7 +128,9 @@ def _decide(config: DictConfig, tracker: Tracker, children, out: Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     d = config.get("deployment")
     if d is not None:
-        budget = config.hardware.memory_budget_bytes if config.hardware.name == d.hardware else _profile_budget(d.hardware)
+        budget = (
+            config.hardware.memory_budget_bytes if config.hardware.name == d.hardware else _profile_budget(d.hardware)
+        )
         c = Constraints.of_scenario(d, budget)
         text = decision_text(recommend(rows, c, d.prefer), c, rows)
     else:

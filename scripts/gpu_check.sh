@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (issue 7), one run, planned for <= 8 min on one H100:
+# GPU check, one run, planned for <= 8 min on one H100:
 #   1. EXL2 on the tiny model and on SmolLM2-135M at two bitrates each (3.0 and 6.0 bpw), each model's
 #      measurement pass run once and reused by the second bitrate; evaluated and benchmarked (exllamav2);
 #   2. the vLLM engine on the GPTQ and AWQ artifacts (first conf/format/gptq_*/awq_* preset) and fp16

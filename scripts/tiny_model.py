@@ -3,6 +3,7 @@
 The same model as tests/conftest.py's tiny_model_dir, for scripts (scripts/gpu_check.sh):
     python scripts/tiny_model.py OUT_DIR TEXT_FILE
 """
+
 import sys
 from pathlib import Path
 
@@ -14,16 +15,34 @@ def build(out: Path, text_file: Path) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(text_file.read_text().splitlines()), model_prefix=str(out / "tokenizer"), vocab_size=512,
-        model_type="bpe", byte_fallback=True, character_coverage=1.0, bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
-        num_threads=1, minloglevel=2,
+        sentence_iterator=iter(text_file.read_text().splitlines()),
+        model_prefix=str(out / "tokenizer"),
+        vocab_size=512,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=1.0,
+        bos_id=1,
+        eos_id=2,
+        unk_id=0,
+        pad_id=-1,
+        num_threads=1,
+        minloglevel=2,
     )
     tok = LlamaTokenizer.from_pretrained(out)
     tok.save_pretrained(out)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    )
     LlamaForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
     return out
 

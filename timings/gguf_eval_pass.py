@@ -11,6 +11,7 @@ the log-probs (they must agree).
     python timings/gguf_eval_pass.py                      # the gguf_q4_k_m artifact in the qrun cache
     python timings/gguf_eval_pass.py model.gguf --threads 2 --windows 8
 """
+
 import argparse
 import statistics
 import sys
@@ -29,7 +30,7 @@ def old_logprobs(llm, ids):
     """The pass as it was: Llama.eval with logits_all=True, then copies and a full-size numpy log-softmax."""
     llm.reset()
     llm.eval(ids)
-    x = np.array(llm.scores[:len(ids)], dtype=np.float32)
+    x = np.array(llm.scores[: len(ids)], dtype=np.float32)
     m = x.max(axis=-1, keepdims=True)
     return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
@@ -44,8 +45,19 @@ def main() -> None:
     from llama_cpp import Llama
 
     new = LlamaCppLoaded(path, SimpleNamespace(threads=a.threads, n_gpu_layers=0))
-    old = Llama(model_path=path, n_ctx=512, n_batch=512, n_ubatch=512, n_threads=a.threads, n_threads_batch=a.threads,
-                n_gpu_layers=0, logits_all=True, flash_attn=new.flash_attn == "enabled", seed=0, verbose=False)
+    old = Llama(
+        model_path=path,
+        n_ctx=512,
+        n_batch=512,
+        n_ubatch=512,
+        n_threads=a.threads,
+        n_threads_batch=a.threads,
+        n_gpu_layers=0,
+        logits_all=True,
+        flash_attn=new.flash_attn == "enabled",
+        seed=0,
+        verbose=False,
+    )
     rng = np.random.default_rng(0)
     windows = [rng.integers(100, new.n_vocab - 100, 512).tolist() for _ in range(a.windows + 1)]
     new.logprobs(windows[0]), old_logprobs(old, windows[0])  # warm-up: first-touch of weights and buffers
@@ -62,13 +74,18 @@ def main() -> None:
                 lp_old = lp
         diff = max(diff, float(np.abs(lp_old - lp).max()))
     med = {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in wall}
-    print(f"{Path(path).name}, {a.threads} threads, {a.windows} windows x 512 tokens (medians per window), "
-          f"flash attention {new.flash_attn}")
+    print(
+        f"{Path(path).name}, {a.threads} threads, {a.windows} windows x 512 tokens (medians per window), "
+        f"flash attention {new.flash_attn}"
+    )
     print(f"old (Llama.eval + copies + numpy log-softmax): wall {med['old'][0]:.3f} s, CPU {med['old'][1]:.3f} s")
     print(f"new (llama_decode + chunked log-softmax):      wall {med['new'][0]:.3f} s, CPU {med['new'][1]:.3f} s")
-    print(f"ratio new/old: wall {med['new'][0] / med['old'][0]:.2f}, CPU {med['new'][1] / med['old'][1]:.2f}"
-          f"   max |logprob difference|: {diff:.2e}")
-    new.close(); old.close()
+    print(
+        f"ratio new/old: wall {med['new'][0] / med['old'][0]:.2f}, CPU {med['new'][1] / med['old'][1]:.2f}"
+        f"   max |logprob difference|: {diff:.2e}"
+    )
+    new.close()
+    old.close()
 
 
 if __name__ == "__main__":

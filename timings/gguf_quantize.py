@@ -8,6 +8,7 @@
     python timings/gguf_quantize.py                      # the embedded SmolLM2-135M
     python timings/gguf_quantize.py --model /path/to/hf  # any HF folder
 """
+
 import argparse
 import shutil
 import statistics
@@ -24,8 +25,8 @@ from runner.cache import Cache  # noqa: E402
 from runner.config.schema import ModelConfig  # noqa: E402
 from runner.data.models import resolve_model  # noqa: E402
 from runner.formats import load_format_preset  # noqa: E402
-from runner.formats.gguf.format import convert_once, converter_dir, quantize_file  # noqa: E402
 from runner.formats.artifacts import artifact_key, quantize  # noqa: E402
+from runner.formats.gguf.format import convert_once, converter_dir, quantize_file  # noqa: E402
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 TYPES = ["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k"]
@@ -40,8 +41,20 @@ def model_cfg(path):
 
 def bare_convert(conv: Path, model_dir: Path, out: Path) -> None:
     env = {"PYTHONPATH": f"{conv / 'gguf-py'}:{conv}", "PATH": "/usr/bin:/bin"}
-    subprocess.run([sys.executable, str(conv / "convert_hf_to_gguf.py"), str(model_dir), "--outfile", str(out),
-                    "--outtype", "f16"], check=True, capture_output=True, env=env)
+    subprocess.run(
+        [
+            sys.executable,
+            str(conv / "convert_hf_to_gguf.py"),
+            str(model_dir),
+            "--outfile",
+            str(out),
+            "--outtype",
+            "f16",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
 
 
 def timed(fn) -> float:
@@ -64,8 +77,11 @@ def main():
         model = resolve_model(model_cfg(args.model), shared)
         conv = converter_dir(shared)
         how = "requantizing its source GGUF" if model.source_gguf else "convert_hf_to_gguf.py"
-        print(f"model: {model.name} ({model.n_params / 1e6:.1f}M params), types: {', '.join(TYPES)}, threads {args.threads}; "
-              f"the runner makes its f16 GGUF once by {how}, the independent runs use convert_hf_to_gguf.py each time")
+        print(
+            f"model: {model.name} ({model.n_params / 1e6:.1f}M params), types: {', '.join(TYPES)}, threads "
+            f"{args.threads}; "
+            f"the runner makes its f16 GGUF once by {how}, the independent runs use convert_hf_to_gguf.py each time"
+        )
 
         # 1. one sweep (convert once) vs independent convert+quantize runs
         sweep_cache = Cache(work / "sweep")
@@ -74,15 +90,19 @@ def main():
                 shutil.copytree(shared.root / d, sweep_cache.root / d, dirs_exist_ok=True)
         cfgs = [load_format_preset(f"gguf_{t}", "bench") for t in TYPES]
         runner_s = timed(lambda: [quantize(model, c, calib, hardware, sweep_cache) for c in cfgs])
+
         def independent():
             for t in TYPES:
                 d = Path(tempfile.mkdtemp(dir=work))
                 bare_convert(conv, model.path, d / "f16.gguf")
                 quantize_file(d / "f16.gguf", d / f"{t}.gguf", t, args.threads)
                 shutil.rmtree(d)
+
         independent_s = timed(independent)
-        print(f"sweep of {len(TYPES)} types: runner {runner_s:.1f} s, independent runs {independent_s:.1f} s, "
-              f"ratio {runner_s / independent_s:.2f} (goal <= 0.4)")
+        print(
+            f"sweep of {len(TYPES)} types: runner {runner_s:.1f} s, independent runs {independent_s:.1f} s, "
+            f"ratio {runner_s / independent_s:.2f} (goal <= 0.4)"
+        )
 
         # 2. the runner's stage vs the bare call, conversion cached, same type and threads
         base = convert_once(model, shared)
@@ -96,8 +116,11 @@ def main():
             bare_t.append(timed(lambda: quantize_file(base, out, "q4_k_m", args.threads)))
             out.unlink()
         r, b = statistics.median(runner_t), statistics.median(bare_t)
-        print(f"q4_k_m quantize: runner stage {r:.2f} s, bare llama_model_quantize {b:.2f} s (medians of {args.repeats}), "
-              f"ratio {r / b:.3f} (goal <= 1.05)")
+        print(
+            f"q4_k_m quantize: runner stage {r:.2f} s, bare llama_model_quantize {b:.2f} s (medians of "
+            f"{args.repeats}), "
+            f"ratio {r / b:.3f} (goal <= 1.05)"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -8,6 +8,7 @@ sweep. Goal: nothing left after that run, and exactly one FINISHED run per job.
     python timings/kill_sweeps.py --kills 10 --seed 3
     python timings/kill_sweeps.py --code /tmp/old     # the same measurement on another checkout
 """
+
 import argparse
 import os
 import random
@@ -21,8 +22,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 # long enough (~1 min on 2 cores) that most kills land mid-work
-SWEEP = ["-m", "format=fp32,fp16,bf16", "eval.n_tokens=32768", "eval.ctx_len=128", "eval.stride=128",
-         "benchmark.prompt_tokens=16", "benchmark.gen_tokens=8", "benchmark.repeats=2", "benchmark.warmup=1"]
+SWEEP = [
+    "-m",
+    "format=fp32,fp16,bf16",
+    "eval.n_tokens=32768",
+    "eval.ctx_len=128",
+    "eval.stride=128",
+    "benchmark.prompt_tokens=16",
+    "benchmark.gen_tokens=8",
+    "benchmark.repeats=2",
+    "benchmark.warmup=1",
+]
 
 
 def tiny_model(work: Path, cache: Path) -> Path:
@@ -46,9 +56,12 @@ def leftovers(work: Path, cache: Path) -> dict:
     jobs = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     temps = [p for p in cache.glob("*/.*") if p.is_dir()]
     finished = Counter(r.data.params.get("format.name") for r in jobs if r.info.status == "FINISHED")
-    return {"running_jobs": sum(r.info.status == "RUNNING" for r in jobs),
-            "running_parents": sum(r.info.status == "RUNNING" for r in parents),
-            "temps": len(temps), "finished_per_format": dict(sorted(finished.items()))}
+    return {
+        "running_jobs": sum(r.info.status == "RUNNING" for r in jobs),
+        "running_parents": sum(r.info.status == "RUNNING" for r in parents),
+        "temps": len(temps),
+        "finished_per_format": dict(sorted(finished.items())),
+    }
 
 
 def main():
@@ -67,8 +80,9 @@ def main():
     cmd = [sys.executable, "-m", "runner", *SWEEP, "model=hf", f"model.id={model}"]
     print(f"work dir {work}; code {args.code.resolve()}", flush=True)
     for i in range(args.kills):
-        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         moment = rng.uniform(args.min_s, args.max_s)
         try:
             proc.wait(moment)
@@ -77,8 +91,11 @@ def main():
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             left = leftovers(work, cache)
-            print(f"run {i + 1}: SIGKILLed the process group at {moment:.1f} s; now RUNNING: {left['running_jobs']} job "
-                  f"run(s), {left['running_parents']} sweep parent(s); {left['temps']} temp folder(s)", flush=True)
+            print(
+                f"run {i + 1}: SIGKILLed the process group at {moment:.1f} s; now RUNNING: {left['running_jobs']} job "
+                f"run(s), {left['running_parents']} sweep parent(s); {left['temps']} temp folder(s)",
+                flush=True,
+            )
     before = leftovers(work, cache)
     final = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
     after = leftovers(work, cache)
@@ -86,8 +103,11 @@ def main():
     if final.returncode != 0:
         print(final.stderr[-3000:])
     for name, counts in (("after the kills", before), ("after the final run", after)):
-        print(f"{name:>20}: RUNNING job runs {counts['running_jobs']}, RUNNING sweep parents {counts['running_parents']}, "
-              f"temp folders {counts['temps']}, FINISHED runs per format {counts['finished_per_format']}")
+        print(
+            f"{name:>20}: RUNNING job runs {counts['running_jobs']}, RUNNING sweep parents "
+            f"{counts['running_parents']}, "
+            f"temp folders {counts['temps']}, FINISHED runs per format {counts['finished_per_format']}"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ re-run of a finished job (found FINISHED in MLflow, reused), each N times in fre
 venv with PYTHONPATH pointing at it. The re-run uses a tiny random Llama (scripts/tiny_model.py) and
 stages=[quantize], first run untimed; each checkout gets its own store (the code is part of the job key).
 """
+
 import argparse
 import os
 import statistics
@@ -50,7 +51,9 @@ def measure(code: Path, n: int, model: Path, work: Path) -> dict:
         "import runner.cli": [timed([sys.executable, "-c", "import runner.cli"], work, env) for _ in range(n)],
         "re-run of a finished job": [timed(qrun + job, work, env) for _ in range(n)],
     }
-    loaded = subprocess.run([sys.executable, "-c", CHECK.format(mod="runner.cli")], env=env, capture_output=True, text=True)
+    loaded = subprocess.run(
+        [sys.executable, "-c", CHECK.format(mod="runner.cli")], env=env, capture_output=True, text=True
+    )
     print(f"{code}: import runner.cli loads {loaded.stdout.strip() or loaded.stderr.strip()[-200:]}")
     return runs
 

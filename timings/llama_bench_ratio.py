@@ -13,6 +13,7 @@ Medians over --repeats x --rounds samples, [min-max] spreads; the sides alternat
     python timings/llama_bench_ratio.py                 # the gguf_q4_k_m artifact in the qrun cache
     python timings/llama_bench_ratio.py model.gguf --threads 2
 """
+
 import argparse
 import importlib.metadata
 import json
@@ -31,8 +32,14 @@ sys.path.insert(0, str(ROOT))
 from runner.stages.benchmark import run_worker  # noqa: E402
 
 BUILD_ROOT = Path.home() / ".cache" / "qrun" / "llama-bench"
-CMAKE_FLAGS = ["-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-               "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF"]
+CMAKE_FLAGS = [
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DGGML_NATIVE=ON",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+]
 
 
 def llama_bench_binary(jobs: int) -> Path:
@@ -45,8 +52,21 @@ def llama_bench_binary(jobs: int) -> Path:
     src = home / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp"
     if not src.exists():
         with tempfile.TemporaryDirectory() as dl:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:", "--quiet", "-d", dl,
-                            f"llama-cpp-python=={version}"], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--no-binary=:all:",
+                    "--quiet",
+                    "-d",
+                    dl,
+                    f"llama-cpp-python=={version}",
+                ],
+                check=True,
+            )
             with tarfile.open(next(Path(dl).glob("*.tar.gz"))) as tar:
                 tar.extractall(home)
     print(f"building llama-bench from {src} (10-15 min on 2 cores, once)", file=sys.stderr)
@@ -65,22 +85,51 @@ def default_gguf() -> Path:
 
 
 def llama_bench(binary: Path, gguf: Path, threads: int, repeats: int, prompt: int, gen: int, depth: int) -> list:
-    cmd = [str(binary), "-m", str(gguf), "-t", str(threads), "-r", str(repeats), "-p", str(prompt), "-n", str(gen),
-           "-d", str(depth), "-fa", "0", "-ngl", "0", "-o", "json"]
+    cmd = [
+        str(binary),
+        "-m",
+        str(gguf),
+        "-t",
+        str(threads),
+        "-r",
+        str(repeats),
+        "-p",
+        str(prompt),
+        "-n",
+        str(gen),
+        "-d",
+        str(depth),
+        "-fa",
+        "0",
+        "-ngl",
+        "0",
+        "-o",
+        "json",
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 
 
 def runner_samples(gguf: Path, threads: int, repeats: int, prompt: int, gen: int) -> dict:
     rng = np.random.default_rng(0)  # random ids, as llama-bench uses: speed does not depend on the text
-    request = {"engine": "llama_cpp", "artifact": {"path": gguf.parent, "manifest": {"weight_files": [gguf.name],
-               "format": gguf.stem}}, "model": {}, "hardware": {"device": "cpu", "threads": threads, "n_gpu_layers": 0},
-               "prompt": rng.integers(1, 1000, prompt).tolist(), "gen_tokens": gen, "warmup": 1, "repeats": repeats,
-               "label": "runner"}
+    request = {
+        "engine": "llama_cpp",
+        "artifact": {"path": gguf.parent, "manifest": {"weight_files": [gguf.name], "format": gguf.stem}},
+        "model": {},
+        "hardware": {"device": "cpu", "threads": threads, "n_gpu_layers": 0},
+        "prompt": rng.integers(1, 1000, prompt).tolist(),
+        "gen_tokens": gen,
+        "warmup": 1,
+        "repeats": repeats,
+        "label": "runner",
+    }
     out = run_worker(request)
     ttft, total = np.array(out["ttft_s"]), np.array(out["total_s"])
-    return {"prefill": list(prompt / ttft), "decode": list((gen - 1) / (total - ttft)),
-            "peak_rss_mb": max(out["peak_rss"], out["hwm_rss"] or 0) / 1e6}
+    return {
+        "prefill": list(prompt / ttft),
+        "decode": list((gen - 1) / (total - ttft)),
+        "peak_rss_mb": max(out["peak_rss"], out["hwm_rss"] or 0) / 1e6,
+    }
 
 
 def summary(xs) -> str:
@@ -111,9 +160,11 @@ def main() -> None:
         ours["decode"] += r["decode"]
     print(f"{gguf.name}, {args.threads} threads, {args.rounds} rounds x {args.repeats} repeats; tok/s median [min-max]")
     print(f"{'':30} {'runner':>24} {'llama-bench':>24} {'ratio':>6}")
-    rows = [(f"prefill pp{args.prompt}", ours["prefill"], theirs["prefill"]),
-            (f"decode tg{args.gen} @ depth {args.prompt}", ours["decode"], theirs["decode"]),
-            (f"(decode tg{args.gen} @ depth 0)", ours["decode"], theirs["decode_d0"])]
+    rows = [
+        (f"prefill pp{args.prompt}", ours["prefill"], theirs["prefill"]),
+        (f"decode tg{args.gen} @ depth {args.prompt}", ours["decode"], theirs["decode"]),
+        (f"(decode tg{args.gen} @ depth 0)", ours["decode"], theirs["decode_d0"]),
+    ]
     for name, a, b in rows:
         print(f"{name:30} {summary(a):>24} {summary(b):>24} {statistics.median(a) / statistics.median(b):6.3f}")
     print(f"runner worker peak RSS: {r['peak_rss_mb']:.0f} MB")

@@ -7,6 +7,7 @@ no evaluation, no benchmark). Goal: rerun <= 5 % of the first run.
     python timings/sweep_rerun.py                        # experiment=cpu_quick on the embedded model
     python timings/sweep_rerun.py format=fp32,gguf_q8_0 eval=quick benchmark=quick
 """
+
 import os
 import subprocess
 import sys
@@ -19,7 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run(args, cwd, env) -> float:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "runner", "-m", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "-m", *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"qrun failed:\n{proc.stderr[-3000:]}")
@@ -32,8 +35,10 @@ def main():
         env = dict(os.environ, QRUN_CACHE_DIR=str(Path(work) / "cache"), PYTHONPATH=str(ROOT))
         first = run(args, work, env)
         second = run(args, work, env)
-    print(f"qrun -m {' '.join(args)}: first (cold cache, empty store) {first:.1f} s, rerun {second:.1f} s, "
-          f"ratio {100 * second / first:.1f} % (goal <= 5 %)")
+    print(
+        f"qrun -m {' '.join(args)}: first (cold cache, empty store) {first:.1f} s, rerun {second:.1f} s, "
+        f"ratio {100 * second / first:.1f} % (goal <= 5 %)"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ same windows, quantize, save, copy the tokenizer) run alternately; one untimed w
     python timings/weight_only_quantize.py --all-backends   # + llmcompressor GPTQ/W8A16, bitsandbytes
     python timings/weight_only_quantize.py --smollm2        # quantize wall time per format/backend on SmolLM2-135M
 """
+
 import argparse
 import os
 import random
@@ -42,13 +43,33 @@ def tiny_model(out: Path, text: str) -> Path:
     import sentencepiece as spm
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
 
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(text.splitlines()), model_prefix=str(out / "tokenizer"),
-                                   vocab_size=512, model_type="bpe", byte_fallback=True, character_coverage=1.0,
-                                   bos_id=1, eos_id=2, unk_id=0, pad_id=-1, num_threads=1, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(text.splitlines()),
+        model_prefix=str(out / "tokenizer"),
+        vocab_size=512,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=1.0,
+        bos_id=1,
+        eos_id=2,
+        unk_id=0,
+        pad_id=-1,
+        num_threads=1,
+        minloglevel=2,
+    )
     LlamaTokenizer.from_pretrained(out).save_pretrained(out)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=512,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    )
     LlamaForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
     return out
 
@@ -63,14 +84,26 @@ def bare(fmt, backend, cfg, model_dir: Path, text: str, out: Path) -> None:
     if fmt in ("gptq_int4", "awq_int4"):  # calibrated: the same seeded windows of the same text
         ids = tok(text, add_special_tokens=False)["input_ids"]
         picked = sorted(random.Random(c.seed).sample(range(len(ids) // c.seq_len), c.n_samples))
-        samples = [ids[i * c.seq_len:(i + 1) * c.seq_len] for i in picked]
+        samples = [ids[i * c.seq_len : (i + 1) * c.seq_len] for i in picked]
     if (fmt, backend) == ("gptq_int4", "gptqmodel"):
         from gptqmodel import GPTQModel, QuantizeConfig
 
-        qc = QuantizeConfig(bits=f.bits, group_size=f.group_size, sym=f.sym, desc_act=f.desc_act,
-                            damp_percent=f.damp_percent, true_sequential=f.true_sequential, offload_to_disk=False)
+        qc = QuantizeConfig(
+            bits=f.bits,
+            group_size=f.group_size,
+            sym=f.sym,
+            desc_act=f.desc_act,
+            damp_percent=f.damp_percent,
+            true_sequential=f.true_sequential,
+            offload_to_disk=False,
+        )
         m = GPTQModel.load(str(model_dir), qc, dtype=torch.float32, device="cpu")
-        m.quantize([{"input_ids": torch.tensor([s]), "attention_mask": torch.ones(1, len(s), dtype=torch.long)} for s in samples])
+        m.quantize(
+            [
+                {"input_ids": torch.tensor([s]), "attention_mask": torch.ones(1, len(s), dtype=torch.long)}
+                for s in samples
+            ]
+        )
         m.save(str(out))
     elif backend == "llmcompressor":
         from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
@@ -81,18 +114,33 @@ def bare(fmt, backend, cfg, model_dir: Path, text: str, out: Path) -> None:
         from llmcompressor.pipelines.cache import IntermediatesCache
 
         IntermediatesCache.pin_memory = lambda self, *a, **k: None  # no accelerator to pin for
-        bits, sym, group = {"gptq_int4": (f.get("bits"), f.get("sym"), f.get("group_size")),
-                            "awq_int4": (f.get("w_bit"), not f.get("zero_point"), f.get("q_group_size")),
-                            "int8": (8, True, None)}[fmt]
-        args = QuantizationArgs(num_bits=bits, type="int", symmetric=sym, strategy="group" if group else "channel", group_size=group)
+        bits, sym, group = {
+            "gptq_int4": (f.get("bits"), f.get("sym"), f.get("group_size")),
+            "awq_int4": (f.get("w_bit"), not f.get("zero_point"), f.get("q_group_size")),
+            "int8": (8, True, None),
+        }[fmt]
+        args = QuantizationArgs(
+            num_bits=bits, type="int", symmetric=sym, strategy="group" if group else "channel", group_size=group
+        )
         groups = {"group_0": QuantizationScheme(targets=["Linear"], weights=args)}
-        recipe = {"gptq_int4": lambda: [GPTQModifier(config_groups=groups, ignore=["lm_head"], dampening_frac=f.damp_percent, actorder=None)],
-                  "awq_int4": lambda: [AWQModifier(), QuantizationModifier(config_groups=groups, ignore=["lm_head"])],
-                  "int8": lambda: [QuantizationModifier(config_groups=groups, ignore=["lm_head"])]}[fmt]()
+        recipe = {
+            "gptq_int4": lambda: [
+                GPTQModifier(config_groups=groups, ignore=["lm_head"], dampening_frac=f.damp_percent, actorder=None)
+            ],
+            "awq_int4": lambda: [AWQModifier(), QuantizationModifier(config_groups=groups, ignore=["lm_head"])],
+            "int8": lambda: [QuantizationModifier(config_groups=groups, ignore=["lm_head"])],
+        }[fmt]()
         m = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        data = {} if fmt == "int8" else dict(
-            dataset=Dataset.from_dict({"input_ids": samples, "attention_mask": [[1] * len(s) for s in samples]}),
-            num_calibration_samples=len(samples), max_seq_length=c.seq_len, shuffle_calibration_samples=False)
+        data = (
+            {}
+            if fmt == "int8"
+            else dict(
+                dataset=Dataset.from_dict({"input_ids": samples, "attention_mask": [[1] * len(s) for s in samples]}),
+                num_calibration_samples=len(samples),
+                max_seq_length=c.seq_len,
+                shuffle_calibration_samples=False,
+            )
+        )
         oneshot(model=m, recipe=recipe, **data)
         m.save_pretrained(out, save_compressed=True)
     else:
@@ -105,9 +153,15 @@ def bare(fmt, backend, cfg, model_dir: Path, text: str, out: Path) -> None:
         elif fmt == "int8":
             qc = BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=f.llm_int8_threshold)
         else:
-            qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=f.quant_type,
-                                    bnb_4bit_use_double_quant=f.double_quant, bnb_4bit_compute_dtype=torch.float32)
-        m = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, device_map="cpu", quantization_config=qc)
+            qc = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type=f.quant_type,
+                bnb_4bit_use_double_quant=f.double_quant,
+                bnb_4bit_compute_dtype=torch.float32,
+            )
+        m = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=torch.float32, device_map="cpu", quantization_config=qc
+        )
         m.save_pretrained(out, safe_serialization=True)
     if backend in ("gptqmodel", "llmcompressor"):  # the same fp16 storage of unquantized tensors as the runner's
         from safetensors import safe_open
@@ -116,7 +170,9 @@ def bare(fmt, backend, cfg, model_dir: Path, text: str, out: Path) -> None:
         for st in out.glob("*.safetensors"):
             with safe_open(st, framework="pt") as fh:
                 meta = fh.metadata()
-            save_file({k: v.half() if v.dtype == torch.float32 else v for k, v in load_file(st).items()}, st, metadata=meta)
+            save_file(
+                {k: v.half() if v.dtype == torch.float32 else v for k, v in load_file(st).items()}, st, metadata=meta
+            )
     tok.save_pretrained(out)
 
 
@@ -128,7 +184,9 @@ def timed(fn) -> float:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--smollm2", action="store_true", help="SmolLM2-135M: runner quantize wall time per format/backend, once")
+    ap.add_argument(
+        "--smollm2", action="store_true", help="SmolLM2-135M: runner quantize wall time per format/backend, once"
+    )
     ap.add_argument("--all-backends", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--calibration", default="quick", help="calibration preset (conf/calibration)")
@@ -138,17 +196,29 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="qrun-wo-bench-"))
     shared = Cache(os.environ.get("QRUN_CACHE_DIR", ROOT / ".qrun_cache"))
     try:
+
         def cfg_for(fmt, backend, model_over):
             with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-                return compose("config", overrides=[f"format={fmt}", f"format.backend={backend}",
-                                                     f"calibration={args.calibration}", *model_over])
+                return compose(
+                    "config",
+                    overrides=[
+                        f"format={fmt}",
+                        f"format.backend={backend}",
+                        f"calibration={args.calibration}",
+                        *model_over,
+                    ],
+                )
+
         cases = DEFAULT + (MORE if args.all_backends or args.smollm2 else [])
         bench = Cache(work / "cache")  # the unpacked calibration texts are reused, never the artifacts
         calib_text = load_corpus(cfg_for(*DEFAULT[0], ["model=hf", "model.id=/x"]).calibration.corpus, bench, "c").text
 
         def runner_stage(cfg, model):
-            shutil.rmtree(bench.root / "artifacts" / artifact_key(model, cfg.format, cfg.calibration, bench), ignore_errors=True)
+            shutil.rmtree(
+                bench.root / "artifacts" / artifact_key(model, cfg.format, cfg.calibration, bench), ignore_errors=True
+            )
             return quantize(model, cfg.format, cfg.calibration, cfg.hardware, bench)
+
         if args.smollm2:
             base = cfg_for(*DEFAULT[0], [])
             model = resolve_model(base.model, shared)
@@ -162,7 +232,10 @@ def main():
         model_dir = tiny_model(work / "tiny", calib_text[:400_000])
         over = ["model=hf", f"model.id={model_dir}"]
         model = resolve_model(cfg_for(*DEFAULT[0], over).model, shared)
-        print(f"tiny Llama ({model.n_params / 1e6:.2f}M params), calibration={args.calibration}, medians of {args.repeats}")
+        print(
+            f"tiny Llama ({model.n_params / 1e6:.2f}M params), calibration={args.calibration}, medians of "
+            f"{args.repeats}"
+        )
         print(f"  {'format':10s} {'backend':14s} {'runner s':>9s} {'bare s':>8s} {'ratio':>6s}")
         for fmt, backend in cases:
             cfg = cfg_for(fmt, backend, over)

@@ -9,14 +9,27 @@ probes pass, then bisects between the largest passing and the smallest failing c
 bounded: at most max_users users, max_probes loads, max_requests requests and max_total_s seconds in
 all; a search cut short reports the largest passing concurrency as a lower bound (bracketed = 0).
 """
+
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from runner.metrics import (
+    CAPACITY_BRACKETED,
+    CAPACITY_MAX_USERS,
+    CAPACITY_PROBES,
+    CAPACITY_SEARCH_S,
+    SERVING_FAILURE_RATE,
+    SERVING_LATENCY_S_P95,
+    SERVING_THROUGHPUT_TOK_S,
+    SERVING_TPOT_S_P95,
+    SERVING_TTFT_S_P95,
+    SLO_METRIC,
+)
 from runner.tracking import capacity_csv
 
-SLO_METRICS = {"ttft_s": "serving/ttft_s_p95", "tpot_s": "serving/tpot_s_p95", "latency_s": "serving/latency_s_p95"}
+SLO_BOUNDS = ("ttft_s", "tpot_s", "latency_s")  # benchmark.slo: each held against SLO_METRIC["serving"][bound]
 
 
 @dataclass
@@ -44,14 +57,15 @@ class Capacity:
 def misses(metrics: Dict[str, float], slo, max_failure_rate: float) -> List[str]:
     """The SLO bounds a load's metrics break (p95s; a missing percentile -- no request finished -- breaks its bound)."""
     out = []
-    for key, name in SLO_METRICS.items():
+    for key in SLO_BOUNDS:
+        name = SLO_METRIC["serving"][key]
         bound = slo[key] if hasattr(slo, "__getitem__") else getattr(slo, key)
         if bound is None:
             continue
         value = metrics.get(name)
         if value is None or not value <= bound:
             out.append(f"{key[:-2]} p95 {'-' if value is None else f'{value:.3f}'} s > {bound:g} s")
-    rate = metrics.get("serving/failure_rate")
+    rate = metrics.get(SERVING_FAILURE_RATE)
     if rate is not None and rate > max_failure_rate:
         out.append(f"{100 * rate:.1f} % failed > {100 * max_failure_rate:.1f} %")
     return out
@@ -109,8 +123,12 @@ def search(run_probe: Callable[[int], Probe], cfg, first: Optional[Probe] = None
 
 
 def metrics_of(cap: Capacity) -> Dict[str, float]:
-    return {"capacity/max_users": float(cap.max_users), "capacity/bracketed": float(cap.bracketed),
-            "capacity/probes": float(len(cap.probes)), "capacity/search_s": cap.search_s}
+    return {
+        CAPACITY_MAX_USERS: float(cap.max_users),
+        CAPACITY_BRACKETED: float(cap.bracketed),
+        CAPACITY_PROBES: float(len(cap.probes)),
+        CAPACITY_SEARCH_S: cap.search_s,
+    }
 
 
 def write_csv(cap: Capacity, path: Path) -> None:
@@ -118,8 +136,18 @@ def write_csv(cap: Capacity, path: Path) -> None:
     rows = []
     for p in cap.probes:
         m = p.metrics
-        rows.append({"users": p.users, "requests": p.requests, "meets_slo": int(p.meets), "misses": "; ".join(p.misses),
-                     "ttft_s_p95": m.get("serving/ttft_s_p95", ""), "latency_s_p95": m.get("serving/latency_s_p95", ""),
-                     "tpot_s_p95": m.get("serving/tpot_s_p95", ""), "failure_rate": m.get("serving/failure_rate", ""),
-                     "throughput_tok_s": m.get("serving/throughput_tok_s", ""), "seconds": round(p.seconds, 3)})
+        rows.append(
+            {
+                "users": p.users,
+                "requests": p.requests,
+                "meets_slo": int(p.meets),
+                "misses": "; ".join(p.misses),
+                "ttft_s_p95": m.get(SERVING_TTFT_S_P95, ""),
+                "latency_s_p95": m.get(SERVING_LATENCY_S_P95, ""),
+                "tpot_s_p95": m.get(SERVING_TPOT_S_P95, ""),
+                "failure_rate": m.get(SERVING_FAILURE_RATE, ""),
+                "throughput_tok_s": m.get(SERVING_THROUGHPUT_TOK_S, ""),
+                "seconds": round(p.seconds, 3),
+            }
+        )
     capacity_csv.write(rows, path)

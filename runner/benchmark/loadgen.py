@@ -13,6 +13,7 @@ as failed, unsent ones as not sent -- every request ends in exactly one of ok / 
 A request given up (its timeout, or the end of the load after it arrived) is `timed_out`: it counts in
 the TTFT and latency percentiles at the time it was given up, so a server that stalls cannot look fast.
 """
+
 import asyncio
 import json
 import logging
@@ -25,6 +26,23 @@ import numpy as np
 
 from runner.benchmark.servers.process import ServerSpec
 from runner.config.checks import check_loopback
+from runner.metrics import (
+    SERVING_DURATION_S,
+    SERVING_FAILURE_RATE,
+    SERVING_GOODPUT,
+    SERVING_LATENCY_S,
+    SERVING_OUTPUT_TOKENS,
+    SERVING_QUEUE_S_P95,
+    SERVING_REQUESTS_FAILED,
+    SERVING_REQUESTS_NOT_SENT,
+    SERVING_REQUESTS_OK,
+    SERVING_REQUESTS_PER_S,
+    SERVING_REQUESTS_TIMED_OUT,
+    SERVING_THROUGHPUT_TOK_S,
+    SERVING_TPOT_S,
+    SERVING_TTFT_S,
+    member,
+)
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # not one INFO line per request
 
@@ -46,12 +64,25 @@ class RequestResult:
 
 
 def payload(spec: ServerSpec, prompt: str, gen_tokens: int) -> Dict:
-    return {"model": spec.model, "prompt": prompt, "max_tokens": gen_tokens, "temperature": 0.0, "stream": True,
-            **spec.extra_body}
+    return {
+        "model": spec.model,
+        "prompt": prompt,
+        "max_tokens": gen_tokens,
+        "temperature": 0.0,
+        "stream": True,
+        **spec.extra_body,
+    }
 
 
-async def _one(client: httpx.AsyncClient, url: str, body: Dict, res: RequestResult, t0: float, arrival: Optional[float],
-               timeout_s: float) -> None:
+async def _one(
+    client: httpx.AsyncClient,
+    url: str,
+    body: Dict,
+    res: RequestResult,
+    t0: float,
+    arrival: Optional[float],
+    timeout_s: float,
+) -> None:
     """Send one streaming request and fill res; never raises except on cancellation (then res says so).
     arrival: its scheduled arrival (poisson); None: it arrives as it is sent (closed loop)."""
     start = time.perf_counter()
@@ -111,8 +142,14 @@ def give_up(res: RequestResult, waited_s: float, times: List[float], arrival: fl
     res.ttft_s = times[0] - arrival if times else waited_s
 
 
-async def run_load(spec: ServerSpec, prompts: List[str], cfg, prompt_tokens: Optional[List[int]] = None,
-                   seed: int = 0, sequential: bool = False) -> List[RequestResult]:
+async def run_load(
+    spec: ServerSpec,
+    prompts: List[str],
+    cfg,
+    prompt_tokens: Optional[List[int]] = None,
+    seed: int = 0,
+    sequential: bool = False,
+) -> List[RequestResult]:
     """Send len(prompts) requests (one each) as cfg.arrival says (sequential: one user, closed loop);
     return one result per request, in order."""
     check_loopback(spec.host)
@@ -121,7 +158,7 @@ async def run_load(spec: ServerSpec, prompts: List[str], cfg, prompt_tokens: Opt
     url = spec.url + "/v1/completions"
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     timeout = httpx.Timeout(cfg.request_timeout_s, connect=10.0)
-    tasks: "set[asyncio.Task]" = set()
+    tasks: set[asyncio.Task] = set()
     async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:  # no proxy, ever
         t0 = time.perf_counter()
 
@@ -146,9 +183,13 @@ async def run_load(spec: ServerSpec, prompts: List[str], cfg, prompt_tokens: Opt
                         await send(i, arrivals[i])
                 except asyncio.CancelledError:
                     if results[i].status == "not_sent":  # arrived, still waiting for a slot at the end of the load
-                        results[i].scheduled_s, results[i].error = arrivals[i] - t0, "not sent: no free slot before the end of the load"
+                        results[i].scheduled_s, results[i].error = (
+                            arrivals[i] - t0,
+                            "not sent: no free slot before the end of the load",
+                        )
                         give_up(results[i], time.perf_counter() - arrivals[i], [], arrivals[i])
                     raise
+
             for i in range(len(prompts)):
                 await asyncio.sleep(max(arrivals[i] - time.perf_counter(), 0.0))
                 tasks.add(asyncio.ensure_future(gated(i)))
@@ -179,32 +220,40 @@ def arrival_offsets(n: int, rate: float, seed: int = 0) -> np.ndarray:
 
 
 def summarize(results: List[RequestResult], slo) -> Dict[str, float]:
-    """serving/* metrics (names in DESIGN §3 and README): TTFT and latency percentiles over ok requests and those
+    """serving/* metrics (declared in runner/metrics.py): TTFT and latency percentiles over ok requests and those
     given up (at the time they were given up), TPOT over ok requests, counts over all."""
     ok = [r for r in results if r.status == "ok"]
     waited = [r for r in results if r.status == "ok" or r.timed_out]
-    m: Dict[str, float] = {"serving/requests_ok": len(ok),
-                           "serving/requests_failed": sum(r.status == "failed" for r in results),
-                           "serving/requests_not_sent": sum(r.status == "not_sent" for r in results),
-                           "serving/requests_timed_out": sum(r.timed_out for r in results)}
-    m["serving/failure_rate"] = (len(results) - len(ok)) / len(results) if results else float("nan")
+    m: Dict[str, float] = {
+        SERVING_REQUESTS_OK: len(ok),
+        SERVING_REQUESTS_FAILED: sum(r.status == "failed" for r in results),
+        SERVING_REQUESTS_NOT_SENT: sum(r.status == "not_sent" for r in results),
+        SERVING_REQUESTS_TIMED_OUT: sum(r.timed_out for r in results),
+    }
+    m[SERVING_FAILURE_RATE] = (len(results) - len(ok)) / len(results) if results else float("nan")
     ttft = np.array([r.ttft_s for r in waited])
     lat = np.array([r.latency_s for r in waited])
     tpot = np.array([r.tpot_s for r in ok if not np.isnan(r.tpot_s)])
     queued = [r.sent_s - r.scheduled_s for r in results if r.status != "not_sent" and not np.isnan(r.scheduled_s)]
     if any(queued):  # poisson: the wait for a free slot (closed loop: none by construction)
-        m["serving/queue_s_p95"] = float(np.percentile(queued, 95))
-    for name, x in (("ttft_s", ttft), ("tpot_s", tpot), ("latency_s", lat)):
+        m[SERVING_QUEUE_S_P95] = float(np.percentile(queued, 95))
+    for base, x in ((SERVING_TTFT_S, ttft), (SERVING_TPOT_S, tpot), (SERVING_LATENCY_S, lat)):
         if len(x):  # no successful request: no percentiles (the counts say why)
-            m.update({f"serving/{name}_p{q}": float(np.percentile(x, q)) for q in (50, 95, 99)})
-            m[f"serving/{name}_mean"] = float(x.mean())
+            m.update({member(base, f"p{q}"): float(np.percentile(x, q)) for q in (50, 95, 99)})
+            m[member(base, "mean")] = float(x.mean())
     sent = [r for r in results if r.status != "not_sent"]
     if ok:
         duration = max(r.scheduled_s + r.latency_s for r in ok) - min(r.sent_s for r in sent)
         tokens = sum(r.output_tokens for r in ok)
-        m.update({"serving/duration_s": duration, "serving/output_tokens": tokens,
-                  "serving/throughput_tok_s": tokens / duration, "serving/requests_per_s": len(ok) / duration})
-    m["serving/goodput"] = sum(_meets(r, slo) for r in ok) / len(results) if results else float("nan")
+        m.update(
+            {
+                SERVING_DURATION_S: duration,
+                SERVING_OUTPUT_TOKENS: tokens,
+                SERVING_THROUGHPUT_TOK_S: tokens / duration,
+                SERVING_REQUESTS_PER_S: len(ok) / duration,
+            }
+        )
+    m[SERVING_GOODPUT] = sum(_meets(r, slo) for r in ok) / len(results) if results else float("nan")
     return m
 
 

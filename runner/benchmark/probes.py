@@ -4,6 +4,7 @@ One sampler for both benchmark kinds: the offline benchmark probes its own worke
 serving benchmark the server's whole process tree. GPU memory comes from NVML's per-process
 accounting when pynvml is importable and sees the process; otherwise it stays None (not measured).
 """
+
 import os
 import threading
 from typing import List, Optional

@@ -10,6 +10,7 @@ loads the same server at other concurrencies after the measured load. Files for 
 (requests.csv, latency_cdf.png, server.log, server.json, capacity.csv) go to
 <hydra run dir>/artifacts/serving/, which the job logs to MLflow.
 """
+
 import asyncio
 import json
 import logging
@@ -20,12 +21,19 @@ from typing import Dict, List, Optional
 
 from omegaconf import OmegaConf
 
-from runner.errors import UserError
 from runner.benchmark import capacity as cap
 from runner.benchmark.loadgen import RequestResult, run_load, summarize, write_csv
-from runner.config.checks import check_load_config
 from runner.benchmark.probes import PeakMemory
 from runner.benchmark.servers import ServerProcess, pick_port, server_spec
+from runner.config.checks import check_load_config
+from runner.errors import UserError
+from runner.metrics import (
+    PERF_PEAK_RSS_BYTES,
+    PERF_PEAK_VRAM_BYTES,
+    SERVING_REQUESTS_FAILED,
+    SERVING_REQUESTS_NOT_SENT,
+    SERVING_SERVER_START_S,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +53,20 @@ def window_starts(n_ids: int, prompt_tokens: int, n: int, what: str = "warmup + 
     half a window, then by the quarters, ... (every start distinct); UserError when the stream has fewer than n."""
     last = n_ids - prompt_tokens  # the last possible start
     if last < 0:
-        raise UserError("benchmark.prompt_tokens", f"longer than the eval stream ({n_ids} tokens)",
-                        "lower benchmark.prompt_tokens or raise eval.n_tokens")
+        raise UserError(
+            "benchmark.prompt_tokens",
+            f"longer than the eval stream ({n_ids} tokens)",
+            "lower benchmark.prompt_tokens or raise eval.n_tokens",
+        )
     if n > last + 1:
-        raise UserError("benchmark.requests", f"{n} distinct prompts of {prompt_tokens} tokens ({what}) need more start positions than the {n_ids}-token eval "
-                        f"stream has ({last + 1})", f"raise eval.n_tokens to at least {n + prompt_tokens - 1}, or lower "
-                        "benchmark.requests or benchmark.prompt_tokens")
+        raise UserError(
+            "benchmark.requests",
+            f"{n} distinct prompts of {prompt_tokens} tokens ({what}) need more start positions than the "
+            f"{n_ids}-token eval "
+            f"stream has ({last + 1})",
+            f"raise eval.n_tokens to at least {n + prompt_tokens - 1}, or lower "
+            "benchmark.requests or benchmark.prompt_tokens",
+        )
     starts, seen, step = [], set(), prompt_tokens
     while len(starts) < n:
         offsets = [0] if step == prompt_tokens else range(step, prompt_tokens, 2 * step)
@@ -68,13 +84,14 @@ def window_starts(n_ids: int, prompt_tokens: int, n: int, what: str = "warmup + 
 def make_prompts(stream, tokenizer, n: int, prompt_tokens: int, first: int = 0):
     """Prompts first .. first+n-1 of the run's distinct windows of the eval stream, and their lengths in tokens."""
     starts = window_starts(len(stream.ids), prompt_tokens, first + n)[first:]
-    texts = [tokenizer.decode(stream.ids[s0:s0 + prompt_tokens].tolist()) for s0 in starts]
+    texts = [tokenizer.decode(stream.ids[s0 : s0 + prompt_tokens].tolist()) for s0 in starts]
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     return texts, lengths
 
 
-def serving_benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str,
-                      out_dir: Optional[Path] = None) -> Dict[str, float]:
+def serving_benchmark(
+    artifact, model, bench_cfg, stream, hardware, engine_name: str, out_dir: Optional[Path] = None
+) -> Dict[str, float]:
     check_load_config(bench_cfg)
     out = Path(out_dir) if out_dir else artifacts_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -83,18 +100,30 @@ def serving_benchmark(artifact, model, bench_cfg, stream, hardware, engine_name:
     texts, lengths = make_prompts(stream, tokenizer, n_load, bench_cfg.prompt_tokens)
     search = bench_cfg.get("capacity") is not None and bench_cfg.capacity.enabled
     if search:  # refuse before the server starts when the stream cannot give one probe distinct prompts
-        window_starts(len(stream.ids), bench_cfg.prompt_tokens, cap.requests_for(bench_cfg.capacity.max_users, bench_cfg.capacity),
-                      "one capacity probe at benchmark.capacity.max_users")
+        window_starts(
+            len(stream.ids),
+            bench_cfg.prompt_tokens,
+            cap.requests_for(bench_cfg.capacity.max_users, bench_cfg.capacity),
+            "one capacity probe at benchmark.capacity.max_users",
+        )
     port = pick_port(bench_cfg.host, bench_cfg.port)
     spec = server_spec(artifact, engine_name, model, bench_cfg, hardware, port)
     server = ServerProcess(spec, out / "server.log")
     try:
         server.start()
-        (out / "server.json").write_text(json.dumps({"server": spec.name, "pid": server.pid, "url": spec.url,
-                                                     "cmd": spec.cmd}, indent=2))
+        (out / "server.json").write_text(
+            json.dumps({"server": spec.name, "pid": server.pid, "url": spec.url, "cmd": spec.cmd}, indent=2)
+        )
         start_s = server.wait_healthy(bench_cfg.startup_timeout_s)
-        log.info("%s server healthy after %.1f s; %d warmup + %d requests, %s arrivals, concurrency %d", spec.name, start_s,
-                 bench_cfg.warmup, bench_cfg.requests, bench_cfg.arrival, bench_cfg.concurrency)
+        log.info(
+            "%s server healthy after %.1f s; %d warmup + %d requests, %s arrivals, concurrency %d",
+            spec.name,
+            start_s,
+            bench_cfg.warmup,
+            bench_cfg.requests,
+            bench_cfg.arrival,
+            bench_cfg.concurrency,
+        )
         with PeakMemory(server.pid, tree=True, gpu=str(hardware.device).startswith("cuda"), interval_s=0.1) as mem:
             results = _load(server, texts, lengths, bench_cfg)
         write_csv(results, out / "requests.csv")
@@ -106,24 +135,38 @@ def serving_benchmark(artifact, model, bench_cfg, stream, hardware, engine_name:
             metrics.update(cap.metrics_of(found))
     finally:
         server.stop()
-    metrics.update({"serving/server_start_s": start_s, "perf/peak_rss_bytes": float(mem.peak_rss)})
+    metrics.update({SERVING_SERVER_START_S: start_s, PERF_PEAK_RSS_BYTES: float(mem.peak_rss)})
     if mem.peak_vram is not None:  # NVML's per-process GPU memory of the server tree, where it can see it
-        metrics["perf/peak_vram_bytes"] = float(mem.peak_vram)
-    plot_cdf(results, out / "latency_cdf.png", f"{artifact.manifest['format']} on {spec.name}, {bench_cfg.arrival} "
-             f"arrivals, concurrency {bench_cfg.concurrency}")
+        metrics[PERF_PEAK_VRAM_BYTES] = float(mem.peak_vram)
+    plot_cdf(
+        results,
+        out / "latency_cdf.png",
+        f"{artifact.manifest['format']} on {spec.name}, {bench_cfg.arrival} "
+        f"arrivals, concurrency {bench_cfg.concurrency}",
+    )
     _raise_if_server_died(server, results)
-    if metrics["serving/requests_failed"] or metrics["serving/requests_not_sent"]:
+    if metrics[SERVING_REQUESTS_FAILED] or metrics[SERVING_REQUESTS_NOT_SENT]:
         first = next(r.error for r in results if r.status != "ok")
-        log.warning("%d failed, %d not sent of %d requests (first error: %s); see %s", metrics["serving/requests_failed"],
-                    metrics["serving/requests_not_sent"], len(results), first, out / "requests.csv")
+        log.warning(
+            "%d failed, %d not sent of %d requests (first error: %s); see %s",
+            metrics[SERVING_REQUESTS_FAILED],
+            metrics[SERVING_REQUESTS_NOT_SENT],
+            len(results),
+            first,
+            out / "requests.csv",
+        )
     return metrics
 
 
-def capacity_search(server: ServerProcess, stream, tokenizer, cfg, load_metrics: Dict[str, float], used: int) -> cap.Capacity:
+def capacity_search(
+    server: ServerProcess, stream, tokenizer, cfg, load_metrics: Dict[str, float], used: int
+) -> cap.Capacity:
     """The largest concurrency on this running server within cfg.slo (runner/benchmark/capacity.py); the measured
     load at cfg.concurrency is the first probe. Each probe's prompts are distinct windows of the stream."""
     c = cfg.capacity
-    first = cap.Probe(cfg.concurrency, cfg.requests, load_metrics, cap.misses(load_metrics, cfg.slo, c.max_failure_rate))
+    first = cap.Probe(
+        cfg.concurrency, cfg.requests, load_metrics, cap.misses(load_metrics, cfg.slo, c.max_failure_rate)
+    )
     t_end = time.perf_counter() + c.max_total_s
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # a scenario's ${deployment.*} resolve here
 
@@ -131,22 +174,36 @@ def capacity_search(server: ServerProcess, stream, tokenizer, cfg, load_metrics:
         nonlocal used
         n = cap.requests_for(users, c)
         n_windows = _n_starts(len(stream.ids), cfg.prompt_tokens)
-        first_prompt = used if used + n <= n_windows else 0  # past the stream's windows: start again (each probe's own are distinct)
+        first_prompt = (
+            used if used + n <= n_windows else 0
+        )  # past the stream's windows: start again (each probe's own are distinct)
         texts, lengths = make_prompts(stream, tokenizer, n, cfg.prompt_tokens, first=first_prompt)
         used = first_prompt + n
-        load = OmegaConf.merge(resolved, {"concurrency": users, "requests": n, "arrival": "closed",
-                                     "max_duration_s": max(min(cfg.max_duration_s, t_end - time.perf_counter()), 1.0)})
+        load = OmegaConf.merge(
+            resolved,
+            {
+                "concurrency": users,
+                "requests": n,
+                "arrival": "closed",
+                "max_duration_s": max(min(cfg.max_duration_s, t_end - time.perf_counter()), 1.0),
+            },
+        )
         t0 = time.perf_counter()
         results = asyncio.run(run_load(server.spec, texts, load, lengths))
         _raise_if_server_died(server, results)
         m = summarize(results, cfg.slo)
         p = cap.Probe(users, n, m, cap.misses(m, cfg.slo, c.max_failure_rate), time.perf_counter() - t0)
-        log.info("capacity probe: %d users, %d requests: %s", users, n, "meets the SLO" if p.meets else "; ".join(p.misses))
+        log.info(
+            "capacity probe: %d users, %d requests: %s", users, n, "meets the SLO" if p.meets else "; ".join(p.misses)
+        )
         return p
 
     found = cap.search(probe, c, first=first)
-    log.info("capacity: %d users within the SLO (%s)", found.max_users,
-             "bracketed" if found.bracketed else f"a lower bound: stopped by capacity.{found.stopped_by}")
+    log.info(
+        "capacity: %d users within the SLO (%s)",
+        found.max_users,
+        "bracketed" if found.bracketed else f"a lower bound: stopped by capacity.{found.stopped_by}",
+    )
     return found
 
 
@@ -168,9 +225,11 @@ def _raise_if_server_died(server: ServerProcess, results: List[RequestResult]) -
     code = server.proc.poll() if server.proc else None
     if code is not None and not server.stopped_by_us:
         ok = sum(r.status == "ok" for r in results)
-        raise RuntimeError(f"the {server.spec.name} server (pid {server.pid}) exited with code {code} during the load: "
-                           f"{ok} ok, {len(results) - ok} failed or not sent of {len(results)} requests "
-                           f"(requests.csv and server.log in {server.log_path.parent}):\n{server.log_tail()}")
+        raise RuntimeError(
+            f"the {server.spec.name} server (pid {server.pid}) exited with code {code} during the load: "
+            f"{ok} ok, {len(results) - ok} failed or not sent of {len(results)} requests "
+            f"(requests.csv and server.log in {server.log_path.parent}):\n{server.log_tail()}"
+        )
 
 
 def plot_cdf(results: List[RequestResult], path: Path, title: str) -> None:

@@ -5,6 +5,7 @@ runner/stages/benchmark.py. Its peak RSS is what a deployment of that engine nee
 library + Python), not the torch/transformers and earlier stages of the job's own process.
 Keep this module's imports light: no runner.formats, runner.stages.*, torch or transformers here.
 """
+
 import logging
 import pickle
 import sys
@@ -15,10 +16,10 @@ from types import SimpleNamespace
 
 from tqdm import tqdm
 
+from runner.benchmark.probes import PeakMemory
 from runner.engines import get_engine
 from runner.errors import UserError
 from runner.system.library_logs import route_library_logs
-from runner.benchmark.probes import PeakMemory
 
 HEAVY_MODULES = ("torch", "transformers")
 ENGINES_WITH_CHILD_PROCESSES = {"vllm", "openvino"}  # the engine runs in a child process: measure the tree
@@ -45,9 +46,12 @@ def run(req: dict) -> dict:
         finally:
             loaded.close()
     return {
-        "ttft_s": [r.ttft_s for r in runs], "total_s": [r.total_s for r in runs], "load_s": load_s,
+        "ttft_s": [r.ttft_s for r in runs],
+        "total_s": [r.total_s for r in runs],
+        "load_s": load_s,
         "new_tokens": [r.new_tokens for r in runs],
-        "peak_rss": mem.peak_rss, "start_rss": mem.start_rss,
+        "peak_rss": mem.peak_rss,
+        "start_rss": mem.start_rss,
         "hwm_rss": high_water_rss(),
         # NVML where it sees our processes (all they hold on the card, CUDA context included), else torch's peak
         "peak_vram": mem.peak_vram or _torch_peak_vram(),

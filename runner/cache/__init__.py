@@ -16,6 +16,7 @@ a date. On storage shared by several machines (NFS, Lustre) point cache.dir ther
 atomic within one filesystem, and two jobs racing on one key keep whichever finished first (the
 other one uses it).
 """
+
 import contextlib
 import errno
 import json
@@ -54,8 +55,11 @@ class Cache:
                 probe = tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-")
                 probe.close()
             except OSError as e:
-                raise UserError("cache.dir", f"'{self.root}' is not writable ({e.strerror})",
-                                "point cache.dir (or QRUN_CACHE_DIR) to a writable folder, or set cache.mode=read") from e
+                raise UserError(
+                    "cache.dir",
+                    f"'{self.root}' is not writable ({e.strerror})",
+                    "point cache.dir (or QRUN_CACHE_DIR) to a writable folder, or set cache.mode=read",
+                ) from e
             remove_dead_temps(self.root)
 
     @staticmethod
@@ -105,10 +109,14 @@ class Cache:
         tmp.mkdir(mode=0o755)
         try:
             yield tmp
-            files = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": sha256_file(p, self.memo_dir)}
-                     for p in sorted(tmp.rglob("*")) if p.is_file()}
-            (tmp / ENTRY).write_text(json.dumps({"kind": kind, "key": key, "label": label, "created": time.time(),
-                                                 "files": files}, indent=1))
+            files = {
+                str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": sha256_file(p, self.memo_dir)}
+                for p in sorted(tmp.rglob("*"))
+                if p.is_file()
+            }
+            (tmp / ENTRY).write_text(
+                json.dumps({"kind": kind, "key": key, "label": label, "created": time.time(), "files": files}, indent=1)
+            )
             if final.exists():
                 if self._problem(final) is None:  # another job finished the same entry first: keep theirs
                     return

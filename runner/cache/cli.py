@@ -8,6 +8,7 @@ Every prune also removes temp folders (entries being built or deleted) whose pro
 host (with --kind: of that kind only); a live process's temp is never removed, however old. Temps
 without an owner file (older versions) go once nothing in them changed for an hour.
 """
+
 import argparse
 import os
 import shutil
@@ -31,19 +32,30 @@ def _human(n: float) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="qrun-cache", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dir", default=os.environ.get("QRUN_CACHE_DIR", ".qrun_cache"), help="cache root (default: $QRUN_CACHE_DIR or .qrun_cache)")
+    ap = argparse.ArgumentParser(
+        prog="qrun-cache", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--dir",
+        default=os.environ.get("QRUN_CACHE_DIR", ".qrun_cache"),
+        help="cache root (default: $QRUN_CACHE_DIR or .qrun_cache)",
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list")
     prune = sub.add_parser("prune")
-    prune.add_argument("--kind", help="only this kind (artifacts, references, models, gguf_base, imatrix, tokens, packages, ...)")
+    prune.add_argument(
+        "--kind", help="only this kind (artifacts, references, models, gguf_base, imatrix, tokens, packages, ...)"
+    )
     prune.add_argument("--older-than", type=float, metavar="DAYS", help="only entries created more than DAYS ago")
     prune.add_argument("--all", action="store_true", help="every entry (with --kind: every entry of that kind)")
     prune.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
     root = Path(args.dir).expanduser().resolve()
     if not root.is_dir():
-        print(f"error: --dir: no cache at '{root}' -- fix: pass the cache folder (cache.dir / QRUN_CACHE_DIR)", file=sys.stderr)
+        print(
+            f"error: --dir: no cache at '{root}' -- fix: pass the cache folder (cache.dir / QRUN_CACHE_DIR)",
+            file=sys.stderr,
+        )
         return 2
     now = time.time()
     if args.cmd == "list":
@@ -82,7 +94,10 @@ def main(argv=None) -> int:
         else:
             tmp.unlink(missing_ok=True)
     for tmp in temps_elsewhere(root, kind=args.kind):
-        print(f"kept temp {tmp.relative_to(root)}: its process runs on another host (delete it by hand once that job is over)")
+        print(
+            f"kept temp {tmp.relative_to(root)}: its process runs on another host (delete it by hand once that job "
+            "is over)"
+        )
     print(f"{'would free' if args.dry_run else 'freed'} {_human(freed)} in {count} entries and {temps} temp folders")
     return 0
 

@@ -3,6 +3,7 @@
 The schemas (runner/config/schema.py) already reject typos and wrong types; these reject values of the
 right type that cannot mean anything (0 threads, an empty eval stream, a window longer than it).
 """
+
 import ipaddress
 from typing import Tuple
 
@@ -12,6 +13,7 @@ from runner.system.environment import usable_cores
 # The cached baseline reference holds n_tokens x kld_topk x 8 bytes (16 384 x 1024 x 8 = 128 MiB at
 # this cap); past a few hundred tokens the tail holds almost no mass, so more only costs memory.
 MAX_KLD_TOPK = 1024
+BENCHMARK_KINDS = ("offline", "serving")  # one stream through the engine | a real server under concurrent load
 # The load generator's bounds: a load is finite, and aimed at this machine only
 MAX_REQUESTS = 10_000
 MAX_CONCURRENCY = 1_024
@@ -31,14 +33,20 @@ def _positive_or_none(key: str, value) -> None:
 def check_hardware(hw) -> None:
     cores = usable_cores()
     if not 1 <= hw.threads <= cores:
-        raise UserError("hardware.threads", f"{hw.threads} threads asked; this machine has {cores} usable core(s)",
-                        f"set hardware.threads between 1 and {cores}")
+        raise UserError(
+            "hardware.threads",
+            f"{hw.threads} threads asked; this machine has {cores} usable core(s)",
+            f"set hardware.threads between 1 and {cores}",
+        )
     _at_least("hardware.n_gpu_layers", hw.n_gpu_layers, -1, "use -1 (every layer), 0 (none) or a layer count")
     _at_least("hardware.n_gpus", hw.n_gpus, 0)
     _at_least("hardware.tensor_parallel_size", hw.tensor_parallel_size, 1)
     if not 0 < hw.gpu_memory_utilization <= 1:
-        raise UserError("hardware.gpu_memory_utilization", f"{hw.gpu_memory_utilization} is outside (0, 1]",
-                        "use a fraction of each GPU's memory, e.g. 0.85")
+        raise UserError(
+            "hardware.gpu_memory_utilization",
+            f"{hw.gpu_memory_utilization} is outside (0, 1]",
+            "use a fraction of each GPU's memory, e.g. 0.85",
+        )
     _positive_or_none("hardware.gpu_memory_bytes", hw.gpu_memory_bytes)
     _positive_or_none("hardware.memory_budget_bytes", hw.memory_budget_bytes)
 
@@ -49,28 +57,42 @@ def check_calibration(cal) -> None:
 
 
 def check_eval(ev) -> None:
-    _at_least("eval.n_tokens", ev.n_tokens, 2, "set eval.n_tokens to a few thousand (a perplexity needs at least 2 tokens)")
+    _at_least(
+        "eval.n_tokens", ev.n_tokens, 2, "set eval.n_tokens to a few thousand (a perplexity needs at least 2 tokens)"
+    )
     _at_least("eval.ctx_len", ev.ctx_len, 2)
     if ev.ctx_len > ev.n_tokens:
-        raise UserError("eval.ctx_len", f"a window of {ev.ctx_len} tokens is longer than the eval stream "
-                        f"(eval.n_tokens={ev.n_tokens})", "lower eval.ctx_len or raise eval.n_tokens")
+        raise UserError(
+            "eval.ctx_len",
+            f"a window of {ev.ctx_len} tokens is longer than the eval stream (eval.n_tokens={ev.n_tokens})",
+            "lower eval.ctx_len or raise eval.n_tokens",
+        )
     if not 1 <= ev.stride <= ev.ctx_len:
-        raise UserError("eval.stride", f"{ev.stride} is outside 1..eval.ctx_len ({ev.ctx_len})",
-                        "set eval.stride to eval.ctx_len for disjoint windows")
+        raise UserError(
+            "eval.stride",
+            f"{ev.stride} is outside 1..eval.ctx_len ({ev.ctx_len})",
+            "set eval.stride to eval.ctx_len for disjoint windows",
+        )
     if not 1 <= ev.kld_topk <= MAX_KLD_TOPK:
-        raise UserError("eval.kld_topk", f"{ev.kld_topk} is outside 1..{MAX_KLD_TOPK} (KLD over the baseline's top-k tokens)",
-                        "use the default 64")
+        raise UserError(
+            "eval.kld_topk",
+            f"{ev.kld_topk} is outside 1..{MAX_KLD_TOPK} (KLD over the baseline's top-k tokens)",
+            "use the default 64",
+        )
 
 
 def check_benchmark(b, ev) -> None:
-    if b.kind not in ("offline", "serving"):
-        raise UserError("benchmark.kind", f"unknown kind '{b.kind}'", "use offline or serving")
+    if b.kind not in BENCHMARK_KINDS:
+        raise UserError("benchmark.kind", f"unknown kind '{b.kind}'", f"use one of {' or '.join(BENCHMARK_KINDS)}")
     _at_least("benchmark.prompt_tokens", b.prompt_tokens, 1)
     _at_least("benchmark.gen_tokens", b.gen_tokens, 2)
     _at_least("benchmark.warmup", b.warmup, 0)
     if b.prompt_tokens > ev.n_tokens:
-        raise UserError("benchmark.prompt_tokens", f"{b.prompt_tokens} is longer than the eval stream "
-                        f"(eval.n_tokens={ev.n_tokens}) the prompts are cut from", "lower benchmark.prompt_tokens or raise eval.n_tokens")
+        raise UserError(
+            "benchmark.prompt_tokens",
+            f"{b.prompt_tokens} is longer than the eval stream (eval.n_tokens={ev.n_tokens}) the prompts are cut from",
+            "lower benchmark.prompt_tokens or raise eval.n_tokens",
+        )
     if b.kind == "offline":
         _at_least("benchmark.repeats", b.repeats, 1)
         return
@@ -78,8 +100,11 @@ def check_benchmark(b, ev) -> None:
     if not 0 <= b.port <= 65535:
         raise UserError("benchmark.port", f"{b.port} is not a TCP port", "use 0 (a free port) or 1..65535")
     if not b.startup_timeout_s > 0:
-        raise UserError("benchmark.startup_timeout_s", f"{b.startup_timeout_s} is not a positive number of seconds",
-                        "set it to a few minutes")
+        raise UserError(
+            "benchmark.startup_timeout_s",
+            f"{b.startup_timeout_s} is not a positive number of seconds",
+            "set it to a few minutes",
+        )
     for name in ("ttft_s", "tpot_s", "latency_s"):
         _positive_or_none(f"benchmark.slo.{name}", b.slo[name])
 
@@ -89,8 +114,11 @@ def bootstrap_settings(eval_cfg) -> Tuple[int, int]:
     boot = getattr(eval_cfg, "bootstrap", None)
     resamples, seed = getattr(boot, "resamples", 1000), getattr(boot, "seed", 0)
     if not isinstance(resamples, int) or resamples < 0:
-        raise UserError("eval.bootstrap.resamples", f"must be an integer >= 0 (got {resamples!r})",
-                        "set it to e.g. 1000, or 0 for no intervals")
+        raise UserError(
+            "eval.bootstrap.resamples",
+            f"must be an integer >= 0 (got {resamples!r})",
+            "set it to e.g. 1000, or 0 for no intervals",
+        )
     if not isinstance(seed, int) or seed < 0:
         raise UserError("eval.bootstrap.seed", f"must be an integer >= 0 (got {seed!r})", "set it to e.g. 0")
     return resamples, seed
@@ -104,7 +132,9 @@ def check_load_config(cfg) -> None:
     if not 1 <= cfg.concurrency <= MAX_CONCURRENCY:
         raise UserError("benchmark.concurrency", f"{cfg.concurrency} asked; 1..{MAX_CONCURRENCY} allowed", "change it")
     if not 0 < cfg.max_duration_s <= MAX_DURATION_S:
-        raise UserError("benchmark.max_duration_s", f"{cfg.max_duration_s} s asked; (0, {MAX_DURATION_S:g}] allowed", "change it")
+        raise UserError(
+            "benchmark.max_duration_s", f"{cfg.max_duration_s} s asked; (0, {MAX_DURATION_S:g}] allowed", "change it"
+        )
     if cfg.arrival not in ("closed", "poisson"):
         raise UserError("benchmark.arrival", f"unknown arrival '{cfg.arrival}'", "use closed or poisson")
     if cfg.arrival == "poisson" and not cfg.rate > 0:
@@ -122,5 +152,8 @@ def check_loopback(host: str) -> None:
     except ValueError:
         ok = False
     if not ok:
-        raise UserError("benchmark.host", f"'{host}' is not a loopback address: the load generator only sends to this machine",
-                        "use benchmark.host=127.0.0.1 (or ::1, localhost)")
+        raise UserError(
+            "benchmark.host",
+            f"'{host}' is not a loopback address: the load generator only sends to this machine",
+            "use benchmark.host=127.0.0.1 (or ::1, localhost)",
+        )

@@ -14,31 +14,24 @@ which is one stream by construction; an offline p95 is never checked against a s
 a serving run at another concurrency never against this one.
 This module stays light (no MLflow, no Hydra): the report and the config schema import it.
 """
+
 from dataclasses import dataclass, field
 from typing import Optional
 
 from omegaconf import MISSING
 
+from runner.config.checks import BENCHMARK_KINDS
 from runner.errors import UserError
 from runner.paths import options
 
-KINDS = ("offline", "serving")
 ARRIVALS = ("closed", "poisson")
 PREFER = ("quality", "speed", "size")
-
-# Which logged metric each scenario bound is held against, per benchmark kind. SLOs hold at the 95th
-# percentile; the serving percentiles include requests that timed out, at their timeout.
-METRIC_OF = {
-    "serving": {"ttft_s": "serving/ttft_s_p95", "tpot_s": "serving/tpot_s_p95", "latency_s": "serving/latency_s_p95",
-                "throughput": "serving/throughput_tok_s"},
-    # one stream; its TTFT is a median over a few repeats, so a TTFT/TPOT SLO needs kind=serving (validate())
-    "offline": {"latency_s": "perf/latency_s_p95", "throughput": "perf/throughput_tok_s"},
-}
 
 
 @dataclass
 class ScenarioSlo:
     """Bounds at the 95th percentile of the scenario's load, in seconds (null: no bound)."""
+
     ttft_s: Optional[float] = None  # send (poisson: scheduled arrival) -> first token
     tpot_s: Optional[float] = None  # time per output token after the first
     latency_s: Optional[float] = None  # send (poisson: scheduled arrival) -> last token
@@ -48,6 +41,7 @@ class ScenarioSlo:
 class CapacitySearchConfig:
     """benchmark.capacity: after the load, the largest concurrency that still meets benchmark.slo (at p95) and
     max_failure_rate, by bounded bisection over concurrency on the same server (runner/benchmark/capacity.py)."""
+
     enabled: bool = False
     max_users: int = 64  # the search never probes above this
     max_probes: int = 8  # loads in all, the scenario's own load included
@@ -82,11 +76,12 @@ class DeploymentConfig:
 
 def validate(d) -> None:
     """One-line UserError naming the first deployment.* key whose value cannot mean anything."""
+
     def bad(key, problem, fix):
         raise UserError(f"deployment.{key}", problem, fix)
 
-    if d.kind not in KINDS:
-        bad("kind", f"unknown kind '{d.kind}'", f"use one of {list(KINDS)}")
+    if d.kind not in BENCHMARK_KINDS:
+        bad("kind", f"unknown kind '{d.kind}'", f"use one of {list(BENCHMARK_KINDS)}")
     if d.hardware not in options("hardware"):
         bad("hardware", f"no hardware profile '{d.hardware}'", f"use one of {options('hardware')}")
     if d.users < 1:
@@ -96,8 +91,11 @@ def validate(d) -> None:
             bad("users", f"kind=offline is one stream, {d.users} users asked", "use kind=serving for concurrent users")
         for key in ("ttft_s", "tpot_s"):
             if d.slo[key] is not None:
-                bad(f"slo.{key}", "the offline benchmark measures no p95 of it (one stream, a few repeats)",
-                    "use kind=serving with users=1, or set it to null")
+                bad(
+                    f"slo.{key}",
+                    "the offline benchmark measures no p95 of it (one stream, a few repeats)",
+                    "use kind=serving with users=1, or set it to null",
+                )
     if d.arrival not in ARRIVALS:
         bad("arrival", f"unknown arrival '{d.arrival}'", f"use one of {list(ARRIVALS)}")
     if d.arrival == "poisson" and not d.rate > 0:
@@ -105,8 +103,15 @@ def validate(d) -> None:
     for key in ("prompt_tokens", "output_tokens", "requests"):
         if d[key] < 1:
             bad(key, f"{d[key]} is below 1", f"set deployment.{key} to 1 or more")
-    for key in ("slo.ttft_s", "slo.tpot_s", "slo.latency_s", "min_throughput_tok_s", "memory_budget_bytes",
-                "max_ppl_delta_pct", "max_kld"):
+    for key in (
+        "slo.ttft_s",
+        "slo.tpot_s",
+        "slo.latency_s",
+        "min_throughput_tok_s",
+        "memory_budget_bytes",
+        "max_ppl_delta_pct",
+        "max_kld",
+    ):
         value = d.slo[key[4:]] if key.startswith("slo.") else d[key]
         if value is not None and not value > 0:
             bad(key, f"{value} is not a positive number", "set a positive bound, or null for none")

@@ -10,6 +10,7 @@ family's name), its row in FAMILIES, its module in runner/formats/ (a Format sub
 and validate(), library_versions(), uses_calibration() where the defaults do not fit), and its presets
 as conf/format/<name>.yaml, each starting from `- /schema/format/<family>@_here_`.
 """
+
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -116,7 +117,9 @@ class OpenvinoConfig(FormatConfig):
     group_size: int = -1  # -1: per output channel (INT8); INT4: must divide every compressed row (hidden, intermediate)
     ratio: float = 1.0  # INT4: share of the compressible layers in INT4, the rest INT8
     all_layers: bool = False  # INT4: the embedding and lm_head too (false: they stay INT8, NNCF's default)
-    inference_precision: str = "f32"  # OpenVINO's INFERENCE_PRECISION_HINT at run time; "": its default (bf16 on AVX512-BF16/AMX)
+    inference_precision: str = (
+        "f32"  # OpenVINO's INFERENCE_PRECISION_HINT at run time; "": its default (bf16 on AVX512-BF16/AMX)
+    )
     # OpenVINO's DYNAMIC_QUANTIZATION_GROUP_SIZE at run time: 0 = activations stay float; null = its CPU default, which
     # quantizes activations to int8 in groups for compressed-weight matmuls (faster, and adds its own error)
     dynamic_quantization_group_size: Optional[int] = 0
@@ -130,7 +133,9 @@ class Family:
 
 
 FAMILIES: Dict[str, Family] = {
-    "torch_dtype": Family(TorchDtypeConfig, "runner.formats.torch_dtype:TorchDtypeFormat", ("torch", "vllm", "exllamav2")),
+    "torch_dtype": Family(
+        TorchDtypeConfig, "runner.formats.torch_dtype:TorchDtypeFormat", ("torch", "vllm", "exllamav2")
+    ),
     "gguf": Family(GgufConfig, "runner.formats.gguf.format:GgufFormat", ("llama_cpp", "torch")),
     "exl2": Family(Exl2Config, "runner.formats.exl2:Exl2Format", ("exllamav2",)),  # CUDA only
     # weight-only INT4 / INT8 (calibrated or not)

@@ -4,6 +4,7 @@ For presets a job needs besides its own (the eval baseline's format) and for too
 (the report's hardware profile). Hydra composes the whole config with `<group>=<name>`, so the
 option gets exactly the schema, defaults and checks it would get in `qrun <group>=<name>`.
 """
+
 from omegaconf import DictConfig
 
 from runner.errors import UserError

@@ -4,6 +4,7 @@ Every group option in conf/ is merged onto one of these dataclasses, so a typo'd
 of the wrong type fails at composition time, naming the key, before any work starts.
 Format schemas live in runner/config/formats.py (light: no library imports) and are registered here too.
 """
+
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
@@ -16,7 +17,9 @@ from runner.config.deployment import CapacitySearchConfig, DeploymentConfig
 @dataclass
 class ModelConfig:
     name: str = MISSING  # short label used in tables and run names
-    source: str = "hf"  # hf: hub id or local folder | gguf_file: a local .gguf | packaged_gguf: a .gguf inside a PyPI package
+    source: str = (
+        "hf"  # hf: hub id or local folder | gguf_file: a local .gguf | packaged_gguf: a .gguf inside a PyPI package
+    )
     id: str = MISSING  # hub id or local folder (hf), .gguf path (gguf_file), Python package name (packaged_gguf)
     file: Optional[str] = None  # packaged_gguf: the file inside the package
     revision: Optional[str] = None
@@ -52,6 +55,7 @@ class CalibrationConfig:
 @dataclass
 class BootstrapConfig:
     """95 % intervals of the quality metrics: paired bootstrap over scoring windows (runner/quality/bootstrap.py)."""
+
     resamples: int = 1000  # 0: no intervals
     seed: int = 0
 
@@ -63,7 +67,8 @@ class EvalConfig:
     n_tokens: int = 16384  # length of the fixed token stream
     ctx_len: int = 512
     stride: int = 512  # == ctx_len: disjoint windows; < ctx_len: overlapping, each token scored once
-    # prepend BOS to every window (then every text token is scored); null: what the model does (GGUF metadata or tokenizer)
+    # prepend BOS to every window (then every text token is scored); null: what the model does (GGUF metadata or
+    # tokenizer)
     add_bos: Optional[bool] = None
     baseline: str = "fp32"  # format whose logits are the KLD / top-1 reference (run on the torch engine)
     kld_topk: int = 64  # reference keeps its top-k log-probs per token (+ one bucket for the rest)
@@ -75,6 +80,7 @@ class EvalConfig:
 @dataclass
 class SloConfig:
     """A request is "good" when it succeeds and meets every bound set here (null = no bound)."""
+
     ttft_s: Optional[float] = None
     tpot_s: Optional[float] = None
     latency_s: Optional[float] = None
@@ -83,12 +89,17 @@ class SloConfig:
 @dataclass
 class BenchmarkConfig:
     name: str = MISSING
-    kind: str = "offline"  # offline: one stream through the engine | serving: a real server under load (runner/benchmark/serving.py)
+    # offline: one stream through the engine | serving: a real server under load (runner/benchmark/serving.py)
+    kind: str = "offline"
     prompt_tokens: int = 128
-    gen_tokens: int = 64  # new tokens per request (serving: EOS is suppressed, so every request makes exactly this many)
+    gen_tokens: int = (
+        64  # new tokens per request (serving: EOS is suppressed, so every request makes exactly this many)
+    )
     repeats: int = 5
     warmup: int = 1  # unmeasured requests first (serving: sent one at a time before the load)
-    noisy_cv: float = 0.10  # offline: the summary marks a speed whose coefficient of variation over repeats exceeds this
+    noisy_cv: float = (
+        0.10  # offline: the summary marks a speed whose coefficient of variation over repeats exceeds this
+    )
     # kind=serving only
     concurrency: int = 4  # closed: users, each sends its next request when its last one ends | poisson: most in flight
     requests: int = 16  # measured requests in all (hard cap in runner/benchmark/loadgen.py)
@@ -100,7 +111,9 @@ class BenchmarkConfig:
     startup_timeout_s: float = 180.0  # server start -> healthy, else it is killed and the job fails
     request_timeout_s: float = 120.0  # one request, else it counts as failed
     max_duration_s: float = 900.0  # the whole load; unfinished requests count as failed, unsent ones as not sent
-    capacity: CapacitySearchConfig = field(default_factory=CapacitySearchConfig)  # serving: largest concurrency within slo
+    capacity: CapacitySearchConfig = field(
+        default_factory=CapacitySearchConfig
+    )  # serving: largest concurrency within slo
 
 
 @dataclass
@@ -141,17 +154,20 @@ class Config:
     benchmark: BenchmarkConfig = MISSING
     tracking: TrackingConfig = MISSING
     cache: CacheConfig = field(default_factory=CacheConfig)
-    stages: List[str] = field(default_factory=lambda: ["quantize", "evaluate", "tasks", "benchmark"])  # tasks: no-op without eval.tasks
+    stages: List[str] = field(
+        default_factory=lambda: ["quantize", "evaluate", "tasks", "benchmark"]
+    )  # tasks: no-op without eval.tasks
     seed: int = 0
     resume: bool = True  # a job whose identical run already FINISHED in the store is not run again
-    deployment: Optional[DeploymentConfig] = None  # a scenario (conf/deployment/): drives the benchmark, judged at the sweep's end
+    deployment: Optional[DeploymentConfig] = (
+        None  # a scenario (conf/deployment/): drives the benchmark, judged at the sweep's end
+    )
 
 
 def register_configs() -> None:
-    from runner.config.formats import FAMILIES, SCHEMA_GROUP
-
     from omegaconf import OmegaConf
 
+    from runner.config.formats import FAMILIES, SCHEMA_GROUP
     from runner.system.environment import usable_cores
 
     # conf/hardware/cpu.yaml: `threads: ${usable_cores:}` -- every core this process may use, read here, not assumed

@@ -6,6 +6,7 @@ runner.data.corpus.load_corpus), or a dataset on the Hugging Face hub through `d
 The text is tokenized once by the base model's tokenizer and cut into disjoint seq_len windows;
 `seed` picks which n_samples windows, so samples come from across the whole text.
 """
+
 import logging
 import random
 from dataclasses import dataclass
@@ -30,8 +31,14 @@ class Calibration:
     def manifest(self) -> Dict[str, Any]:
         """What the artifact's manifest.json records about its calibration data."""
         n, seq_len = len(self.samples), len(self.samples[0])
-        return {"n_samples": n, "seq_len": seq_len, "text": self.description, "text_sha256": self.text_sha256,
-                "text_tokens": self.n_text_tokens, "samples_sha256": sha256_json(self.samples)}
+        return {
+            "n_samples": n,
+            "seq_len": seq_len,
+            "text": self.description,
+            "text_sha256": self.text_sha256,
+            "text_tokens": self.n_text_tokens,
+            "samples_sha256": sha256_json(self.samples),
+        }
 
 
 def calibration_identity(cfg, cache) -> Dict[str, Any]:
@@ -44,19 +51,24 @@ def calibration_identity(cfg, cache) -> Dict[str, Any]:
 
 def load_calibration(cfg, model, cache) -> Calibration:
     if cfg.n_samples < 1 or cfg.seq_len < 1:
-        raise UserError("calibration.n_samples" if cfg.n_samples < 1 else "calibration.seq_len",
-                        "must be at least 1", "set a positive number")
+        raise UserError(
+            "calibration.n_samples" if cfg.n_samples < 1 else "calibration.seq_len",
+            "must be at least 1",
+            "set a positive number",
+        )
     corpus = _hub_corpus(cfg) if cfg.corpus.source == "hub" else load_corpus(cfg.corpus, cache, "calibration.corpus")
     ids = model.load_tokenizer()(corpus.text, add_special_tokens=False)["input_ids"]
     n, seq_len = cfg.n_samples, cfg.seq_len
     windows = len(ids) // seq_len
     if windows < n:
-        raise UserError("calibration.n_samples",
-                        f"the calibration text has {len(ids)} tokens, fewer than n_samples x seq_len = {n} x {seq_len} "
-                        f"= {n * seq_len} ({corpus.description})",
-                        "lower calibration.n_samples or calibration.seq_len, or give a longer text in calibration.corpus")
+        raise UserError(
+            "calibration.n_samples",
+            f"the calibration text has {len(ids)} tokens, fewer than n_samples x seq_len = {n} x {seq_len} "
+            f"= {n * seq_len} ({corpus.description})",
+            "lower calibration.n_samples or calibration.seq_len, or give a longer text in calibration.corpus",
+        )
     picked = sorted(random.Random(cfg.seed).sample(range(windows), n))
-    samples = [ids[i * seq_len:(i + 1) * seq_len] for i in picked]
+    samples = [ids[i * seq_len : (i + 1) * seq_len] for i in picked]
     log.info("calibration: %d x %d tokens from %s (%d tokens)", n, seq_len, corpus.description, len(ids))
     return Calibration(samples, corpus.sha256, corpus.description, len(ids))
 
@@ -69,8 +81,11 @@ def _hub_corpus(cfg) -> Corpus:
     try:
         import datasets
     except ImportError as e:
-        raise UserError("calibration.corpus.source", "hub datasets need the package 'datasets'",
-                        "pip install -c requirements/constraints.txt datasets, or use calibration=packaged") from e
+        raise UserError(
+            "calibration.corpus.source",
+            "hub datasets need the package 'datasets'",
+            "pip install -c requirements/constraints.txt datasets, or use calibration=packaged",
+        ) from e
     want_chars = 16 * cfg.n_samples * cfg.seq_len  # generous: English text runs ~4 characters per token
     try:
         rows = datasets.load_dataset(c.dataset, c.subset, split=c.split, data_files=c.data_files, streaming=True)
@@ -83,12 +98,21 @@ def _hub_corpus(cfg) -> Corpus:
             if total >= want_chars:
                 break
     except Exception as e:  # offline, unknown dataset, gated, wrong field...
-        raise UserError("calibration.corpus.dataset",
-                        f"could not read '{c.dataset}' from the hub ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})",
-                        "make the hub reachable, or use calibration=packaged or calibration=file") from e
+        raise UserError(
+            "calibration.corpus.dataset",
+            f"could not read '{c.dataset}' from the hub ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:160] if str(e) else ''})",
+            "make the hub reachable, or use calibration=packaged or calibration=file",
+        ) from e
     text = "\n\n".join(parts)
     if not text:
-        raise UserError("calibration.corpus.text_field", f"no text in field '{c.text_field}' of {c.dataset}",
-                        "name the dataset's text column")
-    return Corpus(text=text, sha256=sha256_bytes(text.encode("utf-8")),
-                  description=f"hub {c.dataset}/{c.subset or ''} {c.split} (first {len(parts)} rows)")
+        raise UserError(
+            "calibration.corpus.text_field",
+            f"no text in field '{c.text_field}' of {c.dataset}",
+            "name the dataset's text column",
+        )
+    return Corpus(
+        text=text,
+        sha256=sha256_bytes(text.encode("utf-8")),
+        description=f"hub {c.dataset}/{c.subset or ''} {c.split} (first {len(parts)} rows)",
+    )

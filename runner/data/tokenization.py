@@ -5,6 +5,7 @@ file: the HF tokenizer transformers rebuilds from GGUF metadata can differ (seen
 merges, one token per character). Every job compares the two id for id on the part of the text the
 stream covers (a fixed short sample missed a real difference: SmolLM2's GGUF differs at token 42 872).
 """
+
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,20 +28,28 @@ class StreamTokenizer:
 
 
 def hf_tokenizer(tokenizer) -> StreamTokenizer:
-    return StreamTokenizer("hf", lambda text: list(tokenizer(text, add_special_tokens=False)["input_ids"]),
-                           tokenizer.bos_token_id)
+    return StreamTokenizer(
+        "hf", lambda text: list(tokenizer(text, add_special_tokens=False)["input_ids"]), tokenizer.bos_token_id
+    )
 
 
 def llama_cpp_tokenizer(gguf: Path) -> StreamTokenizer:
     try:
         from llama_cpp import Llama
     except ImportError as e:
-        raise UserError("model.id", f"the model comes from {gguf.name}, and checking its tokenizer needs llama-cpp-python",
-                        "pip install -e '.[gguf]' (make venv installs it)") from e
+        raise UserError(
+            "model.id",
+            f"the model comes from {gguf.name}, and checking its tokenizer needs llama-cpp-python",
+            "pip install -e '.[gguf]' (make venv installs it)",
+        ) from e
     vocab = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
     bos = vocab.token_bos()
-    return StreamTokenizer("llama_cpp", lambda text: vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False),
-                           bos if bos >= 0 else None, close=vocab.close)
+    return StreamTokenizer(
+        "llama_cpp",
+        lambda text: vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False),
+        bos if bos >= 0 else None,
+        close=vocab.close,
+    )
 
 
 def _llama_cpp_adds_bos(gguf: Path) -> bool:
@@ -65,7 +74,7 @@ def stream_sample(text: str, tokenizer: StreamTokenizer, n_tokens: int) -> str:
     """The start of `text` that holds about n_tokens tokens (20 % spare), at least SAMPLE_CHARS characters."""
     probe = text[:SAMPLE_CHARS]
     chars_per_token = len(probe) / max(len(tokenizer.encode(probe)), 1)
-    return text[:max(SAMPLE_CHARS, int(1.2 * n_tokens * chars_per_token))]
+    return text[: max(SAMPLE_CHARS, int(1.2 * n_tokens * chars_per_token))]
 
 
 def choose_tokenizer(hf: StreamTokenizer, gguf: Optional[Path], sample: str, model_label: str) -> StreamTokenizer:
@@ -75,17 +84,26 @@ def choose_tokenizer(hf: StreamTokenizer, gguf: Optional[Path], sample: str, mod
         own = llama_cpp_tokenizer(gguf)
         at = first_difference(hf.encode(sample), own.encode(sample))
         if at is not None:
-            log.warning("model.id %s: the HF tokenizer rebuilt from %s differs from llama.cpp's at token %d of a "
-                        "%d-character sample; the eval stream uses llama.cpp's tokenizer (the model's own)",
-                        model_label, gguf.name, at, len(sample))
+            log.warning(
+                "model.id %s: the HF tokenizer rebuilt from %s differs from llama.cpp's at token %d of a "
+                "%d-character sample; the eval stream uses llama.cpp's tokenizer (the model's own)",
+                model_label,
+                gguf.name,
+                at,
+                len(sample),
+            )
             chosen = own
         else:
             own.close()
     chosen.chars_per_token = len(sample) / max(len(chosen.encode(sample)), 1)
     if chosen.chars_per_token < MIN_CHARS_PER_TOKEN:
-        log.warning("model.id %s: the eval stream has %.2f characters per token (%s tokenizer): character-level "
-                    "tokenization is implausible for a real model, so its perplexities mean little",
-                    model_label, chosen.chars_per_token, chosen.name)
+        log.warning(
+            "model.id %s: the eval stream has %.2f characters per token (%s tokenizer): character-level "
+            "tokenization is implausible for a real model, so its perplexities mean little",
+            model_label,
+            chosen.chars_per_token,
+            chosen.name,
+        )
     return chosen
 
 

@@ -9,6 +9,7 @@ check_format(), check_available(), check_artifact(), kernel() where the defaults
 in ENGINES (with the server module in runner/benchmark/servers/ that deploys it, if one does), and its
 name in the `engines` of each family row it runs.
 """
+
 import importlib
 from dataclasses import dataclass
 from typing import Dict, Optional

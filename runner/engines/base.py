@@ -1,6 +1,7 @@
 """What every engine provides: load an artifact, give log-probs for a window, time a generation."""
+
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence
+from typing import Callable, Generator, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class LoadedModel:
         """Log-softmax over the vocabulary at every position: float32 [len(input_ids), vocab]."""
         raise NotImplementedError
 
-    def logprobs_many(self, windows: Iterable[Sequence[int]]) -> Iterator[np.ndarray]:
+    def logprobs_many(self, windows: Iterable[Sequence[int]]) -> Generator[np.ndarray, None, None]:
         """logprobs of each window, in order; an engine may score several at once (close() stops it early)."""
         return (self.logprobs(ids) for ids in windows)
 
@@ -54,8 +55,11 @@ class Engine:
 
         family = FAMILIES.get(fmt.family)
         if family is not None and self.NAME not in family.engines:
-            raise UserError("format.engine", f"{self.NAME} does not run the {fmt.family} format ({fmt.name})",
-                            f"use format.engine={' or '.join(family.engines)}")
+            raise UserError(
+                "format.engine",
+                f"{self.NAME} does not run the {fmt.family} format ({fmt.name})",
+                f"use format.engine={' or '.join(family.engines)}",
+            )
 
     def check_artifact(self, artifact) -> None:
         """Cheap checks of the files (UserError if unusable); load() runs them unless artifact.checked is set."""
@@ -71,4 +75,3 @@ class Engine:
     def version(self) -> str:
         """The installed library versions behind this engine, e.g. 'llama-cpp-python 0.3.36'."""
         raise NotImplementedError
-

@@ -5,6 +5,7 @@ Eval: one forward of the window with a fresh cache gives fp16 logits for every p
 in float32 over the full vocabulary, so ppl/KLD/top-1 are computed exactly as for the torch engine.
 Generation: prefill the prompt into the KV cache, then greedy decoding one token per forward.
 """
+
 import time
 from typing import List, Sequence
 

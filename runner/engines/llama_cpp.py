@@ -6,6 +6,7 @@ llama_context_default_params), the ones llama-cli, llama-server and llama-perple
 forced off, where llama.cpp's default is auto, i.e. on for a CPU; explicit YaRN factors where llama.cpp reads
 the model's), so its speeds and log-probs are not the ones a llama.cpp deployment gets.
 """
+
 import logging
 import time
 from pathlib import Path
@@ -31,9 +32,11 @@ def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
     out = np.empty(logits.shape, dtype=np.float32)
     scratch = np.empty((min(_SOFTMAX_ROWS, len(logits)), logits.shape[1]), dtype=np.float32)
     for lo in range(0, len(logits), _SOFTMAX_ROWS):
-        rows = out[lo:lo + _SOFTMAX_ROWS]
-        tmp = scratch[:len(rows)]
-        np.subtract(logits[lo:lo + _SOFTMAX_ROWS], logits[lo:lo + _SOFTMAX_ROWS].max(axis=1, keepdims=True), out=rows)
+        rows = out[lo : lo + _SOFTMAX_ROWS]
+        tmp = scratch[: len(rows)]
+        np.subtract(
+            logits[lo : lo + _SOFTMAX_ROWS], logits[lo : lo + _SOFTMAX_ROWS].max(axis=1, keepdims=True), out=rows
+        )
         np.exp(rows, out=tmp)
         rows -= np.log(tmp.sum(axis=1, keepdims=True, dtype=np.float64)).astype(np.float32)
     return out
@@ -58,7 +61,8 @@ NO_AMX_REPACK_PRELUDE = (
     "    _defaults = _lc.llama_model_default_params\n"
     "    def _no_repack():\n"
     "        p = _defaults(); p.use_extra_bufts = False; return p\n"
-    "    _lc.llama_model_default_params = _no_repack\n")
+    "    _lc.llama_model_default_params = _no_repack\n"
+)
 
 
 def load_model(path: str, hardware):
@@ -72,8 +76,11 @@ def load_model(path: str, hardware):
     params.use_extra_bufts = weight_repacking()
     model = lc.llama_model_load_from_file(path.encode(), params)
     if not model:
-        raise UserError("cache.dir", f"llama.cpp could not load {path} (its log is in the job log)",
-                        "delete that cache entry (qrun-cache) and rerun")
+        raise UserError(
+            "cache.dir",
+            f"llama.cpp could not load {path} (its log is in the job log)",
+            "delete that cache entry (qrun-cache) and rerun",
+        )
     return model
 
 
@@ -212,11 +219,17 @@ class LlamaCppEngine(Engine):
         try:
             import llama_cpp
         except ImportError as e:
-            raise UserError("format.engine", "the llama_cpp engine needs llama-cpp-python",
-                            "pip install -e '.[gguf]' (make venv installs it)") from e
+            raise UserError(
+                "format.engine",
+                "the llama_cpp engine needs llama-cpp-python",
+                "pip install -e '.[gguf]' (make venv installs it)",
+            ) from e
         if (hardware.device.startswith("cuda") or hardware.n_gpu_layers) and not llama_cpp.llama_supports_gpu_offload():
-            raise UserError("hardware.n_gpu_layers", "this llama-cpp-python build cannot offload to a GPU",
-                            "use hardware=cpu, or reinstall it with CMAKE_ARGS=-DGGML_CUDA=on on a CUDA machine")
+            raise UserError(
+                "hardware.n_gpu_layers",
+                "this llama-cpp-python build cannot offload to a GPU",
+                "use hardware=cpu, or reinstall it with CMAKE_ARGS=-DGGML_CUDA=on on a CUDA machine",
+            )
 
     def check_artifact(self, artifact) -> None:
         # imported here: runner.formats imports torch, which a llama.cpp benchmark process must not load
@@ -226,7 +239,9 @@ class LlamaCppEngine(Engine):
         check_gguf(path, "cache.dir")  # a corrupt cache entry is named, not a crash inside llama.cpp
 
     def kernel(self, artifact, hardware) -> Optional[str]:
-        flash = f"flash attention {self.flash_attention(artifact, hardware) or 'unreported'} (llama.cpp's default: auto)"
+        flash = (
+            f"flash attention {self.flash_attention(artifact, hardware) or 'unreported'} (llama.cpp's default: auto)"
+        )
         return flash if weight_repacking() else flash + "; weight repacking off (llama.cpp's AMX buffer crashes here)"
 
     def flash_attention(self, artifact, hardware) -> Optional[str]:
@@ -246,6 +261,9 @@ class LlamaCppEngine(Engine):
 def _gguf_path(artifact) -> Path:
     path = Path(artifact.path) / artifact.manifest["weight_files"][0]
     if path.suffix != ".gguf":
-        raise UserError("format.engine", f"llama_cpp runs GGUF files, and format {artifact.manifest['format']} "
-                        f"stores {path.name}", "use a gguf_* format, or format.engine=torch for this one")
+        raise UserError(
+            "format.engine",
+            f"llama_cpp runs GGUF files, and format {artifact.manifest['format']} stores {path.name}",
+            "use a gguf_* format, or format.engine=torch for this one",
+        )
     return path

@@ -1,7 +1,8 @@
 """OpenVINO engine: an OpenVINO IR folder (runner/formats/openvino.py) on OpenVINO's CPU plugin via optimum-intel.
 
 OpenVINO lives in its own venv (.venv-openvino, `make venv-openvino`): optimum-intel 2.2.0 caps transformers below
-5.6, the runner's venv pins 5.17.0. So the engine is a subprocess (runner/engines/workers/openvino_worker.py) run by that
+5.6, the runner's venv pins 5.17.0. So the engine is a subprocess (runner/engines/workers/openvino_worker.py) run by
+that
 venv's python, spoken to with JSON lines, like the vLLM engine.
 
 Eval: the worker runs each window as one forward from an empty KV cache and writes the log-softmax over the full
@@ -14,6 +15,7 @@ DYNAMIC_QUANTIZATION_GROUP_SIZE; its CPU default quantizes activations to int8 i
 matmuls, measured on SmolLM2 INT8 (one 256-token window vs fp32) at ~1.6x the KLD of float activations.
 Generation timing (benchmark): greedy, exactly new_tokens tokens; TTFT and total measured inside the worker.
 """
+
 import json
 import logging
 import os
@@ -52,23 +54,32 @@ def installed_versions() -> Optional[Dict[str, str]]:
     for site in sorted(venv_dir().glob("lib/python*/site-packages")):
         for name in DISTS:
             for info in sorted(site.glob(f"{name}-*.dist-info")):
-                found[name.replace("_", "-")] = info.name[len(name) + 1:-len(".dist-info")]
+                found[name.replace("_", "-")] = info.name[len(name) + 1 : -len(".dist-info")]
     return found if len(found) == len(DISTS) and venv_python().exists() else None
 
 
 def require_venv(key: str = "format.engine") -> Dict[str, str]:
     found = installed_versions()
     if found is None:
-        raise UserError(key, f"OpenVINO runs in its own venv and {venv_dir()} has no openvino + nncf + optimum-intel",
-                        f"{MAKE_TARGET} (or point {VENV_ENV} at a venv with them)")
+        raise UserError(
+            key,
+            f"OpenVINO runs in its own venv and {venv_dir()} has no openvino + nncf + optimum-intel",
+            f"{MAKE_TARGET} (or point {VENV_ENV} at a venv with them)",
+        )
     return found
 
 
 def worker_env(threads: int) -> Dict[str, str]:
     """os.environ without the runner venv's python paths; offline; the profile's threads."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    return {**env, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONNOUSERSITE": "1",
-            "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    return {
+        **env,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONNOUSERSITE": "1",
+        "OMP_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
 
 
 def run_export(settings: dict, threads: int) -> dict:
@@ -86,14 +97,22 @@ class WorkerProcess(JsonLinesWorker):
     """The OpenVINO worker (runner/engines/workers/openvino_worker.py serve) in .venv-openvino."""
 
     def __init__(self, settings: dict, threads: int, label: str):
-        super().__init__("OpenVINO", venv_python(), WORKER, ["serve", json.dumps(settings)],
-                         {**worker_env(threads), "PYTHONPATH": str(ROOT)}, ROOT, label)
+        super().__init__(
+            "OpenVINO",
+            venv_python(),
+            WORKER,
+            ["serve", json.dumps(settings)],
+            {**worker_env(threads), "PYTHONPATH": str(ROOT)},
+            ROOT,
+            label,
+        )
 
     def close(self, timeout_s: float = 60.0) -> None:
         code, _ = self.stop(timeout_s)
         if code:
-            raise RuntimeError(f"the OpenVINO worker ({self.label}) exited with code {code}; its last output:\n"
-                               + self.last_output())
+            raise RuntimeError(
+                f"the OpenVINO worker ({self.label}) exited with code {code}; its last output:\n" + self.last_output()
+            )
 
 
 class OpenvinoLoaded(LoadedModel):
@@ -139,14 +158,18 @@ class OpenvinoEngine(Engine):
 
     def check_available(self, hardware, what: str = "the openvino engine") -> None:
         if str(hardware.device).startswith("cuda"):
-            raise UserError("format.engine", f"{what} runs OpenVINO's CPU plugin, not hardware={hardware.name}",
-                            "use hardware=cpu")
+            raise UserError(
+                "format.engine", f"{what} runs OpenVINO's CPU plugin, not hardware={hardware.name}", "use hardware=cpu"
+            )
         require_venv()
 
     def check_artifact(self, artifact) -> None:
         if not (Path(artifact.path) / "openvino_model.xml").exists():
-            raise UserError("format.engine", f"{artifact.path} holds no OpenVINO IR (openvino_model.xml)",
-                            "use format=openvino_int8 or openvino_int4 with format.engine=openvino")
+            raise UserError(
+                "format.engine",
+                f"{artifact.path} holds no OpenVINO IR (openvino_model.xml)",
+                "use format=openvino_int8 or openvino_int4 with format.engine=openvino",
+            )
 
     def load(self, artifact, model, hardware) -> OpenvinoLoaded:
         self.check_available(hardware)

@@ -2,13 +2,14 @@
 GGUF artifact's file (transformers dequantizes it: the file's weights, computed in fp32).
 
 torch is imported inside the methods: asking this engine its version (a resumed job's key) must not load it."""
+
 import inspect
 import json
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence
+from typing import Generator, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from runner.system.packages import dist_versions
 
 
 def torchao_int8_kernel(device: str) -> str:
-    """The matmul torchao's W8A8 (int_scaled_matmul) takes on `device`: torchao's own checks, read on this machine now."""
+    """The matmul torchao's W8A8 (int_scaled_matmul) takes on `device`: torchao's checks, read here now."""
     import torch
     from torchao.utils import _cpu_is_amx_tile_supported, _cpu_is_vnni_supported, torch_version_at_least
 
@@ -40,7 +41,9 @@ def _torchao_quant_type(folder: Path) -> Optional[str]:
     if q.get("quant_method") != "torchao":
         return None
     quant_type = q.get("quant_type") or {}
-    return (quant_type.get("default") or quant_type).get("_type", "?") if isinstance(quant_type, dict) else str(quant_type)
+    return (
+        (quant_type.get("default") or quant_type).get("_type", "?") if isinstance(quant_type, dict) else str(quant_type)
+    )
 
 
 MAX_WINDOWS_AT_ONCE = 4  # each window thread runs torch's whole intra-op pool and holds ~3 x ctx x vocab floats
@@ -55,7 +58,12 @@ def windows_at_once(dtype, device: str, threads: int) -> int:
     """
     import torch
 
-    if threads > 1 and str(device) == "cpu" and dtype == torch.float16 and not torch.ops.mkldnn._is_mkldnn_fp16_supported():
+    if (
+        threads > 1
+        and str(device) == "cpu"
+        and dtype == torch.float16
+        and not torch.ops.mkldnn._is_mkldnn_fp16_supported()
+    ):
         return min(threads, MAX_WINDOWS_AT_ONCE)
     return 1
 
@@ -100,7 +108,7 @@ class TorchLoaded(LoadedModel):
             logits = self.model(input_ids=ids, use_cache=False).logits[0]
             return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
 
-    def logprobs_many(self, windows: Iterable[Sequence[int]]) -> Iterator[np.ndarray]:
+    def logprobs_many(self, windows: Iterable[Sequence[int]]) -> Generator[np.ndarray, None, None]:
         """logprobs() of each window, in order; windows_at_once of them computed at a time (each is independent,
         so the arrays are the same as one by one)."""
         if self.windows_at_once == 1:
@@ -143,8 +151,11 @@ class TorchEngine(Engine):
         import torch
 
         if hardware.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError("hardware.device", f"'{hardware.device}' needs a CUDA GPU and torch sees none",
-                            "use hardware=cpu on this machine")
+            raise UserError(
+                "hardware.device",
+                f"'{hardware.device}' needs a CUDA GPU and torch sees none",
+                "use hardware=cpu on this machine",
+            )
 
     def kernel(self, artifact, hardware) -> Optional[str]:
         """torchao checkpoints: the matmul that runs them where they are loaded (not the manifest's, from where they
@@ -162,12 +173,16 @@ class TorchEngine(Engine):
         gguf = [f for f in artifact.manifest["weight_files"] if f.endswith(".gguf")]
         if gguf:  # transformers dequantizes the file: its stored weights, computed in fp32 by torch
             hf_model = AutoModelForCausalLM.from_pretrained(
-                artifact.path, gguf_file=gguf[0], dtype=torch.float32, device_map=hardware.device).eval()
+                artifact.path, gguf_file=gguf[0], dtype=torch.float32, device_map=hardware.device
+            ).eval()
             return TorchLoaded(hf_model, hardware.device)
         # a format may ask for another compute dtype on CPU (e.g. fp32 for an fp16 checkpoint: AVX2 fp16 is slow)
         dtype = artifact.manifest.get("cpu_compute_dtype") if hardware.device == "cpu" else None
         hf_model = AutoModelForCausalLM.from_pretrained(
-            artifact.path, dtype=dtype or "auto", use_safetensors=not model.allow_pickle,
-            trust_remote_code=model.trust_remote_code, device_map=hardware.device,
+            artifact.path,
+            dtype=dtype or "auto",
+            use_safetensors=not model.allow_pickle,
+            trust_remote_code=model.trust_remote_code,
+            device_map=hardware.device,
         ).eval()
         return TorchLoaded(hf_model, hardware.device)

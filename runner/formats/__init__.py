@@ -3,12 +3,13 @@
 The families' table (schema, implementation, engines) is runner/config/formats.py FAMILIES, light, so
 composing a config never imports a library; a family's module is imported when a job asks for it.
 """
+
 import importlib
 from typing import Dict
 
+from runner.config.formats import FAMILIES
 from runner.errors import UserError
 from runner.formats.base import Format
-from runner.config.formats import FAMILIES
 
 _instances: Dict[str, Format] = {}
 

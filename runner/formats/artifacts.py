@@ -3,6 +3,7 @@
 The quantize stage (runner/stages/quantize.py) makes the job's artifact with it; the eval baseline's
 reference and the tasks stage make the baseline's the same way.
 """
+
 import json
 import logging
 import time
@@ -65,9 +66,15 @@ def quantize(model, format_cfg, calibration_cfg, hardware_cfg, cache: Cache) -> 
     return Artifact(path, json.loads((path / MANIFEST).read_text()))
 
 
-def _manifest(folder: Path, model, format_cfg, fmt, extras: Dict[str, Any], wall: float, key: str, memo_dir) -> Dict[str, Any]:
+def _manifest(
+    folder: Path, model, format_cfg, fmt, extras: Dict[str, Any], wall: float, key: str, memo_dir
+) -> Dict[str, Any]:
     weight_files = extras.pop("weight_files")
-    files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p, memo_dir)} for p in sorted(folder.iterdir()) if p.is_file()}
+    files = {
+        p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p, memo_dir)}
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    }
     weight_bytes = sum(files[n]["bytes"] for n in weight_files)
     tensor_bytes = extras.pop("tensor_bytes", None) or sum(_tensor_data_bytes(folder / n) for n in weight_files)
     return {

@@ -6,6 +6,7 @@ Cost grows with `iters x batch_size x calibration.seq_len` per decoder block (a 
 the block each step); AutoRound's own default (200 steps of 8 samples) is sized for a GPU: the
 `autoround_int4_cpu` preset takes fewer steps of fewer samples (README, "AutoRound").
 """
+
 import json
 from pathlib import Path
 from typing import Dict
@@ -29,7 +30,11 @@ def tensor_types(out_dir: Path) -> Dict[str, Dict]:
     counts: Dict[str, int] = {}
 
     def add(kind, n, b):
-        elements[kind], nbytes[kind], counts[kind] = elements.get(kind, 0) + n, nbytes.get(kind, 0) + b, counts.get(kind, 0) + 1
+        elements[kind], nbytes[kind], counts[kind] = (
+            elements.get(kind, 0) + n,
+            nbytes.get(kind, 0) + b,
+            counts.get(kind, 0) + 1,
+        )
 
     for f in sorted(out_dir.glob("*.safetensors")):
         with safe_open(f, framework="pt") as st:
@@ -38,26 +43,45 @@ def tensor_types(out_dir: Path) -> Dict[str, Dict]:
             for layer in sorted(layers):
                 qweight = st.get_slice(f"{layer}.qweight").get_shape()  # (in x bits / 32, out) int32
                 parts = [st.get_tensor(f"{layer}.{p}") for p in GPTQ_PARTS if f"{layer}.{p}" in keys]
-                add(packed, qweight[0] * 32 // qc["bits"] * qweight[1], sum(t.numel() * t.element_size() for t in parts))
+                add(
+                    packed, qweight[0] * 32 // qc["bits"] * qweight[1], sum(t.numel() * t.element_size() for t in parts)
+                )
             for name in sorted(keys):
                 if name.rsplit(".", 1)[0] in layers:
                     continue
                 t = st.get_tensor(name)
                 add(str(t.dtype).replace("torch.", ""), t.numel(), t.numel() * t.element_size())
     total = sum(elements.values()) or 1
-    return {k: {"tensors": counts[k], "params_pct": round(100.0 * elements[k] / total, 1),
-                "bits_per_weight": round(8.0 * nbytes[k] / elements[k], 3)}
-            for k in sorted(elements, key=elements.get, reverse=True)}
+    return {
+        k: {
+            "tensors": counts[k],
+            "params_pct": round(100.0 * elements[k] / total, 1),
+            "bits_per_weight": round(8.0 * nbytes[k] / elements[k], 3),
+        }
+        for k in sorted(elements, key=elements.get, reverse=True)
+    }
 
 
 def _auto_round(model, cfg, samples, hardware, out_dir):
     from runner.formats.backends import autoround_backend
 
     batch_size = min(cfg.batch_size, len(samples))  # auto-round cannot draw more samples per step than it has
-    autoround_backend.quantize(model.path, out_dir, samples, bits=cfg.bits, group_size=cfg.group_size, sym=cfg.sym,
-                               iters=cfg.iters, batch_size=batch_size, lr=cfg.lr, device=hardware.device)
-    return {"checkpoint_format": "GPTQ v1 (qweight/qzeros/scales/g_idx), auto-round export auto_gptq",
-            "tuning": {"iters": cfg.iters, "batch_size": batch_size, "lr": cfg.lr if cfg.lr is not None else "1/iters"}}
+    autoround_backend.quantize(
+        model.path,
+        out_dir,
+        samples,
+        bits=cfg.bits,
+        group_size=cfg.group_size,
+        sym=cfg.sym,
+        iters=cfg.iters,
+        batch_size=batch_size,
+        lr=cfg.lr,
+        device=hardware.device,
+    )
+    return {
+        "checkpoint_format": "GPTQ v1 (qweight/qzeros/scales/g_idx), auto-round export auto_gptq",
+        "tuning": {"iters": cfg.iters, "batch_size": batch_size, "lr": cfg.lr if cfg.lr is not None else "1/iters"},
+    }
 
 
 class AutoRoundFormat(WeightOnlyFormat):
@@ -69,12 +93,17 @@ class AutoRoundFormat(WeightOnlyFormat):
 
     def check(self, cfg, model) -> None:
         if cfg.iters < 1:
-            raise UserError("format.iters", f"{cfg.iters} tuning steps per block",
-                            "use format.iters >= 1 (200 is AutoRound's default, format=autoround_int4_cpu takes fewer)")
+            raise UserError(
+                "format.iters",
+                f"{cfg.iters} tuning steps per block",
+                "use format.iters >= 1 (200 is AutoRound's default, format=autoround_int4_cpu takes fewer)",
+            )
         if cfg.batch_size < 1:
             raise UserError("format.batch_size", f"{cfg.batch_size} samples per step", "use format.batch_size >= 1")
         if cfg.lr is not None and cfg.lr <= 0:
-            raise UserError("format.lr", f"{cfg.lr} is not a learning rate", "use a positive number, or null for 1/iters")
+            raise UserError(
+                "format.lr", f"{cfg.lr} is not a learning rate", "use a positive number, or null for 1/iters"
+            )
         wo.check_group_size(model, cfg.group_size, "format.group_size")
 
     def quantize(self, model, cfg, calibration, hardware, out_dir: Path, cache):

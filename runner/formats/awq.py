@@ -8,6 +8,7 @@
   the result on CPU, transformers (+ gptqmodel) loads it.
 Defaults: group 32 with zero point (asymmetric), fair to Q4_1-rounded weights.
 """
+
 from runner.errors import UserError
 from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
@@ -20,28 +21,64 @@ FIXED_SEARCH = {"n_grid": 20, "fixed_by_backend": True}
 def _llmcompressor(model, cfg, samples, hardware, out_dir):
     from runner.formats.backends import llmcompressor_backend
 
-    llmcompressor_backend.quantize(model.path, out_dir, samples, "awq", device=hardware.device, sym=not cfg.zero_point,
-                                   bits=cfg.w_bit, group_size=cfg.q_group_size, n_grid=cfg.n_grid,
-                                   duo_scaling=cfg.duo_scaling)
-    return {"checkpoint_format": "compressed-tensors pack-quantized", "quantize_dtype": "float32",
-            "awq_scale_search": {"n_grid": cfg.n_grid, "duo_scaling": cfg.duo_scaling}}
+    llmcompressor_backend.quantize(
+        model.path,
+        out_dir,
+        samples,
+        "awq",
+        device=hardware.device,
+        sym=not cfg.zero_point,
+        bits=cfg.w_bit,
+        group_size=cfg.q_group_size,
+        n_grid=cfg.n_grid,
+        duo_scaling=cfg.duo_scaling,
+    )
+    return {
+        "checkpoint_format": "compressed-tensors pack-quantized",
+        "quantize_dtype": "float32",
+        "awq_scale_search": {"n_grid": cfg.n_grid, "duo_scaling": cfg.duo_scaling},
+    }
 
 
 def _gptqmodel(model, cfg, samples, hardware, out_dir):
     from runner.formats.backends import gptqmodel_backend
 
-    gptqmodel_backend.quantize_awq(model.path, out_dir, samples, zero_point=cfg.zero_point, version=cfg.version,
-                                   device=hardware.device, threads=hardware.threads, bits=cfg.w_bit,
-                                   group_size=cfg.q_group_size)
-    return {"checkpoint_format": f"AutoAWQ {cfg.version}", "quantize_dtype": "float16", "awq_scale_search": FIXED_SEARCH}
+    gptqmodel_backend.quantize_awq(
+        model.path,
+        out_dir,
+        samples,
+        zero_point=cfg.zero_point,
+        version=cfg.version,
+        device=hardware.device,
+        threads=hardware.threads,
+        bits=cfg.w_bit,
+        group_size=cfg.q_group_size,
+    )
+    return {
+        "checkpoint_format": f"AutoAWQ {cfg.version}",
+        "quantize_dtype": "float16",
+        "awq_scale_search": FIXED_SEARCH,
+    }
 
 
 def _autoawq(model, cfg, samples, hardware, out_dir):
     from runner.formats.backends import autoawq_backend
 
-    autoawq_backend.quantize(model.path, out_dir, samples, zero_point=cfg.zero_point, version=cfg.version,
-                             device=hardware.device, bits=cfg.w_bit, group_size=cfg.q_group_size)
-    return {"checkpoint_format": f"AutoAWQ {cfg.version}", "quantize_dtype": "float16", "awq_scale_search": FIXED_SEARCH}
+    autoawq_backend.quantize(
+        model.path,
+        out_dir,
+        samples,
+        zero_point=cfg.zero_point,
+        version=cfg.version,
+        device=hardware.device,
+        bits=cfg.w_bit,
+        group_size=cfg.q_group_size,
+    )
+    return {
+        "checkpoint_format": f"AutoAWQ {cfg.version}",
+        "quantize_dtype": "float16",
+        "awq_scale_search": FIXED_SEARCH,
+    }
 
 
 class AwqFormat(WeightOnlyFormat):
@@ -57,10 +94,16 @@ class AwqFormat(WeightOnlyFormat):
     def check(self, cfg, model) -> None:
         wo.check_choice("format.version", cfg.version, VERSIONS)
         if cfg.backend == "llmcompressor" and cfg.version != "GEMM":
-            raise UserError("format.version", f"{cfg.version} is an AutoAWQ kernel layout; llmcompressor writes compressed-tensors",
-                            "use format.backend=gptqmodel or autoawq for GEMV, or leave format.version=GEMM")
+            raise UserError(
+                "format.version",
+                f"{cfg.version} is an AutoAWQ kernel layout; llmcompressor writes compressed-tensors",
+                "use format.backend=gptqmodel or autoawq for GEMV, or leave format.version=GEMM",
+            )
         wo.check_group_size(model, cfg.q_group_size, "format.q_group_size", allow_per_channel=False)
         least = 3 if cfg.duo_scaling else 2  # duo scaling spends one point on the identity (no scaling)
         if cfg.n_grid < least:
-            raise UserError("format.n_grid", f"{cfg.n_grid} grid points leave no scale to search",
-                            f"use format.n_grid >= {least} (llm-compressor's default: 20)")
+            raise UserError(
+                "format.n_grid",
+                f"{cfg.n_grid} grid points leave no scale to search",
+                f"use format.n_grid >= {least} (llm-compressor's default: 20)",
+            )

@@ -4,13 +4,14 @@ A family declares BACKENDS (one `Backend` row per implementation, `format.backen
 the name of its bit-width setting; validate, the library check and the quantize prelude/epilogue
 are shared here. A row's `quantize` imports its library only when it runs (runner/formats/backends/).
 """
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 
-from runner.system import packages
 from runner.formats import weight_only as wo
 from runner.formats.base import Format
+from runner.system import packages
 
 # (model, format cfg, calibration token ids or None, hardware, out_dir) -> manifest facts (checkpoint_format, ...)
 QuantizeFn = Callable[[Any, Any, Any, Any, Path], Dict[str, Any]]

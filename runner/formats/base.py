@@ -1,7 +1,7 @@
 """What every format provides: a config schema and a quantize function writing an artifact folder."""
+
 from pathlib import Path
 from typing import Any, ClassVar, Dict
-
 
 
 class Format:
@@ -19,7 +19,9 @@ class Format:
         """Versions of the libraries whose output this format depends on (part of the cache key)."""
         return {}
 
-    def quantize(self, model: Any, cfg: Any, calibration: Any, hardware: Any, out_dir: Path, cache: Any) -> Dict[str, Any]:
+    def quantize(
+        self, model: Any, cfg: Any, calibration: Any, hardware: Any, out_dir: Path, cache: Any
+    ) -> Dict[str, Any]:
         """Write the artifact into out_dir (an empty temp folder) and return manifest extras.
 
         `cache` (runner.cache.Cache) is for intermediate results shared between presets of the

@@ -10,6 +10,7 @@ Calibration: the calibration corpus is written as a Parquet file with one `text`
 converter's `-c` reads: it joins each row's columns and tokenizes rows until it has rows x length
 tokens). `calibration.n_samples` x `calibration.seq_len` are the rows x length of both passes.
 """
+
 import json
 import logging
 import shutil
@@ -22,11 +23,11 @@ from typing import List, Tuple
 
 from omegaconf import OmegaConf
 
-from runner.system import packages
 from runner.cache import Cache
 from runner.data.corpus import load_corpus
 from runner.errors import UserError
 from runner.formats.base import Format
+from runner.system import packages
 from runner.system.gpu import require_cuda
 
 log = logging.getLogger(__name__)
@@ -35,14 +36,28 @@ MEASUREMENTS = "exl2-measurements"  # cache kind
 CAL_FILE, MEASUREMENT_FILE = "calibration.parquet", "measurement.json"
 
 
-def exllamav2_version() -> str:
-    return packages.version("exllamav2")
-
-
 def _common_args(model_dir: Path, work_dir: Path, cal_file: Path, calibration) -> List[str]:
     rows, length = str(calibration.n_samples), str(calibration.seq_len)
-    return [sys.executable, "-m", "exllamav2.conversion.convert_exl2", "-i", str(model_dir), "-o", str(work_dir),
-            "-nr", "-c", str(cal_file), "-r", rows, "-l", length, "-mr", rows, "-ml", length]
+    return [
+        sys.executable,
+        "-m",
+        "exllamav2.conversion.convert_exl2",
+        "-i",
+        str(model_dir),
+        "-o",
+        str(work_dir),
+        "-nr",
+        "-c",
+        str(cal_file),
+        "-r",
+        rows,
+        "-l",
+        length,
+        "-mr",
+        rows,
+        "-ml",
+        length,
+    ]
 
 
 def measure_command(model_dir: Path, work_dir: Path, cal_file: Path, calibration, measurement_out: Path) -> List[str]:
@@ -50,18 +65,27 @@ def measure_command(model_dir: Path, work_dir: Path, cal_file: Path, calibration
     return _common_args(model_dir, work_dir, cal_file, calibration) + ["-om", str(measurement_out)]
 
 
-def quantize_command(model_dir: Path, work_dir: Path, cal_file: Path, calibration, measurement: Path,
-                     out_dir: Path, cfg) -> List[str]:
+def quantize_command(
+    model_dir: Path, work_dir: Path, cal_file: Path, calibration, measurement: Path, out_dir: Path, cfg
+) -> List[str]:
     """The quantization pass from a saved measurement: a full model folder in out_dir (-cf)."""
     return _common_args(model_dir, work_dir, cal_file, calibration) + [
-        "-m", str(measurement), "-cf", str(out_dir), "-b", str(float(cfg.bpw)), "-hb", str(int(cfg.head_bits))]
+        "-m",
+        str(measurement),
+        "-cf",
+        str(out_dir),
+        "-b",
+        str(float(cfg.bpw)),
+        "-hb",
+        str(int(cfg.head_bits)),
+    ]
 
 
 def measurement_key(model_identity: str, calibration, corpus_sha256: str) -> str:
     """Same model + same calibration (settings and text) => same measurement, whatever the bitrate."""
     calib = OmegaConf.to_container(calibration, resolve=True)
     calib.pop("name", None)
-    return Cache.key("exl2-measurement", model_identity, calib, corpus_sha256, exllamav2_version())
+    return Cache.key("exl2-measurement", model_identity, calib, corpus_sha256, packages.version("exllamav2"))
 
 
 def write_calibration_parquet(text: str, path: Path, row_chars: int = 4000) -> int:
@@ -95,8 +119,11 @@ def _check_tokens(model, text: str, calibration) -> None:
     need = calibration.n_samples * calibration.seq_len
     have = len(model.load_tokenizer()(text, add_special_tokens=False)["input_ids"])
     if have < need:
-        raise UserError("calibration.n_samples", f"the calibration text has {have} tokens, EXL2 needs "
-                        f"n_samples x seq_len = {need}", "lower calibration.n_samples or seq_len, or give a longer corpus")
+        raise UserError(
+            "calibration.n_samples",
+            f"the calibration text has {have} tokens, EXL2 needs n_samples x seq_len = {need}",
+            "lower calibration.n_samples or seq_len, or give a longer corpus",
+        )
 
 
 def ensure_measurement(model, calibration, cache: Cache) -> Tuple[Path, bool]:
@@ -111,11 +138,20 @@ def ensure_measurement(model, calibration, cache: Cache) -> Tuple[Path, bool]:
         n_rows = write_calibration_parquet(corpus.text, tmp / CAL_FILE)
         start = time.perf_counter()
         work = Path(work)
-        run_convert(measure_command(model.path, work / "job", tmp / CAL_FILE, calibration, tmp / MEASUREMENT_FILE),
-                    tmp / MEASUREMENT_FILE, work / "measure.log")
+        run_convert(
+            measure_command(model.path, work / "job", tmp / CAL_FILE, calibration, tmp / MEASUREMENT_FILE),
+            tmp / MEASUREMENT_FILE,
+            work / "measure.log",
+        )
         shutil.copy2(work / "measure.log", tmp / "measure.log")
-        meta = {"model": model.identity, "corpus_sha256": corpus.sha256, "corpus": corpus.description,
-                "parquet_rows": n_rows, "measure_s": time.perf_counter() - start, "exllamav2": exllamav2_version()}
+        meta = {
+            "model": model.identity,
+            "corpus_sha256": corpus.sha256,
+            "corpus": corpus.description,
+            "parquet_rows": n_rows,
+            "measure_s": time.perf_counter() - start,
+            "exllamav2": packages.version("exllamav2"),
+        }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     return cache.get(MEASUREMENTS, key), False
 
@@ -127,18 +163,22 @@ class Exl2Format(Format):
         if not 2.0 <= cfg.bpw <= 8.0:
             raise UserError("format.bpw", f"{cfg.bpw} is outside what EXL2 can reach", "use a value from 2.0 to 8.0")
         if cfg.head_bits not in HEAD_BITS:
-            raise UserError("format.head_bits", f"{cfg.head_bits} is not an exllamav2 head option", f"use one of {list(HEAD_BITS)}")
+            raise UserError(
+                "format.head_bits", f"{cfg.head_bits} is not an exllamav2 head option", f"use one of {list(HEAD_BITS)}"
+            )
         require_cuda("format", f"format {cfg.name} (EXL2, exllamav2)", "exllamav2", "exl2")
 
     def library_versions(self):
-        return {"exllamav2": exllamav2_version()}
+        return {"exllamav2": packages.version("exllamav2")}
 
     def quantize(self, model, cfg, calibration, hardware, out_dir: Path, cache: Cache):
         entry, reused = ensure_measurement(model, calibration, cache)
         log.info("EXL2 %.2f bpw from measurement %s (%s)", cfg.bpw, entry.name, "reused" if reused else "new")
         with tempfile.TemporaryDirectory(prefix=".exl2-work-", dir=out_dir.parent) as work:
             work = Path(work)
-            cmd = quantize_command(model.path, work / "job", entry / CAL_FILE, calibration, entry / MEASUREMENT_FILE, out_dir, cfg)
+            cmd = quantize_command(
+                model.path, work / "job", entry / CAL_FILE, calibration, entry / MEASUREMENT_FILE, out_dir, cfg
+            )
             run_convert(cmd, out_dir / "config.json", work / "convert.log")
             shutil.copy2(work / "convert.log", out_dir / "convert.log")
         qcfg = json.loads((out_dir / "config.json").read_text()).get("quantization_config", {})
@@ -147,8 +187,14 @@ class Exl2Format(Format):
         meta = json.loads((entry / "meta.json").read_text())
         return {
             "weight_files": sorted(p.name for p in out_dir.glob("*.safetensors")),
-            "exl2": {"target_bpw": float(cfg.bpw), "head_bits": int(cfg.head_bits), "measurement": entry.name,
-                     "measurement_reused": reused, "measurement_s": meta["measure_s"],
-                     "calibration_rows": calibration.n_samples, "calibration_length": calibration.seq_len,
-                     "quantization_config": qcfg},
+            "exl2": {
+                "target_bpw": float(cfg.bpw),
+                "head_bits": int(cfg.head_bits),
+                "measurement": entry.name,
+                "measurement_reused": reused,
+                "measurement_s": meta["measure_s"],
+                "calibration_rows": calibration.n_samples,
+                "calibration_length": calibration.seq_len,
+                "quantization_config": qcfg,
+            },
         }

@@ -1,8 +1,9 @@
 """bitsandbytes 4-bit (NF4 or FP4) quantized at load time: no calibration, blocks of 64.
 
-The seed's load-time row (on CUDA there); it runs on CPU too. Saved with save_pretrained
+The classic load-time NF4 row (usually on CUDA); it runs on CPU too. Saved with save_pretrained
 (serialized 4-bit weights + quant state) and reloaded by plain from_pretrained.
 """
+
 from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
 
@@ -10,8 +11,14 @@ from runner.formats.backend_table import Backend, WeightOnlyFormat
 def _bitsandbytes(model, cfg, samples, hardware, out_dir):
     from runner.formats.backends import transformers_backend
 
-    transformers_backend.quantize(model.path, out_dir, "bnb_4bit", device=hardware.device,
-                                  quant_type=cfg.quant_type, double_quant=cfg.double_quant)
+    transformers_backend.quantize(
+        model.path,
+        out_dir,
+        "bnb_4bit",
+        device=hardware.device,
+        quant_type=cfg.quant_type,
+        double_quant=cfg.double_quant,
+    )
     return {"checkpoint_format": f"bitsandbytes {cfg.quant_type}"}
 
 

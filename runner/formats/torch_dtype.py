@@ -1,14 +1,15 @@
 """Unquantized baselines: the model saved as safetensors in fp32, fp16 or bf16 (torch engine)."""
+
 from pathlib import Path
 
-from runner.system import packages
 from runner.errors import UserError
 from runner.formats.base import Format
+from runner.system import packages
 
 DTYPES = ("bfloat16", "float16", "float32")  # names of torch dtypes; torch is imported only to quantize
 
-class TorchDtypeFormat(Format):
 
+class TorchDtypeFormat(Format):
     def validate(self, cfg, model) -> None:
         if cfg.dtype not in DTYPES:
             raise UserError("format.dtype", f"unknown dtype '{cfg.dtype}'", f"use one of {sorted(DTYPES)}")

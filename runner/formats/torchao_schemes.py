@@ -8,6 +8,7 @@ The artifact is torchao's safetensors layout (flattened tensor subclasses + meta
 The kernel that runs it depends on the CPU that runs it: the engine reads it where it loads (param engine.kernel,
 runner/engines/torch_engine.py); the manifest keeps only what the quantizing machine would have run.
 """
+
 import json
 from pathlib import Path
 from typing import Dict
@@ -18,14 +19,16 @@ from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
 
 SCHEMES = ("w8a8_dynamic",)
-# Measured on torch 2.13.0 CPU + torchao 0.18.0 + transformers 5.17.0 (DESIGN §5 style: why there is no preset).
+# Measured on torch 2.13.0 CPU + torchao 0.18.0 + transformers 5.17.0 (why there is no preset).
 SCHEME_REFUSED = {
     "int4_weight_only": (
         "torchao 0.18 runs int4 on CPU only as Int4OpaqueTensor (PrototypeInt4WeightOnlyConfig, kernel "
-        "aten._weight_int4pack_mm_for_cpu), which save_pretrained refuses ('Unsupported tensor type: Int4OpaqueTensor': "
+        "aten._weight_int4pack_mm_for_cpu), which save_pretrained refuses ('Unsupported tensor type: "
+        "Int4OpaqueTensor': "
         "not in torchao's safetensors allow-list); its saveable int4 layouts have no CPU kernel (plain needs mslk, "
         "tile_packed_to_4d CUDA, plain_int32 XPU/NPU)",
-        "for 4-bit on CPU use format=gguf_q4_0 (llama.cpp) or format=gptq_int4; here use format.scheme=w8a8_dynamic"),
+        "for 4-bit on CPU use format=gguf_q4_0 (llama.cpp) or format=gptq_int4; here use format.scheme=w8a8_dynamic",
+    ),
 }
 
 
@@ -42,24 +45,34 @@ def tensor_types(out_dir: Path) -> Dict[str, Dict]:
             meta, keys = st.metadata() or {}, set(st.keys())
             for name in json.loads(meta.get("tensor_names", "[]")):
                 info = json.loads(meta[name])
-                if info["_type"] == "Tensor" and name not in keys:  # a tied weight (lm_head = embed_tokens): stored once
+                if (
+                    info["_type"] == "Tensor" and name not in keys
+                ):  # a tied weight (lm_head = embed_tokens): stored once
                     continue
                 if info["_type"] == "Tensor":
                     t = st.get_tensor(name)
                     kind, n, b = str(t.dtype).replace("torch.", ""), t.numel(), t.numel() * t.element_size()
                 else:
                     module, attr = name.rsplit(".", 1)
-                    parts = [st.get_tensor(f"{module}._{attr}_{p}") for p in info["_tensor_data_names"]
-                             if f"{module}._{attr}_{p}" in keys]
+                    parts = [
+                        st.get_tensor(f"{module}._{attr}_{p}")
+                        for p in info["_tensor_data_names"]
+                        if f"{module}._{attr}_{p}" in keys
+                    ]
                     kind, n = info["_type"], st.get_tensor(f"{module}._{attr}_qdata").numel()
                     b = sum(p.numel() * p.element_size() for p in parts)
                 elements[kind] = elements.get(kind, 0) + n
                 nbytes[kind] = nbytes.get(kind, 0) + b
                 counts[kind] = counts.get(kind, 0) + 1
     total = sum(elements.values()) or 1
-    return {k: {"tensors": counts[k], "params_pct": round(100.0 * elements[k] / total, 1),
-                "bits_per_weight": round(8.0 * nbytes[k] / elements[k], 3)}
-            for k in sorted(elements, key=elements.get, reverse=True)}
+    return {
+        k: {
+            "tensors": counts[k],
+            "params_pct": round(100.0 * elements[k] / total, 1),
+            "bits_per_weight": round(8.0 * nbytes[k] / elements[k], 3),
+        }
+        for k in sorted(elements, key=elements.get, reverse=True)
+    }
 
 
 def _w8a8_dynamic(model, cfg, samples, hardware, out_dir):
@@ -68,12 +81,18 @@ def _w8a8_dynamic(model, cfg, samples, hardware, out_dir):
     from transformers import AutoModelForCausalLM, TorchAoConfig
 
     qmodel = AutoModelForCausalLM.from_pretrained(
-        model.path, dtype=torch.float32, device_map=hardware.device,
-        quantization_config=TorchAoConfig(quant_type=Int8DynamicActivationInt8WeightConfig()))
+        model.path,
+        dtype=torch.float32,
+        device_map=hardware.device,
+        quantization_config=TorchAoConfig(quant_type=Int8DynamicActivationInt8WeightConfig()),
+    )
     qmodel.save_pretrained(out_dir, safe_serialization=True)
-    return {"checkpoint_format": "torchao Int8Tensor (W8A8 dynamic, per-row symmetric)",
-            # where it was quantized, not where it runs (that is the job's engine.kernel param)
-            "kernel_on_quantizing_machine": torchao_int8_kernel(hardware.device), "tensor_types": tensor_types(out_dir)}
+    return {
+        "checkpoint_format": "torchao Int8Tensor (W8A8 dynamic, per-row symmetric)",
+        # where it was quantized, not where it runs (that is the job's engine.kernel param)
+        "kernel_on_quantizing_machine": torchao_int8_kernel(hardware.device),
+        "tensor_types": tensor_types(out_dir),
+    }
 
 
 class TorchaoFormat(WeightOnlyFormat):
@@ -83,5 +102,7 @@ class TorchaoFormat(WeightOnlyFormat):
     def check(self, cfg, model) -> None:
         if cfg.scheme in SCHEME_REFUSED:
             problem, fix = SCHEME_REFUSED[cfg.scheme]
-            raise UserError("format.scheme", f"'{cfg.scheme}' cannot run from a saved artifact on this stack: {problem}", fix)
+            raise UserError(
+                "format.scheme", f"'{cfg.scheme}' cannot run from a saved artifact on this stack: {problem}", fix
+            )
         wo.check_choice("format.scheme", cfg.scheme, SCHEMES)

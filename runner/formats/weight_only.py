@@ -1,6 +1,7 @@
 """Shared by the weight-only formats (gptq, awq, int8, nf4): checks against the model, saving.
 
 Their backend tables and shared validate are in runner/formats/backend_table.py."""
+
 import json
 import logging
 import os
@@ -40,8 +41,12 @@ def check_group_size(model, group_size: int, key: str, allow_per_channel: bool =
     if group_size == -1 and allow_per_channel:
         return
     if group_size <= 0:
-        raise UserError(key, f"{group_size} is not a group size",
-                        "use a positive size such as 32, 64 or 128" + (", or -1 for one group per row" if allow_per_channel else ""))
+        raise UserError(
+            key,
+            f"{group_size} is not a group size",
+            "use a positive size such as 32, 64 or 128"
+            + (", or -1 for one group per row" if allow_per_channel else ""),
+        )
     if model is None:
         return
     widths = linear_widths(model.path)
@@ -49,9 +54,12 @@ def check_group_size(model, group_size: int, key: str, allow_per_channel: bool =
     if bad:
         name, width = next(iter(bad.items()))
         fits = [g for g in (256, 128, 64, 32, 16) if all(w % g == 0 for w in widths.values())][:2]
-        raise UserError(key, f"{group_size} does not divide the input width {width} of {name} "
-                             f"({len(bad)} of {len(widths)} layers; widths {sorted(set(widths.values()))})",
-                        f"use {key}={' or '.join(map(str, fits)) or '-1'} (divides every layer width)")
+        raise UserError(
+            key,
+            f"{group_size} does not divide the input width {width} of {name} "
+            f"({len(bad)} of {len(widths)} layers; widths {sorted(set(widths.values()))})",
+            f"use {key}={' or '.join(map(str, fits)) or '-1'} (divides every layer width)",
+        )
 
 
 def store_fp16(out_dir: Path) -> None:

@@ -14,10 +14,13 @@ treats windows as independent draws. They are not quite: neighbouring windows of
 its topic and, with stride < ctx_len, overlapping context, so the interval is somewhat too narrow
 for a different corpus; it says nothing about other corpora or other window protocols.
 """
+
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
+
+from runner.metrics import QUALITY_KLD_MEAN, QUALITY_PPL, QUALITY_PPL_DELTA_PCT, QUALITY_TOP1_AGREE
 
 LEVEL = 0.95  # the metric names say "_ci_"; the summary's legend says 95 %
 
@@ -25,6 +28,7 @@ LEVEL = 0.95  # the metric names say "_ci_"; the summary's legend says 95 %
 @dataclass
 class WindowSums:
     """Per-window sums (each [n_windows]) of one format's scoring, and the baseline's NLL on the same tokens."""
+
     nll: np.ndarray
     tokens: np.ndarray
     kld: np.ndarray
@@ -36,10 +40,17 @@ class WindowSums:
         """Sum per-token arrays over consecutive windows of `sizes` tokens (the order iter_windows scores them)."""
         sizes = np.asarray(sizes, dtype=np.int64)
         if not sizes.sum() == len(nll) == len(kld) == len(agree) == len(baseline_nll):
-            raise ValueError(f"window sizes sum to {sizes.sum()}; per-token lengths {len(nll)}, {len(kld)}, "
-                             f"{len(agree)}, baseline {len(baseline_nll)}: not the same windows")
-        return cls(window_sums(sizes, nll), sizes[sizes > 0].astype(np.float64), window_sums(sizes, kld),
-                   window_sums(sizes, agree), window_sums(sizes, baseline_nll))
+            raise ValueError(
+                f"window sizes sum to {sizes.sum()}; per-token lengths {len(nll)}, {len(kld)}, "
+                f"{len(agree)}, baseline {len(baseline_nll)}: not the same windows"
+            )
+        return cls(
+            window_sums(sizes, nll),
+            sizes[sizes > 0].astype(np.float64),
+            window_sums(sizes, kld),
+            window_sums(sizes, agree),
+            window_sums(sizes, baseline_nll),
+        )
 
 
 def window_sums(sizes, per_token) -> np.ndarray:
@@ -94,10 +105,10 @@ def quality_intervals(w: WindowSums, resamples: int, seed: int) -> Dict[str, flo
     stats = np.stack([w.tokens, w.nll, w.nll - w.baseline_nll, w.kld, w.agree], axis=1)  # [n, 5]
     tokens, nll, diff, kld, agree = (counts @ stats).T  # [resamples] each
     values = {
-        "quality/ppl": np.exp(nll / tokens),
-        "quality/ppl_delta_pct": 100.0 * np.expm1(diff / tokens),
-        "quality/kld_mean": kld / tokens,
-        "quality/top1_agree": agree / tokens,
+        QUALITY_PPL: np.exp(nll / tokens),
+        QUALITY_PPL_DELTA_PCT: 100.0 * np.expm1(diff / tokens),
+        QUALITY_KLD_MEAN: kld / tokens,
+        QUALITY_TOP1_AGREE: agree / tokens,
     }
     out = {}
     for name, v in values.items():

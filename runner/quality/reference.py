@@ -4,6 +4,7 @@ Computed once per (baseline artifact, engine, token stream, protocol) and cached
 runner/quality/scoring.py). The baseline is the eval.baseline preset, quantized (or found in the
 cache) like any artifact and run on that preset's own format.engine.
 """
+
 import json
 from dataclasses import dataclass
 
@@ -12,8 +13,8 @@ from tqdm import tqdm
 
 from runner.cache import Cache
 from runner.engines import get_engine
-from runner.quality.stream import TokenStream, iter_windows, uses_bos
 from runner.quality import scoring as M
+from runner.quality.stream import TokenStream, iter_windows, uses_bos
 
 
 @dataclass
@@ -37,16 +38,28 @@ def baseline_reference(ctx) -> Reference:
     return reference(ctx.model, cfg.eval, ctx.stream, cfg.hardware, ctx.cache, baseline, baseline_cfg.engine)
 
 
-def reference(model, eval_cfg, stream: TokenStream, hardware, cache: Cache, baseline_artifact, engine: str) -> Reference:
+def reference(
+    model, eval_cfg, stream: TokenStream, hardware, cache: Cache, baseline_artifact, engine: str
+) -> Reference:
     """The baseline artifact's top-k log-probs on `engine` (the baseline preset's format.engine)."""
-    key = Cache.key("reference", baseline_artifact.manifest["key"], engine, stream.key, eval_cfg.ctx_len, eval_cfg.stride,
-                    uses_bos(stream, eval_cfg), eval_cfg.kld_topk)
+    key = Cache.key(
+        "reference",
+        baseline_artifact.manifest["key"],
+        engine,
+        stream.key,
+        eval_cfg.ctx_len,
+        eval_cfg.stride,
+        uses_bos(stream, eval_cfg),
+        eval_cfg.kld_topk,
+    )
     hit = cache.get("references", key)
     if not hit:
         loaded = get_engine(engine).load(baseline_artifact, model, hardware)
         nll, ids, lps = [], [], []
         try:
-            for inputs, rows, targets in tqdm(list(iter_windows(stream, eval_cfg)), desc=f"reference ({eval_cfg.baseline} on {engine})", unit="win"):
+            for inputs, rows, targets in tqdm(
+                list(iter_windows(stream, eval_cfg)), desc=f"reference ({eval_cfg.baseline} on {engine})", unit="win"
+            ):
                 lp = loaded.logprobs(inputs)[rows]
                 nll.append(M.token_nll(lp, targets))
                 top_i, top_l = M.topk(lp, eval_cfg.kld_topk)
@@ -55,11 +68,24 @@ def reference(model, eval_cfg, stream: TokenStream, hardware, cache: Cache, base
         finally:
             loaded.close()
         with cache.put("references", key, label=f"{model.name} {eval_cfg.baseline} top-{eval_cfg.kld_topk}") as tmp:
-            np.savez(tmp / "reference.npz", nll=np.concatenate(nll).astype(np.float32), top_ids=np.concatenate(ids),
-                     top_logprobs=np.concatenate(lps))
-            (tmp / "meta.json").write_text(json.dumps({"baseline": eval_cfg.baseline, "engine": engine,
-                                                       "artifact": baseline_artifact.manifest["key"]}))
+            np.savez(
+                tmp / "reference.npz",
+                nll=np.concatenate(nll).astype(np.float32),
+                top_ids=np.concatenate(ids),
+                top_logprobs=np.concatenate(lps),
+            )
+            (tmp / "meta.json").write_text(
+                json.dumps(
+                    {"baseline": eval_cfg.baseline, "engine": engine, "artifact": baseline_artifact.manifest["key"]}
+                )
+            )
         hit = cache.get("references", key)
     data = np.load(hit / "reference.npz")
-    return Reference(data["nll"].astype(np.float64), data["top_ids"], data["top_logprobs"], eval_cfg.baseline,
-                     baseline_artifact.manifest["key"], engine)
+    return Reference(
+        data["nll"].astype(np.float64),
+        data["top_ids"],
+        data["top_logprobs"],
+        eval_cfg.baseline,
+        baseline_artifact.manifest["key"],
+        engine,
+    )

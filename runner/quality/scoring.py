@@ -6,6 +6,7 @@ bucket holding the rest of the mass. Merging categories never increases KL (data
 inequality), so this is a lower bound of the full-vocabulary KLD that becomes exact as the top-k
 hold all of the baseline's mass; with k=64 on a 49k vocabulary the tail mass is typically <1 %.
 """
+
 import numpy as np
 
 _TINY = 1e-12

@@ -3,6 +3,7 @@
 llama.cpp's tokenizer for a model from a GGUF when the HF one disagrees (runner/data/tokenization.py);
 every engine gets the same ids in the same windows (iter_windows), for evaluate and benchmark alike.
 """
+
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -35,9 +36,13 @@ def uses_bos(stream: TokenStream, eval_cfg) -> bool:
 
 def stream_params(stream: TokenStream) -> Dict[str, object]:
     """How the stream was made; logged as params by every job that builds one."""
-    return {"eval.tokenizer": stream.tokenizer, "eval.chars_per_token": round(stream.chars_per_token or 0.0, 3),
-            "eval.tokens_plausible": (stream.chars_per_token or 0.0) >= MIN_CHARS_PER_TOKEN,
-            "eval.add_bos": stream.add_bos, "eval.add_bos_source": stream.add_bos_source}
+    return {
+        "eval.tokenizer": stream.tokenizer,
+        "eval.chars_per_token": round(stream.chars_per_token or 0.0, 3),
+        "eval.tokens_plausible": (stream.chars_per_token or 0.0) >= MIN_CHARS_PER_TOKEN,
+        "eval.add_bos": stream.add_bos,
+        "eval.add_bos_source": stream.add_bos_source,
+    }
 
 
 def protocol(eval_cfg, stream: TokenStream) -> Dict[str, object]:
@@ -45,9 +50,15 @@ def protocol(eval_cfg, stream: TokenStream) -> Dict[str, object]:
     return {
         **stream_params(stream),
         "eval.protocol": "token-level NLL, sliding windows",
-        "eval.ctx_len": eval_cfg.ctx_len, "eval.stride": eval_cfg.stride, "eval.n_tokens": len(stream.ids),
-        "eval.add_bos": uses_bos(stream, eval_cfg), "eval.bos_id": stream.bos_id, "eval.corpus_sha256": stream.corpus_sha256,
-        "eval.corpus": stream.corpus, "eval.kld_topk": eval_cfg.kld_topk, "eval.baseline": eval_cfg.baseline,
+        "eval.ctx_len": eval_cfg.ctx_len,
+        "eval.stride": eval_cfg.stride,
+        "eval.n_tokens": len(stream.ids),
+        "eval.add_bos": uses_bos(stream, eval_cfg),
+        "eval.bos_id": stream.bos_id,
+        "eval.corpus_sha256": stream.corpus_sha256,
+        "eval.corpus": stream.corpus,
+        "eval.kld_topk": eval_cfg.kld_topk,
+        "eval.baseline": eval_cfg.baseline,
         "eval.n_scored": sum(len(t) for _, t, _ in iter_windows(stream, eval_cfg)),
     }
 
@@ -73,20 +84,35 @@ def token_stream(model, eval_cfg, cache: Cache) -> TokenStream:
 
 def _cached_stream(model, eval_cfg, cache: Cache, corpus, made_by, gguf) -> TokenStream:
     tok_files = [p for p in sorted(model.path.glob("tokenizer*")) if p.is_file()]
-    which = [made_by.name] if made_by.name == "hf" else [made_by.name, sha256_file(gguf, cache.memo_dir),
-                                                          dist_versions("llama-cpp-python")]
-    key = Cache.key("tokens", [sha256_file(p, cache.memo_dir) for p in tok_files], corpus.sha256, eval_cfg.n_tokens, which)
+    which = (
+        [made_by.name]
+        if made_by.name == "hf"
+        else [made_by.name, sha256_file(gguf, cache.memo_dir), dist_versions("llama-cpp-python")]
+    )
+    key = Cache.key(
+        "tokens", [sha256_file(p, cache.memo_dir) for p in tok_files], corpus.sha256, eval_cfg.n_tokens, which
+    )
     hit = cache.get("tokens", key)
     if not hit:
         ids = made_by.encode(corpus.text)
         if len(ids) < eval_cfg.n_tokens:
-            raise UserError("eval.n_tokens", f"the corpus has only {len(ids)} tokens, {eval_cfg.n_tokens} asked",
-                            f"lower eval.n_tokens to <= {len(ids)} or add texts to eval.corpus")
+            raise UserError(
+                "eval.n_tokens",
+                f"the corpus has only {len(ids)} tokens, {eval_cfg.n_tokens} asked",
+                f"lower eval.n_tokens to <= {len(ids)} or add texts to eval.corpus",
+            )
         with cache.put("tokens", key) as tmp:
             np.save(tmp / "ids.npy", np.asarray(ids[: eval_cfg.n_tokens], dtype=np.int32))
         hit = cache.get("tokens", key)
-    return TokenStream(np.load(hit / "ids.npy"), made_by.bos_id, corpus.sha256, corpus.description, key,
-                       made_by.name, made_by.chars_per_token)
+    return TokenStream(
+        np.load(hit / "ids.npy"),
+        made_by.bos_id,
+        corpus.sha256,
+        corpus.description,
+        key,
+        made_by.name,
+        made_by.chars_per_token,
+    )
 
 
 def iter_windows(stream: TokenStream, eval_cfg) -> Iterator[Tuple[List[int], np.ndarray, np.ndarray]]:
@@ -98,8 +124,11 @@ def iter_windows(stream: TokenStream, eval_cfg) -> Iterator[Tuple[List[int], np.
     """
     n, ctx, stride = len(stream.ids), eval_cfg.ctx_len, eval_cfg.stride
     if ctx < 2 or stride < 1 or stride > ctx:
-        raise UserError("eval.stride", f"need ctx_len >= 2 and 1 <= stride <= ctx_len (got {ctx}, {stride})",
-                        "set eval.stride to eval.ctx_len for disjoint windows")
+        raise UserError(
+            "eval.stride",
+            f"need ctx_len >= 2 and 1 <= stride <= ctx_len (got {ctx}, {stride})",
+            "set eval.stride to eval.ctx_len for disjoint windows",
+        )
     offset = 1 if uses_bos(stream, eval_cfg) else 0
     start, scored_until = 0, 0
     while True:

@@ -1,12 +1,13 @@
 """`qrun-report`: the comparison table, plots and a recommendation, read back from MLflow.
 
-    qrun-report                                   # the latest sweep: Markdown table + CSV + PNGs
-    qrun-report --sweep <parent run id> --out reports/
-    qrun-report --all                             # the newest finished run of every job
-    qrun-report recommend --hardware rtx3090x2 --max-latency-p95 3 --min-throughput 100
-    qrun-report recommend --limit quality/kld_p99=0.05 --limit size/bits_per_weight=5
-    qrun-report recommend --deployment cpu_chat_4users   # a scenario (conf/deployment/), judged like with like
+qrun-report                                   # the latest sweep: Markdown table + CSV + PNGs
+qrun-report --sweep <parent run id> --out reports/
+qrun-report --all                             # the newest finished run of every job
+qrun-report recommend --hardware rtx3090x2 --max-latency-p95 3 --min-throughput 100
+qrun-report recommend --limit quality/kld_p99=0.05 --limit size/bits_per_weight=5
+qrun-report recommend --deployment cpu_chat_4users   # a scenario (conf/deployment/), judged like with like
 """
+
 import argparse
 import csv
 import io
@@ -16,10 +17,11 @@ from typing import Dict, List, Optional
 
 from runner import metrics as M
 from runner.errors import UserError
-from runner.report.columns import REPORT, cells, used, with_tasks
 from runner.report import ties
+from runner.report.columns import REPORT, cells, used, with_tasks
 from runner.report.data import Row, load_rows
 from runner.report.recommend import Constraints, recommend
+
 
 def markdown(rows: List[Row]) -> str:
     """Best quality first, "≈" where a row's interval overlaps the row above's (as in the sweep summary)."""
@@ -35,13 +37,23 @@ def csv_text(rows: List[Row]) -> str:
     w = csv.writer(buf)
     w.writerow(["run_id", "format", "backend", "engine", "hardware", "status"] + names)
     for r in rows:
-        w.writerow([r.run_id, r.format, r.params.get("format.backend", ""), r.params.get("format.engine", ""),
-                    r.params.get("hardware.name", ""), r.status] + [r.metrics.get(n, "") for n in names])
+        w.writerow(
+            [
+                r.run_id,
+                r.format,
+                r.params.get("format.backend", ""),
+                r.params.get("format.engine", ""),
+                r.params.get("hardware.name", ""),
+                r.status,
+            ]
+            + [r.metrics.get(n, "") for n in names]
+        )
     return buf.getvalue()
 
 
-def write_report(rows: List[Row], out: Path, curves: Optional[Dict[str, list]] = None,
-                 slo_latency_s: Optional[float] = None) -> List[Path]:
+def write_report(
+    rows: List[Row], out: Path, curves: Optional[Dict[str, list]] = None, slo_latency_s: Optional[float] = None
+) -> List[Path]:
     from runner.report.plots import capacity_plot, pareto_plot, speed_plot
 
     out.mkdir(parents=True, exist_ok=True)
@@ -66,7 +78,7 @@ def capacity_curves(client, rows: List[Row]) -> Dict[str, list]:
     curves = {}
     with tempfile.TemporaryDirectory(prefix="qrun-capacity-") as scratch:
         for r in rows:
-            if r.get("capacity/max_users") is None:
+            if r.get(M.CAPACITY_MAX_USERS) is None:
                 continue
             dst = Path(scratch) / r.run_id
             dst.mkdir()
@@ -99,7 +111,9 @@ def parse_limits(items: List[str]) -> Dict[str, float]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="qrun-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="qrun-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("command", nargs="?", default="table", choices=["table", "recommend"])
     ap.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
     ap.add_argument("--experiment", default="quant-runner")
@@ -112,12 +126,24 @@ def main(argv=None) -> int:
     ap.add_argument("--min-throughput", type=float, metavar="TOK_S")
     ap.add_argument("--max-ppl-delta", type=float, metavar="PCT")
     ap.add_argument("--max-kld", type=float)
-    ap.add_argument("--limit", action="append", default=[], metavar="METRIC=VALUE",
-                    help="recommend: a bound on any declared metric (a maximum where lower is better, else a minimum)")
-    ap.add_argument("--prefer", choices=["quality", "speed", "size"], default=None,
-                    help="recommend: quality (default), speed or size; with --deployment: the scenario's own")
-    ap.add_argument("--deployment", metavar="SCENARIO",
-                    help="recommend: a deployment scenario (conf/deployment/); only runs measured like it are judged")
+    ap.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="recommend: a bound on any declared metric (a maximum where lower is better, else a minimum)",
+    )
+    ap.add_argument(
+        "--prefer",
+        choices=["quality", "speed", "size"],
+        default=None,
+        help="recommend: quality (default), speed or size; with --deployment: the scenario's own",
+    )
+    ap.add_argument(
+        "--deployment",
+        metavar="SCENARIO",
+        help="recommend: a deployment scenario (conf/deployment/); only runs measured like it are judged",
+    )
     args = ap.parse_args(argv)
     try:
         return _run(args)
@@ -145,13 +171,20 @@ def _run(args) -> int:
         return 0
     if args.deployment:
         return _recommend_scenario(args, rows)
-    budget = args.memory_gb * 1024 ** 3 if args.memory_gb else (_hardware_budget(args.hardware) if args.hardware else None)
+    budget = (
+        args.memory_gb * 1024**3 if args.memory_gb else (_hardware_budget(args.hardware) if args.hardware else None)
+    )
     if args.hardware:
         rows = [r for r in rows if r.params.get("hardware.name") == args.hardware]
         if not rows:
-            raise UserError("--hardware", f"no run was measured on '{args.hardware}'", "run the sweep with hardware=" + args.hardware)
-    c = Constraints(budget, args.max_latency_p95, args.min_throughput, args.max_ppl_delta, args.max_kld,
-                    parse_limits(args.limit))
+            raise UserError(
+                "--hardware",
+                f"no run was measured on '{args.hardware}'",
+                "run the sweep with hardware=" + args.hardware,
+            )
+    c = Constraints(
+        budget, args.max_latency_p95, args.min_throughput, args.max_ppl_delta, args.max_kld, parse_limits(args.limit)
+    )
     result = recommend(rows, c, args.prefer or "quality")
     if result["choice"] is None:
         print(f"no recommendation: {result['reason']}")
@@ -173,10 +206,9 @@ def _recommend_scenario(args, rows: List[Row]) -> int:
     if args.prefer:
         d.prefer = args.prefer
     if args.memory_gb:
-        d.memory_budget_bytes = int(args.memory_gb * 1024 ** 3)
+        d.memory_budget_bytes = int(args.memory_gb * 1024**3)
     c = Constraints.of_scenario(d, _hardware_budget(d.hardware))
     c.limits = parse_limits(args.limit)
     result = recommend(rows, c, d.prefer)
     print(decision_text(result, c, rows), end="")
     return 0 if result["choice"] is not None else 1
-

@@ -4,6 +4,7 @@ A metric appears in a table when its declaration lists the table (runner/metrics
 order); this module adds only the columns that are not one metric: names, hardware, status, and the
 report's memory column, and one accuracy and one "kept" column per lm-eval task some row has (with_tasks).
 """
+
 import re
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
@@ -44,7 +45,7 @@ def with_uncertainty(m: M.Metric, row: Row, text: str) -> str:
 
 # "≈" (indistinguishable from the row above) on these and on task accuracies; not quality/ppl: its interval is over
 # the text, not paired
-TIE_MARKED = ("quality/ppl_delta_pct", "quality/kld_mean", "quality/top1_agree")
+TIE_MARKED = (M.QUALITY_PPL_DELTA_PCT, M.QUALITY_KLD_MEAN, M.QUALITY_TOP1_AGREE)
 TASK_ACC = re.compile(r"^task/(.+)/acc$")
 
 
@@ -57,8 +58,13 @@ def cells(columns: List["Column"], rows: List[Row]) -> List[List[str]]:
     the row above's (runner/report/ties.py: not distinguishable on this protocol)."""
     out = []
     for i, row in enumerate(rows):
-        out.append([("≈" if tie_marked(c.metric) and i and ties.indistinguishable(rows[i - 1], row, c.metric) else "")
-                    + c.cell(row) for c in columns])
+        out.append(
+            [
+                ("≈" if tie_marked(c.metric) and i and ties.indistinguishable(rows[i - 1], row, c.metric) else "")
+                + c.cell(row)
+                for c in columns
+            ]
+        )
     return out
 
 
@@ -72,7 +78,7 @@ def _param(name: str, header: str) -> Column:
 
 def peak_memory(row: Row) -> Optional[float]:
     """What a memory budget is held against: peak VRAM on a GPU run (none if unmeasured, never host RSS), else RSS."""
-    return row.get("perf/peak_vram_bytes") if on_gpu(row) else row.get("perf/peak_rss_bytes")
+    return row.get(M.PERF_PEAK_VRAM_BYTES) if on_gpu(row) else row.get(M.PERF_PEAK_RSS_BYTES)
 
 
 def metric_column(m: M.Metric) -> Column:
@@ -81,17 +87,22 @@ def metric_column(m: M.Metric) -> Column:
 
 
 def _report_metric_column(m: M.Metric) -> Column:
-    if m.name == "perf/peak_rss_bytes":
+    if m.name == M.PERF_PEAK_RSS_BYTES:
         return Column("peak mem MB", peak_memory, m.format, metric=m.name)
     return metric_column(m)
 
 
 STATUS = Column("status", lambda r: r.status, str)
-SUMMARY: List[Column] = ([_param("format.name", "format"), _param("format.backend", "backend"),
-                          _param("format.engine", "engine")]
-                         + [metric_column(m) for m in M.in_table("summary")] + [STATUS])
-REPORT: List[Column] = ([_text(lambda r: r.label, "format"), _param("hardware.name", "hardware")]
-                        + [_report_metric_column(m) for m in M.in_table("report")] + [STATUS])
+SUMMARY: List[Column] = (
+    [_param("format.name", "format"), _param("format.backend", "backend"), _param("format.engine", "engine")]
+    + [metric_column(m) for m in M.in_table("summary")]
+    + [STATUS]
+)
+REPORT: List[Column] = (
+    [_text(lambda r: r.label, "format"), _param("hardware.name", "hardware")]
+    + [_report_metric_column(m) for m in M.in_table("report")]
+    + [STATUS]
+)
 
 
 def used(columns: List[Column], rows: List[Row], every: bool = False) -> List[Column]:
@@ -110,7 +121,7 @@ def short_task_names(tasks: List[str]) -> Dict[str, str]:
     prefix = tasks[0].split("_")[0] + "_" if tasks else ""
     if len(tasks) < 2 or not all(t.startswith(prefix) and len(t) > len(prefix) for t in tasks):
         prefix = ""
-    return {t: t[len(prefix):] for t in tasks}
+    return {t: t[len(prefix) :] for t in tasks}
 
 
 def task_columns(rows: List[Row]) -> List[Column]:
@@ -118,7 +129,10 @@ def task_columns(rows: List[Row]) -> List[Column]:
     the share of the eval.baseline's accuracy it keeps (task/<name>/acc_retained). None without task metrics."""
     columns = []
     for task, short in short_task_names(task_names(rows)).items():
-        for name, title in ((f"task/{task}/acc", f"{short} acc"), (f"task/{task}/acc_retained", f"{short} kept")):
+        for name, title in (
+            (M.task_metric(task, "acc"), f"{short} acc"),
+            (M.task_metric(task, "acc_retained"), f"{short} kept"),
+        ):
             m = M.get(name)
             columns.append(Column(title, lambda r, name=name: r.get(name), m.format, metric=name))
     return columns

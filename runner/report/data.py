@@ -1,4 +1,5 @@
 """Reading runs back from MLflow for the report and the summary: which runs, and one flat row per run."""
+
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -22,7 +23,11 @@ class Row:
     def label(self) -> str:
         backend = self.params.get("format.backend")
         engine = self.params.get("format.engine", "?")
-        return f"{self.format}" + (f" [{backend}]" if backend else "") + (f" @{engine}" if engine not in ("torch", "llama_cpp") else "")
+        return (
+            f"{self.format}"
+            + (f" [{backend}]" if backend else "")
+            + (f" @{engine}" if engine not in ("torch", "llama_cpp") else "")
+        )
 
     def get(self, name: str) -> Optional[float]:
         return self.metrics.get(name)
@@ -40,31 +45,44 @@ def load_rows(uri: str, experiment: str, sweep: Optional[str] = "latest") -> tup
     try:
         exp = client.get_experiment_by_name(experiment)
     except Exception as e:
-        raise UserError("--tracking-uri", f"cannot read MLflow store '{uri}' ({type(e).__name__})", "pass a reachable store") from e
+        raise UserError(
+            "--tracking-uri", f"cannot read MLflow store '{uri}' ({type(e).__name__})", "pass a reachable store"
+        ) from e
     if exp is None:
         names = [e.name for e in client.search_experiments()]
         raise UserError("--experiment", f"no experiment '{experiment}' in {uri}", f"use one of {names}")
     ids = [exp.experiment_id]
     if sweep is None:
-        runs = client.search_runs(ids, filter_string="attributes.status = 'FINISHED'", max_results=10000,
-                                  order_by=["attributes.start_time DESC"])
+        runs = client.search_runs(
+            ids,
+            filter_string="attributes.status = 'FINISHED'",
+            max_results=10000,
+            order_by=["attributes.start_time DESC"],
+        )
         latest: Dict[str, Any] = {}
         for r in runs:  # the newest finished run of each job
             if r.data.tags.get("qrun.sweep") != "true" and "format.name" in r.data.params:
                 latest.setdefault(r.data.tags.get("qrun.job_key", r.info.run_id), r)
         return [_row(r) for r in latest.values()], None
     if sweep == "latest":
-        parents = client.search_runs(ids, filter_string="tags.`qrun.sweep` = 'true'", max_results=1,
-                                     order_by=["attributes.start_time DESC"])
+        parents = client.search_runs(
+            ids, filter_string="tags.`qrun.sweep` = 'true'", max_results=1, order_by=["attributes.start_time DESC"]
+        )
         if not parents:
-            raise UserError("--sweep", f"experiment '{experiment}' has no sweep (qrun -m ...) yet", "run a sweep, or pass --all")
+            raise UserError(
+                "--sweep", f"experiment '{experiment}' has no sweep (qrun -m ...) yet", "run a sweep, or pass --all"
+            )
         parent = parents[0]
     else:
         try:
             parent = client.get_run(sweep)
         except Exception as e:
-            raise UserError("--sweep", f"no run '{sweep}' in {uri}", "pass a sweep's parent run id, 'latest', or --all") from e
-    children = client.search_runs(ids, filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=10000)
+            raise UserError(
+                "--sweep", f"no run '{sweep}' in {uri}", "pass a sweep's parent run id, 'latest', or --all"
+            ) from e
+    children = client.search_runs(
+        ids, filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=10000
+    )
     reused = [r for r in parent.data.params.get("sweep.reused_runs", "").split(",") if r]
     runs = list(children) + [client.get_run(r) for r in reused if r not in {c.info.run_id for c in children}]
     return [_row(r) for r in sorted(runs, key=lambda r: r.info.start_time)], parent.info.run_id

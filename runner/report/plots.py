@@ -1,17 +1,21 @@
 """PNG plots for the report: quality vs size (with the Pareto front), quality vs decode speed, and users vs P95
 latency per format (the capacity search's probes)."""
+
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from runner import metrics as M
 from runner.report.data import Row
 
-Y_METRIC = "quality/kld_mean"
+Y_METRIC = M.QUALITY_KLD_MEAN
 
 
 def _points(rows: List[Row], x_metric: str):
-    pts = [(r.get(x_metric), r.get(Y_METRIC), r.label) for r in rows
-           if r.status == "FINISHED" and r.get(x_metric) and r.get(Y_METRIC) is not None]
+    pts = [
+        (r.get(x_metric), r.get(Y_METRIC), r.label)
+        for r in rows
+        if r.status == "FINISHED" and r.get(x_metric) and r.get(Y_METRIC) is not None
+    ]
     return pts
 
 
@@ -55,16 +59,21 @@ def _figure(points, xlabel, title, out: Path, front=None) -> Optional[Path]:
 
 
 def pareto_plot(rows: List[Row], out_dir: Path) -> Optional[Path]:
-    pts = [(x / 1e6, y, l) for x, y, l in _points(rows, "size/bytes")]
+    pts = [(x / 1e6, y, l) for x, y, l in _points(rows, M.SIZE_BYTES)]
     return _figure(pts, "weights size (MB)", "Quality vs size", out_dir / "quality_vs_size.png", pareto_front(pts))
 
 
 def speed_plot(rows: List[Row], out_dir: Path) -> Optional[Path]:
-    xm = M.get("perf/decode_tok_s")
+    xm = M.get(M.PERF_DECODE_TOK_S)
     pts = _points(rows, xm.name)
     front = pareto_front([(-x, y, l) for x, y, l in pts])  # faster is better: flip x for the front
-    return _figure(pts, f"decode tok/s (single stream; {xm.better} is better)", "Quality vs decode speed",
-                   out_dir / "quality_vs_speed.png", [(-x, y, l) for x, y, l in front])
+    return _figure(
+        pts,
+        f"decode tok/s (single stream; {xm.better} is better)",
+        "Quality vs decode speed",
+        out_dir / "quality_vs_speed.png",
+        [(-x, y, l) for x, y, l in front],
+    )
 
 
 def capacity_plot(curves: Dict[str, List[dict]], out_dir: Path, slo_latency_s: Optional[float] = None) -> Path:
@@ -76,20 +85,28 @@ def capacity_plot(curves: Dict[str, List[dict]], out_dir: Path, slo_latency_s: O
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     for label, probes in sorted(curves.items()):
-        pts = sorted((p["users"], p["latency_s_p95"], p["meets_slo"]) for p in probes if p.get("latency_s_p95") not in ("", None))
+        pts = sorted(
+            (p["users"], p["latency_s_p95"], p["meets_slo"]) for p in probes if p.get("latency_s_p95") not in ("", None)
+        )
         if not pts:
             continue
         xs, ys, ok = zip(*pts)
-        line, = ax.plot(xs, ys, marker="o", lw=1.5, label=label)
-        ax.scatter([x for x, y, m in pts if not m], [y for x, y, m in pts if not m], marker="x", s=60, color=line.get_color(),
-                   zorder=3)
+        (line,) = ax.plot(xs, ys, marker="o", lw=1.5, label=label)
+        ax.scatter(
+            [x for x, y, m in pts if not m],
+            [y for x, y, m in pts if not m],
+            marker="x",
+            s=60,
+            color=line.get_color(),
+            zorder=3,
+        )
     if slo_latency_s is not None:
         ax.axhline(slo_latency_s, color="tab:red", ls="--", lw=1, label=f"SLO: P95 {slo_latency_s:g} s")
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("concurrent users (closed loop)")
-    ax.set_ylabel(f"{M.get('serving/latency_s_p95').header} (end-to-end P95, s)")
+    ax.set_ylabel(f"{M.get(M.SERVING_LATENCY_S_P95).header} (end-to-end P95, s)")
     ax.set_title("Capacity: users vs P95 latency per format (x: misses the SLO)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
@@ -98,4 +115,3 @@ def capacity_plot(curves: Dict[str, List[dict]], out_dir: Path, slo_latency_s: O
     fig.savefig(path)
     plt.close(fig)
     return path
-

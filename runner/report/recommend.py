@@ -17,6 +17,7 @@ Without a scenario (`qrun-report recommend --max-latency-p95 ...`): each run's o
 Memory is peak VRAM on GPU runs (none logged: "memory not measured"; host RSS says nothing about a VRAM
 budget), on CPU runs peak RSS, else the file size.
 """
+
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -24,7 +25,7 @@ from runner import metrics as M
 from runner.report.data import Row
 from runner.report.ties import quality_key
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 @dataclass
@@ -42,21 +43,28 @@ class Constraints:
 
     @classmethod
     def of_scenario(cls, d, hardware_budget: Optional[float] = None) -> "Constraints":
-        return cls(memory_bytes=d.memory_budget_bytes or hardware_budget, max_latency_p95_s=d.slo.latency_s,
-                   min_throughput_tok_s=d.min_throughput_tok_s, max_ppl_delta_pct=d.max_ppl_delta_pct,
-                   max_kld=d.max_kld, max_ttft_p95_s=d.slo.ttft_s, max_tpot_p95_s=d.slo.tpot_s,
-                   max_failure_rate=d.max_failure_rate if d.kind == "serving" else None, scenario=d)
+        return cls(
+            memory_bytes=d.memory_budget_bytes or hardware_budget,
+            max_latency_p95_s=d.slo.latency_s,
+            min_throughput_tok_s=d.min_throughput_tok_s,
+            max_ppl_delta_pct=d.max_ppl_delta_pct,
+            max_kld=d.max_kld,
+            max_ttft_p95_s=d.slo.ttft_s,
+            max_tpot_p95_s=d.slo.tpot_s,
+            max_failure_rate=d.max_failure_rate if d.kind == "serving" else None,
+            scenario=d,
+        )
 
 
 def on_gpu(row: Row) -> bool:
     device = row.params.get("hardware.device")
-    return str(device).startswith("cuda") if device else row.get("perf/peak_vram_bytes") is not None
+    return str(device).startswith("cuda") if device else row.get(M.PERF_PEAK_VRAM_BYTES) is not None
 
 
 def memory(row: Row) -> Optional[float]:
     if on_gpu(row):
-        return row.get("perf/peak_vram_bytes") or None
-    for name in ("perf/peak_rss_bytes", "size/bytes"):
+        return row.get(M.PERF_PEAK_VRAM_BYTES) or None
+    for name in (M.PERF_PEAK_RSS_BYTES, M.SIZE_BYTES):
         if row.get(name):
             return row.get(name)
     return None
@@ -69,18 +77,14 @@ def _served_or(row: Row, serving: str, offline: str) -> str:
 
 def throughput_metric(row: Row, c: Optional[Constraints] = None) -> str:
     if c is not None and c.scenario is not None:
-        from runner.config.deployment import METRIC_OF
-
-        return METRIC_OF[c.scenario.kind]["throughput"]
-    return _served_or(row, "serving/throughput_tok_s", "perf/decode_tok_s")
+        return M.SLO_METRIC[c.scenario.kind]["throughput"]
+    return _served_or(row, M.SERVING_THROUGHPUT_TOK_S, M.PERF_DECODE_TOK_S)
 
 
 def latency_metric(row: Row, c: Optional[Constraints] = None) -> str:
     if c is not None and c.scenario is not None:
-        from runner.config.deployment import METRIC_OF
-
-        return METRIC_OF[c.scenario.kind]["latency_s"]
-    return _served_or(row, "serving/latency_s_p95", "perf/latency_s_p95")
+        return M.SLO_METRIC[c.scenario.kind]["latency_s"]
+    return _served_or(row, M.SERVING_LATENCY_S_P95, M.PERF_LATENCY_S_P95)
 
 
 def throughput(row: Row, c: Optional[Constraints] = None) -> Optional[float]:
@@ -93,9 +97,9 @@ def latency_p95(row: Row, c: Optional[Constraints] = None) -> Optional[float]:
 
 def failure_rate(row: Row) -> Optional[float]:
     """(failed + not sent) / requests of a serving run (older runs: from the counts); None for other runs."""
-    if row.get("serving/failure_rate") is not None:
-        return row.get("serving/failure_rate")
-    counts = [row.get(n) for n in ("serving/requests_ok", "serving/requests_failed", "serving/requests_not_sent")]
+    if row.get(M.SERVING_FAILURE_RATE) is not None:
+        return row.get(M.SERVING_FAILURE_RATE)
+    counts = [row.get(n) for n in (M.SERVING_REQUESTS_OK, M.SERVING_REQUESTS_FAILED, M.SERVING_REQUESTS_NOT_SENT)]
     if any(v is None for v in counts) or not sum(counts):
         return None
     return (counts[1] + counts[2]) / sum(counts)
@@ -128,28 +132,76 @@ def violations(row: Row, c: Constraints) -> List[str]:
         return [not_like]
     lat = latency_metric(row, c)
     checks = [
-        ("memory", c.memory_bytes, memory(row), lambda v, lim: v <= lim, lambda v, lim: f"needs {v / GIB:.2f} GiB > {lim / GIB:.2f} GiB"),
-        ("latency p95", c.max_latency_p95_s, row.get(lat) if lat else None, lambda v, lim: v <= lim,
-         lambda v, lim: f"p95 {_fmt(lat, v)} s > {lim:g} s"),
+        (
+            "memory",
+            c.memory_bytes,
+            memory(row),
+            lambda v, lim: v <= lim,
+            lambda v, lim: f"needs {v / GIB:.2f} GiB > {lim / GIB:.2f} GiB",
+        ),
+        (
+            "latency p95",
+            c.max_latency_p95_s,
+            row.get(lat) if lat else None,
+            lambda v, lim: v <= lim,
+            lambda v, lim: f"p95 {_fmt(lat, v)} s > {lim:g} s",
+        ),
     ]
-    for what, limit, name in (("TTFT p95", c.max_ttft_p95_s, "serving/ttft_s_p95"), ("TPOT p95", c.max_tpot_p95_s, "serving/tpot_s_p95")):
-        checks.append((what, limit, row.get(name), lambda v, lim: v <= lim,
-                       lambda v, lim, what=what, name=name: f"{what} {_fmt(name, v)} s > {lim:g} s"))
+    for what, limit, name in (
+        ("TTFT p95", c.max_ttft_p95_s, M.SERVING_TTFT_S_P95),
+        ("TPOT p95", c.max_tpot_p95_s, M.SERVING_TPOT_S_P95),
+    ):
+        checks.append(
+            (
+                what,
+                limit,
+                row.get(name),
+                lambda v, lim: v <= lim,
+                lambda v, lim, what=what, name=name: f"{what} {_fmt(name, v)} s > {lim:g} s",
+            )
+        )
     checks += [
-        ("throughput", c.min_throughput_tok_s, throughput(row, c), lambda v, lim: v >= lim,
-         lambda v, lim: f"{_fmt(throughput_metric(row, c), v)} tok/s < {lim:g}"),
-        ("failure rate", c.max_failure_rate, failure_rate(row), lambda v, lim: v <= lim,
-         lambda v, lim: f"{_pct(v)} of requests failed or not sent > {_pct(lim)}"),
-        ("Δppl", c.max_ppl_delta_pct, row.get("quality/ppl_delta_pct"), lambda v, lim: v <= lim,
-         lambda v, lim: f"Δppl {_fmt('quality/ppl_delta_pct', v)} % > {lim:g} %"),
-        ("KLD", c.max_kld, row.get("quality/kld_mean"), lambda v, lim: v <= lim,
-         lambda v, lim: f"KLD {_fmt('quality/kld_mean', v)} > {lim:g}"),
+        (
+            "throughput",
+            c.min_throughput_tok_s,
+            throughput(row, c),
+            lambda v, lim: v >= lim,
+            lambda v, lim: f"{_fmt(throughput_metric(row, c), v)} tok/s < {lim:g}",
+        ),
+        (
+            "failure rate",
+            c.max_failure_rate,
+            failure_rate(row),
+            lambda v, lim: v <= lim,
+            lambda v, lim: f"{_pct(v)} of requests failed or not sent > {_pct(lim)}",
+        ),
+        (
+            "Δppl",
+            c.max_ppl_delta_pct,
+            row.get(M.QUALITY_PPL_DELTA_PCT),
+            lambda v, lim: v <= lim,
+            lambda v, lim: f"Δppl {_fmt(M.QUALITY_PPL_DELTA_PCT, v)} % > {lim:g} %",
+        ),
+        (
+            "KLD",
+            c.max_kld,
+            row.get(M.QUALITY_KLD_MEAN),
+            lambda v, lim: v <= lim,
+            lambda v, lim: f"KLD {_fmt(M.QUALITY_KLD_MEAN, v)} > {lim:g}",
+        ),
     ]
     for name, limit in c.limits.items():
         m = M.get(name)
         sign = "<" if m.better == "higher" else ">"
-        checks.append((m.header, limit, row.get(name), m.within,
-                       lambda v, lim, m=m, sign=sign: f"{m.header} {m.format(v)} {sign} {lim:g}"))
+        checks.append(
+            (
+                m.header,
+                limit,
+                row.get(name),
+                m.within,
+                lambda v, lim, m=m, sign=sign: f"{m.header} {m.format(v)} {sign} {lim:g}",
+            )
+        )
     out = []
     for name, limit, value, ok, why in checks:
         if limit is None:
@@ -162,7 +214,7 @@ def violations(row: Row, c: Constraints) -> List[str]:
 
 
 def _quality_metric(row: Row) -> str:
-    return "quality/kld_mean" if row.get("quality/kld_mean") is not None else "quality/ppl_delta_pct"
+    return M.QUALITY_KLD_MEAN if row.get(M.QUALITY_KLD_MEAN) is not None else M.QUALITY_PPL_DELTA_PCT
 
 
 def tied(a: Row, b: Row, name: str) -> bool:
@@ -189,14 +241,21 @@ def rank(rows: List[Row], prefer: str, c: Optional[Constraints] = None) -> List[
 
 
 def _facts(row: Row, c: Constraints) -> str:
-    kld, dppl, p95, tput = row.get("quality/kld_mean"), row.get("quality/ppl_delta_pct"), latency_p95(row, c), throughput(row, c)
+    kld, dppl, p95, tput = (
+        row.get(M.QUALITY_KLD_MEAN),
+        row.get(M.QUALITY_PPL_DELTA_PCT),
+        latency_p95(row, c),
+        throughput(row, c),
+    )
     fr = failure_rate(row) if c.scenario is not None else None
-    facts = [f"KLD {_fmt('quality/kld_mean', kld)}" if kld is not None else None,
-             f"Δppl {_fmt('quality/ppl_delta_pct', dppl)} %" if dppl is not None else None,
-             f"{_fmt(throughput_metric(row, c), tput)} tok/s" if tput else None,
-             f"p95 {_fmt(latency_metric(row, c), p95)} s" if p95 is not None else None,
-             f"{_pct(fr)} failed" if fr is not None else None,
-             f"{memory(row) / GIB:.2f} GiB" if memory(row) else None]
+    facts = [
+        f"KLD {_fmt(M.QUALITY_KLD_MEAN, kld)}" if kld is not None else None,
+        f"Δppl {_fmt(M.QUALITY_PPL_DELTA_PCT, dppl)} %" if dppl is not None else None,
+        f"{_fmt(throughput_metric(row, c), tput)} tok/s" if tput else None,
+        f"p95 {_fmt(latency_metric(row, c), p95)} s" if p95 is not None else None,
+        f"{_pct(fr)} failed" if fr is not None else None,
+        f"{memory(row) / GIB:.2f} GiB" if memory(row) else None,
+    ]
     return ", ".join(f for f in facts if f)
 
 
@@ -219,28 +278,50 @@ def recommend(rows: List[Row], c: Constraints, prefer: str = "quality") -> Dict:
     if c.scenario is not None:
         for r in rows:
             if r.status != "FINISHED" and r.label not in {f.label for f in finished}:
-                rejected.setdefault(r.label, [f"the job did not finish ({r.status}: {r.tags.get('error', 'see its error.txt')})"])
+                rejected.setdefault(
+                    r.label, [f"the job did not finish ({r.status}: {r.tags.get('error', 'see its error.txt')})"]
+                )
     base = {"rejected": rejected, "set_aside": set_aside, "runner_up": None, "ties": []}
     if not feasible:
-        return {**base, "choice": None, "feasible": [],
-                "reason": f"no format of {len(judged)} meets every constraint; " + "; ".join(
-                    f"{label}: {', '.join(w)}" for label, w in rejected.items())}
+        return {
+            **base,
+            "choice": None,
+            "feasible": [],
+            "reason": f"no format of {len(judged)} meets every constraint; "
+            + "; ".join(f"{label}: {', '.join(w)}" for label, w in rejected.items()),
+        }
     ranked = rank(feasible, prefer, c)
     choice = ranked[0]
     runner_up = ranked[1] if len(ranked) > 1 else None
-    name = _quality_metric(choice) if prefer == "quality" else (throughput_metric(choice, c) if prefer == "speed" else "size/bytes")
+    name = (
+        _quality_metric(choice)
+        if prefer == "quality"
+        else (throughput_metric(choice, c) if prefer == "speed" else M.SIZE_BYTES)
+    )
     ties = [r.label for r in ranked[1:] if prefer != "size" and tied(r, choice, name)]
-    tie_text = (f"; ≈ {', '.join(ties)} on {M.get(name).header} (95 % intervals overlap: a tie, "
-                f"decided by {'speed' if prefer == 'quality' else 'quality'})") if ties else ""
-    reason = (f"{choice.label}: best by {prefer} of {len(feasible)} feasible run(s) out of {len(judged)} "
-              f"({_facts(choice, c)}){tie_text}" + (f"; next: {runner_up.label}" if runner_up else ""))
+    tie_text = (
+        (
+            f"; ≈ {', '.join(ties)} on {M.get(name).header} (95 % intervals overlap: a tie, "
+            f"decided by {'speed' if prefer == 'quality' else 'quality'})"
+        )
+        if ties
+        else ""
+    )
+    reason = (
+        f"{choice.label}: best by {prefer} of {len(feasible)} feasible run(s) out of {len(judged)} "
+        f"({_facts(choice, c)}){tie_text}" + (f"; next: {runner_up.label}" if runner_up else "")
+    )
     return {**base, "choice": choice, "runner_up": runner_up, "feasible": ranked, "reason": reason, "ties": ties}
 
 
 def scenario_bounds(c: Constraints) -> List[str]:
     """The scenario's bounds in words."""
     out = []
-    for what, v in (("TTFT p95", c.max_ttft_p95_s), ("TPOT p95", c.max_tpot_p95_s), ("latency p95", c.max_latency_p95_s)):
+    for what, v in (
+        ("TTFT p95", c.max_ttft_p95_s),
+        ("TPOT p95", c.max_tpot_p95_s),
+        ("latency p95", c.max_latency_p95_s),
+    ):
         if v is not None:
             out.append(f"{what} ≤ {v:g} s")
     if c.min_throughput_tok_s is not None:
@@ -260,11 +341,15 @@ def capacity_lines(rows: List[Row]) -> List[str]:
     """'gguf_q4_k_m holds the SLO up to 3 users' for every run that searched its capacity."""
     out = []
     for r in rows:
-        n = r.get("capacity/max_users")
+        n = r.get(M.CAPACITY_MAX_USERS)
         if n is None:
             continue
-        exact = r.get("capacity/bracketed") == 1
-        text = f"{r.label} holds the SLO up to {n:.0f} user{'s' * (n != 1)}" if n >= 1 else f"{r.label} misses the SLO even at 1 user"
+        exact = r.get(M.CAPACITY_BRACKETED) == 1
+        text = (
+            f"{r.label} holds the SLO up to {n:.0f} user{'s' * (n != 1)}"
+            if n >= 1
+            else f"{r.label} misses the SLO even at 1 user"
+        )
         out.append(text + ("" if exact or n < 1 else " (at least: the search stopped before a load that misses it)"))
     return out
 
@@ -276,9 +361,16 @@ def decision_text(result: Dict, c: Constraints, rows: List[Row]) -> str:
     if d is not None:
         from runner.report.scenario import describe_load
 
-        lines += [f"# Deployment scenario `{d.name}`", "", f"{d.description}".strip(), "",
-                  f"- load: {describe_load(d)} on hardware `{d.hardware}`",
-                  f"- bounds: {'; '.join(scenario_bounds(c)) or 'none'}", f"- preference: {d.prefer}", ""]
+        lines += [
+            f"# Deployment scenario `{d.name}`",
+            "",
+            f"{d.description}".strip(),
+            "",
+            f"- load: {describe_load(d)} on hardware `{d.hardware}`",
+            f"- bounds: {'; '.join(scenario_bounds(c)) or 'none'}",
+            f"- preference: {d.prefer}",
+            "",
+        ]
     choice = result["choice"]
     if choice is None:
         lines += ["## No recommendation", "", "No format meets every bound of the scenario."]
@@ -289,8 +381,11 @@ def decision_text(result: Dict, c: Constraints, rows: List[Row]) -> str:
     if result["rejected"]:
         lines += ["", "## Rejected", ""] + [f"- {label}: {'; '.join(why)}" for label, why in result["rejected"].items()]
     if result["set_aside"]:
-        lines += ["", f"Not judged (measured under another load; the format's run under the scenario's load was): "
-                      f"{', '.join(result['set_aside'])}."]
+        lines += [
+            "",
+            f"Not judged (measured under another load; the format's run under the scenario's load was): "
+            f"{', '.join(result['set_aside'])}.",
+        ]
     cap = capacity_lines([r for r in rows if r.status == "FINISHED"])
     if cap:
         lines += ["", "## Capacity (largest concurrency within the SLO)", ""] + [f"- {x}" for x in cap]
@@ -300,13 +395,21 @@ def decision_text(result: Dict, c: Constraints, rows: List[Row]) -> str:
 def without_scenario_text(rows: List[Row]) -> str:
     """What the sweep can honestly say without a deployment scenario: the leaders per axis, with ties."""
     finished = [r for r in rows if r.status == "FINISHED"]
-    lines = ["## No deployment scenario", "",
-             "Nothing to check the formats against (no SLO, no memory budget, no quality floor): pass "
-             "`deployment=<scenario>` (conf/deployment/) for a decision. What the measurements say:", ""]
+    lines = [
+        "## No deployment scenario",
+        "",
+        "Nothing to check the formats against (no SLO, no memory budget, no quality floor): pass "
+        "`deployment=<scenario>` (conf/deployment/) for a decision. What the measurements say:",
+        "",
+    ]
     c = Constraints()
-    quality = [r for r in finished if r.get("quality/kld_mean") is not None or r.get("quality/ppl_delta_pct") is not None]
-    groups = [("best quality (KLD vs the baseline, then Δppl)", "quality", quality),
-              ("smallest in memory", "size", [r for r in finished if memory(r)])]
+    quality = [
+        r for r in finished if r.get(M.QUALITY_KLD_MEAN) is not None or r.get(M.QUALITY_PPL_DELTA_PCT) is not None
+    ]
+    groups = [
+        ("best quality (KLD vs the baseline, then Δppl)", "quality", quality),
+        ("smallest in memory", "size", [r for r in finished if memory(r)]),
+    ]
     from runner.report.scenario import run_load
 
     loads: Dict[str, List[Row]] = {}
@@ -318,13 +421,22 @@ def without_scenario_text(rows: List[Row]) -> str:
         if not usable:
             continue
         ranked = rank(usable, prefer, c)
-        name = _quality_metric(ranked[0]) if prefer == "quality" else (throughput_metric(ranked[0]) if prefer == "speed" else "size/bytes")
+        name = (
+            _quality_metric(ranked[0])
+            if prefer == "quality"
+            else (throughput_metric(ranked[0]) if prefer == "speed" else M.SIZE_BYTES)
+        )
         ties = [r.label for r in ranked[1:] if prefer != "size" and tied(r, ranked[0], name)]
         from runner.report.ties import noisy
 
-        shaky = " -- its speed varied over the repeats more than benchmark.noisy_cv: not a fact" if (
-            prefer == "speed" and noisy(ranked[0], name)) else ""
-        lines.append(f"- {what}: {ranked[0].label} ({_facts(ranked[0], c)})" + (f" ≈ {', '.join(ties)}" if ties else "") + shaky)
+        shaky = (
+            " -- its speed varied over the repeats more than benchmark.noisy_cv: not a fact"
+            if (prefer == "speed" and noisy(ranked[0], name))
+            else ""
+        )
+        lines.append(
+            f"- {what}: {ranked[0].label} ({_facts(ranked[0], c)})" + (f" ≈ {', '.join(ties)}" if ties else "") + shaky
+        )
     cap = capacity_lines(finished)
     if cap:
         lines += [""] + [f"- {x}" for x in cap]

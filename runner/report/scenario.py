@@ -4,6 +4,7 @@ Like with like: latency and throughput are held against the scenario only when t
 with the same benchmark kind, prompt and output lengths, and for kind=serving the same concurrency and
 arrival pattern (and rate) -- runner/config/deployment.py defines the scenario itself.
 """
+
 from typing import Dict, Optional
 
 
@@ -20,15 +21,23 @@ def run_load(params: Dict[str, str]) -> str:
     p = params
     tokens = f"{p.get('benchmark.prompt_tokens', '?')}+{p.get('benchmark.gen_tokens', '?')} tokens"
     if p.get("benchmark.kind", "offline") == "offline":
-        return f"offline single stream, {tokens}" if "benchmark.prompt_tokens" in p else "a load its params do not record"
-    arrival = "closed loop" if p.get("benchmark.arrival") == "closed" else f"poisson {_num(p.get('benchmark.rate'))} req/s"
+        return (
+            f"offline single stream, {tokens}" if "benchmark.prompt_tokens" in p else "a load its params do not record"
+        )
+    arrival = (
+        "closed loop" if p.get("benchmark.arrival") == "closed" else f"poisson {_num(p.get('benchmark.rate'))} req/s"
+    )
     return f"serving, {p.get('benchmark.concurrency', '?')} users, {arrival}, {tokens}"
 
 
 def mismatch(params: Dict[str, str], d) -> Optional[str]:
     """None when the run (its logged params) was measured under the scenario's load, else what differs."""
     p = params
-    wanted = {"benchmark.kind": d.kind, "benchmark.prompt_tokens": d.prompt_tokens, "benchmark.gen_tokens": d.output_tokens}
+    wanted = {
+        "benchmark.kind": d.kind,
+        "benchmark.prompt_tokens": d.prompt_tokens,
+        "benchmark.gen_tokens": d.output_tokens,
+    }
     if d.kind == "serving":
         wanted.update({"benchmark.concurrency": d.users, "benchmark.arrival": d.arrival})
         if d.arrival == "poisson":
@@ -45,4 +54,3 @@ def _num(v) -> str:
         return f"{float(v):g}"
     except (TypeError, ValueError):
         return str(v)
-

@@ -1,10 +1,12 @@
 """The one-screen summary printed at the end of a run or a sweep, read back from MLflow."""
+
 from typing import Dict, List
 
-from runner.metrics import in_table
+from runner.metrics import PERF_DECODE_TOK_S, PERF_PREFILL_TOK_S, QUALITY_KLD_MEAN, in_table
 from runner.report import ties
 from runner.report.columns import SUMMARY, TIE_MARKED, cells, short_task_names, task_names, used, with_tasks
 from runner.report.data import rows_of
+
 
 def table(runs) -> str:
     """The summary table, best quality first (runner/report/ties.py quality_order)."""
@@ -24,18 +26,29 @@ def uncertainty_notes(runs) -> List[str]:
     with_ci = [r for r in rows if any(ties.ci(r, name) for name in TIE_MARKED)]
     if with_ci:
         p = with_ci[0].params
-        lines.append(f"±: half the width of a 95 % interval: bootstrap over {p.get('eval.bootstrap.windows', '?')} scoring windows, "
-                     f"{p.get('eval.bootstrap.resamples', '?')} resamples, seed {p.get('eval.bootstrap.seed', '?')} (bounds: "
-                     "<metric>_ci_low/_ci_high). Δppl, KLD and top-1 are paired with the baseline on the same tokens; ppl's "
-                     "interval is the text's spread. It covers text like this stream under this protocol, windows taken as independent.")
-        lines.append("≈: the interval overlaps the row above's (rows best quality first): not distinguishable on this protocol.")
-    speeds = [m for m in in_table("summary") if m.name in ("perf/prefill_tok_s", "perf/decode_tok_s")]
+        lines.append(
+            f"±: half the width of a 95 % interval: bootstrap over {p.get('eval.bootstrap.windows', '?')} scoring "
+            "windows, "
+            f"{p.get('eval.bootstrap.resamples', '?')} resamples, seed {p.get('eval.bootstrap.seed', '?')} (bounds: "
+            "<metric>_ci_low/_ci_high). Δppl, KLD and top-1 are paired with the baseline on the same tokens; ppl's "
+            "interval is the text's spread. It covers text like this stream under this protocol, windows taken as "
+            "independent."
+        )
+        lines.append(
+            "≈: the interval overlaps the row above's (rows best quality first): not distinguishable on this protocol."
+        )
+    speeds = [m for m in in_table("summary") if m.name in (PERF_PREFILL_TOK_S, PERF_DECODE_TOK_S)]
     flagged = [(r, m) for r in rows for m in speeds if r.get(m.name) is not None and ties.noisy(r, m.name)]
     if flagged:
-        lines.append(f"~x?: a speed that varied more than benchmark.noisy_cv={100 * ties.noisy_threshold(flagged[0][0]):.0f} % "
-                     "(coefficient of variation) over the repeats: not a fact; rerun on a quieter machine or with more repeats.")
-        lines += [f"  {r.format} {m.header}: {m.format(r.get(m.name))} (range {m.format(r.get(m.name + '_min'))}-"
-                  f"{m.format(r.get(m.name + '_max'))}, CV {100 * r.get(m.name + '_cv'):.0f} %)" for r, m in flagged]
+        lines.append(
+            f"~x?: a speed that varied more than benchmark.noisy_cv={100 * ties.noisy_threshold(flagged[0][0]):.0f} % "
+            "(coefficient of variation) over the repeats: not a fact; rerun on a quieter machine or with more repeats."
+        )
+        lines += [
+            f"  {r.format} {m.header}: {m.format(r.get(m.name))} (range {m.format(r.get(m.name + '_min'))}-"
+            f"{m.format(r.get(m.name + '_max'))}, CV {100 * r.get(m.name + '_cv'):.0f} %)"
+            for r, m in flagged
+        ]
     return lines + task_notes(rows)
 
 
@@ -44,12 +57,18 @@ def task_notes(rows) -> List[str]:
     tasks = task_names(rows)
     if not tasks:
         return []
-    items = dict(pair.split("=", 1) for r in rows for pair in r.params.get("eval.tasks_n_items", "").split(",") if "=" in pair)
+    items = dict(
+        pair.split("=", 1) for r in rows for pair in r.params.get("eval.tasks_n_items", "").split(",") if "=" in pair
+    )
     baseline = next((r.params["eval.baseline"] for r in rows if r.params.get("eval.baseline")), "eval.baseline")
-    named = ", ".join(f"{short} = {task} ({items.get(task, '?')} items)" for task, short in short_task_names(tasks).items())
-    return [f"Tasks: lm-eval accuracy on {named}; ± half its 95 % interval (1.96 × lm-eval's stderr over the items), "
-            f"≈ where it overlaps the row above's; kept: acc ÷ the baseline's acc (eval.baseline={baseline}) on the same "
-            "items, no interval."]
+    named = ", ".join(
+        f"{short} = {task} ({items.get(task, '?')} items)" for task, short in short_task_names(tasks).items()
+    )
+    return [
+        f"Tasks: lm-eval accuracy on {named}; ± half its 95 % interval (1.96 × lm-eval's stderr over the items), "
+        f"≈ where it overlaps the row above's; kept: acc ÷ the baseline's acc (eval.baseline={baseline}) on the same "
+        "items, no interval."
+    ]
 
 
 def kld_notes(runs, k: str) -> List[str]:
@@ -58,7 +77,7 @@ def kld_notes(runs, k: str) -> List[str]:
     top: Dict[tuple, List[str]] = {}
     other: Dict[str, List[str]] = {}
     for r in runs:
-        if "quality/kld_mean" not in r.data.metrics:
+        if QUALITY_KLD_MEAN not in r.data.metrics:
             continue
         p = r.data.params
         engine, name, given = p.get("format.engine", "?"), p.get("format.name", "?"), p.get("eval.logprobs")
@@ -70,15 +89,21 @@ def kld_notes(runs, k: str) -> List[str]:
             other.setdefault(engine, []).append(name)
     notes = []
     if full:
-        notes.append(f"KLD on {', '.join(sorted(full))}: full-vocabulary log-probs, KLD over the baseline's top-{k} tokens + "
-                     "one bucket for the rest: a lower bound, exact when those tokens hold all the mass.")
+        notes.append(
+            f"KLD on {', '.join(sorted(full))}: full-vocabulary log-probs, KLD over the baseline's top-{k} tokens + "
+            "one bucket for the rest: a lower bound, exact when those tokens hold all the mass."
+        )
     for (engine, n), names in sorted(top.items()):
-        notes.append(f"KLD on {engine} ({', '.join(sorted(names))}): an approximation that can over-state KLD. "
-                     f"{engine} returns only its top-{n} prompt log-probs per position; the rest of each "
-                     f"distribution is rebuilt by spreading the remaining mass evenly, so a baseline top-{k} token "
-                     f"outside them gets far too little probability.")
+        notes.append(
+            f"KLD on {engine} ({', '.join(sorted(names))}): an approximation that can over-state KLD. "
+            f"{engine} returns only its top-{n} prompt log-probs per position; the rest of each "
+            f"distribution is rebuilt by spreading the remaining mass evenly, so a baseline top-{k} token "
+            f"outside them gets far too little probability."
+        )
     if other:
-        notes.append(f"KLD on {', '.join(sorted(other))}: how this engine's log-probs are obtained is not described here.")
+        notes.append(
+            f"KLD on {', '.join(sorted(other))}: how this engine's log-probs are obtained is not described here."
+        )
     return notes
 
 
@@ -95,9 +120,11 @@ def tokenization_warnings(runs) -> List[str]:
     for r in runs:
         cpt = r.data.params.get("eval.chars_per_token")
         if r.data.params.get("eval.tokens_plausible") == "False":
-            lines.append(f"WARNING {r.data.params.get('format.name', '?')}: the eval stream has {float(cpt):.2f} "
-                         f"characters per token ({r.data.params.get('eval.tokenizer', '?')} tokenizer): character-level "
-                         "tokenization is implausible for a real model; its perplexities mean little.")
+            lines.append(
+                f"WARNING {r.data.params.get('format.name', '?')}: the eval stream has {float(cpt):.2f} "
+                f"characters per token ({r.data.params.get('eval.tokenizer', '?')} tokenizer): character-level "
+                "tokenization is implausible for a real model; its perplexities mean little."
+            )
     return lines
 
 
@@ -106,8 +133,9 @@ def memory_scope(runs) -> List[str]:
     scoped = [r.data.params for r in runs if r.data.params.get("perf.memory_scope")]
     if not scoped:
         return []
-    offline = sorted({p["perf.memory_scope"].removeprefix("fresh process: ") for p in scoped
-                      if p.get("benchmark.kind") != "serving"})
+    offline = sorted(
+        {p["perf.memory_scope"].removeprefix("fresh process: ") for p in scoped if p.get("benchmark.kind") != "serving"}
+    )
     head = f"measured in a fresh process that loads only the engine ({'; '.join(offline)}); " if offline else ""
     return [f"Peak memory: {head}serving benchmarks: the server's process tree."]
 
@@ -126,33 +154,48 @@ def render(runs: List, uri: str, experiment: str, parent_run_id: str | None = No
     if "eval.n_scored" in p:
         lines.append(
             f"Quality: token-level ppl over {p['eval.n_scored']} scored tokens of {p['eval.corpus']} "
-            f"(ctx {p['eval.ctx_len']}, stride {p['eval.stride']}, BOS {'prepended' if p['eval.add_bos'] == 'True' else 'not added'}{_source(p)}, "
+            f"(ctx {p['eval.ctx_len']}, stride {p['eval.stride']}, BOS "
+            f"{'prepended' if p['eval.add_bos'] == 'True' else 'not added'}{_source(p)}, "
             f"corpus sha256 {p['eval.corpus_sha256'][:12]}). KLD/top-1 vs baseline '{p['eval.baseline']}' on the "
             f"{p.get('eval.baseline_engine', 'torch')} engine."
         )
         lines += kld_notes(runs, p["eval.kld_topk"])
     lines += tokenization_warnings(runs)
-    if any("perf/decode_tok_s" in r.data.metrics for r in runs):
+    if any(PERF_DECODE_TOK_S in r.data.metrics for r in runs):
         lines.append(
-            f"Speed: {p['benchmark.prompt_tokens']}-token prompt + {p['benchmark.gen_tokens']} greedy tokens, one stream, "
-            f"median of {p['benchmark.repeats']} after {p['benchmark.warmup']} warm-up, {p.get('hardware.threads')} thread(s) on {p.get('hardware.name')}."
+            f"Speed: {p['benchmark.prompt_tokens']}-token prompt + {p['benchmark.gen_tokens']} greedy tokens, one "
+            "stream, "
+            f"median of {p['benchmark.repeats']} after {p['benchmark.warmup']} warm-up, {p.get('hardware.threads')} "
+            f"thread(s) on {p.get('hardware.name')}."
         )
     lines += memory_scope(runs)
-    contents = [(r.data.params.get("format.name"), r.data.params["artifact.contents"]) for r in runs
-                if r.data.params.get("artifact.contents")]
+    contents = [
+        (r.data.params.get("format.name"), r.data.params["artifact.contents"])
+        for r in runs
+        if r.data.params.get("artifact.contents")
+    ]
     if contents:
-        lines.append("What the files really store (share of parameters per tensor type; bpw above is the file's real average):")
+        lines.append(
+            "What the files really store (share of parameters per tensor type; bpw above is the file's real average):"
+        )
         lines += [f"  {name}: {text}" for name, text in contents]
-    kernels = [f"{r.data.params.get('format.name')}: {r.data.params['engine.kernel']}" for r in runs
-               if r.data.params.get("engine.kernel")]
+    kernels = [
+        f"{r.data.params.get('format.name')}: {r.data.params['engine.kernel']}"
+        for r in runs
+        if r.data.params.get("engine.kernel")
+    ]
     if kernels:
         lines.append(f"Kernel that ran it (engine.kernel, read on the machine that ran the job): {'; '.join(kernels)}.")
     if reused:
-        lines.append(f"Reused {len(reused)} finished run(s) of earlier sweeps (same job, resume=true): "
-                     + ", ".join(sorted(r.data.params.get("format.name", "?") for r in runs if r.info.run_id in reused)))
+        lines.append(
+            f"Reused {len(reused)} finished run(s) of earlier sweeps (same job, resume=true): "
+            + ", ".join(sorted(r.data.params.get("format.name", "?") for r in runs if r.info.run_id in reused))
+        )
     failed = [r for r in runs if r.info.status != "FINISHED"]
     for r in failed:
-        lines.append(f"FAILED {r.data.params.get('format.name', r.info.run_name)}: {r.data.tags.get('error', 'see error.txt')}")
+        lines.append(
+            f"FAILED {r.data.params.get('format.name', r.info.run_name)}: {r.data.tags.get('error', 'see error.txt')}"
+        )
     where = f"MLflow: {uri}  experiment '{experiment}'"
     if parent_run_id:
         where += f"  sweep run {parent_run_id}"

@@ -12,9 +12,10 @@ quality/ppl_delta_pct, quality/kld_mean or quality/top1_agree, whose intervals a
 baseline on the same tokens; quality/ppl's own interval mostly reflects how hard the text is, so
 two formats' ppl intervals overlap nearly always.
 """
+
 from typing import List, Optional, Tuple
 
-from runner.metrics import CI_SUFFIXES
+from runner.metrics import CI_SUFFIXES, QUALITY_KLD_MEAN, QUALITY_PPL_DELTA_PCT
 
 SPREAD_SUFFIXES = ("_min", "_max")  # an offline speed's range over repeats
 NOISY_CV = 0.10  # benchmark.noisy_cv where a run did not log it
@@ -55,7 +56,7 @@ def noisy_threshold(row) -> float:
 
 def quality_key(row) -> Tuple[float, float]:
     """Sort key, best quality first: KLD vs the baseline, then Δppl; a missing metric sorts last."""
-    kld, delta = row.get("quality/kld_mean"), row.get("quality/ppl_delta_pct")
+    kld, delta = row.get(QUALITY_KLD_MEAN), row.get(QUALITY_PPL_DELTA_PCT)
     return (float("inf") if kld is None else kld, float("inf") if delta is None else delta)
 
 

@@ -10,10 +10,11 @@ To add a stage: write runner/stages/<name>.py with `run(ctx) -> StageResult`, ad
 (what it reads and its config check, so the job key and the checks follow without naming it), declare
 every metric it logs in runner/metrics.py, and add its name to the `stages` lists that should run it.
 """
+
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 from omegaconf import DictConfig
 
@@ -21,17 +22,22 @@ from runner.cache import Cache
 from runner.config import checks
 from runner.errors import UserError
 
+if TYPE_CHECKING:  # for the types only: this package stays light
+    from runner.data.models import ModelSource
+    from runner.engines.base import Engine
+    from runner.formats.artifacts import Artifact
+
 
 @dataclass
 class StageContext:
     cfg: DictConfig  # the job's resolved config
-    model: Any  # runner.data.models.ModelSource
+    model: "ModelSource"
     cache: Cache
     run_dir: Path
-    engine: Any  # runner.engines.base.Engine: the job's (format.engine), never the cached artifact's first user's
-    artifact: Any = None  # runner.formats.artifacts.Artifact, set by the quantize stage
+    engine: "Engine"  # the job's (format.engine), never the cached artifact's first user's
+    artifact: Optional["Artifact"] = None  # set by the quantize stage
     _stream: Any = field(default=None, repr=False)
-    _baseline: Any = field(default=None, repr=False)
+    _baseline: Optional[Tuple[DictConfig, "Artifact"]] = field(default=None, repr=False)
 
     @property
     def stream(self):
@@ -43,15 +49,17 @@ class StageContext:
         return self._stream
 
     @property
-    def baseline(self):
+    def baseline(self) -> Tuple[DictConfig, "Artifact"]:
         """(config, artifact) of the eval.baseline preset: what KLD and the tasks' retained share compare to."""
         if self._baseline is None:
             from runner.formats import load_format_preset
             from runner.formats.artifacts import quantize
 
             baseline_cfg = load_format_preset(self.cfg.eval.baseline, "eval.baseline")
-            self._baseline = baseline_cfg, quantize(self.model, baseline_cfg, self.cfg.calibration, self.cfg.hardware,
-                                                    self.cache)
+            self._baseline = (
+                baseline_cfg,
+                quantize(self.model, baseline_cfg, self.cfg.calibration, self.cfg.hardware, self.cache),
+            )
         return self._baseline
 
 
@@ -75,6 +83,10 @@ class Stage:
     check: Callable[[DictConfig], None] = lambda cfg: None  # raises UserError naming the key, before any work
 
 
+def _check_bootstrap(cfg: DictConfig) -> None:
+    checks.bootstrap_settings(cfg.eval)
+
+
 def _check_tasks(cfg: DictConfig) -> None:
     if cfg.eval.get("tasks"):
         from runner.tasks.registry import check_tasks
@@ -84,16 +96,25 @@ def _check_tasks(cfg: DictConfig) -> None:
 
 STAGES: Dict[str, Stage] = {
     "quantize": Stage("runner.stages.quantize"),
-    "evaluate": Stage("runner.stages.evaluate", reads_stream=True, uses_baseline=lambda cfg: True,
-                      check=lambda cfg: checks.bootstrap_settings(cfg.eval)),
+    "evaluate": Stage(
+        "runner.stages.evaluate",
+        reads_stream=True,
+        uses_baseline=lambda cfg: True,
+        check=_check_bootstrap,
+    ),
     # lm-eval task accuracy (eval.tasks); nothing to do when that is empty
     "tasks": Stage("runner.stages.tasks", uses_baseline=lambda cfg: bool(cfg.eval.get("tasks")), check=_check_tasks),
     # the benchmark's prompts are cut from the eval stream
-    "benchmark": Stage("runner.stages.benchmark", reads_stream=True,
-                       check=lambda cfg: checks.check_benchmark(cfg.benchmark, cfg.eval)),
+    "benchmark": Stage(
+        "runner.stages.benchmark", reads_stream=True, check=lambda cfg: checks.check_benchmark(cfg.benchmark, cfg.eval)
+    ),
     # opt-in: a GGUF dequantized on torch vs llama.cpp, scored against the baseline like evaluate
-    "dequant_check": Stage("runner.stages.dequant_check", reads_stream=True, uses_baseline=lambda cfg: True,
-                           check=lambda cfg: checks.bootstrap_settings(cfg.eval)),
+    "dequant_check": Stage(
+        "runner.stages.dequant_check",
+        reads_stream=True,
+        uses_baseline=lambda cfg: True,
+        check=_check_bootstrap,
+    ),
 }
 
 
@@ -110,8 +131,11 @@ def plan(names) -> List[str]:
     names = list(dict.fromkeys(names))
     unknown = [s for s in names if s not in STAGES]
     if unknown or "quantize" not in names:
-        raise UserError("stages", f"unknown or missing stages {unknown or ['quantize']}",
-                        f"use a list drawn from [{','.join(STAGES)}] that includes quantize")
+        raise UserError(
+            "stages",
+            f"unknown or missing stages {unknown or ['quantize']}",
+            f"use a list drawn from [{','.join(STAGES)}] that includes quantize",
+        )
     return ["quantize"] + [s for s in names if s != "quantize"]
 
 

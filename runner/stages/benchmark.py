@@ -7,6 +7,7 @@ engine: its peak RSS is what deploying that engine needs, not this job process w
 transformers and whatever the earlier stages left behind.
 benchmark.kind=serving: a real server under concurrent load (runner/benchmark/).
 """
+
 import os
 import pickle
 import signal
@@ -16,17 +17,31 @@ import tempfile
 import time
 from collections import deque
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 import runner
 from runner.engines import get_engine
 from runner.errors import UserError
-from runner.system.library_logs import job_log_files
-from runner.stages import StageContext, StageResult
-from runner.quality.stream import stream_params
+from runner.metrics import (
+    PERF_DECODE_TOK_S,
+    PERF_LATENCY_S_P50,
+    PERF_LATENCY_S_P95,
+    PERF_LOAD_S,
+    PERF_PEAK_RSS_BYTES,
+    PERF_PEAK_VRAM_BYTES,
+    PERF_PREFILL_TOK_S,
+    PERF_RSS_INCREASE_BYTES,
+    PERF_THROUGHPUT_TOK_S,
+    PERF_TTFT_S_P50,
+    TIME_BENCHMARK_S,
+    member,
+)
 from runner.quality.bootstrap import spread
+from runner.quality.stream import stream_params
+from runner.stages import StageContext, StageResult
+from runner.system.library_logs import job_log_files
 
 WORKER = "runner.benchmark.worker"
 
@@ -36,10 +51,16 @@ def run(ctx: StageContext) -> StageResult:
     start = time.perf_counter()
     out_dir = ctx.run_dir / "artifacts" / cfg.benchmark.kind  # files for the run (the serving kind writes some)
     perf = benchmark(ctx.artifact, ctx.model, cfg.benchmark, stream, cfg.hardware, ctx.engine.NAME, out_dir)
-    perf["time/benchmark_s"] = time.perf_counter() - start
-    files = [(f, str(f.parent.relative_to(ctx.run_dir))) for f in sorted(out_dir.rglob("*")) if f.is_file()]
-    return StageResult(metrics=perf, files=files, summary={"perf": perf},
-                       params={**stream_params(stream), "perf.memory_scope": memory_scope(ctx.engine.NAME, cfg.benchmark)})
+    perf[TIME_BENCHMARK_S] = time.perf_counter() - start
+    files: List[Tuple[Path, Optional[str]]] = [
+        (f, str(f.parent.relative_to(ctx.run_dir))) for f in sorted(out_dir.rglob("*")) if f.is_file()
+    ]
+    return StageResult(
+        metrics=perf,
+        files=files,
+        summary={"perf": perf},
+        params={**stream_params(stream), "perf.memory_scope": memory_scope(ctx.engine.NAME, cfg.benchmark)},
+    )
 
 
 def memory_scope(engine_name: str, bench_cfg) -> str:
@@ -58,8 +79,11 @@ def benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str, ou
     if kind != "offline":
         raise UserError("benchmark.kind", f"unknown kind '{kind}'", "use offline or serving")
     if bench_cfg.prompt_tokens > len(stream.ids):
-        raise UserError("benchmark.prompt_tokens", f"longer than the eval stream ({len(stream.ids)} tokens)",
-                        "lower benchmark.prompt_tokens or raise eval.n_tokens")
+        raise UserError(
+            "benchmark.prompt_tokens",
+            f"longer than the eval stream ({len(stream.ids)} tokens)",
+            "lower benchmark.prompt_tokens or raise eval.n_tokens",
+        )
     if bench_cfg.gen_tokens < 2 or bench_cfg.repeats < 1:
         raise UserError("benchmark.gen_tokens", "need gen_tokens >= 2 and repeats >= 1", "raise them")
     if not getattr(bench_cfg, "noisy_cv", 0.1) >= 0:
@@ -72,23 +96,25 @@ def benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str, ou
     n_new = bench_cfg.gen_tokens
     short = [n for n in out["new_tokens"] if n != n_new]
     if short:  # every speed below divides by n_new: a repeat that stopped early would make them up
-        raise RuntimeError(f"format.engine={engine_name}: a benchmark repeat generated {short[0]} tokens where "
-                           f"benchmark.gen_tokens={n_new} were asked, so its speeds would be wrong")
+        raise RuntimeError(
+            f"format.engine={engine_name}: a benchmark repeat generated {short[0]} tokens where "
+            f"benchmark.gen_tokens={n_new} were asked, so its speeds would be wrong"
+        )
     peak = max(out["peak_rss"], out["hwm_rss"] or 0)  # the kernel's high-water mark catches what sampling missed
     metrics = {
-        "perf/load_s": out["load_s"],
-        "perf/prefill_tok_s": len(request["prompt"]) / float(np.median(ttft)),
-        "perf/decode_tok_s": (n_new - 1) / float(np.median(decode)),
-        "perf/ttft_s_p50": float(np.median(ttft)),
-        "perf/latency_s_p50": float(np.median(total)),
-        "perf/latency_s_p95": float(np.percentile(total, 95)),
-        "perf/throughput_tok_s": n_new / float(np.median(total)),  # one stream; see benchmark=serving for load
-        "perf/peak_rss_bytes": float(peak),
-        "perf/rss_increase_bytes": float(peak - out["start_rss"]),  # over the worker's python + engine imports
+        PERF_LOAD_S: out["load_s"],
+        PERF_PREFILL_TOK_S: len(request["prompt"]) / float(np.median(ttft)),
+        PERF_DECODE_TOK_S: (n_new - 1) / float(np.median(decode)),
+        PERF_TTFT_S_P50: float(np.median(ttft)),
+        PERF_LATENCY_S_P50: float(np.median(total)),
+        PERF_LATENCY_S_P95: float(np.percentile(total, 95)),
+        PERF_THROUGHPUT_TOK_S: n_new / float(np.median(total)),  # one stream; see benchmark=serving for load
+        PERF_PEAK_RSS_BYTES: float(peak),
+        PERF_RSS_INCREASE_BYTES: float(peak - out["start_rss"]),  # over the worker's python + engine imports
     }
     metrics.update(speed_spread(len(request["prompt"]) / ttft, (n_new - 1) / decode))
     if out["peak_vram"]:  # only where measured (torch on CUDA, or NVML); never host RSS in its place
-        metrics["perf/peak_vram_bytes"] = float(out["peak_vram"])
+        metrics[PERF_PEAK_VRAM_BYTES] = float(out["peak_vram"])
     return metrics
 
 
@@ -96,8 +122,8 @@ def speed_spread(prefill_tok_s: np.ndarray, decode_tok_s: np.ndarray) -> Dict[st
     """min, max and CV over the repeats of each speed (none for one repeat); the summary flags a CV above
     benchmark.noisy_cv as noisy, and runner/report/ties.py treats overlapping min-max ranges as ties."""
     out = {}
-    for kind, per_repeat in (("prefill", prefill_tok_s), ("decode", decode_tok_s)):
-        out.update({f"perf/{kind}_tok_s_{stat}": v for stat, v in spread(per_repeat).items()})
+    for base, per_repeat in ((PERF_PREFILL_TOK_S, prefill_tok_s), (PERF_DECODE_TOK_S, decode_tok_s)):
+        out.update({member(base, stat): v for stat, v in spread(per_repeat).items()})
     return out
 
 
@@ -109,7 +135,9 @@ def worker_request(artifact, model, bench_cfg, stream, hardware, engine_name: st
         "model": dict(vars(model)),
         "hardware": _plain(hardware),
         "prompt": [int(t) for t in stream.ids[: bench_cfg.prompt_tokens]],
-        "gen_tokens": bench_cfg.gen_tokens, "warmup": bench_cfg.warmup, "repeats": bench_cfg.repeats,
+        "gen_tokens": bench_cfg.gen_tokens,
+        "warmup": bench_cfg.warmup,
+        "repeats": bench_cfg.repeats,
         "label": f"benchmark ({artifact.manifest['format']})",
     }
 
@@ -117,20 +145,30 @@ def worker_request(artifact, model, bench_cfg, stream, hardware, engine_name: st
 def _plain(cfg) -> dict:
     from omegaconf import DictConfig, OmegaConf
 
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(vars(cfg))
+    if isinstance(cfg, DictConfig):
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(plain, dict)
+        return plain
+    return dict(vars(cfg))
 
 
 def run_worker(request: dict) -> dict:
     """Run the worker on `request`; its UserError comes back as the same UserError, a crash as a RuntimeError."""
     engine = request["engine"]
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(runner.__file__).parent.parent), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(runner.__file__).parent.parent), env.get("PYTHONPATH")) if p
+    )
     with tempfile.TemporaryDirectory(prefix="qrun-bench-") as tmp:
         req_file, res_file = Path(tmp) / "request.pkl", Path(tmp) / "result.pkl"
         logs = job_log_files()  # the worker's library chatter goes where the job's goes
         req_file.write_bytes(pickle.dumps({**request, "log_file": logs[0].baseFilename if logs else None}))
-        proc = subprocess.Popen([sys.executable, "-m", WORKER, str(req_file), str(res_file)], env=env,
-                                stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", WORKER, str(req_file), str(res_file)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         try:
             tail = _forward(proc.stderr)
             code = proc.wait()
@@ -141,8 +179,10 @@ def run_worker(request: dict) -> dict:
         out = pickle.loads(res_file.read_bytes()) if res_file.exists() else None
     if out is None:
         how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
-        raise RuntimeError(f"format.engine={engine}: the benchmark process {how} while running "
-                           f"{request['label']}; its last output:\n{tail}")
+        raise RuntimeError(
+            f"format.engine={engine}: the benchmark process {how} while running "
+            f"{request['label']}; its last output:\n{tail}"
+        )
     if "user_error" in out:
         raise UserError(*out["user_error"])
     if "error" in out:

@@ -4,6 +4,7 @@ The stream (runner/quality/stream.py) is the eval corpus tokenized once by the b
 the baseline's top-k log-probs on its windows come from runner/quality/reference.py. As a stage (run):
 builds both on first use, evaluates the job's artifact on the job's engine, logs the protocol.
 """
+
 import gc
 import time
 from dataclasses import dataclass
@@ -12,13 +13,23 @@ from typing import Dict, List
 import numpy as np
 from tqdm import tqdm
 
-from runner.engines import get_engine
 from runner.config.checks import bootstrap_settings
-from runner.stages import StageContext, StageResult
-from runner.quality.reference import Reference, baseline_reference
-from runner.quality.stream import TokenStream, iter_windows, protocol
+from runner.engines import get_engine
+from runner.metrics import (
+    QUALITY_BASELINE_PPL,
+    QUALITY_KLD_MEAN,
+    QUALITY_KLD_P99,
+    QUALITY_PPL,
+    QUALITY_PPL_DELTA_PCT,
+    QUALITY_TOP1_AGREE,
+    TIME_BOOTSTRAP_S,
+    TIME_EVALUATE_S,
+)
 from runner.quality import scoring as M
 from runner.quality.bootstrap import WindowSums, quality_intervals
+from runner.quality.reference import Reference, baseline_reference
+from runner.quality.stream import TokenStream, iter_windows, protocol
+from runner.stages import StageContext, StageResult
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -27,11 +38,15 @@ def run(ctx: StageContext) -> StageResult:
     start = time.perf_counter()
     ref = baseline_reference(ctx)
     quality = evaluate(ctx.artifact, ctx.model, ctx.cfg.eval, stream, ref, ctx.cfg.hardware, ctx.engine.NAME)
-    quality["time/evaluate_s"] = time.perf_counter() - start
-    params = {**protocol(ctx.cfg.eval, stream), "eval.baseline_engine": ref.engine,
-              "eval.logprobs": "full" if ctx.engine.LOGPROBS_TOP_K is None else f"top-{ctx.engine.LOGPROBS_TOP_K}",
-              "eval.bootstrap.windows": len(window_sizes(stream, ctx.cfg.eval)),
-              "eval.bootstrap.resamples": resamples, "eval.bootstrap.seed": seed}
+    quality[TIME_EVALUATE_S] = time.perf_counter() - start
+    params = {
+        **protocol(ctx.cfg.eval, stream),
+        "eval.baseline_engine": ref.engine,
+        "eval.logprobs": "full" if ctx.engine.LOGPROBS_TOP_K is None else f"top-{ctx.engine.LOGPROBS_TOP_K}",
+        "eval.bootstrap.windows": len(window_sizes(stream, ctx.cfg.eval)),
+        "eval.bootstrap.resamples": resamples,
+        "eval.bootstrap.seed": seed,
+    }
     return StageResult(metrics=quality, params=params, summary={"quality": quality})
 
 
@@ -43,6 +58,7 @@ def window_sizes(stream: TokenStream, eval_cfg) -> list:
 @dataclass
 class PerToken:
     """Per-window arrays of one engine's run: NLL, KLD vs the reference, top-1 agreement."""
+
     nll: List[np.ndarray]
     kld: List[np.ndarray]
     agree: List[np.ndarray]
@@ -51,8 +67,9 @@ class PerToken:
         return np.concatenate(getattr(self, name))
 
 
-def per_token(artifact, model, eval_cfg, stream: TokenStream, ref: Reference, hardware, engine: str,
-              label: str) -> PerToken:
+def per_token(
+    artifact, model, eval_cfg, stream: TokenStream, ref: Reference, hardware, engine: str, label: str
+) -> PerToken:
     """`artifact` scored on `engine` window by window against the reference (evaluate, dequant_check)."""
     loaded = get_engine(engine).load(artifact, model, hardware)
     out, pos = PerToken([], [], []), 0
@@ -60,8 +77,12 @@ def per_token(artifact, model, eval_cfg, stream: TokenStream, ref: Reference, ha
     # an engine may score several windows at once (torch: fp16 on a CPU without oneDNN fp16, ~15 % faster)
     scored = loaded.logprobs_many(inputs for inputs, _, _ in windows)
     try:
-        for (_, rows, targets), lp in tqdm(zip(windows, scored), total=len(windows), unit="win",
-                                                desc=f"{label} ({artifact.manifest['format']} on {engine})"):
+        for (_, rows, targets), lp in tqdm(
+            zip(windows, scored),
+            total=len(windows),
+            unit="win",
+            desc=f"{label} ({artifact.manifest['format']} on {engine})",
+        ):
             lp = lp[rows]
             sl = slice(pos, pos + len(rows))
             out.nll.append(M.token_nll(lp, targets))
@@ -85,16 +106,16 @@ def evaluate(artifact, model, eval_cfg, stream: TokenStream, ref: Reference, har
         nll, kld, agree = scored.flat("nll"), scored.flat("kld"), scored.flat("agree")
     ppl = M.perplexity(nll)
     quality = {
-        "quality/ppl": ppl,
-        "quality/baseline_ppl": ref.ppl,
-        "quality/ppl_delta_pct": 100.0 * (ppl / ref.ppl - 1.0),
-        "quality/kld_mean": float(np.mean(kld)),
-        "quality/kld_p99": float(np.percentile(kld, 99)),
-        "quality/top1_agree": float(np.mean(agree)),
+        QUALITY_PPL: ppl,
+        QUALITY_BASELINE_PPL: ref.ppl,
+        QUALITY_PPL_DELTA_PCT: 100.0 * (ppl / ref.ppl - 1.0),
+        QUALITY_KLD_MEAN: float(np.mean(kld)),
+        QUALITY_KLD_P99: float(np.percentile(kld, 99)),
+        QUALITY_TOP1_AGREE: float(np.mean(agree)),
     }
     start = time.perf_counter()
     resamples, seed = bootstrap_settings(eval_cfg)
     sums = WindowSums.from_tokens(window_sizes(stream, eval_cfg), nll, kld, agree, ref.nll)
     quality.update(quality_intervals(sums, resamples, seed))
-    quality["time/bootstrap_s"] = time.perf_counter() - start
+    quality[TIME_BOOTSTRAP_S] = time.perf_counter() - start
     return quality

@@ -1,8 +1,16 @@
 """The quantize stage: the job's artifact on the context, its size metrics, manifest and cache tags."""
+
 import time
 
 from runner.formats.artifacts import MANIFEST, quantize
 from runner.formats.base import describe_tensor_types
+from runner.metrics import (
+    SIZE_BITS_PER_WEIGHT,
+    SIZE_BYTES,
+    SIZE_COMPRESSION_VS_FP16,
+    TIME_QUANTIZE_S,
+    TIME_QUANTIZE_STAGE_S,
+)
 from runner.stages import StageContext, StageResult
 
 
@@ -12,15 +20,19 @@ def run(ctx: StageContext) -> StageResult:
     artifact = ctx.artifact = quantize(model, cfg.format, cfg.calibration, cfg.hardware, ctx.cache)
     stage_s = time.perf_counter() - start
     size = {
-        "size/bytes": artifact.bytes,
-        "size/bits_per_weight": artifact.bits_per_weight,
-        "size/compression_vs_fp16": 2.0 * model.n_params / artifact.bytes if artifact.bytes else None,
-        "time/quantize_s": artifact.manifest["quantize_s"],  # the cost of making it, even on a cache hit
-        "time/quantize_stage_s": stage_s,
+        SIZE_BYTES: artifact.bytes,
+        SIZE_BITS_PER_WEIGHT: artifact.bits_per_weight,
+        SIZE_COMPRESSION_VS_FP16: 2.0 * model.n_params / artifact.bytes if artifact.bytes else None,
+        TIME_QUANTIZE_S: artifact.manifest["quantize_s"],  # the cost of making it, even on a cache hit
+        TIME_QUANTIZE_STAGE_S: stage_s,
     }
     params = {}
     if artifact.manifest.get("tensor_types"):  # what the file really holds, e.g. K-quant fallbacks
         params["artifact.contents"] = describe_tensor_types(artifact.manifest["tensor_types"])
-    return StageResult(metrics=size, params=params, files=[(artifact.path / MANIFEST, None)],
-                       tags={"cache.artifact": "hit" if artifact.cache_hit else "miss", "artifact.path": str(artifact.path)},
-                       summary={"size": size, "manifest": artifact.manifest})
+    return StageResult(
+        metrics=size,
+        params=params,
+        files=[(artifact.path / MANIFEST, None)],
+        tags={"cache.artifact": "hit" if artifact.cache_hit else "miss", "artifact.path": str(artifact.path)},
+        summary={"size": size, "manifest": artifact.manifest},
+    )

@@ -5,9 +5,12 @@ Logs task/<name>/acc (+ _ci_low/_ci_high: acc +- 1.96 stderr, clipped to [0, 1])
 task/<name>/acc_retained and task/<name>/time_s (the compute time of the run that finished the task).
 Nothing to do when eval.tasks is empty (the default).
 """
+
 import time
 
+from runner.metrics import TIME_TASKS_S, ci_names, task_metric
 from runner.stages import StageContext, StageResult
+from runner.system.packages import dist_versions
 from runner.tasks.registry import check_tasks
 from runner.tasks.run import run_tasks
 
@@ -30,18 +33,30 @@ def run(ctx: StageContext) -> StageResult:
         half = Z95 * r.acc_stderr
         b = base[task].acc
         retained = r.acc / b if b > 0 else float("nan")
-        metrics.update({f"task/{task}/acc": r.acc, f"task/{task}/acc_ci_low": max(0.0, r.acc - half),
-                        f"task/{task}/acc_ci_high": min(1.0, r.acc + half), f"task/{task}/acc_stderr": r.acc_stderr,
-                        f"task/{task}/acc_retained": retained, f"task/{task}/time_s": r.seconds})
-        table[task] = {"acc": r.acc, "acc_stderr": r.acc_stderr, "n": r.n, "baseline_acc": b, "retained": retained,
-                       "seconds": r.seconds, "cache_hit": r.cache_hit, "resumed": r.resumed}
-    metrics["time/tasks_s"] = time.perf_counter() - start
-    params = {"eval.tasks_n_items": ",".join(f"{t}={r.n}" for t, r in mine.items()),
-              "eval.tasks_lm_eval": _lm_eval_version()}
+        low, high = ci_names(task_metric(task, "acc"))
+        metrics.update(
+            {
+                task_metric(task, "acc"): r.acc,
+                low: max(0.0, r.acc - half),
+                high: min(1.0, r.acc + half),
+                task_metric(task, "acc_stderr"): r.acc_stderr,
+                task_metric(task, "acc_retained"): retained,
+                task_metric(task, "time_s"): r.seconds,
+            }
+        )
+        table[task] = {
+            "acc": r.acc,
+            "acc_stderr": r.acc_stderr,
+            "n": r.n,
+            "baseline_acc": b,
+            "retained": retained,
+            "seconds": r.seconds,
+            "cache_hit": r.cache_hit,
+            "resumed": r.resumed,
+        }
+    metrics[TIME_TASKS_S] = time.perf_counter() - start
+    params = {
+        "eval.tasks_n_items": ",".join(f"{t}={r.n}" for t, r in mine.items()),
+        "eval.tasks_lm_eval": dist_versions("lm-eval"),
+    }
     return StageResult(metrics=metrics, params=params, summary={"tasks": table})
-
-
-def _lm_eval_version() -> str:
-    from runner.system.packages import dist_versions
-
-    return dist_versions("lm-eval")

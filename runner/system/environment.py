@@ -4,27 +4,24 @@ These facts are tags on every run and part of the resume key (runner.job.job_key
 runs before any work, so this module stays light: it never imports torch (versions come from
 importlib.metadata, the GPU model from the NVIDIA driver's /proc files unless torch is loaded anyway).
 """
+
 import functools
 import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import Dict, List
 
+from runner.paths import PROJECT_DIR
 from runner.system.hashing import sha256_bytes
 from runner.system.packages import versions
-from runner.paths import PROJECT_DIR
 
 # CPU features that decide which kernels llama.cpp, torch and oneDNN run (and so their speed)
 KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
 
 
-def library_versions(dists: Iterable[str]) -> Dict[str, str]:
-    return versions(*dists)
-
-
-@functools.lru_cache(maxsize=None)  # the code a process runs is the code it imported: read git once
+@functools.cache  # the code a process runs is the code it imported: read git once
 def code_identity(project_dir: Path = PROJECT_DIR) -> Dict[str, str]:
     """git sha + dirty flag (+ a hash of the diff of tracked files), or the package version outside a checkout."""
     from runner import __version__
@@ -33,8 +30,12 @@ def code_identity(project_dir: Path = PROJECT_DIR) -> Dict[str, str]:
     if not top or Path(top).resolve() != Path(project_dir).resolve():  # an install, maybe inside someone's repo
         return {"version": __version__}
     diff = _git(project_dir, "diff", "HEAD", "--binary")
-    return {"version": __version__, "git_sha": _git(project_dir, "rev-parse", "HEAD"), "dirty": str(bool(diff)).lower(),
-            "diff_sha256": sha256_bytes(diff.encode()) if diff else ""}
+    return {
+        "version": __version__,
+        "git_sha": _git(project_dir, "rev-parse", "HEAD"),
+        "dirty": str(bool(diff)).lower(),
+        "diff_sha256": sha256_bytes(diff.encode()) if diff else "",
+    }
 
 
 def host_identity() -> Dict[str, str]:
@@ -45,12 +46,12 @@ def environment_tags(project_dir: Path = PROJECT_DIR) -> Dict[str, str]:
     from runner import __version__
 
     code = code_identity(project_dir)
-    versions = library_versions(("torch", "transformers"))
+    found = versions("torch", "transformers")
     tags = {
         "git.sha": code.get("git_sha", "unknown"),
         "git.dirty": code.get("dirty", "unknown"),
-        "version.torch": versions["torch"],
-        "version.transformers": versions["transformers"],
+        "version.torch": found["torch"],
+        "version.transformers": found["transformers"],
         "version.python": platform.python_version(),
         "version.quant_runner": __version__,
         "host.cpu": cpu_name(),

@@ -4,8 +4,9 @@ They never import the GPU libraries: exllamav2 raises `OSError: CUDA_HOME ...` a
 machine without CUDA, and vllm pulls its own CUDA build of torch. torch.cuda answers first, then
 runner.system.packages finds the package without importing it.
 """
-from runner.system import packages
+
 from runner.errors import UserError
+from runner.system import packages
 
 INSTALL_HINT = "see README 'GPU formats and engines'"
 
@@ -15,8 +16,11 @@ def require_cuda(key: str, what: str, package: str, extra: str, hardware=None) -
     import torch
 
     if not torch.cuda.is_available():
-        raise UserError(key, f"{what} needs a CUDA GPU and torch sees none on this machine",
-                        f"run it on a machine with an NVIDIA GPU ({INSTALL_HINT}), or pick a CPU format (fp16, gguf_*)")
+        raise UserError(
+            key,
+            f"{what} needs a CUDA GPU and torch sees none on this machine",
+            f"run it on a machine with an NVIDIA GPU ({INSTALL_HINT}), or pick a CPU format (fp16, gguf_*)",
+        )
     packages.require([package], key, what, f"pip install -e '.[{extra}]' on this CUDA machine ({INSTALL_HINT})")
     if hardware is not None:
         require_gpu_profile(hardware, what)
@@ -27,11 +31,16 @@ def require_gpu_profile(hardware, what: str) -> None:
     import torch
 
     if not str(hardware.device).startswith("cuda"):
-        raise UserError("hardware", f"{what} runs on the GPU but hardware={hardware.name} is a CPU profile",
-                        "pick a CUDA profile: hardware=cuda, hardware=h100 or hardware=rtx3090x2")
+        raise UserError(
+            "hardware",
+            f"{what} runs on the GPU but hardware={hardware.name} is a CPU profile",
+            "pick a CUDA profile: hardware=cuda, hardware=h100 or hardware=rtx3090x2",
+        )
     have = torch.cuda.device_count()
     need = max(hardware.n_gpus, hardware.tensor_parallel_size)
     if need > have:
-        raise UserError("hardware.tensor_parallel_size",
-                        f"hardware={hardware.name} asks for {need} GPUs, this machine has {have}",
-                        f"pick a profile for {have} GPU(s), e.g. hardware=cuda")
+        raise UserError(
+            "hardware.tensor_parallel_size",
+            f"hardware={hardware.name} asks for {need} GPUs, this machine has {have}",
+            f"pick a profile for {have} GPU(s), e.g. hardware=cuda",
+        )

@@ -1,4 +1,5 @@
 """Content hashes: of files (memoized by inode, size and mtime) and of JSON-able values."""
+
 import hashlib
 import json
 import os

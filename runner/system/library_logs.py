@@ -13,6 +13,7 @@ not onto the console.
 
 Without a log file (hydra/job_logging=none, a plain script) nothing is moved.
 """
+
 import contextlib
 import ctypes
 import importlib.abc
@@ -162,7 +163,8 @@ def route_llama_cpp_log() -> None:
 
 
 def route_logbar() -> None:
-    """Wrap LogBar's log entry point (idempotent): below WARNING, and LOGBAR_HARMLESS, to the job log when there is one."""
+    """Wrap LogBar's log entry point (idempotent): below WARNING, and LOGBAR_HARMLESS, to the job log when there is
+    one."""
     from logbar import LogBar
 
     original = LogBar._process

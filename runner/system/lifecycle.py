@@ -4,6 +4,7 @@ A pid means something only on the host that issued it, and only until it is reus
 (host, pid, process start time). Across hosts (shared storage, a shared MLflow store) liveness is
 a heartbeat instead: a timestamp refreshed while the owner runs; older than LEASE_S means dead.
 """
+
 import contextlib
 import logging
 import os
@@ -127,8 +128,10 @@ def orphan_reason(tags: Dict[str, str], now: Optional[float] = None) -> Optional
     if alive is None and beat is not None:  # no heartbeat (a run of an older version): left alone
         age = (now or time.time()) - beat
         if age > LEASE_S:
-            return (f"no heartbeat for {age:.0f} s (lease {LEASE_S:.0f} s): its process on "
-                    f"{tags.get('qrun.host', '?')} died or lost the store")
+            return (
+                f"no heartbeat for {age:.0f} s (lease {LEASE_S:.0f} s): its process on "
+                f"{tags.get('qrun.host', '?')} died or lost the store"
+            )
     return None
 
 
@@ -141,5 +144,9 @@ def _heartbeat(tags: Dict[str, str]) -> Optional[float]:
 
 def owner_tags() -> Dict[str, str]:
     me = owner()
-    return {"qrun.host": str(me["host"]), "qrun.pid": str(me["pid"]), "qrun.pid_start": str(me["start"]),
-            HEARTBEAT_TAG: f"{time.time():.0f}"}
+    return {
+        "qrun.host": str(me["host"]),
+        "qrun.pid": str(me["pid"]),
+        "qrun.pid_start": str(me["start"]),
+        HEARTBEAT_TAG: f"{time.time():.0f}",
+    }

@@ -4,6 +4,7 @@ Importing a library to ask is what makes a config check or a resumed job cost se
 transformers) or fail outright (exllamav2 raises at import without CUDA). find_spec and package
 metadata answer from the file system.
 """
+
 import functools
 import importlib
 import importlib.metadata
@@ -56,7 +57,7 @@ def package_dir(module: str) -> Optional[Path]:
     return Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
 
 
-@functools.lru_cache(maxsize=None)  # metadata scans site-packages (~2 ms a name); versions do not change in a process
+@functools.cache  # metadata scans site-packages (~2 ms a name); versions do not change in a process
 def version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)

@@ -6,6 +6,7 @@ model's own (task_tokenizer): a GGUF artifact's llama.cpp tokenizer, never a sec
 splitting (context/continuation, trailing spaces, empty context) is lm-eval's TemplateLM, as for its
 `hf` model. Every answer is appended to an ItemStore as it is made, so an interrupted task resumes.
 """
+
 import hashlib
 import json
 from dataclasses import dataclass
@@ -45,17 +46,28 @@ def task_tokenizer(artifact, model, add_bos_setting: Optional[bool]) -> TaskToke
         vocab = Llama(model_path=str(own_gguf), vocab_only=True, verbose=False)
         bos, eos = vocab.token_bos(), vocab.token_eos()
         add_bos, _ = resolve_add_bos(add_bos_setting, None, own_gguf)
-        return TaskTokenizer("llama_cpp", lambda s: vocab.tokenize(s.encode("utf-8"), add_bos=False, special=False),
-                             lambda ids: vocab.detokenize(list(ids)).decode("utf-8", errors="replace"),
-                             bos if bos >= 0 else None, eos if eos >= 0 else None, add_bos and bos >= 0, vocab.close)
+        return TaskTokenizer(
+            "llama_cpp",
+            lambda s: vocab.tokenize(s.encode("utf-8"), add_bos=False, special=False),
+            lambda ids: vocab.detokenize(list(ids)).decode("utf-8", errors="replace"),
+            bos if bos >= 0 else None,
+            eos if eos >= 0 else None,
+            add_bos and bos >= 0,
+            vocab.close,
+        )
     from transformers import AutoTokenizer
 
     folder = artifact.path if (Path(artifact.path) / "tokenizer_config.json").exists() else model.path
     tok = AutoTokenizer.from_pretrained(str(folder))
     add_bos, _ = resolve_add_bos(add_bos_setting, tok, None)
-    return TaskTokenizer("hf", lambda s: list(tok(s, add_special_tokens=False)["input_ids"]),
-                         lambda ids: tok.decode(list(ids), skip_special_tokens=True),
-                         tok.bos_token_id, tok.eos_token_id, add_bos and tok.bos_token_id is not None)
+    return TaskTokenizer(
+        "hf",
+        lambda s: list(tok(s, add_special_tokens=False)["input_ids"]),
+        lambda ids: tok.decode(list(ids), skip_special_tokens=True),
+        tok.bos_token_id,
+        tok.eos_token_id,
+        add_bos and tok.bos_token_id is not None,
+    )
 
 
 class ItemStore:
@@ -99,7 +111,9 @@ class ItemStore:
 class EngineLM(TemplateLM):
     """lm-eval LM over a LoadedModel (runner/engines/base.py); greedy generation by repeated scoring."""
 
-    def __init__(self, loaded, tokenizer: TaskTokenizer, store: Optional[ItemStore] = None, max_length: int = MAX_LENGTH):
+    def __init__(
+        self, loaded, tokenizer: TaskTokenizer, store: Optional[ItemStore] = None, max_length: int = MAX_LENGTH
+    ):
         super().__init__()
         self.loaded, self.tok, self.max_length = loaded, tokenizer, max_length
         self.store = store or ItemStore(None)
@@ -129,23 +143,31 @@ class EngineLM(TemplateLM):
         hit = self.store.get(key)
         if hit is not None:
             return hit[0], bool(hit[1])
-        whole = (context + continuation)[-(self.max_length + 1):]
-        lp = self.loaded.logprobs(whole[:-1])[-len(continuation):]
+        whole = (context + continuation)[-(self.max_length + 1) :]
+        lp = self.loaded.logprobs(whole[:-1])[-len(continuation) :]
         target = np.asarray(continuation)
         value = float(lp[np.arange(len(target)), target].sum()), bool((lp.argmax(axis=-1) == target).all())
         self.store.put(key, list(value))
         return value
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
-        return [self._score(list(ctx), list(cont))
-                for _, ctx, cont in tqdm(requests, desc="loglikelihood", disable=disable_tqdm, unit="req")]
+        return [
+            self._score(list(ctx), list(cont))
+            for _, ctx, cont in tqdm(requests, desc="loglikelihood", disable=disable_tqdm, unit="req")
+        ]
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> List[float]:
         out = []
         for (string,) in tqdm([r.args for r in requests], desc="loglikelihood_rolling", disable=disable_tqdm):
-            windows = map(make_disjoint_window, get_rolling_token_windows(
-                token_list=self.tok_encode(string, add_special_tokens=False), prefix_token=self.prefix_token_id,
-                max_seq_len=self.max_length, context_len=1))
+            windows = map(
+                make_disjoint_window,
+                get_rolling_token_windows(
+                    token_list=self.tok_encode(string, add_special_tokens=False),
+                    prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length,
+                    context_len=1,
+                ),
+            )
             out.append(sum(self._score(list(ctx), list(cont))[0] for ctx, cont in windows))
         return out
 
@@ -167,7 +189,7 @@ class EngineLM(TemplateLM):
         new: List[int] = []
         text = ""
         for _ in range(max_new):
-            token = int(self.loaded.logprobs((ids + new)[-self.max_length:])[-1].argmax())
+            token = int(self.loaded.logprobs((ids + new)[-self.max_length :])[-1].argmax())
             if token == self.tok.eos_id:
                 break
             new.append(token)

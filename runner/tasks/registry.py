@@ -4,6 +4,7 @@ An offline task is an lm-eval task YAML over a local JSON Lines file (dataset_pa
 in cache keys is the sha256 of both files. Hub tasks are lm-eval's own, read through `datasets` from
 the Hugging Face hub: without the hub they stop before any work with one line naming the offline tasks.
 """
+
 import hashlib
 import os
 from pathlib import Path
@@ -36,7 +37,8 @@ def task_spec(name: str):
 
 
 def task_identity(name: str) -> str:
-    """sha256 of an offline task's YAML and data (what its items are); a hub task is its name (lm-eval's version pins it)."""
+    """sha256 of an offline task's YAML and data (what its items are); a hub task is its name (lm-eval's version pins
+    it)."""
     if name not in offline_tasks():
         return name
     h = hashlib.sha256()
@@ -49,13 +51,17 @@ def task_identity(name: str) -> str:
 
 
 def hub_reachable(timeout_s: float = 5.0) -> bool:
-    if any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+    if any(
+        os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    ):
         return False
     import urllib.request
 
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     try:
-        urllib.request.urlopen(urllib.request.Request(endpoint + "/api/datasets?limit=1", method="HEAD"), timeout=timeout_s)
+        urllib.request.urlopen(
+            urllib.request.Request(endpoint + "/api/datasets?limit=1", method="HEAD"), timeout=timeout_s
+        )
         return True
     except Exception:
         return False
@@ -66,7 +72,9 @@ def check_tasks(tasks, task_limit) -> Dict[str, str]:
     offline = offline_tasks()
     fix_offline = f"use eval.tasks=[{','.join(offline)}] (shipped with the runner, offline)"
     if task_limit is not None and task_limit < 1:
-        raise UserError("eval.task_limit", f"must be >= 1 or null (got {task_limit})", "set eval.task_limit=null for every item")
+        raise UserError(
+            "eval.task_limit", f"must be >= 1 or null (got {task_limit})", "set eval.task_limit=null for every item"
+        )
     names = list(tasks or [])
     unknown = [t for t in names if t not in known_tasks()]
     if unknown:

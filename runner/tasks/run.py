@@ -5,6 +5,7 @@ a task runs, every answer is appended to `<cache>/task-items/<answers key>/items
 kill (or with a larger eval.task_limit) reads them back and asks the engine only for the rest (lm-eval
 itself cannot resume). They are deleted once a task has finished without a limit.
 """
+
 import json
 import logging
 import shutil
@@ -42,12 +43,28 @@ def answers_key(artifact, engine: str, task: str, add_bos: Optional[bool]) -> st
     """Answers are keyed by their request's token ids: a run with another eval.task_limit reuses those made so far."""
     from runner.tasks.lm import MAX_LENGTH
 
-    return Cache.key("task-answers", artifact.manifest["key"], engine, get_engine(engine).version(), task_identity(task),
-                     dist_versions("lm-eval"), add_bos, MAX_LENGTH)
+    return Cache.key(
+        "task-answers",
+        artifact.manifest["key"],
+        engine,
+        get_engine(engine).version(),
+        task_identity(task),
+        dist_versions("lm-eval"),
+        add_bos,
+        MAX_LENGTH,
+    )
 
 
-def run_tasks(artifact, model, engine: str, tasks: List[str], limit: Optional[int], hardware, cache: Cache,
-              add_bos: Optional[bool] = None) -> Dict[str, TaskResult]:
+def run_tasks(
+    artifact,
+    model,
+    engine: str,
+    tasks: List[str],
+    limit: Optional[int],
+    hardware,
+    cache: Cache,
+    add_bos: Optional[bool] = None,
+) -> Dict[str, TaskResult]:
     """Every task's result; the engine loads only if some task is not cached yet."""
     results, loaded, tokenizer = {}, None, None
     try:
@@ -60,8 +77,16 @@ def run_tasks(artifact, model, engine: str, tasks: List[str], limit: Optional[in
 
                     loaded = get_engine(engine).load(artifact, model, hardware)
                     tokenizer = task_tokenizer(artifact, model, add_bos)
-                _compute(loaded, tokenizer, task, limit, cache, key, answers_key(artifact, engine, task, add_bos),
-                         f"{artifact.manifest['format']} on {engine}")
+                _compute(
+                    loaded,
+                    tokenizer,
+                    task,
+                    limit,
+                    cache,
+                    key,
+                    answers_key(artifact, engine, task, add_bos),
+                    f"{artifact.manifest['format']} on {engine}",
+                )
                 hit = cache.get("tasks", key)
                 cached = False
             else:
@@ -76,7 +101,9 @@ def run_tasks(artifact, model, engine: str, tasks: List[str], limit: Optional[in
     return results
 
 
-def _compute(loaded, tokenizer, task: str, limit: Optional[int], cache: Cache, key: str, answers: str, label: str) -> None:
+def _compute(
+    loaded, tokenizer, task: str, limit: Optional[int], cache: Cache, key: str, answers: str, label: str
+) -> None:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -89,16 +116,31 @@ def _compute(loaded, tokenizer, task: str, limit: Optional[int], cache: Cache, k
     start = time.perf_counter()
     try:
         out = lm_eval.simple_evaluate(
-            model=EngineLM(loaded, tokenizer, store), tasks=[task_spec(task)], limit=limit, log_samples=True,
-            task_manager=TaskManager(include_defaults=not isinstance(task_spec(task), dict)), bootstrap_iters=1000,
-            random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
+            model=EngineLM(loaded, tokenizer, store),
+            tasks=[task_spec(task)],
+            limit=limit,
+            log_samples=True,
+            task_manager=TaskManager(include_defaults=not isinstance(task_spec(task), dict)),
+            bootstrap_iters=1000,
+            random_seed=0,
+            numpy_random_seed=0,
+            torch_random_seed=0,
+            fewshot_random_seed=0,
+        )
     finally:
         store.close()
     seconds = time.perf_counter() - start
     metrics = out["results"][task]
     items = [float(s[METRIC]) for s in sorted(out["samples"][task], key=lambda s: s["doc_id"])]
-    result = {"task": task, "acc": float(metrics[f"{METRIC},none"]), "acc_stderr": float(metrics[f"{METRIC}_stderr,none"]),
-              "n": len(items), "seconds": seconds, "resumed": store.resumed, "items": items}
+    result = {
+        "task": task,
+        "acc": float(metrics[f"{METRIC},none"]),
+        "acc_stderr": float(metrics[f"{METRIC}_stderr,none"]),
+        "n": len(items),
+        "seconds": seconds,
+        "resumed": store.resumed,
+        "items": items,
+    }
     with cache.put("tasks", key, label=f"{task} {label}") as tmp:
         (tmp / "result.json").write_text(json.dumps(result))
     if limit is None:  # every answer is now in the entry; a limited run's answers stay for a longer run to reuse

@@ -1,4 +1,5 @@
 """MLflow: one run per job, a parent run per sweep, params/metrics/tags/artifacts."""
+
 import json
 import logging
 import tempfile
@@ -7,8 +8,9 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from runner.errors import UserError
-from runner.system.lifecycle import HEARTBEAT_TAG, Heartbeat, orphan_reason, owner_tags
 from runner.metrics import SERVING, check_declared, in_table
+from runner.system.lifecycle import HEARTBEAT_TAG, Heartbeat, orphan_reason, owner_tags
+from runner.system.packages import version
 
 log = logging.getLogger(__name__)
 PARENT_FILE = "mlflow_parent.json"
@@ -29,24 +31,18 @@ RUNS_VIEW_TAG = "mlflow.sharedViewState." + RUNS_VIEW_KEY
 def resolve_uri(uri: str) -> str:
     """Make a relative sqlite/file store absolute (against the launch directory)."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
     if uri.startswith("file:") and not uri.startswith("file://"):  # file:relative or file:/absolute, no authority
-        return Path(uri[len("file:"):]).resolve().as_uri()
+        return Path(uri[len("file:") :]).resolve().as_uri()
     if "://" not in uri:
         return "sqlite:///" + str(Path(uri).resolve()) if uri.endswith(".db") else Path(uri).resolve().as_uri()
     return uri
 
 
-def _mlflow_version() -> str:
-    import mlflow
-
-    return mlflow.__version__
-
-
 def artifact_root(uri: str) -> Optional[str]:
     """Artifacts of a local SQLite store go in mlartifacts/ beside the .db file; a server decides its own."""
     if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
     return None
 
 
@@ -59,11 +55,17 @@ class Tracker:
             self.client = MlflowClient(tracking_uri=self.uri)
         except Exception as e:
             if "MLFLOW_ALLOW_FILE_STORE" in str(e):
-                raise UserError("tracking.uri", f"MLflow {_mlflow_version()} refuses to write a file store ('{self.uri}')",
-                                "use a database store, e.g. tracking.uri=sqlite:///mlruns.db, or set "
-                                "MLFLOW_ALLOW_FILE_STORE=true to keep the file store") from e
-            raise UserError("tracking.uri", f"cannot open MLflow store '{self.uri}' ({type(e).__name__}: {str(e).splitlines()[0][:160]})",
-                            "pass a tracking.uri whose folder exists and is writable (e.g. sqlite:///mlflow.db)") from e
+                raise UserError(
+                    "tracking.uri",
+                    f"MLflow {version('mlflow')} refuses to write a file store ('{self.uri}')",
+                    "use a database store, e.g. tracking.uri=sqlite:///mlruns.db, or set "
+                    "MLFLOW_ALLOW_FILE_STORE=true to keep the file store",
+                ) from e
+            raise UserError(
+                "tracking.uri",
+                f"cannot open MLflow store '{self.uri}' ({type(e).__name__}: {str(e).splitlines()[0][:160]})",
+                "pass a tracking.uri whose folder exists and is writable (e.g. sqlite:///mlflow.db)",
+            ) from e
         self.experiment_name = cfg.experiment
         self.upload_artifacts = bool(getattr(cfg, "upload_artifacts", False))
         self.experiment_id = self._experiment_id()
@@ -78,16 +80,21 @@ class Tracker:
             if exp is not None:
                 self._tag_experiment(exp)
                 return exp.experiment_id
-            return self.client.create_experiment(self.experiment_name, artifact_location=artifact_root(self.uri),
-                                                 tags=experiment_tags())
+            return self.client.create_experiment(
+                self.experiment_name, artifact_location=artifact_root(self.uri), tags=experiment_tags()
+            )
         except Exception as e:
             if "already exists" in str(e):  # a parallel job created it first (with the tag)
                 return self.client.get_experiment_by_name(self.experiment_name).experiment_id
-            raise UserError("tracking.uri", f"cannot use MLflow store '{self.uri}' ({type(e).__name__}: {str(e).splitlines()[0][:160]})",
-                            "pass a reachable tracking.uri (e.g. sqlite:///mlflow.db or http://127.0.0.1:5000)") from e
+            raise UserError(
+                "tracking.uri",
+                f"cannot use MLflow store '{self.uri}' ({type(e).__name__}: {str(e).splitlines()[0][:160]})",
+                "pass a reachable tracking.uri (e.g. sqlite:///mlflow.db or http://127.0.0.1:5000)",
+            ) from e
 
     def _tag_experiment(self, exp) -> None:
-        """An experiment made by an older runner (or by hand) gets the kind and the runs view; a kind someone set stays."""
+        """An experiment made by an older runner (or by hand) gets the kind and the runs view; a kind someone set
+        stays."""
         for key, value in experiment_tags().items():
             if key not in exp.tags or (key == RUNS_VIEW_TAG and exp.tags[key] != value):
                 self.client.set_experiment_tag(exp.experiment_id, key, value)
@@ -108,12 +115,17 @@ class Tracker:
         return {JOB_KEY_TAG: job_key, **owner_tags()}
 
     def find_run(self, job_key: str, status: str):
-        runs = self.client.search_runs([self.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-                                       filter_string=f"tags.`{JOB_KEY_TAG}` = '{job_key}' and attributes.status = '{status}'")
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+            filter_string=f"tags.`{JOB_KEY_TAG}` = '{job_key}' and attributes.status = '{status}'",
+        )
         return runs[0] if runs else None
 
     def close_stale_runs(self, job_key: str) -> None:
-        """Runs of this job left RUNNING by a dead process (this host: its pid; elsewhere: its heartbeat) become KILLED."""
+        """Runs of this job left RUNNING by a dead process (this host: its pid; elsewhere: its heartbeat) become
+        KILLED."""
         self._close_orphans(f"tags.`{JOB_KEY_TAG}` = '{job_key}' and attributes.status = 'RUNNING'")
 
     def close_stale_sweeps(self) -> None:
@@ -133,9 +145,11 @@ class Tracker:
 
     def heartbeat(self, *run_ids: str) -> Heartbeat:
         """A started daemon thread that refreshes the heartbeat tag of run_ids until stopped."""
+
         def beat():
             for run_id in run_ids:
                 self.client.set_tag(run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+
         return Heartbeat(beat).start()
 
     def log_params(self, params: Dict[str, Any]) -> None:
@@ -143,7 +157,7 @@ class Tracker:
 
         items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: Dict[str, float]) -> None:
         """Log declared metrics only: an undeclared name is a programming error (ValueError), not a UserError."""
@@ -151,9 +165,11 @@ class Tracker:
 
         check_declared(metrics)
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, 0, model_id=self.model_id) for k, v in sorted(metrics.items()) if v is not None]
+        items = [
+            Metric(k, float(v), now, 0, model_id=self.model_id) for k, v in sorted(metrics.items()) if v is not None
+        ]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, metrics=items[i:i + 100])
+            self.client.log_batch(self.run_id, metrics=items[i : i + 100])
 
     def set_tags(self, tags: Dict[str, str]) -> None:
         for k, v in tags.items():
@@ -203,7 +219,8 @@ def runs_view_state() -> str:
 
 def ui_url(base: str, experiment_id: str) -> str:
     """The experiment's runs table with the runner's columns, whatever the browser chose last time."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={RUNS_VIEW_KEY}"
+    view = f"workflowType=machine_learning&viewStateShareKey={RUNS_VIEW_KEY}"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{view}"
 
 
 def child_run_name(format_cfg) -> str:
@@ -218,8 +235,11 @@ def _check_reachable(uri: str) -> None:
     try:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
     except Exception as e:
-        raise UserError("tracking.uri", f"MLflow server '{uri}' is not reachable ({e})",
-                        "start it (mlflow server --host 127.0.0.1) or pick another tracking.uri") from e
+        raise UserError(
+            "tracking.uri",
+            f"MLflow server '{uri}' is not reachable ({e})",
+            "start it (mlflow server --host 127.0.0.1) or pick another tracking.uri",
+        ) from e
 
 
 def flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:

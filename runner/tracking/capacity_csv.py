@@ -2,12 +2,23 @@
 
 Written by the benchmark (runner/benchmark/capacity.py), read back by the report's capacity plot.
 """
+
 import csv
 from pathlib import Path
 from typing import Dict, List
 
-FIELDS = ["users", "requests", "meets_slo", "misses", "ttft_s_p95", "latency_s_p95", "tpot_s_p95", "failure_rate",
-          "throughput_tok_s", "seconds"]
+FIELDS = [
+    "users",
+    "requests",
+    "meets_slo",
+    "misses",
+    "ttft_s_p95",
+    "latency_s_p95",
+    "tpot_s_p95",
+    "failure_rate",
+    "throughput_tok_s",
+    "seconds",
+]
 
 
 def write(rows: List[Dict], path: Path) -> None:
@@ -19,5 +30,7 @@ def write(rows: List[Dict], path: Path) -> None:
 
 def read(path: Path) -> List[Dict[str, float]]:
     with open(path) as f:
-        return [{k: (float(v) if v not in ("", None) and k != "misses" else v) for k, v in row.items()}
-                for row in csv.DictReader(f)]
+        return [
+            {k: (float(v) if v not in ("", None) and k != "misses" else v) for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]

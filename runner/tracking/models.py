@@ -6,6 +6,7 @@ are uploaded into the run's artifact store (under `artifact/`) so a team on a re
 server can download them. Done through the Tracker's own client rather than mlflow's fluent API,
 which reads the process-wide tracking URI.
 """
+
 import hashlib
 import re
 import tempfile
@@ -25,9 +26,13 @@ def log_artifact_model(tracker, artifact, format_cfg, model) -> str:
     uri = tracker.log_folder(artifact.path, UPLOAD_FOLDER) if tracker.upload_artifacts else artifact.path.as_uri()
     client = tracker.client
     logged = client.create_logged_model(
-        tracker.experiment_id, name=model_name(format_cfg), source_run_id=tracker.run_id, model_type="quantized-llm",
+        tracker.experiment_id,
+        name=model_name(format_cfg),
+        source_run_id=tracker.run_id,
+        model_type="quantized-llm",
         params=model_params(artifact.manifest, format_cfg, uri, model),
-        tags={MLFLOW_MODEL_IS_EXTERNAL: "true", "qrun.base_model": model.name})
+        tags={MLFLOW_MODEL_IS_EXTERNAL: "true", "qrun.base_model": model.name},
+    )
     try:  # the MLmodel stub mlflow.create_external_model writes (it lets the model be registered)
         with tempfile.TemporaryDirectory(prefix="qrun-mlmodel-") as d:
             get_external_mlflow_model_spec(logged).save(str(Path(d) / MLMODEL_FILE_NAME))

@@ -1,5 +1,6 @@
-"""AutoRound (issue 14) on the tiny Llama through the real qrun app: quantize -> evaluate -> benchmark, the
+"""AutoRound on the tiny Llama through the real qrun app: quantize -> evaluate -> benchmark, the
 GPTQ v1 checkpoint's real contents, its reload in a fresh process without `runner`, and the one-line refusals."""
+
 import json
 from pathlib import Path
 
@@ -34,19 +35,31 @@ def test_autoround_runs_end_to_end_with_real_contents(autoround):
     artifact = Path(run.data.tags["artifact.path"])
     manifest = json.loads((artifact / "manifest.json").read_text())
     types = manifest["tensor_types"]
-    assert set(types) == {"GPTQ INT4 g32", "float16"} and types["GPTQ INT4 g32"]["tensors"] == 14  # 2 layers x 7 linears
-    assert 4.5 < types["GPTQ INT4 g32"]["bits_per_weight"] < 5.5  # 4 bits + an fp16 scale and 4-bit zero per 32 (+ g_idx)
+    assert (
+        set(types) == {"GPTQ INT4 g32", "float16"} and types["GPTQ INT4 g32"]["tensors"] == 14
+    )  # 2 layers x 7 linears
+    assert (
+        4.5 < types["GPTQ INT4 g32"]["bits_per_weight"] < 5.5
+    )  # 4 bits + an fp16 scale and 4-bit zero per 32 (+ g_idx)
     assert manifest["tuning"] == {"iters": 2, "batch_size": 4, "lr": "1/iters"}
     assert (manifest["calibration"]["n_samples"], manifest["calibration"]["seq_len"]) == (8, 128)
     qc = json.loads((artifact / "config.json").read_text())["quantization_config"]
-    assert (qc["quant_method"], qc["provider"], qc["bits"], qc["group_size"], qc["sym"], qc["iters"]) == \
-        ("gptq", "auto-round", 4, 32, True, 2)
+    assert (qc["quant_method"], qc["provider"], qc["bits"], qc["group_size"], qc["sym"], qc["iters"]) == (
+        "gptq",
+        "auto-round",
+        4,
+        32,
+        True,
+        2,
+    )
     assert "GPTQ INT4 g32" in run.data.params["artifact.contents"] and "autoround_int4_cpu: GPTQ INT4 g32" in stdout
 
 
 def test_autoround_artifact_reloads_without_runner(autoround, tiny_model_dir, tmp_path):
     artifact = Path(autoround[0].data.tags["artifact.path"])
-    assert [p.name for p in artifact.glob("*.safetensors")] and not list(artifact.glob("*.bin")) + list(artifact.glob("*.pt"))
+    assert [p.name for p in artifact.glob("*.safetensors")] and not list(artifact.glob("*.bin")) + list(
+        artifact.glob("*.pt")
+    )
     assert not list(artifact.glob(".auto_round*")), "auto-round's export folder is left in the artifact"
     out = reload_without_runner(artifact, tiny_model_dir, tmp_path)
     assert out["quant_method"] == "gptq"

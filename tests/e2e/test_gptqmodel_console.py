@@ -1,5 +1,6 @@
 """gptqmodel prints its banner, INFO lines, config dumps and timing tables straight to stdout (LogBar, print):
 in a job they belong in the job's log file, not on the console (runner/system/library_logs.py)."""
+
 import pytest
 
 pytestmark = pytest.mark.quantlib
@@ -7,8 +8,16 @@ pytestmark = pytest.mark.quantlib
 # what gptqmodel writes on every quantize: its banner, the GIL notice, the quantize config dump, the timing
 # table, the save's folder listing and config.json print(), tokenicer's pad-token note, and the verdict of its
 # 100 MB disk-speed probe (skipped: it only serves offload_to_disk, which is off)
-NOISE = ("GPT-QModel", "Python GIL is enabled", "Estimated Quantization BPW", "Files in directory",
-         "Content of saved", "Pre-Quantized model size", "Auto fixed pad_token_id", "Disk subsystem")
+NOISE = (
+    "GPT-QModel",
+    "Python GIL is enabled",
+    "Estimated Quantization BPW",
+    "Files in directory",
+    "Content of saved",
+    "Pre-Quantized model size",
+    "Auto fixed pad_token_id",
+    "Disk subsystem",
+)
 
 
 def test_gptqmodel_output_goes_to_the_job_log(weight_only_sweep):

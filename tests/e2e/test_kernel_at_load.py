@@ -1,5 +1,6 @@
 """The kernel that runs a torchao artifact is read where a job loads it (param engine.kernel), not from its manifest,
 which only says what the quantizing machine would have run: a cached artifact may come from another CPU."""
+
 import hashlib
 import json
 import shutil
@@ -34,8 +35,11 @@ def pretend_quantized_elsewhere(artifact: Path) -> None:
     data = json.dumps(manifest, indent=2).encode()
     (artifact / "manifest.json").write_bytes(data)
     entry = json.loads((artifact / ".entry.json").read_text())
-    entry["files"]["manifest.json"] = {**entry["files"]["manifest.json"], "bytes": len(data),
-                                       "sha256": hashlib.sha256(data).hexdigest()}
+    entry["files"]["manifest.json"] = {
+        **entry["files"]["manifest.json"],
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
     (artifact / ".entry.json").write_text(json.dumps(entry))
 
 

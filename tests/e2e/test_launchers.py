@@ -1,4 +1,5 @@
 """Jobs in other processes: joblib, a local Ray instance on loopback, a remote MLflow tracking server."""
+
 import os
 import socket
 import subprocess
@@ -18,8 +19,9 @@ FAST = ["stages=[quantize,evaluate]", "hardware.threads=1", *TINY_ARGS]
 def _run_qrun(args, tmp_path, cache_dir):
     """Like helpers.run_qrun, and also the pid of the launching `qrun` process (to tell where the jobs ran)."""
     env = dict(os.environ, QRUN_CACHE_DIR=str(cache_dir), PYTHONPATH=str(ROOT))
-    with subprocess.Popen(QRUN + list(args), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as p:
+    with subprocess.Popen(
+        QRUN + list(args), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as p:
         out, err = p.communicate(timeout=900)
     return subprocess.CompletedProcess(p.args, p.returncode, out, err), str(p.pid)
 
@@ -36,8 +38,11 @@ def _check_sweep(client, runs, n):
 
 @pytest.mark.parametrize("launcher", ["local_parallel", "ray_local"])
 def test_parallel_launchers_keep_parent_child_runs_and_cache(tmp_path, cache_dir, tiny_model_dir, launcher):
-    proc, qrun_pid = _run_qrun(["-m", f"hydra/launcher={launcher}", "format=fp32,fp16", "model=hf",
-                                f"model.id={tiny_model_dir}", *FAST], tmp_path, cache_dir)
+    proc, qrun_pid = _run_qrun(
+        ["-m", f"hydra/launcher={launcher}", "format=fp32,fp16", "model=hf", f"model.id={tiny_model_dir}", *FAST],
+        tmp_path,
+        cache_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client, runs = mlflow_runs(tmp_path / "mlflow.db")
     job_pids = _check_sweep(client, runs, 2)
@@ -54,9 +59,25 @@ def _free_port() -> int:
 @pytest.fixture
 def mlflow_server(tmp_path):
     port = _free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "server-artifacts")]
-    server = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
+    ]
+    server = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -74,8 +95,19 @@ def mlflow_server(tmp_path):
 
 
 def test_sweep_logs_to_a_remote_tracking_server(tmp_path, cache_dir, tiny_model_dir, mlflow_server):
-    proc, qrun_pid = _run_qrun(["-m", "tracking=server", f"tracking.uri={mlflow_server}", "format=fp32,fp16", "model=hf",
-                                f"model.id={tiny_model_dir}", *FAST], tmp_path, cache_dir)
+    proc, qrun_pid = _run_qrun(
+        [
+            "-m",
+            "tracking=server",
+            f"tracking.uri={mlflow_server}",
+            "format=fp32,fp16",
+            "model=hf",
+            f"model.id={tiny_model_dir}",
+            *FAST,
+        ],
+        tmp_path,
+        cache_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (tmp_path / "mlflow.db").exists()
     from mlflow.tracking import MlflowClient

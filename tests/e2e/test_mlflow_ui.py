@@ -4,6 +4,7 @@
 ran, checked for the run names and the model entries, and saved as a screenshot under pytest's tmp dir
 (the path is printed: `pytest -s` shows it).
 """
+
 import re
 import sys
 from pathlib import Path

@@ -1,5 +1,6 @@
-"""Formats beyond the seed's (issue 14): torchao W8A8-dynamic on the tiny Llama through the real qrun app,
+"""Formats beyond GPTQ/AWQ/INT8/NF4: torchao W8A8-dynamic on the tiny Llama through the real qrun app,
 its reload in a fresh process without `runner`, and the one-line refusals (int4 scheme, missing extra)."""
+
 import json
 from pathlib import Path
 
@@ -34,7 +35,9 @@ def test_w8a8_dynamic_runs_with_its_int8_kernel_and_real_contents(w8a8):
 
 def test_w8a8_artifact_reloads_without_runner(w8a8, tiny_model_dir, tmp_path):
     artifact = Path(w8a8[0].data.tags["artifact.path"])
-    assert [p.name for p in artifact.glob("*.safetensors")] and not list(artifact.glob("*.bin")) + list(artifact.glob("*.pt"))
+    assert [p.name for p in artifact.glob("*.safetensors")] and not list(artifact.glob("*.bin")) + list(
+        artifact.glob("*.pt")
+    )
     out = reload_without_runner(artifact, tiny_model_dir, tmp_path)
     assert out["quant_method"] == "torchao"
     assert out["rel_err"] < 0.05 and out["top1"] > 0.9, out
@@ -49,10 +52,22 @@ def test_w8a8_contents_count_a_tied_embedding_once(tmp_path):
     from runner.formats.torchao_schemes import tensor_types
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=True,
+    )
     LlamaForCausalLM(cfg).save_pretrained(tmp_path / "base")
-    AutoModelForCausalLM.from_pretrained(tmp_path / "base", dtype=torch.float32, quantization_config=TorchAoConfig(
-        quant_type=Int8DynamicActivationInt8WeightConfig())).save_pretrained(tmp_path / "q")
+    AutoModelForCausalLM.from_pretrained(
+        tmp_path / "base",
+        dtype=torch.float32,
+        quantization_config=TorchAoConfig(quant_type=Int8DynamicActivationInt8WeightConfig()),
+    ).save_pretrained(tmp_path / "q")
     types = tensor_types(tmp_path / "q")
-    assert types["Int8Tensor"]["tensors"] == 7 and types["float32"]["tensors"] == 4  # embed + 2 layer norms + final norm
+    assert (
+        types["Int8Tensor"]["tensors"] == 7 and types["float32"]["tensors"] == 4
+    )  # embed + 2 layer norms + final norm

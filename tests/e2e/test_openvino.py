@@ -2,6 +2,7 @@
 
 The export and the engine are real subprocesses of that venv (`make test` builds it first: make venv-openvino).
 """
+
 import json
 import os
 import subprocess
@@ -25,13 +26,21 @@ def _compose(*overrides):
 
 @pytest.mark.parametrize("preset,weight_type", [("openvino_int8", "u8"), ("openvino_int4", "u4")])
 def test_end_to_end_through_qrun(preset, weight_type, tmp_path, cache_dir, tiny_model_dir):
-    proc = run_qrun(["model=hf", f"model.id={tiny_model_dir}", f"format={preset}", "hardware.threads=1", *TINY_ARGS],
-                    tmp_path, cache_dir, timeout=600)
+    proc = run_qrun(
+        ["model=hf", f"model.id={tiny_model_dir}", f"format={preset}", "hardware.threads=1", *TINY_ARGS],
+        tmp_path,
+        cache_dir,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, runs = mlflow_runs(tmp_path / "mlflow.db")
     (run,) = [r for r in runs if "format.name" in r.data.params]
     m, params, tags = run.data.metrics, run.data.params, run.data.tags
-    assert run.info.status == "FINISHED" and tags["engine.name"] == "openvino" and "openvino 2026" in tags["engine.version"]
+    assert (
+        run.info.status == "FINISHED"
+        and tags["engine.name"] == "openvino"
+        and "openvino 2026" in tags["engine.version"]
+    )
     assert params["artifact.contents"].startswith(f"{weight_type} ")  # the .bin's weights really are INT8 / INT4
     # full-vocabulary log-probs of the same windows: close to the fp32 baseline, INT4 further than INT8
     bound = {"u8": 1e-3, "u4": 0.2}[weight_type]
@@ -52,7 +61,8 @@ path, ids, expected_lp = sys.argv[1], json.loads(sys.argv[2]), np.load(sys.argv[
 ov_config = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}  # the presets' runtime settings
 model = OVModelForCausalLM.from_pretrained(path, ov_config=ov_config)
 x = torch.tensor([ids])
-out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=8, min_new_tokens=8, do_sample=False)
+out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=8, min_new_tokens=8,
+do_sample=False)
 lp = torch.log_softmax(model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0].float(), -1).numpy()
 print(json.dumps({"new": out.shape[1] - len(ids), "max_abs": float(np.abs(lp - expected_lp).max())}))
 """
@@ -78,9 +88,14 @@ def test_artifact_reloads_without_runner(tmp_path, cache_dir, tiny_model_dir):
     finally:
         loaded.close()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    proc = subprocess.run([str(OV.venv_python()), "-c", RELOAD, str(artifact.path), json.dumps(ids),
-                           str(tmp_path / "engine.npy")], cwd=tmp_path, capture_output=True, text=True,
-                          env={**env, "PYTHONNOUSERSITE": "1", "HF_HUB_OFFLINE": "1"}, timeout=300)
+    proc = subprocess.run(
+        [str(OV.venv_python()), "-c", RELOAD, str(artifact.path), json.dumps(ids), str(tmp_path / "engine.npy")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONNOUSERSITE": "1", "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["new"] == 8 and out["max_abs"] < 1e-4, out
@@ -88,8 +103,12 @@ def test_artifact_reloads_without_runner(tmp_path, cache_dir, tiny_model_dir):
 
 def test_missing_venv_names_the_make_target(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setenv(OV.VENV_ENV, str(tmp_path / "nowhere"))
-    proc = run_qrun(["model=hf", f"model.id={tiny_model_dir}", "format=openvino_int8", *TINY_ARGS], tmp_path,
-                    tmp_path / "cache", timeout=300)
+    proc = run_qrun(
+        ["model=hf", f"model.id={tiny_model_dir}", "format=openvino_int8", *TINY_ARGS],
+        tmp_path,
+        tmp_path / "cache",
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = [l for l in proc.stderr.splitlines() if l.strip()][-1]
     assert last.startswith("error: format.family: OpenVINO runs in its own venv") and "fix: make venv-openvino" in last
@@ -99,8 +118,8 @@ def test_missing_venv_names_the_make_target(tmp_path, tiny_model_dir, monkeypatc
 
 
 def test_int4_group_size_must_divide_the_rows(tiny_model_dir, cache_dir):
-    from runner.data.models import resolve_model
     from runner.cache import Cache
+    from runner.data.models import resolve_model
     from runner.formats import get_format
 
     cfg = _compose("model=hf", f"model.id={tiny_model_dir}", "format=openvino_int4", "format.group_size=96")

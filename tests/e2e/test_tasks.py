@@ -1,4 +1,5 @@
-"""lm-eval tasks (issue 15): the shipped offline tasks, the adapter against lm-eval's own `hf` model, resume, errors."""
+"""lm-eval tasks: the shipped offline tasks, the adapter against lm-eval's own `hf` model, resume, errors."""
+
 import json
 import os
 import signal
@@ -27,8 +28,16 @@ def tiny_fp32(cache_dir, tiny_model_dir):
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["format=fp32", "model=hf", f"model.id={tiny_model_dir}",
-                                                       f"cache.dir={cache_dir}", "hardware.threads=1"])
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "format=fp32",
+                "model=hf",
+                f"model.id={tiny_model_dir}",
+                f"cache.dir={cache_dir}",
+                "hardware.threads=1",
+            ],
+        )
     cache = Cache(cache_dir)
     model = resolve_model(cfg.model, cache)
     return model, quantize(model, cfg.format, cfg.calibration, cfg.hardware, cache), cfg.hardware
@@ -59,10 +68,19 @@ def _hf_samples(artifact, task: str):
 
     from runner.tasks.registry import task_spec
 
-    out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={artifact.path},dtype=float32,device=cpu",
-                                  batch_size=1, tasks=[task_spec(task)], limit=LIMIT, log_samples=True,
-                                  task_manager=TaskManager(include_defaults=False), random_seed=0, numpy_random_seed=0,
-                                  torch_random_seed=0, fewshot_random_seed=0)
+    out = lm_eval.simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={artifact.path},dtype=float32,device=cpu",
+        batch_size=1,
+        tasks=[task_spec(task)],
+        limit=LIMIT,
+        log_samples=True,
+        task_manager=TaskManager(include_defaults=False),
+        random_seed=0,
+        numpy_random_seed=0,
+        torch_random_seed=0,
+        fewshot_random_seed=0,
+    )
     return sorted(out["samples"][task], key=lambda s: s["doc_id"])
 
 
@@ -95,9 +113,9 @@ def test_adapter_generates_greedily_like_hf(tiny_fp32):
     ids = lm.tok_encode(prompt)
     import torch
 
-    expect = loaded.model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids):].tolist()
+    expect = loaded.model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids) :].tolist()
     if tok.eos_id in expect:
-        expect = expect[:expect.index(tok.eos_id)]
+        expect = expect[: expect.index(tok.eos_id)]
     assert text == tok.decode(expect).split("\n\n")[0]
     [rolling] = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (prompt,), 0)])
     lp = loaded.logprobs([lm.prefix_token_id] + tok.encode(prompt))
@@ -127,8 +145,12 @@ def test_a_task_killed_midway_resumes_from_its_kept_answers(tmp_path, tiny_fp32)
     args.write_bytes(pickle.dumps((model, artifact, OmegaConf.create(OmegaConf.to_container(hardware, resolve=True)))))
     cache = Cache(tmp_path / "c")
     items = cache.memo_dir / PARTIAL / answers_key(artifact, "torch", "shakespeare_nextline", None) / "items.jsonl"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(args), str(tmp_path / "c"), str(limit)],
-                             env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(args), str(tmp_path / "c"), str(limit)],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and child.poll() is None:
         if items.exists() and len(items.read_text().splitlines()) >= 20:
@@ -138,20 +160,40 @@ def test_a_task_killed_midway_resumes_from_its_kept_answers(tmp_path, tiny_fp32)
     child.send_signal(signal.SIGKILL)
     child.wait()
     kept = len(items.read_text().splitlines())
-    assert 20 <= kept < 4 * limit and cache.get("tasks", task_key(artifact, "torch", "shakespeare_nextline", limit, None)) is None
+    assert (
+        20 <= kept < 4 * limit
+        and cache.get("tasks", task_key(artifact, "torch", "shakespeare_nextline", limit, None)) is None
+    )
 
-    resumed = run_tasks(artifact, model, "torch", ["shakespeare_nextline"], limit, hardware, cache)["shakespeare_nextline"]
-    fresh = run_tasks(artifact, model, "torch", ["shakespeare_nextline"], limit, hardware, Cache(tmp_path / "d"))["shakespeare_nextline"]
+    resumed = run_tasks(artifact, model, "torch", ["shakespeare_nextline"], limit, hardware, cache)[
+        "shakespeare_nextline"
+    ]
+    fresh = run_tasks(artifact, model, "torch", ["shakespeare_nextline"], limit, hardware, Cache(tmp_path / "d"))[
+        "shakespeare_nextline"
+    ]
     assert resumed.resumed >= kept - 1 and fresh.resumed == 0  # the last line of a killed run may be cut short
     assert resumed.items == fresh.items and resumed.n == limit
     assert items.exists()  # kept for a run with a larger eval.task_limit (deleted once a task ran without a limit)
 
 
-def test_hub_task_offline_is_one_line_naming_eval_tasks_and_the_offline_tasks(tmp_path, cache_dir, tiny_model_dir, monkeypatch):
+def test_hub_task_offline_is_one_line_naming_eval_tasks_and_the_offline_tasks(
+    tmp_path, cache_dir, tiny_model_dir, monkeypatch
+):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     fresh = tmp_path / "cache"  # refused before any work: nothing quantized
-    proc = run_qrun(["format=fp32", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize,tasks]", "hardware.threads=1",
-                     "eval.tasks=[hellaswag]", *TINY_ARGS], tmp_path, fresh)
+    proc = run_qrun(
+        [
+            "format=fp32",
+            "model=hf",
+            f"model.id={tiny_model_dir}",
+            "stages=[quantize,tasks]",
+            "hardware.threads=1",
+            "eval.tasks=[hellaswag]",
+            *TINY_ARGS,
+        ],
+        tmp_path,
+        fresh,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     [line] = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
     assert "eval.tasks" in line and "hellaswag" in line and "shakespeare_lastword,shakespeare_nextline" in line
@@ -159,9 +201,21 @@ def test_hub_task_offline_is_one_line_naming_eval_tasks_and_the_offline_tasks(tm
 
 
 def test_tasks_stage_logs_accuracy_interval_and_retained_share(tmp_path, cache_dir, tiny_model_dir):
-    proc = run_qrun(["format=fp32", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize,tasks]", "hardware.threads=1",
-                     "eval.tasks=[shakespeare_nextline]", f"eval.task_limit={LIMIT}", *TINY_ARGS,
-                     f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path, cache_dir)
+    proc = run_qrun(
+        [
+            "format=fp32",
+            "model=hf",
+            f"model.id={tiny_model_dir}",
+            "stages=[quantize,tasks]",
+            "hardware.threads=1",
+            "eval.tasks=[shakespeare_nextline]",
+            f"eval.task_limit={LIMIT}",
+            *TINY_ARGS,
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        ],
+        tmp_path,
+        cache_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, (run,) = mlflow_runs(tmp_path / "mlflow.db")
     m = run.data.metrics

@@ -4,6 +4,7 @@ The bounded CI set: eval through vLLM against torch (one vLLM start, with a real
 worker), the OpenAI server under concurrent load (one start), and the combinations refused before any
 work (no vLLM start). These need the vLLM venv, which `make test` builds first; they need no GPU.
 """
+
 import csv
 import json
 import subprocess
@@ -21,7 +22,9 @@ from runner.stages import check_config
 pytestmark = pytest.mark.vllm
 
 register_configs()
-needs_venv = pytest.mark.skipif(V.installed_version() is None, reason="no .venv-vllm: run `make venv-vllm` (make test does)")
+needs_venv = pytest.mark.skipif(
+    V.installed_version() is None, reason="no .venv-vllm: run `make venv-vllm` (make test does)"
+)
 
 
 def _compose(*overrides):
@@ -80,8 +83,12 @@ def test_kv_cache_space_and_threads_come_from_the_profile():
 @needs_venv  # the engine (its venv) is checked first, then the combination
 def test_asymmetric_gptq_fails_through_qrun_before_any_work(tmp_path):
     cache = tmp_path / "cache"
-    proc = run_qrun(["format=gptq_int4", "format.sym=false", "format.engine=vllm", "eval=quick", "benchmark=quick"],
-                    tmp_path, cache, timeout=300)
+    proc = run_qrun(
+        ["format=gptq_int4", "format.sym=false", "format.engine=vllm", "eval=quick", "benchmark=quick"],
+        tmp_path,
+        cache,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = [l for l in proc.stderr.splitlines() if l.strip()][-1]
     assert last.startswith("error: format.sym: vLLM refuses asymmetric GPTQ") and " -- fix: " in last
@@ -95,8 +102,20 @@ def test_eval_matches_torch_and_an_exit_abort_does_not_fail_the_job(tmp_path, ca
     """fp32 on vLLM vs the fp32 torch baseline on the same token ids; the worker really aborts (SIGABRT) after
     its last answer, as vLLM sometimes does at exit, and the job still finishes with its results."""
     monkeypatch.setenv(ABORT_AT_EXIT, "1")  # the worker calls os.abort() after writing its last answer
-    proc = run_qrun(["model=hf", f"model.id={tiny_model_dir}", "format=fp32", "format.engine=vllm",
-                     "stages=[quantize,evaluate]", "hardware.threads=1", *TINY_ARGS], tmp_path, cache_dir, timeout=600)
+    proc = run_qrun(
+        [
+            "model=hf",
+            f"model.id={tiny_model_dir}",
+            "format=fp32",
+            "format.engine=vllm",
+            "stages=[quantize,evaluate]",
+            "hardware.threads=1",
+            *TINY_ARGS,
+        ],
+        tmp_path,
+        cache_dir,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     logs = "".join(f.read_text() for f in tmp_path.rglob("*.log"))  # the job's log in its Hydra run dir
     assert "aborted (SIGABRT) after returning every result: accepted" in proc.stderr + logs
@@ -111,26 +130,40 @@ def test_eval_matches_torch_and_an_exit_abort_does_not_fail_the_job(tmp_path, ca
 @needs_venv
 def test_worker_that_dies_before_answering_fails(tiny_model_dir):
     with pytest.raises(RuntimeError, match="vLLM worker .* (failed|exited)"):
-        V.WorkerProcess({"model": str(tiny_model_dir / "missing"), "dtype": "auto", "max_logprobs": 8,
-                         "enforce_eager": True}, V.vllm_env(_compose("hardware=cpu").hardware), "missing model")
+        V.WorkerProcess(
+            {"model": str(tiny_model_dir / "missing"), "dtype": "auto", "max_logprobs": 8, "enforce_eager": True},
+            V.vllm_env(_compose("hardware=cpu").hardware),
+            "missing model",
+        )
 
 
 @needs_venv
 def test_server_under_load(tmp_path, cache_dir, tiny_model_dir):
+    from runner.benchmark.serving import serving_benchmark
     from runner.cache import Cache
     from runner.data.models import resolve_model
-    from runner.benchmark.serving import serving_benchmark
     from runner.formats.artifacts import quantize
     from runner.quality.stream import token_stream
 
-    cfg = _compose("model=hf", f"model.id={tiny_model_dir}", "format=bf16", "format.engine=vllm", "eval.n_tokens=1024",
-                   "benchmark=serving", "benchmark.prompt_tokens=32", "benchmark.gen_tokens=8",
-                   "benchmark.concurrency=4", "benchmark.requests=12", "hardware.threads=1")
+    cfg = _compose(
+        "model=hf",
+        f"model.id={tiny_model_dir}",
+        "format=bf16",
+        "format.engine=vllm",
+        "eval.n_tokens=1024",
+        "benchmark=serving",
+        "benchmark.prompt_tokens=32",
+        "benchmark.gen_tokens=8",
+        "benchmark.concurrency=4",
+        "benchmark.requests=12",
+        "hardware.threads=1",
+    )
     cache = Cache(cache_dir)
     model = resolve_model(cfg.model, cache)
     artifact = quantize(model, cfg.format, cfg.calibration, cfg.hardware, cache)
-    m = serving_benchmark(artifact, model, cfg.benchmark, token_stream(model, cfg.eval, cache), cfg.hardware, "vllm",
-                          out_dir=tmp_path)
+    m = serving_benchmark(
+        artifact, model, cfg.benchmark, token_stream(model, cfg.eval, cache), cfg.hardware, "vllm", out_dir=tmp_path
+    )
     # The tiny random model often emits byte-fallback tokens whose text is an incomplete UTF-8 sequence: vLLM then
     # streams chunks with token ids and no text, which the load generator counts as tokens: every request succeeds.
     rows = list(csv.DictReader(open(tmp_path / "requests.csv")))

@@ -3,6 +3,7 @@
 Each job runs in-process (helpers.run_job: qrun's job without its process); tests/integration/test_cli_errors.py
 checks what the real process prints. README.md "Bad input" lists every case and the test that covers it.
 """
+
 import json
 import os
 
@@ -22,8 +23,11 @@ def test_missing_model_dir(tmp_path, cache_dir):
 def test_empty_corpus(tmp_path, cache_dir, tiny_model_dir):
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n")
-    out = run_job(["model=hf", f"model.id={tiny_model_dir}", "eval.corpus.source=file", f"eval.corpus.path={empty}",
-                   *TINY_ARGS], tmp_path, cache_dir)
+    out = run_job(
+        ["model=hf", f"model.id={tiny_model_dir}", "eval.corpus.source=file", f"eval.corpus.path={empty}", *TINY_ARGS],
+        tmp_path,
+        cache_dir,
+    )
     assert out.returncode == 2
     assert out.line.startswith("error: eval.corpus:") and "empty" in out.line
     client, runs = mlflow_runs(out.db)
@@ -35,8 +39,11 @@ def test_empty_corpus(tmp_path, cache_dir, tiny_model_dir):
 def test_corpus_shorter_than_n_tokens(tmp_path, cache_dir, tiny_model_dir):
     short = tmp_path / "short.txt"
     short.write_text("To be, or not to be, that is the question.")
-    out = run_job(["model=hf", f"model.id={tiny_model_dir}", "eval.corpus.source=file", f"eval.corpus.path={short}",
-                   *TINY_ARGS], tmp_path, cache_dir)
+    out = run_job(
+        ["model=hf", f"model.id={tiny_model_dir}", "eval.corpus.source=file", f"eval.corpus.path={short}", *TINY_ARGS],
+        tmp_path,
+        cache_dir,
+    )
     assert out.returncode == 2 and out.line.startswith("error: eval.n_tokens:")
 
 
@@ -86,9 +93,19 @@ def _small_llama_folder(folder):
     from safetensors.torch import save_file
 
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
-                                                    "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
-                                                    "num_hidden_layers": 1, "num_attention_heads": 2}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "architectures": ["LlamaForCausalLM"],
+                "vocab_size": 64,
+                "hidden_size": 16,
+                "intermediate_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+            }
+        )
+    )
     save_file({"model.embed_tokens.weight": torch.zeros(64, 16)}, str(folder / "model.safetensors"))
     return folder
 
@@ -110,11 +127,20 @@ def test_invalid_config_json_names_model_id(tmp_path):
 
 def test_model_that_needs_remote_code_names_trust_remote_code(tmp_path):
     model = _small_llama_folder(tmp_path / "model")
-    (model / "config.json").write_text(json.dumps({
-        "model_type": "qrun_custom_arch",
-        "auto_map": {"AutoConfig": "configuration_custom.CustomConfig", "AutoModelForCausalLM": "modeling_custom.CustomModel"},
-    }))
-    line = _fails_before_any_work(["model=hf", f"model.id={model}", "stages=[quantize]"], tmp_path, "model.trust_remote_code")
+    (model / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "qrun_custom_arch",
+                "auto_map": {
+                    "AutoConfig": "configuration_custom.CustomConfig",
+                    "AutoModelForCausalLM": "modeling_custom.CustomModel",
+                },
+            }
+        )
+    )
+    line = _fails_before_any_work(
+        ["model=hf", f"model.id={model}", "stages=[quantize]"], tmp_path, "model.trust_remote_code"
+    )
     assert "model.trust_remote_code=true" in line  # refused by default; the fix says how to opt in
 
 

@@ -1,5 +1,6 @@
 """The offline benchmark runs in a fresh process: its memory is the engine's own, its errors come back as they were.
 Also: CUDA sync at every timing boundary (through the injectable hook), and recommend never reads RSS as VRAM."""
+
 import json
 import time
 from pathlib import Path
@@ -13,10 +14,10 @@ from helpers import assert_benchmarked
 from runner.config.schema import HardwareConfig
 from runner.engines import get_engine
 from runner.errors import UserError
-from runner.report.recommend import Constraints, violations
-from runner.report.data import Row
-from runner.stages.benchmark import benchmark, run_worker, worker_request
 from runner.formats.artifacts import Artifact
+from runner.report.data import Row
+from runner.report.recommend import Constraints, violations
+from runner.stages.benchmark import benchmark, run_worker, worker_request
 
 BENCH = OmegaConf.create({"kind": "offline", "prompt_tokens": 16, "gen_tokens": 8, "repeats": 2, "warmup": 1})
 STREAM = SimpleNamespace(ids=np.arange(1, 65))
@@ -105,8 +106,11 @@ def test_a_repeat_that_stops_early_fails_the_benchmark_naming_the_engine(gguf_jo
     _, artifact = gguf_job
     real = stage.run_worker
     monkeypatch.setattr(stage, "run_worker", lambda request: {**real(request), "new_tokens": [BENCH.gen_tokens, 3]})
-    with pytest.raises(RuntimeError, match=r"^format.engine=llama_cpp: a benchmark repeat generated 3 tokens where "
-                                           r"benchmark.gen_tokens=8 were asked"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"^format.engine=llama_cpp: a benchmark repeat generated 3 tokens where "
+        r"benchmark.gen_tokens=8 were asked",
+    ):
         benchmark(artifact, MODEL, BENCH, STREAM, _hw(), "llama_cpp")
 
 
@@ -115,8 +119,10 @@ def _row(device, metrics):
 
 
 def test_recommend_never_compares_a_vram_budget_with_host_rss():
-    budget = Constraints(memory_bytes=22 * 1024 ** 3)
+    budget = Constraints(memory_bytes=22 * 1024**3)
     gpu_without_vram = _row("cuda", {"perf/peak_rss_bytes": 1e9, "size/bytes": 5e8})
     assert violations(gpu_without_vram, budget) == ["memory not measured"]
-    assert violations(_row("cuda", {"perf/peak_rss_bytes": 1e9, "perf/peak_vram_bytes": 30e9}), budget)[0].startswith("needs")
+    assert violations(_row("cuda", {"perf/peak_rss_bytes": 1e9, "perf/peak_vram_bytes": 30e9}), budget)[0].startswith(
+        "needs"
+    )
     assert violations(_row("cpu", {"perf/peak_rss_bytes": 1e9}), budget) == []

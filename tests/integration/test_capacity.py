@@ -4,6 +4,7 @@ The server (tests/throttled_server.py) serves one request at a time, each taking
 test sets, so the right answers are known: c closed-loop users see ~c x S of latency; Poisson arrivals
 faster than 1/S queue, and their latency must include that queue (no coordinated omission).
 """
+
 import asyncio
 import sys
 
@@ -12,19 +13,21 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers import ROOT
-from runner.config.schema import BenchmarkConfig
-from runner.config.deployment import CapacitySearchConfig
-from runner.errors import UserError
 from runner.benchmark import capacity as cap
-from runner.benchmark.serving import capacity_search, window_starts
 from runner.benchmark.loadgen import arrival_offsets, run_load, summarize
 from runner.benchmark.servers import ServerProcess, ServerSpec, pick_port
+from runner.benchmark.serving import capacity_search, window_starts
+from runner.config.deployment import CapacitySearchConfig
+from runner.config.schema import BenchmarkConfig
+from runner.errors import UserError
 
 THROTTLED = ROOT / "tests" / "throttled_server.py"
 
 
 def _bench(**over):
-    return OmegaConf.merge(OmegaConf.structured(BenchmarkConfig(name="t")), {"gen_tokens": 4, "prompt_tokens": 8, **over})
+    return OmegaConf.merge(
+        OmegaConf.structured(BenchmarkConfig(name="t")), {"gen_tokens": 4, "prompt_tokens": 8, **over}
+    )
 
 
 @pytest.fixture
@@ -33,10 +36,25 @@ def throttled(tmp_path):
 
     def start(service_s: float, fail_every: int = 0, held_back: int = 0) -> ServerProcess:
         port = pick_port("127.0.0.1", 0)
-        spec = ServerSpec(name="throttled", cmd=[sys.executable, str(THROTTLED), "--port", str(port), "--service-s",
-                                                 str(service_s), "--fail-every", str(fail_every),
-                                                 "--held-back", str(held_back)],
-                          host="127.0.0.1", port=port, health_path="/health", model="m")
+        spec = ServerSpec(
+            name="throttled",
+            cmd=[
+                sys.executable,
+                str(THROTTLED),
+                "--port",
+                str(port),
+                "--service-s",
+                str(service_s),
+                "--fail-every",
+                str(fail_every),
+                "--held-back",
+                str(held_back),
+            ],
+            host="127.0.0.1",
+            port=port,
+            health_path="/health",
+            model="m",
+        )
         server = ServerProcess(spec, tmp_path / f"throttled{len(servers)}.log").start()
         servers.append(server)
         server.wait_healthy(30)
@@ -61,14 +79,20 @@ def test_capacity_search_finds_the_known_limit(throttled):
     """0.4 s per request, one at a time: 3 users see ~1.2 s at P95, 4 users ~1.6 s; the SLO is 1.4 s -> 3 users.
     (Half a service time of margin on both sides: a busy 2-core machine adds its own delays.)"""
     server = throttled(0.4)
-    cfg = _bench(concurrency=1, requests=3, slo={"latency_s": 1.4},
-                 capacity={"enabled": True, "max_users": 8, "requests_per_user": 2, "min_requests": 3})
+    cfg = _bench(
+        concurrency=1,
+        requests=3,
+        slo={"latency_s": 1.4},
+        capacity={"enabled": True, "max_users": 8, "requests_per_user": 2, "min_requests": 3},
+    )
     stream = type("Stream", (), {"ids": np.arange(4000)})()
     tok = _Tokenizer()
     first = summarize(asyncio.run(run_load(server.spec, [f"p{i}" for i in range(3)], cfg)), cfg.slo)
     found = capacity_search(server, stream, tok, cfg, first, used=3)
     users = [p.users for p in found.probes]
-    assert (found.max_users, found.bracketed) == (3, True), [(p.users, p.metrics.get("serving/latency_s_p95")) for p in found.probes]
+    assert (found.max_users, found.bracketed) == (3, True), [
+        (p.users, p.metrics.get("serving/latency_s_p95")) for p in found.probes
+    ]
     assert users == [1, 2, 4, 3]  # the scenario's load, doubling, then bisection
     p95 = {p.users: p.metrics["serving/latency_s_p95"] for p in found.probes}
     assert p95[4] > 1.4 >= p95[3] > p95[2] > p95[1] >= 0.4
@@ -77,17 +101,20 @@ def test_capacity_search_finds_the_known_limit(throttled):
 
 def test_capacity_search_is_bounded():
     """Probes, requests and time are capped; a search cut short reports a lower bound, never an exact limit."""
+
     def always_meets(users):
         return cap.Probe(users, 10, {"serving/latency_s_p95": 0.1, "serving/failure_rate": 0.0}, [])
 
-    limits = OmegaConf.structured(CapacitySearchConfig(max_users=1000, max_probes=4, requests_per_user=1, min_requests=10))
+    limits = OmegaConf.structured(
+        CapacitySearchConfig(max_users=1000, max_probes=4, requests_per_user=1, min_requests=10)
+    )
     found = cap.search(always_meets, limits, start_users=1)
     assert [p.users for p in found.probes] == [1, 2, 4, 8] and found.max_users == 8
     assert not found.bracketed and found.stopped_by == "max_probes"
     limits.max_probes, limits.max_requests = 100, 35
     found = cap.search(always_meets, limits, start_users=1)
     assert len(found.probes) == 3 and found.stopped_by == "max_requests"
-    limits.max_requests, limits.max_users = 10 ** 6, 5
+    limits.max_requests, limits.max_users = 10**6, 5
     found = cap.search(always_meets, limits, start_users=1)
     assert [p.users for p in found.probes] == [1, 2, 4, 5] and found.stopped_by == "max_users" and found.max_users == 5
 
@@ -125,15 +152,21 @@ def test_timed_out_requests_count_at_their_timeout(throttled):
     assert all("request_timeout_s" in r.error for r in res)
     m = summarize(res, cfg.slo)
     assert m["serving/failure_rate"] == 1.0 and m["serving/requests_timed_out"] == 3
-    assert m["serving/latency_s_p95"] == pytest.approx(0.25, abs=0.01) and m["serving/ttft_s_p95"] == pytest.approx(0.25, abs=0.01)
-    assert cap.misses(m, OmegaConf.create({"ttft_s": None, "tpot_s": None, "latency_s": 1.0}), 0.0) == ["100.0 % failed > 0.0 %"]
+    assert m["serving/latency_s_p95"] == pytest.approx(0.25, abs=0.01) and m["serving/ttft_s_p95"] == pytest.approx(
+        0.25, abs=0.01
+    )
+    assert cap.misses(m, OmegaConf.create({"ttft_s": None, "tpot_s": None, "latency_s": 1.0}), 0.0) == [
+        "100.0 % failed > 0.0 %"
+    ]
 
 
 def test_prompts_are_distinct_windows_or_refused():
     starts = window_starts(1024, 32, 100)
     assert len(set(starts)) == 100 and starts[:32] == list(range(0, 1024, 32)) and starts[32] == 16  # then half-shifted
     assert len(set(window_starts(1024, 32, 993))) == 993  # every start position
-    with pytest.raises(UserError, match=r"^benchmark.requests: 994 distinct prompts .* -- fix: raise eval.n_tokens to at least 1025"):
+    with pytest.raises(
+        UserError, match=r"^benchmark.requests: 994 distinct prompts .* -- fix: raise eval.n_tokens to at least 1025"
+    ):
         window_starts(1024, 32, 994)
 
 

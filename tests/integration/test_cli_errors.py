@@ -2,7 +2,8 @@
 
 Every other error path runs the same job in-process (helpers.run_job), which skips only this printing.
 """
-from helpers import TINY_ARGS, children, last_line, hiding_packages, mlflow_runs, run_qrun
+
+from helpers import TINY_ARGS, children, hiding_packages, last_line, mlflow_runs, run_qrun
 
 CALIB = ["calibration=quick", "calibration.n_samples=8", "calibration.seq_len=128"]
 
@@ -22,14 +23,26 @@ def test_a_config_typo_is_one_line_naming_the_key_and_the_near_one(tmp_path, cac
     proc = run_qrun(["-m", "format=fp32,fp16", "benchmark.repeat=3"], tmp_path, cache_dir)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines() == [last_line(proc.stderr)]  # nothing but the line
-    assert last_line(proc.stderr).startswith("error: benchmark.repeat: no such key in benchmark -- fix: "
-                                             "did you mean benchmark.repeats?")
+    assert last_line(proc.stderr).startswith(
+        "error: benchmark.repeat: no such key in benchmark -- fix: did you mean benchmark.repeats?"
+    )
     assert not mlflow_runs(tmp_path / "mlflow.db")[1]  # refused at composition: no run exists
 
 
 def test_failed_jobs_of_a_sweep_are_failed_and_the_others_run(tmp_path, cache_dir, tiny_model_dir):
-    proc = run_qrun(["-m", "model=hf", f"model.id={tiny_model_dir}", "format=fp32,fp16", "format.dtype=float32,int3",
-                     "stages=[quantize]", *TINY_ARGS], tmp_path, cache_dir)
+    proc = run_qrun(
+        [
+            "-m",
+            "model=hf",
+            f"model.id={tiny_model_dir}",
+            "format=fp32,fp16",
+            "format.dtype=float32,int3",
+            "stages=[quantize]",
+            *TINY_ARGS,
+        ],
+        tmp_path,
+        cache_dir,
+    )
     assert proc.returncode == 1
     assert "job(s) of the sweep failed" in last_line(proc.stderr)
     _, runs = mlflow_runs(tmp_path / "mlflow.db")
@@ -39,15 +52,32 @@ def test_failed_jobs_of_a_sweep_are_failed_and_the_others_run(tmp_path, cache_di
 
 
 # format -> (the package hidden from the run, the extra its error names)
-EXTRAS = {"gguf_q8_0": ("llama_cpp", "gguf"), "gptq_int4": ("gptqmodel", "gptq"), "awq_int4": ("llmcompressor", "llmcompressor"),
-          "int8": ("torchao", "int8"), "nf4": ("bitsandbytes", "int8"), "torchao_w8a8": ("torchao", "int8"),
-          "autoround_int4_cpu": ("auto_round", "autoround")}
+EXTRAS = {
+    "gguf_q8_0": ("llama_cpp", "gguf"),
+    "gptq_int4": ("gptqmodel", "gptq"),
+    "awq_int4": ("llmcompressor", "llmcompressor"),
+    "int8": ("torchao", "int8"),
+    "nf4": ("bitsandbytes", "int8"),
+    "torchao_w8a8": ("torchao", "int8"),
+    "autoround_int4_cpu": ("auto_round", "autoround"),
+}
 
 
 def test_a_sweep_with_every_optional_extra_missing_fails_those_jobs_only(tmp_path, cache_dir, tiny_model_dir):
     hide = hiding_packages(tmp_path, *{package for package, _ in EXTRAS.values()})
-    proc = run_qrun(["-m", f"format=fp32,{','.join(EXTRAS)}", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize]",
-                     *CALIB], tmp_path, cache_dir, pythonpath=[hide])
+    proc = run_qrun(
+        [
+            "-m",
+            f"format=fp32,{','.join(EXTRAS)}",
+            "model=hf",
+            f"model.id={tiny_model_dir}",
+            "stages=[quantize]",
+            *CALIB,
+        ],
+        tmp_path,
+        cache_dir,
+        pythonpath=[hide],
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     by = {r.data.params["format.name"]: r for r in children(tmp_path / "mlflow.db")}
     assert by.pop("fp32").info.status == "FINISHED"
@@ -57,5 +87,7 @@ def test_a_sweep_with_every_optional_extra_missing_fails_those_jobs_only(tmp_pat
         error = run.data.tags["error"]
         assert run.info.status == "FAILED" and f"'.[{extra}]'" in error and "pip install" in error, (fmt, error)
         if fmt != "gguf_q8_0":  # the weight-only families name the backend and the package it imports
-            assert error.startswith("format.backend: backend '") and f"needs the Python package '{package}'" in error, error
+            assert error.startswith("format.backend: backend '") and f"needs the Python package '{package}'" in error, (
+                error
+            )
         assert f"FAILED {fmt}" in proc.stdout

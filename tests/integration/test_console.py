@@ -1,5 +1,6 @@
 """The console of a job shows the job, not its libraries' chatter: llama.cpp's per-tensor fallback lines and
 the known-harmless import-time warnings go to the job's log file, which is logged with the MLflow run."""
+
 import os
 import shutil
 import subprocess
@@ -31,8 +32,17 @@ def narrow_model_dir(tmp_path_factory, tiny_model_dir) -> Path:
 
 def test_gguf_quantize_console_is_quiet_and_the_log_file_has_it_all(tmp_path, cache_dir, narrow_model_dir):
     db = tmp_path / "mlflow.db"
-    proc = run_qrun(["model=hf", f"model.id={narrow_model_dir}", "format=gguf_q4_k_m", "stages=[quantize]",
-                     f"tracking.uri=sqlite:///{db}"], tmp_path, cache_dir)
+    proc = run_qrun(
+        [
+            "model=hf",
+            f"model.id={narrow_model_dir}",
+            "format=gguf_q4_k_m",
+            "stages=[quantize]",
+            f"tracking.uri=sqlite:///{db}",
+        ],
+        tmp_path,
+        cache_dir,
+    )
     console = proc.stdout + proc.stderr
     assert proc.returncode == 0, console[-3000:]
     leaked = [line for line in console.splitlines() if any(n in line for n in NOISE)]
@@ -67,8 +77,14 @@ logging.getLogger("torchao").warning("a real warning stays on the console")
 def _run_with_a_job_log(code: str, tmp_path):
     """`code` in a fresh interpreter with its log file as argv[1]: (what reached the console, the log's text)."""
     log = tmp_path / "job.log"
-    proc = subprocess.run([sys.executable, "-c", code, str(log)], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(log)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout + proc.stderr, log.read_text()
 
@@ -83,8 +99,18 @@ def test_harmless_import_warnings_go_to_the_job_log(tmp_path):
 @pytest.mark.slow
 def test_the_benchmark_process_sends_its_library_noise_to_the_job_log(tmp_path, cache_dir, tiny_model_dir):
     """The offline benchmark runs in a fresh process (runner/benchmark/worker.py): its imports warn too."""
-    proc = run_qrun(["model=hf", f"model.id={tiny_model_dir}", "format=fp32", "stages=[quantize,benchmark]",
-                     "benchmark=quick", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path, cache_dir)
+    proc = run_qrun(
+        [
+            "model=hf",
+            f"model.id={tiny_model_dir}",
+            "format=fp32",
+            "stages=[quantize,benchmark]",
+            "benchmark=quick",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        ],
+        tmp_path,
+        cache_dir,
+    )
     console = proc.stdout + proc.stderr
     assert proc.returncode == 0, console[-3000:]
     leaked = [line for line in console.splitlines() if any(n in line for n in NOISE)]

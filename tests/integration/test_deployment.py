@@ -3,6 +3,7 @@
 The sweep runs the real `qrun` on the tiny model behind the real llama.cpp server; the stored-runs tests
 log loads measured against a real server on 127.0.0.1 throttled by the test (tests/throttled_server.py).
 """
+
 import asyncio
 import subprocess
 import sys
@@ -14,28 +15,38 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from helpers import QRUN, ROOT, mlflow_runs, run_qrun
-from runner.config.schema import BenchmarkConfig, register_configs
-from runner.report.scenario import mismatch
-from runner.config.presets import load_preset
-from runner.report.data import Row
-from runner.report.recommend import Constraints, recommend
-from runner.tracking import capacity_csv
 from runner.benchmark.loadgen import run_load, summarize
 from runner.benchmark.servers import ServerProcess, ServerSpec, pick_port
+from runner.config.presets import load_preset
+from runner.config.schema import BenchmarkConfig, register_configs
+from runner.report.data import Row
+from runner.report.recommend import Constraints, recommend
+from runner.report.scenario import mismatch
+from runner.tracking import capacity_csv
 
 register_configs()
 THROTTLED = ROOT / "tests" / "throttled_server.py"
-SCENARIO_ARGS = ["deployment=cpu_chat_4users", "eval.n_tokens=1024", "eval.ctx_len=128", "eval.stride=128",
-                 "deployment.prompt_tokens=32", "deployment.output_tokens=8", "deployment.requests=8",
-                 "deployment.capacity_search=true", "benchmark.capacity.max_users=4", "benchmark.capacity.requests_per_user=2",
-                 "benchmark.capacity.min_requests=4"]
+SCENARIO_ARGS = [
+    "deployment=cpu_chat_4users",
+    "eval.n_tokens=1024",
+    "eval.ctx_len=128",
+    "eval.stride=128",
+    "deployment.prompt_tokens=32",
+    "deployment.output_tokens=8",
+    "deployment.requests=8",
+    "deployment.capacity_search=true",
+    "benchmark.capacity.max_users=4",
+    "benchmark.capacity.requests_per_user=2",
+    "benchmark.capacity.min_requests=4",
+]
 
 
 @pytest.fixture(scope="module")
 def scenario_sweep(tiny_model_dir, cache_dir, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("scenario")
-    proc = run_qrun(["-m", "format=gguf_q8_0,gguf_q4_k_m", "model=hf", f"model.id={tiny_model_dir}", *SCENARIO_ARGS],
-                    cwd, cache_dir)
+    proc = run_qrun(
+        ["-m", "format=gguf_q8_0,gguf_q4_k_m", "model=hf", f"model.id={tiny_model_dir}", *SCENARIO_ARGS], cwd, cache_dir
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return cwd, proc
 
@@ -47,7 +58,9 @@ def test_scenario_sweep_ends_with_the_decision_on_the_parent_run(scenario_sweep,
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     # named after what was swept, the model and the time
     assert parent.info.run_name.startswith("format=gguf_q8_0,gguf_q4_k_m deployment=cpu_chat_4users ")
-    assert f" · {tiny_model_dir.name} · " in parent.info.run_name and parent.data.tags["deployment"] == "cpu_chat_4users"
+    assert (
+        f" · {tiny_model_dir.name} · " in parent.info.run_name and parent.data.tags["deployment"] == "cpu_chat_4users"
+    )
     # the scenario drove every job's benchmark: a real server at its 4 users, prefix caching off
     for child in children:
         p, m = child.data.params, child.data.metrics
@@ -67,11 +80,17 @@ def test_scenario_sweep_ends_with_the_decision_on_the_parent_run(scenario_sweep,
     by = {c.data.params["format.name"]: c.data.metrics for c in children}
 
     def meets(m):
-        return (m["serving/latency_s_p95"] <= 5.0 and m["serving/failure_rate"] <= 0.01
-                and abs(m["quality/ppl_delta_pct"]) <= 10.0 and m["perf/peak_rss_bytes"] <= 8 * 1024 ** 3)
+        return (
+            m["serving/latency_s_p95"] <= 5.0
+            and m["serving/failure_rate"] <= 0.01
+            and abs(m["quality/ppl_delta_pct"]) <= 10.0
+            and m["perf/peak_rss_bytes"] <= 8 * 1024**3
+        )
 
     eligible = sorted(f for f, m in by.items() if meets(m))
-    assert ("## Recommendation: " in text) == bool(eligible) and ("## No recommendation" in text) == (not eligible), text
+    assert ("## Recommendation: " in text) == bool(eligible) and ("## No recommendation" in text) == (not eligible), (
+        text
+    )
     if eligible:
         chosen = text.split("## Recommendation: ", 1)[1].split()[0]
         assert chosen in eligible, (chosen, eligible)
@@ -82,7 +101,9 @@ def test_scenario_sweep_ends_with_the_decision_on_the_parent_run(scenario_sweep,
     # capacity: the largest probed user count whose probe met the SLO, read back from the raw probes
     for child in children:
         fmt = child.data.params["format.name"]
-        probes = capacity_csv.read(Path(client.download_artifacts(child.info.run_id, "artifacts/serving/capacity.csv", str(cwd / fmt))))
+        probes = capacity_csv.read(
+            Path(client.download_artifacts(child.info.run_id, "artifacts/serving/capacity.csv", str(cwd / fmt)))
+        )
         held = [int(p["users"]) for p in probes if int(p["meets_slo"])]
         assert child.data.metrics["capacity/max_users"] == (max(held) if held else 0), probes
         assert all(float(p["latency_s_p95"]) <= 5.0 for p in probes if int(p["meets_slo"]))
@@ -93,10 +114,13 @@ def test_scenario_sweep_ends_with_the_decision_on_the_parent_run(scenario_sweep,
 
 
 def test_bad_scenario_is_one_line_before_any_job(tmp_path, cache_dir):
-    proc = run_qrun(["-m", "format=fp32", "deployment=cpu_chat_4users", "deployment.max_failure_rate=2"], tmp_path, cache_dir)
+    proc = run_qrun(
+        ["-m", "format=fp32", "deployment=cpu_chat_4users", "deployment.max_failure_rate=2"], tmp_path, cache_dir
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == ("error: deployment.max_failure_rate: 2.0 is outside [0, 1] -- fix: "
-                                                    "use a share, e.g. 0.01")
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: deployment.max_failure_rate: 2.0 is outside [0, 1] -- fix: use a share, e.g. 0.01"
+    )
     assert not mlflow_runs(tmp_path / "mlflow.db")[1]
 
 
@@ -112,38 +136,70 @@ def test_every_scenario_composes_validates_and_drives_the_benchmark(name):
     assert d.name == name and cfg.hardware.name == d.hardware and b.kind == d.kind
     assert (b.prompt_tokens, b.gen_tokens) == (d.prompt_tokens, d.output_tokens)
     if d.kind == "serving":
-        assert (b.concurrency, b.requests, b.slo.latency_s, b.capacity.enabled) == (d.users, d.requests, d.slo.latency_s,
-                                                                                     d.capacity_search)
+        assert (b.concurrency, b.requests, b.slo.latency_s, b.capacity.enabled) == (
+            d.users,
+            d.requests,
+            d.slo.latency_s,
+            d.capacity_search,
+        )
     with pytest.raises(Exception, match="userz"):
         _compose([f"deployment={name}", "deployment.userz=4"])
 
 
 def test_like_with_like_rule():
     chat, local = (load_preset("deployment", n, "deployment") for n in ("cpu_chat_4users", "cpu_local_1user"))
-    serving4 = {"benchmark.kind": "serving", "benchmark.concurrency": "4", "benchmark.arrival": "closed",
-                "benchmark.prompt_tokens": "128", "benchmark.gen_tokens": "32", "benchmark.rate": "2.0"}
+    serving4 = {
+        "benchmark.kind": "serving",
+        "benchmark.concurrency": "4",
+        "benchmark.arrival": "closed",
+        "benchmark.prompt_tokens": "128",
+        "benchmark.gen_tokens": "32",
+        "benchmark.rate": "2.0",
+    }
     offline = {"benchmark.kind": "offline", "benchmark.prompt_tokens": "256", "benchmark.gen_tokens": "64"}
     assert mismatch(serving4, chat) is None and mismatch(offline, local) is None
     assert mismatch({**serving4, "benchmark.concurrency": "1"}, chat) == (
-        "measured as serving, 1 users, closed loop, 128+32 tokens, not as the scenario's serving, 4 users, closed loop, "
-        "128+32 tokens")
+        "measured as serving, 1 users, closed loop, 128+32 tokens, not as the scenario's serving, 4 users, closed "
+        "loop, "
+        "128+32 tokens"
+    )
     assert mismatch(offline, chat).startswith("measured as offline single stream, 256+64 tokens")
     # one stream through a server is not the in-process single stream of an offline scenario
-    assert mismatch({**serving4, "benchmark.concurrency": "1", "benchmark.prompt_tokens": "256",
-                     "benchmark.gen_tokens": "64"}, local) is not None
+    assert (
+        mismatch(
+            {**serving4, "benchmark.concurrency": "1", "benchmark.prompt_tokens": "256", "benchmark.gen_tokens": "64"},
+            local,
+        )
+        is not None
+    )
 
 
 def test_overlapping_intervals_are_a_tie_that_speed_decides():
     """KLD 0.010 vs 0.012 with overlapping 95 % intervals: a tie (runner/report/ties.py); the faster one wins."""
     d = load_preset("deployment", "cpu_local_1user", "deployment")
-    params = {"hardware.name": "cpu", "format.engine": "llama_cpp", "benchmark.kind": "offline", "benchmark.prompt_tokens": "256",
-              "benchmark.gen_tokens": "64"}
+    params = {
+        "hardware.name": "cpu",
+        "format.engine": "llama_cpp",
+        "benchmark.kind": "offline",
+        "benchmark.prompt_tokens": "256",
+        "benchmark.gen_tokens": "64",
+    }
 
     def row(name, kld, lo, hi, tput):
-        return Row(name, "FINISHED", {"format.name": name, **params},
-                   {"quality/kld_mean": kld, "quality/kld_mean_ci_low": lo, "quality/kld_mean_ci_high": hi,
-                    "quality/ppl_delta_pct": 1.0, "perf/latency_s_p95": 2.0, "perf/throughput_tok_s": tput,
-                    "perf/peak_rss_bytes": 1e9})
+        return Row(
+            name,
+            "FINISHED",
+            {"format.name": name, **params},
+            {
+                "quality/kld_mean": kld,
+                "quality/kld_mean_ci_low": lo,
+                "quality/kld_mean_ci_high": hi,
+                "quality/ppl_delta_pct": 1.0,
+                "perf/latency_s_p95": 2.0,
+                "perf/throughput_tok_s": tput,
+                "perf/peak_rss_bytes": 1e9,
+            },
+        )
 
     c = Constraints.of_scenario(d)
     result = recommend([row("a", 0.010, 0.008, 0.013, 20.0), row("b", 0.012, 0.009, 0.015, 30.0)], c, "quality")
@@ -160,48 +216,118 @@ def stored(tmp_path_factory):
     """
     tmp = tmp_path_factory.mktemp("stored")
     d = load_preset("deployment", "cpu_chat_4users", "deployment")
-    bench = OmegaConf.merge(OmegaConf.structured(BenchmarkConfig(name="serving")),
-                            {"concurrency": d.users, "requests": d.requests, "prompt_tokens": d.prompt_tokens,
-                             "gen_tokens": d.output_tokens, "request_timeout_s": 30})
+    bench = OmegaConf.merge(
+        OmegaConf.structured(BenchmarkConfig(name="serving")),
+        {
+            "concurrency": d.users,
+            "requests": d.requests,
+            "prompt_tokens": d.prompt_tokens,
+            "gen_tokens": d.output_tokens,
+            "request_timeout_s": 30,
+        },
+    )
 
     def measure(fail_every, users=d.users):
         port = pick_port("127.0.0.1", 0)
-        spec = ServerSpec(name="throttled", cmd=[sys.executable, str(THROTTLED), "--port", str(port), "--service-s", "0.05",
-                                                 "--fail-every", str(fail_every)], host="127.0.0.1", port=port,
-                          health_path="/health", model="m")
+        spec = ServerSpec(
+            name="throttled",
+            cmd=[
+                sys.executable,
+                str(THROTTLED),
+                "--port",
+                str(port),
+                "--service-s",
+                "0.05",
+                "--fail-every",
+                str(fail_every),
+            ],
+            host="127.0.0.1",
+            port=port,
+            health_path="/health",
+            model="m",
+        )
         with ServerProcess(spec, tmp / f"server{port}.log") as server:
             server.wait_healthy(30)
             cfg = OmegaConf.merge(bench, {"concurrency": users})
-            return summarize(asyncio.run(run_load(server.spec, [f"prompt {i}" for i in range(d.requests)], cfg)), cfg.slo)
+            return summarize(
+                asyncio.run(run_load(server.spec, [f"prompt {i}" for i in range(d.requests)], cfg)), cfg.slo
+            )
 
-    serving = {"benchmark.kind": "serving", "benchmark.arrival": "closed", "benchmark.prompt_tokens": "128",
-               "benchmark.gen_tokens": "32", "hardware.name": "cpu", "hardware.device": "cpu", "format.engine": "llama_cpp"}
+    serving = {
+        "benchmark.kind": "serving",
+        "benchmark.arrival": "closed",
+        "benchmark.prompt_tokens": "128",
+        "benchmark.gen_tokens": "32",
+        "hardware.name": "cpu",
+        "hardware.device": "cpu",
+        "format.engine": "llama_cpp",
+    }
     runs = [  # (format, params, metrics)
-        ("gguf_q4_k_m", {**serving, "benchmark.concurrency": "4"}, {**measure(0), "quality/kld_mean": 0.03, "quality/ppl_delta_pct": 3.0}),
-        ("gguf_q8_0", {**serving, "benchmark.concurrency": "4"}, {**measure(4), "quality/kld_mean": 0.004, "quality/ppl_delta_pct": 0.4}),
-        ("gguf_q4_k_m", {**serving, "benchmark.concurrency": "1"}, {"serving/latency_s_p95": 99.0, "serving/failure_rate": 0.0,
-                                                                    "quality/kld_mean": 0.03, "quality/ppl_delta_pct": 3.0}),
-        ("fp16", {"benchmark.kind": "offline", "benchmark.prompt_tokens": "128", "benchmark.gen_tokens": "32",
-                  "hardware.name": "cpu", "hardware.device": "cpu", "format.engine": "torch"},
-         {"perf/latency_s_p95": 0.01, "perf/throughput_tok_s": 3000.0, "quality/kld_mean": 0.0,
-          "quality/ppl_delta_pct": 0.0}),
+        (
+            "gguf_q4_k_m",
+            {**serving, "benchmark.concurrency": "4"},
+            {**measure(0), "quality/kld_mean": 0.03, "quality/ppl_delta_pct": 3.0},
+        ),
+        (
+            "gguf_q8_0",
+            {**serving, "benchmark.concurrency": "4"},
+            {**measure(4), "quality/kld_mean": 0.004, "quality/ppl_delta_pct": 0.4},
+        ),
+        (
+            "gguf_q4_k_m",
+            {**serving, "benchmark.concurrency": "1"},
+            {
+                "serving/latency_s_p95": 99.0,
+                "serving/failure_rate": 0.0,
+                "quality/kld_mean": 0.03,
+                "quality/ppl_delta_pct": 3.0,
+            },
+        ),
+        (
+            "fp16",
+            {
+                "benchmark.kind": "offline",
+                "benchmark.prompt_tokens": "128",
+                "benchmark.gen_tokens": "32",
+                "hardware.name": "cpu",
+                "hardware.device": "cpu",
+                "format.engine": "torch",
+            },
+            {
+                "perf/latency_s_p95": 0.01,
+                "perf/throughput_tok_s": 3000.0,
+                "quality/kld_mean": 0.0,
+                "quality/ppl_delta_pct": 0.0,
+            },
+        ),
     ]
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment("quant-runner", artifact_location=(tmp / "mlartifacts").as_uri())
     parent = client.create_run(exp, run_name="sweep", tags={"qrun.sweep": "true"}).info.run_id
     for i, (fmt, params, metrics) in enumerate(runs):
-        run = client.create_run(exp, run_name=fmt, tags={"mlflow.parentRunId": parent, "qrun.job_key": f"job{i}"}).info.run_id
-        client.log_batch(run, params=[Param(k, v) for k, v in {"format.name": fmt, **params}.items()],
-                         metrics=[Metric(k, float(v), 0, 0) for k, v in {**metrics, "perf/peak_rss_bytes": 5e8}.items()])
+        run = client.create_run(
+            exp, run_name=fmt, tags={"mlflow.parentRunId": parent, "qrun.job_key": f"job{i}"}
+        ).info.run_id
+        client.log_batch(
+            run,
+            params=[Param(k, v) for k, v in {"format.name": fmt, **params}.items()],
+            metrics=[Metric(k, float(v), 0, 0) for k, v in {**metrics, "perf/peak_rss_bytes": 5e8}.items()],
+        )
         client.set_terminated(run, "FINISHED")
     client.set_terminated(parent, "FINISHED")
     return tmp, uri, runs
 
 
 def _recommend(tmp, uri, *args):
-    return subprocess.run(QRUN[:1] + ["-m", "runner.report", "recommend", *args, "--tracking-uri", uri], cwd=tmp,
-                          capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        QRUN[:1] + ["-m", "runner.report", "recommend", *args, "--tracking-uri", uri],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_failed_requests_reject_a_format(stored):
@@ -218,8 +344,13 @@ def test_latency_constraint_ignores_offline_runs(stored):
     tmp, uri, _ = stored
     proc = _recommend(tmp, uri, "--deployment", "cpu_chat_4users")
     # fp16's single-stream p95 of 0.01 s says nothing about 4 users: not judged on it, and not chosen despite KLD 0
-    assert ("- fp16: measured as offline single stream, 128+32 tokens, not as the scenario's serving, 4 users, "
-            "closed loop, 128+32 tokens") in proc.stdout
+    assert (
+        "- fp16: measured as offline single stream, 128+32 tokens, not as the scenario's serving, 4 users, "
+        "closed loop, 128+32 tokens"
+    ) in proc.stdout
     # gguf_q4_k_m's run at 1 user (p95 99 s) is set aside, not held against the 4-user SLO
-    assert "Not judged (measured under another load; the format's run under the scenario's load was): gguf_q4_k_m" in proc.stdout
+    assert (
+        "Not judged (measured under another load; the format's run under the scenario's load was): gguf_q4_k_m"
+        in proc.stdout
+    )
     assert "99" not in proc.stdout

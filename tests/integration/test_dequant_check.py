@@ -1,6 +1,6 @@
 """dequant_check: a GGUF file's weights dequantized on torch vs llama.cpp's kernels, same tokens, same reference."""
-import pytest
 
+import pytest
 
 
 @pytest.fixture(scope="module")
@@ -36,4 +36,3 @@ def test_verdict_needs_a_gap_both_significant_and_material():
     assert verdict(-0.02, -0.025, -0.015, kld_dequant=0.05) == "kernel_gains_quality"
     assert verdict(0.02, -0.001, 0.04, kld_dequant=0.05) == "agree"  # interval holds 0
     assert verdict(2e-4, 1e-4, 3e-4, kld_dequant=0.05) == "agree"  # significant, but immaterial
-

@@ -1,14 +1,32 @@
 """End to end through the real `qrun` app on a tiny random Llama, into a real MLflow SQLite store."""
+
 import json
 
 import pytest
 
 from helpers import TINY_ARGS, TINY_SWEEP_FORMATS, assert_benchmarked, mlflow_runs, run_job
 
-METRICS = ["quality/ppl", "quality/ppl_delta_pct", "quality/kld_mean", "quality/kld_p99", "quality/top1_agree",
-           "size/bytes", "size/bits_per_weight", "size/compression_vs_fp16", "perf/load_s", "perf/prefill_tok_s",
-           "perf/decode_tok_s", "perf/ttft_s_p50", "perf/latency_s_p50", "perf/latency_s_p95", "perf/throughput_tok_s",
-           "perf/peak_rss_bytes", "time/quantize_s", "time/evaluate_s", "time/benchmark_s"]
+METRICS = [
+    "quality/ppl",
+    "quality/ppl_delta_pct",
+    "quality/kld_mean",
+    "quality/kld_p99",
+    "quality/top1_agree",
+    "size/bytes",
+    "size/bits_per_weight",
+    "size/compression_vs_fp16",
+    "perf/load_s",
+    "perf/prefill_tok_s",
+    "perf/decode_tok_s",
+    "perf/ttft_s_p50",
+    "perf/latency_s_p50",
+    "perf/latency_s_p95",
+    "perf/throughput_tok_s",
+    "perf/peak_rss_bytes",
+    "time/quantize_s",
+    "time/evaluate_s",
+    "time/benchmark_s",
+]
 
 
 def test_sweep_logs_parent_and_a_child_per_format(tiny_sweep):
@@ -30,8 +48,16 @@ def test_children_have_metrics_params_tags_artifacts(tiny_sweep):
         assert m["quality/ppl"] > 1 and 0 <= m["quality/top1_agree"] <= 1 and m["quality/kld_mean"] >= 0
         assert m["perf/peak_rss_bytes"] > 50e6
         assert_benchmarked(m)
-        for key in ("eval.ctx_len", "eval.stride", "eval.n_tokens", "eval.add_bos", "eval.corpus_sha256", "model.id",
-                    "hardware.threads", "format.engine"):
+        for key in (
+            "eval.ctx_len",
+            "eval.stride",
+            "eval.n_tokens",
+            "eval.add_bos",
+            "eval.corpus_sha256",
+            "model.id",
+            "hardware.threads",
+            "format.engine",
+        ):
             assert key in p, key
         assert p["eval.n_tokens"] == "1024" and len(p["eval.corpus_sha256"]) == 64
         for key in ("git.sha", "git.dirty", "version.torch", "version.transformers", "host.cpu"):
@@ -70,8 +96,11 @@ def test_sweep_summary_is_printed_and_logged(tiny_sweep):
 
 
 def test_rerun_uses_the_cache(tiny_sweep, tiny_model_dir, tmp_path):
-    out = run_job(["format=fp16", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize,evaluate]", *TINY_ARGS],
-                  tiny_sweep.copy_store(tmp_path), tiny_sweep.cache)
+    out = run_job(
+        ["format=fp16", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize,evaluate]", *TINY_ARGS],
+        tiny_sweep.copy_store(tmp_path),
+        tiny_sweep.cache,
+    )
     assert out.returncode == 0, out.line
     _, runs = mlflow_runs(out.db)
     latest = max(runs, key=lambda r: r.info.start_time)
@@ -85,11 +114,15 @@ def test_artifact_loads_in_plain_transformers(tiny_sweep):
     import subprocess
     import sys
 
-    manifests = [p for p in tiny_sweep.cache.glob("artifacts/*/manifest.json") if json.loads(p.read_text())["format"] == "fp16"]
+    manifests = [
+        p for p in tiny_sweep.cache.glob("artifacts/*/manifest.json") if json.loads(p.read_text())["format"] == "fp16"
+    ]
     assert manifests
-    code = ("import sys, torch; from transformers import AutoModelForCausalLM as M; "
-            "m = M.from_pretrained(sys.argv[1]); assert m.dtype == torch.float16, m.dtype; "
-            "print(m(torch.tensor([[1, 5, 9]])).logits.shape)")
+    code = (
+        "import sys, torch; from transformers import AutoModelForCausalLM as M; "
+        "m = M.from_pretrained(sys.argv[1]); assert m.dtype == torch.float16, m.dtype; "
+        "print(m(torch.tensor([[1, 5, 9]])).logits.shape)"
+    )
     proc = subprocess.run([sys.executable, "-c", code, str(manifests[0].parent)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "torch.Size([1, 3," in proc.stdout

@@ -1,4 +1,5 @@
 """Engine identity: each job runs on its own format.engine, even when jobs share one cached artifact."""
+
 import pytest
 
 from helpers import TINY_ARGS, mlflow_runs, run_job
@@ -41,8 +42,14 @@ def test_stream_params_are_logged(q8_on_two_engines):
 
 def test_same_artifact_on_another_engine_is_not_the_baseline(tiny_model_dir, tiny_sweep, tmp_path):
     """The baseline shortcut (KLD exactly 0) needs the baseline's artifact AND its engine."""
-    args = ["format=gguf_f16", "eval.baseline=gguf_f16", "model=hf", f"model.id={tiny_model_dir}",
-            "stages=[quantize,evaluate]", *TINY_ARGS]
+    args = [
+        "format=gguf_f16",
+        "eval.baseline=gguf_f16",
+        "model=hf",
+        f"model.id={tiny_model_dir}",
+        "stages=[quantize,evaluate]",
+        *TINY_ARGS,
+    ]
     for engine in ("llama_cpp", "torch"):
         out = run_job([*args, f"format.engine={engine}"], tmp_path, tiny_sweep.cache)
         assert out.returncode == 0, out.line
@@ -55,14 +62,27 @@ def test_same_artifact_on_another_engine_is_not_the_baseline(tiny_model_dir, tin
 
 
 def test_llama_cpp_engine_on_a_safetensors_format_is_one_line(tiny_model_dir, cache_dir, tmp_path):
-    out = run_job(["format=fp32", "format.engine=llama_cpp", "model=hf", f"model.id={tiny_model_dir}",
-                   "stages=[quantize,evaluate]", *TINY_ARGS], tmp_path, cache_dir)
+    out = run_job(
+        [
+            "format=fp32",
+            "format.engine=llama_cpp",
+            "model=hf",
+            f"model.id={tiny_model_dir}",
+            "stages=[quantize,evaluate]",
+            *TINY_ARGS,
+        ],
+        tmp_path,
+        cache_dir,
+    )
     assert out.returncode == 2
-    assert out.line.startswith("error: format.engine: llama_cpp does not run the torch_dtype format (fp32) -- fix: "
-                               "use format.engine=torch or vllm or exllamav2")
+    assert out.line.startswith(
+        "error: format.engine: llama_cpp does not run the torch_dtype format (fp32) -- fix: "
+        "use format.engine=torch or vllm or exllamav2"
+    )
 
 
 # --- the summary says what KLD is, per engine ----------------------------------------------------------
+
 
 def _logged_runs(tmp_path, rows):
     """Real MLflow runs (SQLite) carrying the params and metrics the summary reads."""
@@ -70,15 +90,29 @@ def _logged_runs(tmp_path, rows):
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.create_experiment("summary")
-    common = {"eval.n_scored": "1000", "eval.corpus": "c", "eval.ctx_len": "128", "eval.stride": "128",
-              "eval.add_bos": "True", "eval.add_bos_source": "tokenizer", "eval.corpus_sha256": "0" * 64,
-              "eval.baseline": "fp32", "eval.baseline_engine": "torch", "eval.kld_topk": "64", "eval.tokenizer": "hf"}
+    common = {
+        "eval.n_scored": "1000",
+        "eval.corpus": "c",
+        "eval.ctx_len": "128",
+        "eval.stride": "128",
+        "eval.add_bos": "True",
+        "eval.add_bos_source": "tokenizer",
+        "eval.corpus_sha256": "0" * 64,
+        "eval.baseline": "fp32",
+        "eval.baseline_engine": "torch",
+        "eval.kld_topk": "64",
+        "eval.tokenizer": "hf",
+    }
     for name, engine, chars_per_token in rows:
         run = client.create_run(exp)
-        logged = {"format.name": name, "format.engine": engine, "eval.chars_per_token": chars_per_token,
-                  # what the evaluate stage logs: vLLM hands back its top-128 log-probs, the others the whole vocabulary
-                  "eval.logprobs": "top-128" if engine == "vllm" else "full",
-                  "eval.tokens_plausible": str(float(chars_per_token) >= 1.5)}
+        logged = {
+            "format.name": name,
+            "format.engine": engine,
+            "eval.chars_per_token": chars_per_token,
+            # what the evaluate stage logs: vLLM hands back its top-128 log-probs, the others the whole vocabulary
+            "eval.logprobs": "top-128" if engine == "vllm" else "full",
+            "eval.tokens_plausible": str(float(chars_per_token) >= 1.5),
+        }
         for k, v in {**common, **logged}.items():
             client.log_param(run.info.run_id, k, v)
         client.log_metric(run.info.run_id, "quality/kld_mean", 0.01)
@@ -89,8 +123,9 @@ def _logged_runs(tmp_path, rows):
 def test_summary_labels_kld_per_engine(tmp_path):
     from runner.report.summary import render
 
-    runs = _logged_runs(tmp_path, [("fp16", "torch", "3.1"), ("gguf_q4_k_m", "llama_cpp", "3.1"),
-                                   ("fp16_vllm", "vllm", "3.1")])
+    runs = _logged_runs(
+        tmp_path, [("fp16", "torch", "3.1"), ("gguf_q4_k_m", "llama_cpp", "3.1"), ("fp16_vllm", "vllm", "3.1")]
+    )
     lines = render(runs, "sqlite:///x", "summary").splitlines()
     full = [l for l in lines if l.startswith("KLD on llama_cpp, torch:")]
     vllm = [l for l in lines if l.startswith("KLD on vllm")]

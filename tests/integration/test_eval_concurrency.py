@@ -1,5 +1,6 @@
 """The torch engine scores several eval windows at once where its matmuls leave cores idle (fp16 on a CPU
 without oneDNN fp16): the same arrays, in the same order, errors raised in place."""
+
 import threading
 from types import SimpleNamespace
 
@@ -17,8 +18,12 @@ def fp16_loaded(tiny_model_dir, tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path_factory.mktemp("tiny_fp16")
-    AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float16).save_pretrained(out, safe_serialization=True)
-    artifact = SimpleNamespace(path=str(out), manifest={"format": "fp16", "weight_files": [p.name for p in out.glob("*.safetensors")]})
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float16).save_pretrained(
+        out, safe_serialization=True
+    )
+    artifact = SimpleNamespace(
+        path=str(out), manifest={"format": "fp16", "weight_files": [p.name for p in out.glob("*.safetensors")]}
+    )
     threads = torch.get_num_threads()
     loaded = TorchEngine().load(artifact, SimpleNamespace(allow_pickle=False, trust_remote_code=False), HARDWARE)
     yield loaded

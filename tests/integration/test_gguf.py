@@ -1,4 +1,5 @@
 """The GGUF family end to end on the tiny Llama: convert once, K-quants, llama.cpp eval/bench, bad input."""
+
 import json
 import shutil
 import subprocess
@@ -18,8 +19,10 @@ def gguf_sweep(tiny_sweep):
 
 
 def _manifests(cache):
-    return {json.loads(p.read_text())["format"]: (p.parent, json.loads(p.read_text()))
-            for p in cache.glob("artifacts/*/manifest.json")}
+    return {
+        json.loads(p.read_text())["format"]: (p.parent, json.loads(p.read_text()))
+        for p in cache.glob("artifacts/*/manifest.json")
+    }
 
 
 def test_conversion_ran_once_for_all_types(gguf_sweep):
@@ -62,15 +65,21 @@ def test_real_tensor_types_are_recorded(gguf_sweep):
 
 def test_files_load_in_stock_llama_cpp_without_runner(gguf_sweep):
     _, cache, _, _ = gguf_sweep
-    code = STOCK_LLAMA_CPP_PRELUDE + ("import sys; from llama_cpp import Llama; "
-            "llm = Llama(model_path=sys.argv[1], n_ctx=64, verbose=False); "
-            "print('n_vocab', llm.n_vocab()); "
-            "print('generated', llm('To be', max_tokens=4, temperature=0)['usage']['completion_tokens'])")
+    code = STOCK_LLAMA_CPP_PRELUDE + (
+        "import sys; from llama_cpp import Llama; "
+        "llm = Llama(model_path=sys.argv[1], n_ctx=64, verbose=False); "
+        "print('n_vocab', llm.n_vocab()); "
+        "print('generated', llm('To be', max_tokens=4, temperature=0)['usage']['completion_tokens'])"
+    )
     for fmt, (folder, manifest) in _manifests(cache).items():
         if not fmt.startswith("gguf_"):
             continue
-        proc = subprocess.run([sys.executable, "-c", code, str(folder / manifest["weight_files"][0])],
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(folder / manifest["weight_files"][0])],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, (fmt, proc.stderr[-1500:])
         assert "n_vocab 512" in proc.stdout
         assert int(proc.stdout.split("generated ")[1].split()[0]) >= 1, (fmt, proc.stdout)  # it generated tokens
@@ -108,7 +117,11 @@ def _stock_llama_cpp_logprobs(gguf, ids):
     lc.llama_batch_free(batch)
     lc.llama_free(ctx)
     lc.llama_model_free(model)
-    return logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+    return (
+        logits
+        - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
+        - logits.max(1, keepdims=True)
+    )
 
 
 def test_engine_runs_the_gguf_as_stock_llama_cpp_does(gguf_sweep):
@@ -133,13 +146,21 @@ def test_engine_runs_the_gguf_as_stock_llama_cpp_does(gguf_sweep):
     np.testing.assert_allclose(got, _stock_llama_cpp_logprobs(gguf, ids), atol=1e-4)
     assert flash_attn in ("enabled", "disabled")
     amx = "; weight repacking off (llama.cpp's AMX buffer crashes here)" if _ggml_runs_amx() else ""
-    assert by["gguf_q8_0"].data.params["engine.kernel"] == f"flash attention {flash_attn} (llama.cpp's default: auto){amx}"
+    assert (
+        by["gguf_q8_0"].data.params["engine.kernel"] == f"flash attention {flash_attn} (llama.cpp's default: auto){amx}"
+    )
     # the serving benchmark's server (llama-cpp-python's, whose Llama() forces it off) is told the same
     from runner.benchmark.servers import llama_cpp_server
 
     hardware = SimpleNamespace(threads=2, n_gpu_layers=0)
-    spec = llama_cpp_server.spec(SimpleNamespace(path=folder, manifest=manifest), SimpleNamespace(path=folder),
-                                 SimpleNamespace(prompt_tokens=16, gen_tokens=8), hardware, "127.0.0.1", 1)
+    spec = llama_cpp_server.spec(
+        SimpleNamespace(path=folder, manifest=manifest),
+        SimpleNamespace(path=folder),
+        SimpleNamespace(prompt_tokens=16, gen_tokens=8),
+        hardware,
+        "127.0.0.1",
+        1,
+    )
     assert spec.cmd[spec.cmd.index("--flash_attn") + 1] == str(flash_attn == "enabled")
 
 
@@ -150,20 +171,23 @@ def test_weights_stay_out_of_llama_cpps_amx_buffer_where_ggml_runs_amx(monkeypat
 
     import llama_cpp as lc
 
-    from runner.engines import llama_cpp as engine
     from runner.benchmark.servers import llama_cpp_server
+    from runner.engines import llama_cpp as engine
 
     _, cache, _, _ = gguf_sweep
     folder, manifest = _manifests(cache)["gguf_q8_0"]
     artifact, hw = SimpleNamespace(path=folder, manifest=manifest), SimpleNamespace(threads=1, n_gpu_layers=0)
     seen = []
     load = lc.llama_model_load_from_file
-    monkeypatch.setattr(lc, "llama_model_load_from_file", lambda path, p: seen.append(p.use_extra_bufts) or load(path, p))
+    monkeypatch.setattr(
+        lc, "llama_model_load_from_file", lambda path, p: seen.append(p.use_extra_bufts) or load(path, p)
+    )
     for info, repack in ((b"CPU : AVX512 = 1 | AMX_INT8 = 1 | ", False), (b"CPU : AVX2 = 1 | AMX_INT8 = 0 | ", True)):
         monkeypatch.setattr(lc, "llama_print_system_info", lambda info=info: info)
         lc.llama_model_free(engine.load_model(str(folder / manifest["weight_files"][0]), hw))
-        cmd = llama_cpp_server.spec(artifact, SimpleNamespace(path=folder), SimpleNamespace(prompt_tokens=16, gen_tokens=8),
-                                    hw, "127.0.0.1", 1).cmd
+        cmd = llama_cpp_server.spec(
+            artifact, SimpleNamespace(path=folder), SimpleNamespace(prompt_tokens=16, gen_tokens=8), hw, "127.0.0.1", 1
+        ).cmd
         assert seen[-1] is repack and (cmd[1:3] == ["-m", "llama_cpp.server"]) is repack, (info, cmd[:3])
         assert ("use_extra_bufts = False" in cmd[2]) is not repack
 
@@ -173,8 +197,11 @@ def test_imatrix_changes_the_result_and_is_cached(tiny_sweep, tiny_model_dir, tm
     cache = tiny_sweep.cache
     calib = ["calibration=quick", "calibration.n_samples=4", "calibration.seq_len=64"]
     args = ["model=hf", f"model.id={tiny_model_dir}", "stages=[quantize]", *calib, *TINY_ARGS]
-    proc = run_qrun(["-m", "format=gguf_q4_k_m_imatrix,gguf_q4_k_m_imatrix", "format.quant_type=q4_k_m,q3_k_m", *args],
-                    tiny_sweep.copy_store(tmp_path), cache)
+    proc = run_qrun(
+        ["-m", "format=gguf_q4_k_m_imatrix,gguf_q4_k_m_imatrix", "format.quant_type=q4_k_m,q3_k_m", *args],
+        tiny_sweep.copy_store(tmp_path),
+        cache,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((cache / "imatrix").iterdir())) == 1  # computed once for both types
     manifests = [json.loads(p.read_text()) for p in cache.glob("artifacts/*/manifest.json")]
@@ -183,14 +210,20 @@ def test_imatrix_changes_the_result_and_is_cached(tiny_sweep, tiny_model_dir, tm
     assert with_im and plain
     assert with_im[0]["imatrix"]["n_tensors"] == 2 * 7 + 1  # 7 linear layers x 2 blocks + the untied lm_head
     assert with_im[0]["imatrix"]["calibration_tokens"] == 4 * 64
-    file_sha = lambda m: m["files"][m["weight_files"][0]]["sha256"]
+
+    def file_sha(m):
+        return m["files"][m["weight_files"][0]]["sha256"]
+
     assert file_sha(with_im[0]) != file_sha(plain[0])
 
 
 # --- bad input -------------------------------------------------------------------------------------
 
+
 def test_unknown_quant_type(tmp_path, cache_dir, tiny_model_dir):
-    out = run_job(["format=gguf_q4_k_m", "format.quant_type=q9_z", "model=hf", f"model.id={tiny_model_dir}"], tmp_path, cache_dir)
+    out = run_job(
+        ["format=gguf_q4_k_m", "format.quant_type=q9_z", "model=hf", f"model.id={tiny_model_dir}"], tmp_path, cache_dir
+    )
     assert out.returncode == 2 and out.line.startswith("error: format.quant_type:") and "q4_k_m" in out.line
 
 
@@ -207,7 +240,9 @@ def test_bad_gguf_input_file(tmp_path, cache_dir, gguf_sweep, damage):
     out = run_job(["model=gguf", f"model.id={bad}", "format=gguf_q4_k_m"], tmp_path, cache_dir)
     assert out.returncode == 2
     line = out.line
-    assert line.startswith("error: model.id:") and ("truncated" in line if damage == "truncated" else "not a GGUF" in line)
+    assert line.startswith("error: model.id:") and (
+        "truncated" in line if damage == "truncated" else "not a GGUF" in line
+    )
     _, runs = mlflow_runs(out.db)
     assert [r.info.status for r in runs] == ["FAILED"]
 

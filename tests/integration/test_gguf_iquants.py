@@ -1,4 +1,5 @@
 """GGUF i-quants with an importance matrix on the tiny Llama: presets, real tensor mix, the missing-imatrix error."""
+
 import json
 import subprocess
 import sys
@@ -17,8 +18,18 @@ def _last_line(proc):
 @pytest.mark.slow
 def test_iq2_xs_end_to_end_with_its_dequantized_cross_check(tmp_path, tiny_model_dir):
     cache = tmp_path / "cache"
-    proc = run_qrun(["format=gguf_iq2_xs", "model=hf", f"model.id={tiny_model_dir}", *CALIB,
-                     "stages=[quantize,evaluate,dequant_check]", *TINY_ARGS], tmp_path, cache)
+    proc = run_qrun(
+        [
+            "format=gguf_iq2_xs",
+            "model=hf",
+            f"model.id={tiny_model_dir}",
+            *CALIB,
+            "stages=[quantize,evaluate,dequant_check]",
+            *TINY_ARGS,
+        ],
+        tmp_path,
+        cache,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, runs = mlflow_runs(tmp_path / "mlflow.db")
     (run,) = runs
@@ -36,8 +47,10 @@ def test_iq2_xs_end_to_end_with_its_dequantized_cross_check(tmp_path, tiny_model
     assert run.data.tags["quality.kernel_vs_quantization"] in ("agree", "kernel_costs_quality", "kernel_gains_quality")
     # the file loads in stock llama.cpp, in a fresh process without the runner
     path = next(cache.glob("artifacts/*/model-iq2_xs.gguf"))
-    code = ("import sys; from llama_cpp import Llama; llm = Llama(model_path=sys.argv[1], n_ctx=64, verbose=False); "
-            "print('n_vocab', llm.n_vocab())")
+    code = (
+        "import sys; from llama_cpp import Llama; llm = Llama(model_path=sys.argv[1], n_ctx=64, verbose=False); "
+        "print('n_vocab', llm.n_vocab())"
+    )
     load = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
     assert load.returncode == 0 and "n_vocab 512" in load.stdout, load.stderr[-1500:]
 
@@ -45,8 +58,11 @@ def test_iq2_xs_end_to_end_with_its_dequantized_cross_check(tmp_path, tiny_model
 @pytest.mark.parametrize("preset", ["gguf_iq2_xs"])
 def test_low_bit_iquant_without_imatrix_is_one_line_before_work(tmp_path, tiny_model_dir, preset):
     cache = tmp_path / "cache"
-    proc = run_qrun([f"format={preset}", "format.imatrix=false", "model=hf", f"model.id={tiny_model_dir}", *TINY_ARGS],
-                    tmp_path, cache)
+    proc = run_qrun(
+        [f"format={preset}", "format.imatrix=false", "model=hf", f"model.id={tiny_model_dir}", *TINY_ARGS],
+        tmp_path,
+        cache,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     line = _last_line(proc)
     assert line.startswith("error: format.imatrix:") and "format.imatrix=true" in line, line

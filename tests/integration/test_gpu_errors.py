@@ -1,4 +1,5 @@
 """Without CUDA, the GPU formats, engines and profiles fail with one line, before any work (the job in-process)."""
+
 import pytest
 import torch
 
@@ -8,9 +9,15 @@ pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the me
 
 CASES = [
     (["format=exl2_4_0bpw"], "error: format: format exl2_4_0bpw (EXL2, exllamav2) needs a CUDA GPU"),
-    (["format=exl2", "format.bpw=5.0", "hardware=h100"], "error: format: format exl2 (EXL2, exllamav2) needs a CUDA GPU"),
+    (
+        ["format=exl2", "format.bpw=5.0", "hardware=h100"],
+        "error: format: format exl2 (EXL2, exllamav2) needs a CUDA GPU",
+    ),
     (["format=gptq_int4", "format.sym=false", "format.engine=vllm"], "error: format.sym: vLLM refuses asymmetric GPTQ"),
-    (["format=fp16", "format.engine=exllamav2", "hardware=cuda"], "error: format.engine: the exllamav2 engine needs a CUDA GPU"),
+    (
+        ["format=fp16", "format.engine=exllamav2", "hardware=cuda"],
+        "error: format.engine: the exllamav2 engine needs a CUDA GPU",
+    ),
     (["format=fp16", "hardware=rtx3090x2"], "error: hardware.device: 'cuda' needs a CUDA GPU"),
     (["format=exl2", "format.bpw=9.5"], "error: format.bpw: 9.5 is outside what EXL2 can reach"),
 ]

@@ -1,6 +1,7 @@
 """`pip install .` (not editable) gives a working qrun: the configs ship inside the package (runner/conf), the
 repository keeps conf/ at the top for editing. The wheel is built from a copy of the project files (the
 working tree gets no build/ folder) and installed with --target; its deps come from this venv."""
+
 import os
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT
+
 PROJECT_FILES = ("pyproject.toml", "setup.py", "README.md", "runner", "conf")
 
 
@@ -18,9 +20,28 @@ def installed(tmp_path_factory) -> Path:
     src, target = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("site")
     for name in PROJECT_FILES:
         copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
-        copy(ROOT / name, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}))
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                           "--target", str(target), str(src)], capture_output=True, text=True, timeout=300)
+        copy(
+            ROOT / name,
+            src / name,
+            **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}),
+        )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return target
 
@@ -32,13 +53,17 @@ def _run(installed: Path, args, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_installed_package_carries_the_configs(installed):
-    shipped = sorted(p.relative_to(installed / "runner" / "conf").as_posix() for p in (installed / "runner" / "conf").rglob("*.yaml"))
+    shipped = sorted(
+        p.relative_to(installed / "runner" / "conf").as_posix() for p in (installed / "runner" / "conf").rglob("*.yaml")
+    )
     in_repo = sorted(p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*.yaml"))
     assert shipped == in_repo
 
 
 def test_qrun_cfg_job_runs_from_the_installed_package(installed, tmp_path):
-    where = _run(installed, ["-c", "import runner, runner.paths as p; print(runner.__file__); print(p.CONF_DIR)"], tmp_path)
+    where = _run(
+        installed, ["-c", "import runner, runner.paths as p; print(runner.__file__); print(p.CONF_DIR)"], tmp_path
+    )
     module, conf_dir = where.stdout.split()
     assert Path(module).is_relative_to(installed) and Path(conf_dir) == installed / "runner" / "conf", where.stdout
 
@@ -57,8 +82,14 @@ def test_qrun_report_help_from_the_installed_package(installed, tmp_path):
 
 
 def test_help_introduces_qrun_and_lists_only_real_options(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "runner", "--help"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert out.startswith("qrun:") and "powered by Hydra" not in out

@@ -1,4 +1,5 @@
 """Cache and resume keys notice every change: texts by content, library versions, code, host, hub commit."""
+
 import importlib.metadata
 import json
 import subprocess
@@ -12,11 +13,11 @@ from helpers import ROOT, TINY_ARGS, mlflow_runs, run_job
 from runner.cache import Cache
 from runner.config.schema import register_configs
 from runner.data.models import model_fingerprint, resolve_model
+from runner.formats.artifacts import quantize
+from runner.job import job_key
+from runner.system import packages
 from runner.system.environment import code_identity
 from runner.system.hashing import sha256_bytes
-from runner.system import packages
-from runner.job import job_key
-from runner.formats.artifacts import quantize
 
 register_configs()
 IMATRIX_CALIB = ["format=gguf_q4_k_m_imatrix", "calibration=file", "calibration.n_samples=4", "calibration.seq_len=64"]
@@ -96,8 +97,15 @@ def test_a_changed_library_version_changes_the_job_key(fmt, dist, tiny_model_dir
 def test_resume_reuses_until_the_eval_text_changes(tmp_path, cache_dir, tiny_model_dir, texts):
     evalf = tmp_path / "eval.txt"
     evalf.write_text(texts[0], encoding="utf-8")
-    args = ["format=fp32", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize,evaluate]",
-            "eval.corpus.source=file", f"eval.corpus.path={evalf}", *TINY_ARGS]
+    args = [
+        "format=fp32",
+        "model=hf",
+        f"model.id={tiny_model_dir}",
+        "stages=[quantize,evaluate]",
+        "eval.corpus.source=file",
+        f"eval.corpus.path={evalf}",
+        *TINY_ARGS,
+    ]
     first, again = run_job(args, tmp_path, cache_dir), run_job(args, tmp_path, cache_dir)
     assert first.returncode == again.returncode == 0, first.line + again.line
     assert again.result["reused"] and again.result["run_id"] == first.result["run_id"]
@@ -143,8 +151,10 @@ def test_two_different_dirty_trees_have_different_code_identities(tmp_path):
 
 
 def test_environment_facts_do_not_import_torch():
-    code = ("import sys, json; from runner.system import environment as e; "
-            "print(json.dumps([e.environment_tags(), e.host_identity(), 'torch' in sys.modules]))")
+    code = (
+        "import sys, json; from runner.system import environment as e; "
+        "print(json.dumps([e.environment_tags(), e.host_identity(), 'torch' in sys.modules]))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     tags, host, torch_loaded = json.loads(proc.stdout)

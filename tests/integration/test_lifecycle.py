@@ -1,4 +1,5 @@
 """No MLflow run stays RUNNING after its process is gone: SIGTERM, a dead host, a killed sweep, a failing store."""
+
 import os
 import signal
 import socket
@@ -8,16 +9,19 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import QRUN, ROOT, TINY_ARGS, mlflow_runs, qrun_env, run_job, run_qrun, seed_store
 from omegaconf import OmegaConf
 
+from helpers import QRUN, ROOT, TINY_ARGS, mlflow_runs, qrun_env, run_job, run_qrun, seed_store
 from runner.system.lifecycle import Terminated, sigterm_raises
 
 
 def _dead_pid() -> int:
     """The pid of a process that has exited (and been reaped)."""
-    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True, check=True).stdout)
+    return int(
+        subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+        ).stdout
+    )
 
 
 def _tracker(db: Path):
@@ -43,9 +47,18 @@ def test_sigterm_of_a_job_ends_its_run_killed_and_leaves_no_temp(tmp_path, empty
     cache = empty_cache  # its own cache: every stage writes, so the kill can land inside an entry
     env = qrun_env(cache)
     seed_store(tmp_path)
-    args = ["format=fp16", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize,evaluate]", "eval.n_tokens=65536",
-            "eval.ctx_len=128", "eval.stride=128"]
-    proc = subprocess.Popen(QRUN + args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    args = [
+        "format=fp16",
+        "model=hf",
+        f"model.id={tiny_model_dir}",
+        "stages=[quantize,evaluate]",
+        "eval.n_tokens=65536",
+        "eval.ctx_len=128",
+        "eval.stride=128",
+    ]
+    proc = subprocess.Popen(
+        QRUN + args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:  # quantized: the job goes on to its evaluate stage
         if list(cache.glob("artifacts/*/.entry.json")):
@@ -85,11 +98,16 @@ def test_a_killed_sweeps_parent_run_is_closed_by_the_next_sweep(tmp_path, cache_
     sweep = {"qrun.sweep": "true"}
     here = socket.gethostname()
     dead_parent = client.create_run(exp, run_name="sweep killed", tags={**sweep, **_owner_tags(here, _dead_pid(), 0)})
-    child = client.create_run(exp, run_name="fp16", tags={"mlflow.parentRunId": dead_parent.info.run_id,
-                                                          **_owner_tags(here, _dead_pid(), 0)})
-    remote_parent = client.create_run(exp, run_name="sweep on a dead node", tags={**sweep, **_owner_tags("node-9", 1, 3600)})
+    child = client.create_run(
+        exp, run_name="fp16", tags={"mlflow.parentRunId": dead_parent.info.run_id, **_owner_tags(here, _dead_pid(), 0)}
+    )
+    remote_parent = client.create_run(
+        exp, run_name="sweep on a dead node", tags={**sweep, **_owner_tags("node-9", 1, 3600)}
+    )
     live_parent = client.create_run(exp, run_name="sweep running", tags={**sweep, **_owner_tags(here, os.getpid(), 0)})
-    proc = run_qrun(["-m", "format=fp32", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize]"], tmp_path, cache_dir)
+    proc = run_qrun(
+        ["-m", "format=fp32", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize]"], tmp_path, cache_dir
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     status = {r.info.run_id: r.info.status for r in mlflow_runs(tmp_path / "mlflow.db")[1]}
     assert status[dead_parent.info.run_id] == status[child.info.run_id] == status[remote_parent.info.run_id] == "KILLED"
@@ -106,9 +124,17 @@ def test_the_run_ends_even_when_logging_the_error_fails(tmp_path, cache_dir, tin
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "format=fp32", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize,no_such_stage]",
-            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"cache.dir={cache_dir}"])
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "format=fp32",
+                "model=hf",
+                f"model.id={tiny_model_dir}",
+                "stages=[quantize,no_such_stage]",
+                f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                f"cache.dir={cache_dir}",
+            ],
+        )
 
     def store_gone(self, text, name):
         raise OSError(f"cannot write {name}: the artifact store is gone")
@@ -126,7 +152,9 @@ def test_a_sweep_terminated_mid_job_ends_parent_and_job_killed(tmp_path, cache_d
     args = ["-m", "format=fp32,fp16", "model=hf", f"model.id={tiny_model_dir}", *tiny, "eval.n_tokens=65536"]
     env = qrun_env(cache_dir)
     seed_store(tmp_path)
-    proc = subprocess.Popen(QRUN + args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        QRUN + args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:  # the sweep's parent run exists (the store is set up)
         if list(tmp_path.glob("multirun/*/*/0_fp32")):

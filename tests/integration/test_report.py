@@ -1,4 +1,5 @@
 """qrun-report: the table, the plots and the recommendation, through a real MLflow store (synthetic seed runs)."""
+
 import json
 import subprocess
 
@@ -15,26 +16,37 @@ SEED = json.loads((ROOT / "tests" / "data" / "seed_runs.json").read_text())
 
 @pytest.fixture
 def store(tmp_path):
-    """The synthetic seed runs (hand-written numbers, not measurements) logged as one sweep into a SQLite MLflow store."""
+    """The synthetic runs (hand-written numbers, not measured) logged as one sweep into a SQLite MLflow store."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment("quant-runner", artifact_location=(tmp_path / "mlartifacts").as_uri())
     parent = client.create_run(exp, run_name="sweep", tags={"qrun.sweep": "true"}).info.run_id
     for i, rec in enumerate(SEED["runs"]):
-        run = client.create_run(exp, run_name=rec["format"], tags={"mlflow.parentRunId": parent, "qrun.job_key": f"job{i}"})
+        run = client.create_run(
+            exp, run_name=rec["format"], tags={"mlflow.parentRunId": parent, "qrun.job_key": f"job{i}"}
+        )
         params = {"format.name": rec["format"], "format.engine": rec["engine"], "hardware.name": rec["hardware"]}
         if "backend" in rec:
             params["format.backend"] = rec["backend"]
-        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
-                         metrics=[Metric(k, float(v), 0, 0) for k, v in rec["metrics"].items()])
+        client.log_batch(
+            run.info.run_id,
+            params=[Param(k, v) for k, v in params.items()],
+            metrics=[Metric(k, float(v), 0, 0) for k, v in rec["metrics"].items()],
+        )
         client.set_terminated(run.info.run_id, "FINISHED")
     client.set_terminated(parent, "FINISHED")
     return tmp_path, uri, parent
 
 
 def _report(tmp_path, uri, *args):
-    return subprocess.run(QRUN[:1] + ["-m", "runner.report", *args, "--tracking-uri", uri], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        QRUN[:1] + ["-m", "runner.report", *args, "--tracking-uri", uri],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
 
 
 SEED_CONSTRAINTS = ["--max-latency-p95", "3", "--min-throughput", "100"]

@@ -3,6 +3,7 @@
 No mocks: every test starts the real server process, sends real HTTP, and checks afterwards that
 the server's PID is gone.
 """
+
 import asyncio
 import csv
 import json
@@ -23,26 +24,33 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from helpers import QRUN, ROOT, mlflow_runs, run_qrun
+from runner.benchmark.loadgen import run_load, summarize
+from runner.benchmark.servers import ServerProcess, ServerSpec, pick_port, server_spec
+from runner.benchmark.serving import make_prompts, serving_benchmark
 from runner.cache import Cache
+from runner.config.checks import check_load_config
 from runner.config.schema import BenchmarkConfig, register_configs
 from runner.data.models import resolve_model
 from runner.errors import UserError
-from runner.benchmark.loadgen import run_load, summarize
-from runner.config.checks import check_load_config
-from runner.benchmark.servers import ServerProcess, ServerSpec, pick_port, server_spec
-from runner.quality.stream import token_stream
 from runner.formats.artifacts import quantize
-from runner.benchmark.serving import make_prompts, serving_benchmark
+from runner.quality.stream import token_stream
 
 register_configs()
-TINY = ["eval.n_tokens=1024", "benchmark=serving", "benchmark.prompt_tokens=32", "benchmark.gen_tokens=8",
-        "stages=[quantize,benchmark]"]
+TINY = [
+    "eval.n_tokens=1024",
+    "benchmark=serving",
+    "benchmark.prompt_tokens=32",
+    "benchmark.gen_tokens=8",
+    "stages=[quantize,benchmark]",
+]
 
 
 def _cfg(tiny_model_dir, fmt, *overrides):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=["model=hf", f"model.id={tiny_model_dir}", f"format={fmt}",
-                                                         *TINY, *overrides])
+        return compose(
+            config_name="config",
+            overrides=["model=hf", f"model.id={tiny_model_dir}", f"format={fmt}", *TINY, *overrides],
+        )
 
 
 def _setup(cache_dir, tiny_model_dir, fmt, *overrides):
@@ -70,8 +78,18 @@ def _csv(path):
 @pytest.fixture(scope="module")
 def qrun_serving(tiny_model_dir, cache_dir, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("serving")
-    proc = run_qrun(["model=hf", f"model.id={tiny_model_dir}", "format=gguf_q8_0", *TINY,
-                     "benchmark.concurrency=4", "benchmark.requests=16"], cwd, cache_dir)
+    proc = run_qrun(
+        [
+            "model=hf",
+            f"model.id={tiny_model_dir}",
+            "format=gguf_q8_0",
+            *TINY,
+            "benchmark.concurrency=4",
+            "benchmark.requests=16",
+        ],
+        cwd,
+        cache_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client, runs = mlflow_runs(cwd / "mlflow.db")
     return cwd, proc, client, runs[0]
@@ -85,10 +103,14 @@ def test_closed_loop_metrics_are_consistent(qrun_serving):
     for name in ("ttft_s", "tpot_s", "latency_s"):
         assert 0 < m[f"serving/{name}_p50"] <= m[f"serving/{name}_p95"] <= m[f"serving/{name}_p99"]
     assert m["serving/ttft_s_p99"] <= m["serving/latency_s_p99"]
-    assert m["serving/throughput_tok_s"] * m["serving/duration_s"] == pytest.approx(m["serving/output_tokens"], rel=1e-6)
+    assert m["serving/throughput_tok_s"] * m["serving/duration_s"] == pytest.approx(
+        m["serving/output_tokens"], rel=1e-6
+    )
     assert m["serving/requests_per_s"] * m["serving/duration_s"] == pytest.approx(16, rel=1e-6)
     assert 0 <= m["serving/goodput"] <= 1 and m["perf/peak_rss_bytes"] > 0
-    assert not {"perf/throughput_tok_s", "perf/latency_s_p95", "perf/ttft_s_p50"} & set(m)  # the offline benchmark's names
+    assert not {"perf/throughput_tok_s", "perf/latency_s_p95", "perf/ttft_s_p50"} & set(
+        m
+    )  # the offline benchmark's names
     # the CSV is the raw data: the logged metrics recompute from it
     local = next(cwd.glob("outputs/*/*/artifacts/serving/requests.csv"))
     rows = _csv(local)
@@ -99,7 +121,11 @@ def test_closed_loop_metrics_are_consistent(qrun_serving):
     assert m["serving/duration_s"] == pytest.approx(max(end) - min(sent))
     assert m["serving/duration_s"] < lat.sum()  # 4 users overlapped
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "artifacts/serving")}
-    assert {"artifacts/serving/requests.csv", "artifacts/serving/latency_cdf.png", "artifacts/serving/server.log"} <= logged
+    assert {
+        "artifacts/serving/requests.csv",
+        "artifacts/serving/latency_cdf.png",
+        "artifacts/serving/server.log",
+    } <= logged
 
 
 def test_server_is_gone_after_the_run(qrun_serving):
@@ -134,14 +160,28 @@ def test_busy_port_is_a_one_line_error(tiny_model_dir, cache_dir, tmp_path):
 
 
 def test_never_healthy_server_times_out_and_is_killed(tmp_path):
-    spec = ServerSpec(name="silent", cmd=[sys.executable, "-c", "import time; time.sleep(600)"], host="127.0.0.1",
-                      port=1, health_path="/health", model="m")
+    spec = ServerSpec(
+        name="silent",
+        cmd=[sys.executable, "-c", "import time; time.sleep(600)"],
+        host="127.0.0.1",
+        port=1,
+        health_path="/health",
+        model="m",
+    )
     server = ServerProcess(spec, tmp_path / "server.log").start()
-    with pytest.raises(UserError, match="^benchmark.startup_timeout_s: the silent server did not answer /health within 1.5 s"):
+    with pytest.raises(
+        UserError, match="^benchmark.startup_timeout_s: the silent server did not answer /health within 1.5 s"
+    ):
         server.wait_healthy(1.5)
     assert _gone(server.pid)
-    crash = ServerSpec(name="crash", cmd=[sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"],
-                       host="127.0.0.1", port=1, health_path="/health", model="m")
+    crash = ServerSpec(
+        name="crash",
+        cmd=[sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"],
+        host="127.0.0.1",
+        port=1,
+        health_path="/health",
+        model="m",
+    )
     server = ServerProcess(crash, tmp_path / "crash.log").start()
     with pytest.raises(RuntimeError, match="exited with code 3 before it was healthy(.|\n)*boom"):
         server.wait_healthy(30)
@@ -177,8 +217,14 @@ def test_poisson_arrivals_and_time_cap_account_for_every_request(llama_server):
 
 
 def test_server_dying_mid_run_fails_clearly_with_every_request_counted(tiny_model_dir, cache_dir, tmp_path):
-    cfg, model, artifact, stream = _setup(cache_dir, tiny_model_dir, "gguf_q8_0", "benchmark.requests=100",
-                                          "benchmark.concurrency=2", "benchmark.gen_tokens=64")
+    cfg, model, artifact, stream = _setup(
+        cache_dir,
+        tiny_model_dir,
+        "gguf_q8_0",
+        "benchmark.requests=100",
+        "benchmark.concurrency=2",
+        "benchmark.gen_tokens=64",
+    )
     killed = {}
 
     def kill_after_two_requests():  # SIGKILL the real server once the load is under way
@@ -189,7 +235,9 @@ def test_server_dying_mid_run_fails_clearly_with_every_request_counted(tiny_mode
         os.kill(killed["pid"], signal.SIGKILL)
 
     threading.Thread(target=kill_after_two_requests, daemon=True).start()
-    with pytest.raises(RuntimeError, match=r"exited with code -9 during the load: \d+ ok, \d+ failed or not sent of 100"):
+    with pytest.raises(
+        RuntimeError, match=r"exited with code -9 during the load: \d+ ok, \d+ failed or not sent of 100"
+    ):
         serving_benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, cfg.format.engine, out_dir=tmp_path)
     rows = _csv(tmp_path / "requests.csv")
     assert len(rows) == 100 and sum(r["status"] == "failed" for r in rows) >= 1
@@ -198,8 +246,9 @@ def test_server_dying_mid_run_fails_clearly_with_every_request_counted(tiny_mode
 
 
 def test_transformers_serve_runs_torch_artifacts(tiny_model_dir, cache_dir, tmp_path):
-    cfg, model, artifact, stream = _setup(cache_dir, tiny_model_dir, "fp32", "benchmark.requests=4",
-                                          "benchmark.concurrency=2")
+    cfg, model, artifact, stream = _setup(
+        cache_dir, tiny_model_dir, "fp32", "benchmark.requests=4", "benchmark.concurrency=2"
+    )
     m = serving_benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, cfg.format.engine, out_dir=tmp_path)
     assert (m["serving/requests_ok"], m["serving/output_tokens"]) == (4, 32)
     assert m["serving/ttft_s_p50"] <= m["serving/ttft_s_p95"] <= m["serving/ttft_s_p99"]
@@ -213,9 +262,17 @@ def test_vllm_server_command(tiny_model_dir):
     cmd = build_cmd(Path("/art/gptq"), "gptq_int4", cfg.benchmark, cfg.hardware, "127.0.0.1", 8123)
     assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     args = dict(zip(cmd[3::2], cmd[4::2]))
-    assert args == {"--model": "/art/gptq", "--served-model-name": "gptq_int4", "--host": "127.0.0.1", "--port": "8123",
-                    "--tensor-parallel-size": "2", "--gpu-memory-utilization": str(cfg.hardware.gpu_memory_utilization),
-                    "--max-model-len": str(32 + 8 + 64), "--max-num-seqs": "50", "--seed": "0"}
+    assert args == {
+        "--model": "/art/gptq",
+        "--served-model-name": "gptq_int4",
+        "--host": "127.0.0.1",
+        "--port": "8123",
+        "--tensor-parallel-size": "2",
+        "--gpu-memory-utilization": str(cfg.hardware.gpu_memory_utilization),
+        "--max-model-len": str(32 + 8 + 64),
+        "--max-num-seqs": "50",
+        "--seed": "0",
+    }
     import torch
 
     if not torch.cuda.is_available():
@@ -224,15 +281,36 @@ def test_vllm_server_command(tiny_model_dir):
             spec(art, None, cfg.benchmark, cfg.hardware, "127.0.0.1", 8123)
 
 
-@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM,
-                                 pytest.param(signal.SIGKILL, marks=pytest.mark.slow)], ids=["SIGINT", "SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize(
+    "sig",
+    [
+        pytest.param(signal.SIGINT, marks=pytest.mark.slow),
+        signal.SIGTERM,
+        pytest.param(signal.SIGKILL, marks=pytest.mark.slow),
+    ],
+    ids=["SIGINT", "SIGTERM", "SIGKILL"],
+)
 def test_interrupted_qrun_leaves_no_server(sig, tiny_model_dir, cache_dir, tmp_path, qrun_serving):
     """Ctrl-C (SIGINT), SIGTERM: qrun stops the server itself. SIGKILL: the kernel's parent-death signal does."""
     env = dict(os.environ, QRUN_CACHE_DIR=str(cache_dir), PYTHONPATH=str(ROOT))
-    args = ["model=hf", f"model.id={tiny_model_dir}", "format=gguf_q8_0", *TINY, "benchmark.requests=900",
-            "benchmark.gen_tokens=64", "benchmark.concurrency=2"]
-    proc = subprocess.Popen(QRUN + args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal, even
+    args = [
+        "model=hf",
+        f"model.id={tiny_model_dir}",
+        "format=gguf_q8_0",
+        *TINY,
+        "benchmark.requests=900",
+        "benchmark.gen_tokens=64",
+        "benchmark.concurrency=2",
+    ]
+    proc = subprocess.Popen(
+        QRUN + args,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # as from a terminal, even
     # when pytest itself runs in the background (where SIGINT is ignored, and children inherit that)
     pid, lines = None, []
     try:

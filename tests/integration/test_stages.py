@@ -1,9 +1,10 @@
 """Stages are one concept: a registry, one signature (context in -> result out), one logging path in job.py."""
+
 import json
 
 import pytest
-from helpers import ROOT, TINY_ARGS, mlflow_runs
 
+from helpers import ROOT, TINY_ARGS, mlflow_runs
 from runner import stages
 from runner.errors import UserError
 from runner.stages import StageResult
@@ -33,14 +34,21 @@ def probes(monkeypatch):
         def run(ctx):
             seen.append((name, ctx.artifact is not None, id(ctx.stream)))
             (ctx.run_dir / f"{name}.txt").write_text(name)
-            return StageResult(metrics={f"test/{name}": len(seen)}, params={f"test.{name}": ctx.artifact.manifest["format"]},
-                               tags={f"test.{name}": "ran"}, files=[(ctx.run_dir / f"{name}.txt", "probes")],
-                               summary={name: len(seen)})
+            return StageResult(
+                metrics={f"test/{name}": len(seen)},
+                params={f"test.{name}": ctx.artifact.manifest["format"]},
+                tags={f"test.{name}": "ran"},
+                files=[(ctx.run_dir / f"{name}.txt", "probes")],
+                summary={name: len(seen)},
+            )
+
         return run
 
     for name in ("probe_a", "probe_b"):
         stages.register(name, probe(name))
-        monkeypatch.setitem(metrics.METRICS, f"test/{name}", metrics.Metric(f"test/{name}", "", "neither", "{:.0f}", name, "test"))
+        monkeypatch.setitem(
+            metrics.METRICS, f"test/{name}", metrics.Metric(f"test/{name}", "", "neither", "{:.0f}", name, "test")
+        )
     yield seen, built
     for name in ("probe_a", "probe_b"):
         stages.unregister(name)
@@ -55,9 +63,18 @@ def test_stages_run_in_order_and_their_results_reach_mlflow(probes, tmp_path, ca
     seen, built = probes
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "format=fp32", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize,probe_b,probe_a]", *TINY_ARGS,
-            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"cache.dir={cache_dir}"])
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "format=fp32",
+                "model=hf",
+                f"model.id={tiny_model_dir}",
+                "stages=[quantize,probe_b,probe_a]",
+                *TINY_ARGS,
+                f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                f"cache.dir={cache_dir}",
+            ],
+        )
     (tmp_path / "job").mkdir()  # the job's Hydra run dir
     result = job.run(cfg, tmp_path / "job", None, [])
     assert result["status"] == "FINISHED", result
@@ -69,7 +86,9 @@ def test_stages_run_in_order_and_their_results_reach_mlflow(probes, tmp_path, ca
     assert m["test/probe_b"] == 1 and m["test/probe_a"] == 2 and m["size/bytes"] > 0  # every stage's metrics
     assert p["test.probe_a"] == p["test.probe_b"] == "fp32" and t["test.probe_a"] == "ran"
     assert t["cache.artifact"] in ("hit", "miss") and t["artifact.path"]  # quantize's tags, same path
-    assert sorted(f.path for f in client.list_artifacts(run.info.run_id, "probes")) == ["probes/probe_a.txt",
-                                                                                         "probes/probe_b.txt"]
+    assert sorted(f.path for f in client.list_artifacts(run.info.run_id, "probes")) == [
+        "probes/probe_a.txt",
+        "probes/probe_b.txt",
+    ]
     summary = json.loads((tmp_path / "job" / "results.json").read_text())
     assert summary["probe_b"] == 1 and summary["probe_a"] == 2 and summary["manifest"]["format"] == "fp32"

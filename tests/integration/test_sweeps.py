@@ -1,10 +1,12 @@
 """Sweeps that survive reruns, kills, corrupt caches and failing jobs (real qrun, real MLflow)."""
-import pytest
+
 import logging
 import os
 import signal
 import subprocess
 import time
+
+import pytest
 
 from helpers import QRUN, TINY_ARGS, TINY_SWEEP_FORMATS, children, mlflow_runs, qrun_env, run_job, run_qrun
 
@@ -26,8 +28,18 @@ def test_rerun_of_a_finished_sweep_reuses_every_job(tiny_sweep, tmp_path):
 
 
 def test_changing_only_eval_settings_reuses_the_artifact(tiny_sweep, tmp_path, tiny_model_dir):
-    out = run_job(["format=fp16", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize,evaluate]", *TINY_ARGS,
-                   "eval.n_tokens=512"], tmp_path, tiny_sweep.cache)  # the sweep quantized fp16 with 1024 eval tokens
+    out = run_job(
+        [
+            "format=fp16",
+            "model=hf",
+            f"model.id={tiny_model_dir}",
+            "stages=[quantize,evaluate]",
+            *TINY_ARGS,
+            "eval.n_tokens=512",
+        ],
+        tmp_path,
+        tiny_sweep.cache,
+    )  # the sweep quantized fp16 with 1024 eval tokens
     assert out.returncode == 0, out.line
     (run,) = mlflow_runs(out.db)[1]
     assert run.data.params["eval.n_tokens"] == "512" and run.data.tags["cache.artifact"] == "hit"
@@ -37,8 +49,9 @@ def test_changing_only_eval_settings_reuses_the_artifact(tiny_sweep, tmp_path, t
 def test_sigkill_mid_sweep_then_rerun_completes_only_the_missing_jobs(tmp_path, tiny_model_dir, empty_cache):
     args = ["-m", "format=fp32,fp16,bf16", "model=hf", f"model.id={tiny_model_dir}", *TINY_ARGS]
     env = qrun_env(empty_cache)
-    proc = subprocess.Popen(QRUN + args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        QRUN + args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 600
     while time.time() < deadline:  # kill as soon as the first job has finished
         if list(tmp_path.glob("multirun/*/*/*/run.json")) or proc.poll() is not None:
@@ -77,8 +90,12 @@ def test_corrupt_cache_entry_is_recomputed(tmp_path, tiny_model_dir, empty_cache
 def test_qrun_cache_list_and_prune(tmp_path, tiny_model_dir, empty_cache, capsys):
     from runner.cache.cli import main as qrun_cache
 
-    assert run_job(["format=fp16", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize]"], tmp_path,
-                   empty_cache).returncode == 0
+    assert (
+        run_job(
+            ["format=fp16", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize]"], tmp_path, empty_cache
+        ).returncode
+        == 0
+    )
     capsys.readouterr()
     cli = ["--dir", str(empty_cache)]
     assert qrun_cache(cli + ["list"]) == 0
@@ -87,5 +104,7 @@ def test_qrun_cache_list_and_prune(tmp_path, tiny_model_dir, empty_cache, capsys
     qrun_cache(cli + ["prune", "--kind", "artifacts", "--dry-run"])
     assert "would delete artifacts/" in capsys.readouterr().out and list(empty_cache.glob("artifacts/*/.entry.json"))
     assert qrun_cache(cli + ["prune", "--kind", "artifacts"]) == 0
-    assert not list(empty_cache.glob("artifacts/*/.entry.json")) and list(empty_cache.glob("models/*")) == []  # hf models are not cached
+    assert (
+        not list(empty_cache.glob("artifacts/*/.entry.json")) and list(empty_cache.glob("models/*")) == []
+    )  # hf models are not cached
     assert qrun_cache(cli + ["prune"]) == 2 and "--kind" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """The eval stream is the model's own tokenization: HF vs llama.cpp's tokenizer of the same GGUF, id for id."""
+
 import importlib.util
 import logging
 from pathlib import Path
@@ -9,8 +10,13 @@ from omegaconf import OmegaConf
 from runner.cache import Cache
 from runner.config.schema import CorpusConfig, EvalConfig
 from runner.data.models import ModelSource, resolve_model
-from runner.data.tokenization import (choose_tokenizer, first_difference, hf_tokenizer, llama_cpp_tokenizer,
-                                      resolve_add_bos)
+from runner.data.tokenization import (
+    choose_tokenizer,
+    first_difference,
+    hf_tokenizer,
+    llama_cpp_tokenizer,
+    resolve_add_bos,
+)
 from runner.formats.gguf.files import read_header
 
 
@@ -20,8 +26,19 @@ def tiny(tiny_model_dir, cache_dir):
     from runner.formats.gguf.format import convert_once
 
     cache = Cache(cache_dir)
-    model = resolve_model(OmegaConf.create({"name": "tiny", "source": "hf", "id": str(tiny_model_dir),
-                                            "weights_note": "", "trust_remote_code": False, "allow_pickle": False}), cache)
+    model = resolve_model(
+        OmegaConf.create(
+            {
+                "name": "tiny",
+                "source": "hf",
+                "id": str(tiny_model_dir),
+                "weights_note": "",
+                "trust_remote_code": False,
+                "allow_pickle": False,
+            }
+        ),
+        cache,
+    )
     return model, convert_once(model, cache)
 
 
@@ -39,8 +56,12 @@ def char_level(tiny, sample, tmp_path_factory):
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
     for ch in sorted(set(sample)):
         vocab.setdefault(ch, len(vocab))
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>")),
-                                  bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>")),
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+    )
     folder = tmp_path_factory.mktemp("char_level")
     tok.save_pretrained(folder)
     return tok, folder
@@ -81,8 +102,9 @@ def test_first_difference():
 
 
 def _eval_cfg(**kw):
-    return OmegaConf.structured(EvalConfig(name="t", n_tokens=256, ctx_len=64, stride=64,
-                                           corpus=CorpusConfig(works=["hamlet_gut.txt"]), **kw))
+    return OmegaConf.structured(
+        EvalConfig(name="t", n_tokens=256, ctx_len=64, stride=64, corpus=CorpusConfig(works=["hamlet_gut.txt"]), **kw)
+    )
 
 
 def test_stream_of_a_gguf_model_uses_llama_cpp_ids_and_its_own_cache_key(tiny, char_level, cache_dir):
@@ -92,14 +114,19 @@ def test_stream_of_a_gguf_model_uses_llama_cpp_ids_and_its_own_cache_key(tiny, c
 
     _, gguf = tiny
     folder = char_level[1]
-    broken = ModelSource(name="broken", path=folder, identity="x", n_params=0, origin="", weights_note="", source_gguf=gguf)
+    broken = ModelSource(
+        name="broken", path=folder, identity="x", n_params=0, origin="", weights_note="", source_gguf=gguf
+    )
     cache = Cache(cache_dir)
     stream = token_stream(broken, _eval_cfg(), cache)
     text = load_corpus(_eval_cfg().corpus, cache, "eval.corpus").text
     assert stream.tokenizer == "llama_cpp" and stream.chars_per_token > 1.5
     assert stream.ids.tolist() == llama_cpp_tokenizer(gguf).encode(text)[:256]
-    hf_stream = token_stream(ModelSource(name="broken", path=folder, identity="x", n_params=0, origin="",
-                                         weights_note=""), _eval_cfg(), cache)
+    hf_stream = token_stream(
+        ModelSource(name="broken", path=folder, identity="x", n_params=0, origin="", weights_note=""),
+        _eval_cfg(),
+        cache,
+    )
     assert hf_stream.tokenizer == "hf" and hf_stream.key != stream.key and hf_stream.chars_per_token < 1.5
     assert protocol(_eval_cfg(), stream)["eval.tokenizer"] == "llama_cpp"
 

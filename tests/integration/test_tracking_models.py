@@ -1,6 +1,7 @@
 """MLflow as its users expect it: a model-development experiment, child runs named after their format,
 every quantized artifact an MLflow 3 LoggedModel with the run's metrics linked to it, and the files
 uploaded to a real tracking server (loopback) that load in their engine without the runner."""
+
 import hashlib
 import json
 import os
@@ -43,9 +44,13 @@ def test_new_experiment_is_model_development(tmp_path):
     tags = tracker.client.get_experiment(tracker.experiment_id).tags
     assert tags.get(KIND[0]) == KIND[1]
     view = json.loads(tags["mlflow.sharedViewState.qrun"])  # the runs table's preselected columns
-    assert "metrics.`quality/ppl_delta_pct`" in view["selectedColumns"] and "attributes.`Models`" in view["selectedColumns"]
-    assert tracker.ui_url().endswith(f"/#/experiments/{tracker.experiment_id}/runs?workflowType=machine_learning"
-                                     "&viewStateShareKey=qrun")
+    assert (
+        "metrics.`quality/ppl_delta_pct`" in view["selectedColumns"]
+        and "attributes.`Models`" in view["selectedColumns"]
+    )
+    assert tracker.ui_url().endswith(
+        f"/#/experiments/{tracker.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=qrun"
+    )
 
 
 def test_existing_experiment_gets_the_kind_but_keeps_one_set_by_hand(tmp_path):
@@ -94,14 +99,21 @@ def test_run_metrics_are_linked_to_the_model_once(tiny_sweep):
     for run in tiny_sweep.jobs:
         (model_id,) = [o.model_id for o in run.outputs.model_outputs]
         linked = {m.key: m.value for m in client.get_logged_model(model_id).metrics}
-        for key in ("quality/ppl", "quality/kld_mean", "quality/top1_agree", "perf/decode_tok_s", "perf/peak_rss_bytes",
-                    "size/bytes", "size/bits_per_weight"):
+        for key in (
+            "quality/ppl",
+            "quality/kld_mean",
+            "quality/top1_agree",
+            "perf/decode_tok_s",
+            "perf/peak_rss_bytes",
+            "size/bytes",
+            "size/bits_per_weight",
+        ):
             assert linked[key] == pytest.approx(run.data.metrics[key]), key
         # linked as they were logged, not logged a second time: one point per metric in the run's history
         assert len(client.get_metric_history(run.info.run_id, "quality/ppl")) == 1
 
 
-LOAD_WITHOUT_RUNNER = r'''
+LOAD_WITHOUT_RUNNER = r"""
 import hashlib, json, sys
 from pathlib import Path
 import mlflow
@@ -131,7 +143,7 @@ for model in client.search_logged_models([exp.experiment_id]):
     found[model.params["format"]] = {"sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
                                      "param_sha256": model.params["sha256"], **loaded}
 print(json.dumps({"models": found, "runner_imported": any(m.split(".")[0] == "runner" for m in sys.modules)}))
-'''
+"""
 
 
 def _without_pythonpath():
@@ -144,12 +156,29 @@ def test_upload_to_a_tracking_server_and_load_without_runner(tiny_model_dir, cac
     store = f"sqlite:///{tmp_path / 'server.db'}"
     extra = ["--artifacts-destination", str(tmp_path / "server_artifacts")]
     with mlflow_process("server", store, tmp_path / "server.log", extra) as base:
-        proc = run_qrun(["-m", "format=fp16,gguf_q8_0", "stages=[quantize]", "model=hf", f"model.id={tiny_model_dir}",
-                         "tracking=server", f"tracking.uri={base}"], tmp_path, cache_dir)
+        proc = run_qrun(
+            [
+                "-m",
+                "format=fp16,gguf_q8_0",
+                "stages=[quantize]",
+                "model=hf",
+                f"model.id={tiny_model_dir}",
+                "tracking=server",
+                f"tracking.uri={base}",
+            ],
+            tmp_path,
+            cache_dir,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         # a fresh interpreter that never imports the runner, outside the repository, as a colleague would
-        load = subprocess.run([sys.executable, "-c", STOCK_LLAMA_CPP_PRELUDE + LOAD_WITHOUT_RUNNER, base, str(tmp_path / "downloaded")],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=600, env=_without_pythonpath())
+        load = subprocess.run(
+            [sys.executable, "-c", STOCK_LLAMA_CPP_PRELUDE + LOAD_WITHOUT_RUNNER, base, str(tmp_path / "downloaded")],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=_without_pythonpath(),
+        )
     assert load.returncode == 0, load.stderr[-3000:]
     result = json.loads(load.stdout.strip().splitlines()[-1])
     assert result["runner_imported"] is False

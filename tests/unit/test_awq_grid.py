@@ -1,5 +1,6 @@
 """AWQ's scale search (llm-compressor's grid) is a format setting: it reaches AWQModifier, names a different
 artifact in the cache, and a grid too small to search is refused before any work."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -32,8 +33,14 @@ def test_the_grid_is_part_of_the_artifact_key(cache_dir, shakespeare_dir):
     from runner.formats.artifacts import artifact_key
 
     model, cache = SimpleNamespace(identity="m"), Cache(cache_dir)
-    keys = {artifact_key(model, cfg.format, cfg.calibration, cache)
-            for cfg in (_awq("format.n_grid=10"), _awq("format.n_grid=20"), _awq("format.n_grid=10", "format.duo_scaling=false"))}
+    keys = {
+        artifact_key(model, cfg.format, cfg.calibration, cache)
+        for cfg in (
+            _awq("format.n_grid=10"),
+            _awq("format.n_grid=20"),
+            _awq("format.n_grid=10", "format.duo_scaling=false"),
+        )
+    }
     assert len(keys) == 3
 
 

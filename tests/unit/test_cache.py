@@ -1,4 +1,5 @@
 """The stage cache: complete entries appear atomically; failures leave nothing behind."""
+
 import os
 import signal
 import subprocess
@@ -7,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
 
+from helpers import ROOT
 from runner.cache import Cache
 from runner.errors import UserError
 
@@ -92,12 +93,21 @@ def test_hash_memo_survives_the_rename(tmp_path):
 
 # --- temp folders: owned by a pid, never judged by age; the loser of a race uses the winner's entry ---
 
+
 def _die_while(root, code: str) -> int:
     """Run `code` in a real process that SIGKILLs itself where the code says die(); returns its (now dead) pid."""
-    prog = (f"import os, signal, sys\nfrom runner.cache import Cache\nroot = {str(root)!r}\n"
-            f"def die():\n    print(os.getpid(), flush=True)\n    os.kill(os.getpid(), signal.SIGKILL)\n{code}")
-    proc = subprocess.run([sys.executable, "-c", prog], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                          capture_output=True, text=True, timeout=120)
+    prog = (
+        f"import os, signal, sys\nfrom runner.cache import Cache\nroot = {str(root)!r}\n"
+        f"def die():\n    print(os.getpid(), flush=True)\n    os.kill(os.getpid(), signal.SIGKILL)\n{code}"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", prog],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     return int(proc.stdout.split()[0])
 
@@ -117,8 +127,11 @@ def test_prune_keeps_a_live_writers_temp_removes_a_dead_ones_and_honours_kind(tm
     from runner.cache.cli import main as qrun_cache
 
     cache = Cache(tmp_path)
-    _die_while(tmp_path, "with Cache(root).put('artifacts', 'a' * 32) as a, Cache(root).put('tokens', 'b' * 32) as t:\n"
-                         "    (a / 'w.bin').write_bytes(b'x' * 100)\n    die()")
+    _die_while(
+        tmp_path,
+        "with Cache(root).put('artifacts', 'a' * 32) as a, Cache(root).put('tokens', 'b' * 32) as t:\n"
+        "    (a / 'w.bin').write_bytes(b'x' * 100)\n    die()",
+    )
     assert len(_temps(tmp_path)) == 2
     with cache.put("artifacts", "c" * 32) as live:
         (live / "w.bin").write_bytes(b"y" * 100)
@@ -140,8 +153,11 @@ def test_prune_cleans_every_kind_of_temp(tmp_path):
     with cache.put("artifacts", "k" * 32) as tmp:
         (tmp / "w.bin").write_bytes(b"x" * 100)
     # a process killed while deleting an entry (after moving it aside, before the files were gone)
-    _die_while(tmp_path, "import shutil\nfrom runner.cache import _remove\nshutil.rmtree = lambda *a, **k: die()\n"
-                         f"_remove(Cache(root).get('artifacts', {'k' * 32!r}))")
+    _die_while(
+        tmp_path,
+        "import shutil\nfrom runner.cache import _remove\nshutil.rmtree = lambda *a, **k: die()\n"
+        f"_remove(Cache(root).get('artifacts', {'k' * 32!r}))",
+    )
     trash = [p for p in tmp_path.glob("artifacts/.*") if p.is_dir()]
     assert len(trash) == 1 and cache.get("artifacts", "k" * 32) is None
     work = tmp_path / "exl2-measurements" / ".exl2-work-abc123"  # a work folder of an older version, no owner
@@ -154,7 +170,9 @@ def test_prune_cleans_every_kind_of_temp(tmp_path):
 
 
 def test_next_cache_removes_dead_processes_temps_on_its_own(tmp_path):
-    _die_while(tmp_path, "with Cache(root).put('models', 'm' * 32) as t:\n    (t / 'w.bin').write_bytes(b'x' * 100)\n    die()")
+    _die_while(
+        tmp_path, "with Cache(root).put('models', 'm' * 32) as t:\n    (t / 'w.bin').write_bytes(b'x' * 100)\n    die()"
+    )
     assert _temps(tmp_path)
     with Cache(tmp_path).put("models", "n" * 32) as live:  # a live writer's temp survives the next Cache()
         Cache(tmp_path)

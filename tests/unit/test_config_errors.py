@@ -2,6 +2,7 @@
 
 tests/integration/test_cli_errors.py checks the real `qrun` prints it with exit 2.
 """
+
 import pytest
 
 from helpers import compose

@@ -1,4 +1,5 @@
 """Every option of every config group composes and validates against its schema (lightning-hydra-template style)."""
+
 import os
 import subprocess
 import sys
@@ -9,8 +10,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from helpers import ROOT
-from runner.config.schema import register_configs
 from runner.config.formats import FAMILIES
+from runner.config.schema import register_configs
 from runner.formats import load_format_preset
 
 CONF = ROOT / "conf"
@@ -95,6 +96,12 @@ def test_cpu_profile_threads_follow_the_cores_this_process_may_use(tmp_path):
     pinned = subprocess.run(["taskset", "-c", "0", *qrun], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert pinned.returncode == 0, pinned.stderr[-2000:]
     assert "threads: 1\n" in pinned.stdout
-    free = subprocess.run(qrun, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=str(CONF.parent)))
+    free = subprocess.run(
+        qrun,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(CONF.parent)),
+    )
     assert f"threads: {len(os.sched_getaffinity(0))}\n" in free.stdout

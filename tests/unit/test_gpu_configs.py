@@ -11,9 +11,15 @@ from runner.formats import get_format, load_format_preset
 
 CONF = ROOT / "conf"
 register_configs()
-EXL2_PRESETS = {"exl2_2_5bpw": 2.5, "exl2_3_0bpw": 3.0, "exl2_4_0bpw": 4.0, "exl2_5_0bpw": 5.0, "exl2_6_0bpw": 6.0,
-                "exl2_8_0bpw": 8.0}
-GIB = 1024 ** 3
+EXL2_PRESETS = {
+    "exl2_2_5bpw": 2.5,
+    "exl2_3_0bpw": 3.0,
+    "exl2_4_0bpw": 4.0,
+    "exl2_5_0bpw": 5.0,
+    "exl2_6_0bpw": 6.0,
+    "exl2_8_0bpw": 8.0,
+}
+GIB = 1024**3
 
 
 def _compose(overrides):

@@ -3,6 +3,7 @@
 The reuse tests run the real quantize stage and cache; only the exllamav2 converter process (CUDA
 only) is replaced by a fake that checks its arguments and writes what the real one writes.
 """
+
 import json
 import subprocess
 from pathlib import Path
@@ -29,13 +30,32 @@ def _arg(cmd, flag):
 def test_measure_command():
     cmd = exl2.measure_command(Path("/m"), Path("/w"), Path("/c.parquet"), CALIB, Path("/e/measurement.json"))
     assert cmd[1:3] == ["-m", "exllamav2.conversion.convert_exl2"]
-    assert cmd[3:] == ["-i", "/m", "-o", "/w", "-nr", "-c", "/c.parquet", "-r", "4", "-l", "64", "-mr", "4", "-ml", "64",
-                       "-om", "/e/measurement.json"]
+    assert cmd[3:] == [
+        "-i",
+        "/m",
+        "-o",
+        "/w",
+        "-nr",
+        "-c",
+        "/c.parquet",
+        "-r",
+        "4",
+        "-l",
+        "64",
+        "-mr",
+        "4",
+        "-ml",
+        "64",
+        "-om",
+        "/e/measurement.json",
+    ]
 
 
 def test_quantize_command():
     cfg = load_format_preset("exl2_2_5bpw", "format")
-    cmd = exl2.quantize_command(Path("/m"), Path("/w"), Path("/c.parquet"), CALIB, Path("/e/measurement.json"), Path("/out"), cfg)
+    cmd = exl2.quantize_command(
+        Path("/m"), Path("/w"), Path("/c.parquet"), CALIB, Path("/e/measurement.json"), Path("/out"), cfg
+    )
     assert _arg(cmd, "-m") == "/e/measurement.json" and _arg(cmd, "-cf") == "/out"
     assert _arg(cmd, "-b") == "2.5" and _arg(cmd, "-hb") == "6" and "-om" not in cmd
     assert (_arg(cmd, "-r"), _arg(cmd, "-l")) == ("4", "64")
@@ -51,8 +71,9 @@ def test_calibration_parquet_round_trip(tmp_path):
     assert all(len(r) >= 1000 for r in df["text"][:-1])
 
 
-@pytest.mark.parametrize("key,override", [("format.bpw", {"bpw": 1.5}), ("format.bpw", {"bpw": 8.5}),
-                                          ("format.head_bits", {"head_bits": 7})])
+@pytest.mark.parametrize(
+    "key,override", [("format.bpw", {"bpw": 1.5}), ("format.bpw", {"bpw": 8.5}), ("format.head_bits", {"head_bits": 7})]
+)
 def test_validate_rejects_bad_settings(key, override):
     cfg = OmegaConf.merge(load_format_preset("exl2", "format"), override)
     with pytest.raises(UserError) as e:
@@ -120,19 +141,26 @@ def setup(tmp_path, tiny_model_dir, shakespeare_dir):
     model = resolve_model(OmegaConf.structured(ModelConfig(name="tiny", source="hf", id=str(tiny_model_dir))), cache)
 
     def calib(n_samples=4, work="tempest_gut.txt"):
-        return OmegaConf.merge(CALIB, {"n_samples": n_samples, "corpus": {"source": "file", "path": str(shakespeare_dir / work)}})
+        return OmegaConf.merge(
+            CALIB, {"n_samples": n_samples, "corpus": {"source": "file", "path": str(shakespeare_dir / work)}}
+        )
 
     return cache, model, calib
 
 
 def test_measurement_runs_once_for_every_bitrate(fake, setup):
     cache, model, calib = setup
-    arts = [quantize(model, load_format_preset(p, "format"), calib(), None, cache) for p in ("exl2_3_0bpw", "exl2_4_0bpw")]
+    arts = [
+        quantize(model, load_format_preset(p, "format"), calib(), None, cache) for p in ("exl2_3_0bpw", "exl2_4_0bpw")
+    ]
     assert len(fake.measurements()) == 1 and len(fake.quantizations()) == 2
     assert _arg(fake.quantizations()[0], "-m") == _arg(fake.quantizations()[1], "-m")
     assert [a.manifest["exl2"]["measurement_reused"] for a in arts] == [False, True]
     assert arts[0].manifest["exl2"]["measurement"] == arts[1].manifest["exl2"]["measurement"]
-    assert arts[0].path != arts[1].path and [a.manifest["exl2"]["quantization_config"]["bits"] for a in arts] == [3.0, 4.0]
+    assert arts[0].path != arts[1].path and [a.manifest["exl2"]["quantization_config"]["bits"] for a in arts] == [
+        3.0,
+        4.0,
+    ]
     assert (arts[0].path / "convert.log").exists() and arts[0].manifest["weight_files"] == ["output.safetensors"]
     assert len(list((cache.root / exl2.MEASUREMENTS).iterdir())) == 1
 
@@ -158,7 +186,13 @@ def test_measurement_key_ignores_the_preset_name():
 def test_calibration_too_short_is_a_user_error(fake, setup):
     cache, model, calib = setup
     with pytest.raises(UserError, match="calibration text has"):
-        quantize(model, load_format_preset("exl2_4_0bpw", "format"), OmegaConf.merge(calib(), {"n_samples": 100000}), None, cache)
+        quantize(
+            model,
+            load_format_preset("exl2_4_0bpw", "format"),
+            OmegaConf.merge(calib(), {"n_samples": 100000}),
+            None,
+            cache,
+        )
     assert fake.calls == []
 
 

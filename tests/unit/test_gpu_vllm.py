@@ -1,17 +1,17 @@
 """vLLM engine: the dense log-prob rebuild from top-K, and the availability checks (CUDA profiles faked)."""
+
 import types
 
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from runner.quality import scoring as M
+from helpers import ROOT
 from runner.config.schema import HardwareConfig
 from runner.engines import get_engine
 from runner.engines.vllm import TOP_K, _as_floats, dense_logprobs
 from runner.errors import UserError
-
-from helpers import ROOT
+from runner.quality import scoring as M
 
 
 def _softmax_rows(n, vocab, seed=0):
@@ -22,8 +22,10 @@ def _softmax_rows(n, vocab, seed=0):
 def _topk_rows(full, k, extra_ids):
     """What vLLM returns: the top k of each row plus one more id (the actual next token)."""
     top, _ = M.topk(full.astype(np.float32), k)
-    return [{**{int(t): float(full[r, t]) for t in top[r]}, int(extra_ids[r]): float(full[r, extra_ids[r]])}
-            for r in range(len(full))]
+    return [
+        {**{int(t): float(full[r, t]) for t in top[r]}, int(extra_ids[r]): float(full[r, extra_ids[r]])}
+        for r in range(len(full))
+    ]
 
 
 def test_dense_rows_are_distributions_with_exact_known_entries():
@@ -61,7 +63,9 @@ def test_as_floats_reads_logprob_objects():
 
 
 def _hw(name):
-    return OmegaConf.merge(OmegaConf.structured(HardwareConfig), OmegaConf.load(ROOT / "conf" / "hardware" / f"{name}.yaml"))
+    return OmegaConf.merge(
+        OmegaConf.structured(HardwareConfig), OmegaConf.load(ROOT / "conf" / "hardware" / f"{name}.yaml")
+    )
 
 
 @pytest.fixture
@@ -76,7 +80,9 @@ def test_no_cuda_is_one_line(monkeypatch):
     with pytest.raises(UserError, match="needs a CUDA GPU") as e:
         get_engine("exllamav2").check_available(OmegaConf.structured(HardwareConfig(name="cpu")))
     assert e.value.key == "format.engine" and "\n" not in str(e.value)
-    with pytest.raises(UserError, match="^format.engine: the vllm engine needs a CUDA GPU for hardware=cuda") as e:  # vllm runs on CPU profiles
+    with pytest.raises(
+        UserError, match="^format.engine: the vllm engine needs a CUDA GPU for hardware=cuda"
+    ) as e:  # vllm runs on CPU profiles
         get_engine("vllm").check_available(_hw("cuda"))
     assert e.value.key == "format.engine" and "\n" not in str(e.value)
 

@@ -4,6 +4,7 @@ only its own layer and those below, the report reads only what the runs logged, 
     errors, paths, metrics, system  <-  config, cache, tracking  <-  data, formats, engines
         <-  quality, benchmark, tasks  <-  stages  <-  job  <-  cli, sweep;   report <- config, tracking
 """
+
 import ast
 
 from helpers import ROOT

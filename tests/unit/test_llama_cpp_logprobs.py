@@ -1,5 +1,6 @@
 """The llama.cpp engine's log-softmax over full-vocabulary logits: exact, chunked, and it never writes into
 llama.cpp's own logits buffer (it reads that buffer in place)."""
+
 import numpy as np
 
 from runner.engines.llama_cpp import log_softmax_rows

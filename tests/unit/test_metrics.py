@@ -1,4 +1,5 @@
 """The quality math against hand computations."""
+
 import math
 
 import numpy as np
@@ -9,7 +10,11 @@ from runner.quality import scoring as M
 
 def _log_softmax(x):
     x = np.asarray(x, dtype=np.float64)
-    return x - np.log(np.exp(x - x.max(axis=-1, keepdims=True)).sum(axis=-1, keepdims=True)) - x.max(axis=-1, keepdims=True)
+    return (
+        x
+        - np.log(np.exp(x - x.max(axis=-1, keepdims=True)).sum(axis=-1, keepdims=True))
+        - x.max(axis=-1, keepdims=True)
+    )
 
 
 def test_perplexity_by_hand():
@@ -31,7 +36,9 @@ def test_kld_by_hand_three_tokens():
     assert M.kld_topk(ids2, lps2, np.log(q))[0] == pytest.approx(expected, rel=1e-6)
     # top-1 + rest: {0.7, 0.3} vs {0.5, 0.5}
     ids1, lps1 = M.topk(np.log(p), k=1)
-    assert M.kld_topk(ids1, lps1, np.log(q))[0] == pytest.approx(0.7 * math.log(0.7 / 0.5) + 0.3 * math.log(0.3 / 0.5), rel=1e-6)
+    assert M.kld_topk(ids1, lps1, np.log(q))[0] == pytest.approx(
+        0.7 * math.log(0.7 / 0.5) + 0.3 * math.log(0.3 / 0.5), rel=1e-6
+    )
 
 
 def test_topk_kld_is_a_lower_bound_that_tightens_with_k():

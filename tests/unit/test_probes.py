@@ -1,11 +1,12 @@
 """runner/benchmark/probes.py: one peak-memory sampler for a process or its whole tree, on real processes."""
+
 import subprocess
 import sys
 import time
 
 from runner.benchmark.probes import PeakMemory
 
-MB = 1024 ** 2
+MB = 1024**2
 HOLD_200MB = "import time; x = bytearray(200 * 1024 * 1024); x[::4096] = b'1' * len(x[::4096]); time.sleep(1.5)"
 
 

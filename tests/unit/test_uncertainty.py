@@ -1,23 +1,24 @@
-"""Issue 12 §1: 95 % paired bootstrap intervals on the quality metrics, speed spread over repeats, "≈" and noisy flags."""
+"""95 % paired bootstrap intervals on the quality metrics, speed spread over repeats, "≈" and noisy flags."""
+
 from types import SimpleNamespace as NS
 
 import numpy as np
 import pytest
-from helpers import ROOT, TINY_ARGS, mlflow_runs
 
+from helpers import ROOT, TINY_ARGS, mlflow_runs
 from runner import metrics as M
+from runner.config.checks import bootstrap_settings
 from runner.errors import UserError
+from runner.quality.bootstrap import WindowSums, quality_intervals, resample_counts
+from runner.quality.reference import Reference
+from runner.quality.stream import TokenStream
 from runner.report import ties
 from runner.report.cli import markdown
 from runner.report.columns import SUMMARY, cells
 from runner.report.data import Row
 from runner.report.summary import render, table
 from runner.stages.benchmark import speed_spread
-from runner.config.checks import bootstrap_settings
 from runner.stages.evaluate import evaluate
-from runner.quality.reference import Reference
-from runner.quality.stream import TokenStream
-from runner.quality.bootstrap import WindowSums, quality_intervals, resample_counts
 
 CI = ("quality/ppl", "quality/ppl_delta_pct", "quality/kld_mean", "quality/top1_agree")
 
@@ -25,8 +26,13 @@ CI = ("quality/ppl", "quality/ppl_delta_pct", "quality/kld_mean", "quality/top1_
 def sums(nll, tokens, kld=None, agree=None, base=None):
     tokens = np.asarray(tokens, dtype=float)
     nll = np.asarray(nll, dtype=float)
-    return WindowSums(nll, tokens, np.zeros_like(nll) if kld is None else np.asarray(kld, float),
-                      tokens.copy() if agree is None else np.asarray(agree, float), nll.copy() if base is None else np.asarray(base, float))
+    return WindowSums(
+        nll,
+        tokens,
+        np.zeros_like(nll) if kld is None else np.asarray(kld, float),
+        tokens.copy() if agree is None else np.asarray(agree, float),
+        nll.copy() if base is None else np.asarray(base, float),
+    )
 
 
 def bounds(ci, name):
@@ -78,8 +84,15 @@ def test_seed_makes_it_deterministic_and_resamples_are_one_index_matrix():
 
 
 def test_window_sums_follow_the_scoring_windows():
-    w = WindowSums.from_tokens([2, 3], nll=[1, 2, 3, 4, 5], kld=[0, 0, 1, 1, 1], agree=[1, 0, 1, 1, 1], baseline_nll=[1] * 5)
-    assert w.nll.tolist() == [3, 12] and w.tokens.tolist() == [2, 3] and w.kld.tolist() == [0, 3] and w.agree.tolist() == [1, 3]
+    w = WindowSums.from_tokens(
+        [2, 3], nll=[1, 2, 3, 4, 5], kld=[0, 0, 1, 1, 1], agree=[1, 0, 1, 1, 1], baseline_nll=[1] * 5
+    )
+    assert (
+        w.nll.tolist() == [3, 12]
+        and w.tokens.tolist() == [2, 3]
+        and w.kld.tolist() == [0, 3]
+        and w.agree.tolist() == [1, 3]
+    )
     with pytest.raises(ValueError, match="not the same windows"):
         WindowSums.from_tokens([2, 2], nll=[1] * 5, kld=[0] * 5, agree=[1] * 5, baseline_nll=[1] * 5)
 
@@ -99,7 +112,10 @@ def test_evaluate_of_the_baseline_itself_logs_a_zero_delta_interval_at_run_time(
 
 
 def test_bad_bootstrap_settings_name_the_key():
-    for bad, key in ((NS(resamples=-1, seed=0), "eval.bootstrap.resamples"), (NS(resamples=10, seed=-3), "eval.bootstrap.seed")):
+    for bad, key in (
+        (NS(resamples=-1, seed=0), "eval.bootstrap.resamples"),
+        (NS(resamples=10, seed=-3), "eval.bootstrap.seed"),
+    ):
         with pytest.raises(UserError) as e:
             bootstrap_settings(NS(bootstrap=bad))
         assert e.value.key == key
@@ -116,21 +132,41 @@ def test_speed_spread_over_repeats():
 
 
 def _run(i, name, metrics, params=None):
-    params = {"format.name": name, "format.engine": "torch", "eval.bootstrap.windows": "32", "benchmark.prompt_tokens": "64",
-              "benchmark.gen_tokens": "16", "benchmark.repeats": "5", "benchmark.warmup": "1",
-              "eval.bootstrap.resamples": "1000", "eval.bootstrap.seed": "0", **(params or {})}
-    return NS(info=NS(run_id=f"r{i}", status="FINISHED", start_time=i, run_name=name), data=NS(params=params, metrics=metrics, tags={}))
+    params = {
+        "format.name": name,
+        "format.engine": "torch",
+        "eval.bootstrap.windows": "32",
+        "benchmark.prompt_tokens": "64",
+        "benchmark.gen_tokens": "16",
+        "benchmark.repeats": "5",
+        "benchmark.warmup": "1",
+        "eval.bootstrap.resamples": "1000",
+        "eval.bootstrap.seed": "0",
+        **(params or {}),
+    }
+    return NS(
+        info=NS(run_id=f"r{i}", status="FINISHED", start_time=i, run_name=name),
+        data=NS(params=params, metrics=metrics, tags={}),
+    )
 
 
 def _quality(kld, kld_ci, delta, delta_ci):
-    return {"quality/kld_mean": kld, "quality/kld_mean_ci_low": kld_ci[0], "quality/kld_mean_ci_high": kld_ci[1],
-            "quality/ppl_delta_pct": delta, "quality/ppl_delta_pct_ci_low": delta_ci[0], "quality/ppl_delta_pct_ci_high": delta_ci[1]}
+    return {
+        "quality/kld_mean": kld,
+        "quality/kld_mean_ci_low": kld_ci[0],
+        "quality/kld_mean_ci_high": kld_ci[1],
+        "quality/ppl_delta_pct": delta,
+        "quality/ppl_delta_pct_ci_low": delta_ci[0],
+        "quality/ppl_delta_pct_ci_high": delta_ci[1],
+    }
 
 
 def test_overlapping_intervals_are_marked_approx_in_the_summary():
-    runs = [_run(0, "q4", _quality(0.0210, (0.0190, 0.0230), 1.90, (1.50, 2.30))),  # logged first, worse: sorted below
-            _run(1, "q8", _quality(0.0012, (0.0010, 0.0014), 0.10, (0.02, 0.18))),
-            _run(2, "q6", _quality(0.0013, (0.0011, 0.0016), 0.40, (0.30, 0.50)))]
+    runs = [
+        _run(0, "q4", _quality(0.0210, (0.0190, 0.0230), 1.90, (1.50, 2.30))),  # logged first, worse: sorted below
+        _run(1, "q8", _quality(0.0012, (0.0010, 0.0014), 0.10, (0.02, 0.18))),
+        _run(2, "q6", _quality(0.0013, (0.0011, 0.0016), 0.40, (0.30, 0.50))),
+    ]
     header, _, q8, q6, q4 = table(runs).splitlines()
     assert [line.split()[0] for line in (q8, q6, q4)] == ["q8", "q6", "q4"]  # quality order
     kld_at = header.index("KLD")
@@ -149,8 +185,14 @@ def test_overlapping_intervals_are_marked_approx_in_the_summary():
 
 
 def test_noisy_speed_is_flagged_not_printed_as_a_fact():
-    speed = {"perf/decode_tok_s": 81.3, "perf/decode_tok_s_min": 60.2, "perf/decode_tok_s_max": 95.1,
-             "perf/decode_tok_s_cv": 0.14, "perf/prefill_tok_s": 400.0, "perf/prefill_tok_s_cv": 0.02}
+    speed = {
+        "perf/decode_tok_s": 81.3,
+        "perf/decode_tok_s_min": 60.2,
+        "perf/decode_tok_s_max": 95.1,
+        "perf/decode_tok_s_cv": 0.14,
+        "perf/prefill_tok_s": 400.0,
+        "perf/prefill_tok_s_cv": 0.02,
+    }
     noisy = _run(0, "int8", speed, {"benchmark.noisy_cv": "0.1"})
     quiet = _run(1, "fp32", {**speed, "perf/decode_tok_s_cv": 0.05}, {"benchmark.noisy_cv": "0.1"})
     header, _, *lines = table([noisy, quiet]).splitlines()
@@ -160,11 +202,14 @@ def test_noisy_speed_is_flagged_not_printed_as_a_fact():
     text = render([noisy, quiet], "sqlite:///x.db", "quant-runner")
     assert "benchmark.noisy_cv=10 %" in text and "int8 decode t/s: 81.3 (range 60.2-95.1, CV 14 %)" in text
     assert not ties.noisy(Row("r", "FINISHED", {"benchmark.noisy_cv": "0.2"}, speed), "perf/decode_tok_s")
-    a, b = (Row(n, "FINISHED", {}, {"perf/decode_tok_s_min": lo, "perf/decode_tok_s_max": hi}) for n, lo, hi in
-            (("a", 60.0, 95.0), ("b", 96.0, 99.0)))
+    a, b = (
+        Row(n, "FINISHED", {}, {"perf/decode_tok_s_min": lo, "perf/decode_tok_s_max": hi})
+        for n, lo, hi in (("a", 60.0, 95.0), ("b", 96.0, 99.0))
+    )
     assert not ties.indistinguishable(a, b, "perf/decode_tok_s")
-    assert ties.indistinguishable(a, Row("c", "FINISHED", {}, {"perf/decode_tok_s_min": 90.0, "perf/decode_tok_s_max": 99.0}),
-                                  "perf/decode_tok_s")
+    assert ties.indistinguishable(
+        a, Row("c", "FINISHED", {}, {"perf/decode_tok_s_min": 90.0, "perf/decode_tok_s_max": 99.0}), "perf/decode_tok_s"
+    )
 
 
 def test_cells_without_intervals_are_unchanged():
@@ -182,9 +227,19 @@ def test_a_real_job_logs_intervals_spread_and_protocol_params(tmp_path, cache_di
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "format=fp16", "model=hf", f"model.id={tiny_model_dir}", *TINY_ARGS, "eval.n_tokens=512",
-            "eval.bootstrap.resamples=200", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"cache.dir={cache_dir}"])
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "format=fp16",
+                "model=hf",
+                f"model.id={tiny_model_dir}",
+                *TINY_ARGS,
+                "eval.n_tokens=512",
+                "eval.bootstrap.resamples=200",
+                f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                f"cache.dir={cache_dir}",
+            ],
+        )
     (tmp_path / "job").mkdir()
     result = job.run(cfg, tmp_path / "job", None, [])
     assert result["status"] == "FINISHED", result
@@ -193,7 +248,9 @@ def test_a_real_job_logs_intervals_spread_and_protocol_params(tmp_path, cache_di
     for name in CI:
         assert m[name + "_ci_low"] <= m[name] <= m[name + "_ci_high"], name
     assert m["quality/ppl_delta_pct_ci_low"] < m["quality/ppl_delta_pct_ci_high"]  # fp16 is not the fp32 baseline
-    assert p["eval.bootstrap.resamples"] == "200" and p["eval.bootstrap.seed"] == "0" and p["benchmark.noisy_cv"] == "0.1"
+    assert (
+        p["eval.bootstrap.resamples"] == "200" and p["eval.bootstrap.seed"] == "0" and p["benchmark.noisy_cv"] == "0.1"
+    )
     assert p["eval.bootstrap.windows"] == "4"  # 512 tokens in windows of 128
     assert {"perf/decode_tok_s_min", "perf/decode_tok_s_max", "perf/decode_tok_s_cv", "perf/prefill_tok_s_cv"} <= set(m)
     assert m["perf/decode_tok_s_min"] <= m["perf/decode_tok_s_max"]

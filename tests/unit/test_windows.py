@@ -1,4 +1,5 @@
 """The eval protocol: which tokens each window scores."""
+
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -15,8 +16,17 @@ def _cfg(ctx, stride, bos=False):
     return OmegaConf.create({"ctx_len": ctx, "stride": stride, "add_bos": bos})
 
 
-@pytest.mark.parametrize("n,ctx,stride,bos", [(100, 10, 10, False), (100, 10, 10, True), (95, 16, 5, False),
-                                              (95, 16, 5, True), (7, 10, 10, False), (64, 8, 1, False)])
+@pytest.mark.parametrize(
+    "n,ctx,stride,bos",
+    [
+        (100, 10, 10, False),
+        (100, 10, 10, True),
+        (95, 16, 5, False),
+        (95, 16, 5, True),
+        (7, 10, 10, False),
+        (64, 8, 1, False),
+    ],
+)
 def test_each_token_scored_at_most_once_with_the_right_row(n, ctx, stride, bos):
     stream = _stream(n)
     scored = []

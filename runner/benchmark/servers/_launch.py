@@ -3,6 +3,7 @@
 PR_SET_PDEATHSIG survives exec: if qrun is killed (even SIGKILL), the kernel sends the server
 SIGTERM. Elsewhere this is a plain exec.
 """
+
 import ctypes
 import os
 import signal

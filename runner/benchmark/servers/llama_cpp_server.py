@@ -13,13 +13,16 @@ llama_model_default_params(), which a short launcher sets before the server star
 Text is tokenized with the base model's HF tokenizer (the one the eval stream uses): the GGUF's
 own vocabulary is only used when the model folder has no tokenizer.
 """
+
 import sys
 
+from runner.benchmark.servers.process import ServerSpec, require_modules
 from runner.engines import get_engine
 from runner.engines.llama_cpp import NO_AMX_REPACK_PRELUDE, weight_repacking
-from runner.benchmark.servers.process import ServerSpec, require_modules
 
-NO_REPACK_LAUNCHER = NO_AMX_REPACK_PRELUDE + "import runpy\nrunpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n"
+NO_REPACK_LAUNCHER = (
+    NO_AMX_REPACK_PRELUDE + "import runpy\nrunpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n"
+)
 NEEDS = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
 
 
@@ -33,15 +36,53 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
     n_ctx = bench_cfg.prompt_tokens + bench_cfg.gen_tokens + 64  # + room for re-tokenization of the text prompt
     threads = str(hardware.threads)
     launch = ["-m", "llama_cpp.server"] if weight_repacking() else ["-c", NO_REPACK_LAUNCHER]
-    cmd = [sys.executable, *launch, "--model", str(gguf), "--model_alias", artifact.manifest["format"],
-           "--host", host, "--port", str(port), "--n_ctx", str(n_ctx), "--n_batch", str(min(n_ctx, 512)),
-           "--n_threads", threads, "--n_threads_batch", threads, "--n_gpu_layers", str(hardware.n_gpu_layers),
-           "--seed", "0", "--interrupt_requests", "False", "--verbose", "False",
-           "--cache", "False",  # no prompt cache (its default too, stated): a request never reuses another's prefix
-           "--flash_attn", str(get_engine("llama_cpp").flash_attention(artifact, hardware) == "enabled"),
-           "--yarn_attn_factor", "-1", "--yarn_beta_fast", "-1", "--yarn_beta_slow", "-1"]
+    cmd = [
+        sys.executable,
+        *launch,
+        "--model",
+        str(gguf),
+        "--model_alias",
+        artifact.manifest["format"],
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--n_batch",
+        str(min(n_ctx, 512)),
+        "--n_threads",
+        threads,
+        "--n_threads_batch",
+        threads,
+        "--n_gpu_layers",
+        str(hardware.n_gpu_layers),
+        "--seed",
+        "0",
+        "--interrupt_requests",
+        "False",
+        "--verbose",
+        "False",
+        "--cache",
+        "False",  # no prompt cache (its default too, stated): a request never reuses another's prefix
+        "--flash_attn",
+        str(get_engine("llama_cpp").flash_attention(artifact, hardware) == "enabled"),
+        "--yarn_attn_factor",
+        "-1",
+        "--yarn_beta_fast",
+        "-1",
+        "--yarn_beta_slow",
+        "-1",
+    ]
     if any((model.path / f).exists() for f in ("tokenizer.json", "tokenizer.model")):
         cmd += ["--hf_pretrained_model_name_or_path", str(model.path)]
-    return ServerSpec(name="llama.cpp", cmd=cmd, host=host, port=port, health_path="/v1/models",
-                      model=artifact.manifest["format"], env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-                      extra_body={"min_tokens": bench_cfg.gen_tokens})  # min = max: EOS cannot end a request early
+    return ServerSpec(
+        name="llama.cpp",
+        cmd=cmd,
+        host=host,
+        port=port,
+        health_path="/v1/models",
+        model=artifact.manifest["format"],
+        env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+        extra_body={"min_tokens": bench_cfg.gen_tokens},
+    )  # min = max: EOS cannot end a request early

@@ -8,6 +8,7 @@ one for its whole run, runner/system/lifecycle.py) turns SIGTERM into an excepti
 child gets PR_SET_PDEATHSIG (runner/benchmark/servers/_launch.py) so that even a SIGKILLed qrun takes its
 server with it.
 """
+
 import atexit
 import logging
 import os
@@ -22,8 +23,8 @@ from typing import Dict, List, Optional
 
 import httpx
 
-from runner.system import packages
 from runner.errors import UserError
+from runner.system import packages
 from runner.system.lifecycle import Terminated
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ _RUNNING: "set[ServerProcess]" = set()
 @dataclass
 class ServerSpec:
     """How to start one OpenAI-compatible server and what its requests need."""
+
     name: str  # e.g. "llama.cpp (llama_cpp.server)"
     cmd: List[str]
     host: str
@@ -52,8 +54,11 @@ def require_modules(modules, server: str) -> None:
     """One-line error naming what a server needs and is not installed (found without importing it)."""
     missing = packages.missing(modules)
     if missing:
-        raise UserError("benchmark.kind", f"{server} needs {', '.join(missing)}",
-                        "pip install -e '.[serving]' (part of the cpu extra)")
+        raise UserError(
+            "benchmark.kind",
+            f"{server} needs {', '.join(missing)}",
+            "pip install -e '.[serving]' (part of the cpu extra)",
+        )
 
 
 def pick_port(host: str, port: int) -> int:
@@ -64,8 +69,11 @@ def pick_port(host: str, port: int) -> int:
         try:
             s.bind((host, port))
         except OSError as e:
-            raise UserError("benchmark.port", f"port {port} on {host} is already in use ({e.strerror})",
-                            "use benchmark.port=0 (a free port) or another port") from e
+            raise UserError(
+                "benchmark.port",
+                f"port {port} on {host} is already in use ({e.strerror})",
+                "use benchmark.port=0 (a free port) or another port",
+            ) from e
         return s.getsockname()[1]
 
 
@@ -85,12 +93,15 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "runner.benchmark.servers._launch", *self.spec.cmd]
         env = {**os.environ, **self.spec.env, "PYTHONUNBUFFERED": "1", "QRUN_SERVER_PARENT": str(os.getpid())}
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            )
         _RUNNING.add(self)
         if _is_main_thread():
             self._old_sigterm = signal.signal(signal.SIGTERM, _raise_on_sigterm)
-        log.info("started %s server, pid %d, on %s (log: %s)", self.spec.name, self.proc.pid, self.spec.url, self.log_path)
+        log.info(
+            "started %s server, pid %d, on %s (log: %s)", self.spec.name, self.proc.pid, self.spec.url, self.log_path
+        )
         return self
 
     def wait_healthy(self, timeout_s: float) -> float:
@@ -103,10 +114,15 @@ class ServerProcess:
                     self.stop()
                     tail = self.log_tail()
                     if "address already in use" in tail.lower():
-                        raise UserError("benchmark.port", f"port {self.spec.port} on {self.spec.host} is already in use",
-                                        "use benchmark.port=0 (a free port) or another port")
-                    raise RuntimeError(f"the {self.spec.name} server exited with code {code} before it was healthy; "
-                                       f"log {self.log_path}:\n{tail}")
+                        raise UserError(
+                            "benchmark.port",
+                            f"port {self.spec.port} on {self.spec.host} is already in use",
+                            "use benchmark.port=0 (a free port) or another port",
+                        )
+                    raise RuntimeError(
+                        f"the {self.spec.name} server exited with code {code} before it was healthy; "
+                        f"log {self.log_path}:\n{tail}"
+                    )
                 try:
                     if client.get(url).status_code == 200:
                         return time.perf_counter() - start
@@ -114,10 +130,12 @@ class ServerProcess:
                     pass
                 if time.perf_counter() - start > timeout_s:
                     self.stop()
-                    raise UserError("benchmark.startup_timeout_s",
-                                    f"the {self.spec.name} server did not answer {self.spec.health_path} within {timeout_s:g} s "
-                                    f"(it was stopped; log: {self.log_path})",
-                                    "raise benchmark.startup_timeout_s, or read the log")
+                    raise UserError(
+                        "benchmark.startup_timeout_s",
+                        f"the {self.spec.name} server did not answer {self.spec.health_path} within {timeout_s:g} s "
+                        f"(it was stopped; log: {self.log_path})",
+                        "raise benchmark.startup_timeout_s, or read the log",
+                    )
                 time.sleep(0.25)
 
     def alive(self) -> bool:

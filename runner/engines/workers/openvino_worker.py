@@ -21,6 +21,7 @@ serve: one JSON request per line on stdin, one answer per line on a private copy
   {"op": "quit"} -> {"ok": "bye"}
 An error answers {"error": "..."} and the worker keeps serving. The first line is {"ready": {...}} once loaded.
 """
+
 import json
 import os
 import sys
@@ -68,19 +69,30 @@ def constants_by_type(xml_path: str) -> dict:
 def export(settings: dict) -> dict:
     from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
 
-    qcfg = OVWeightQuantizationConfig(bits=settings["bits"], sym=settings["sym"], group_size=settings["group_size"],
-                                      ratio=settings["ratio"], all_layers=settings["all_layers"])
+    qcfg = OVWeightQuantizationConfig(
+        bits=settings["bits"],
+        sym=settings["sym"],
+        group_size=settings["group_size"],
+        ratio=settings["ratio"],
+        all_layers=settings["all_layers"],
+    )
     start = time.perf_counter()
-    model = OVModelForCausalLM.from_pretrained(settings["src"], export=True, quantization_config=qcfg, compile=False,
-                                               stateful=True)
+    model = OVModelForCausalLM.from_pretrained(
+        settings["src"], export=True, quantization_config=qcfg, compile=False, stateful=True
+    )
     model.save_pretrained(settings["out"])
     wall = time.perf_counter() - start
-    return {"export_s": wall, "constants": constants_by_type(os.path.join(settings["out"], "openvino_model.xml")),
-            "versions": versions(), "quantization_config": qcfg.to_dict()}
+    return {
+        "export_s": wall,
+        "constants": constants_by_type(os.path.join(settings["out"], "openvino_model.xml")),
+        "versions": versions(),
+        "quantization_config": qcfg.to_dict(),
+    }
 
 
 class TimedStreamer:
-    """transformers' streamer protocol: put() gets the prompt first, then each new token; records the first token's time."""
+    """transformers' streamer protocol: put() gets the prompt first, then each new token; records the first token's
+    time."""
 
     def __init__(self):
         self.calls, self.first_token_at = 0, None
@@ -98,8 +110,12 @@ class Server:
     def __init__(self, settings: dict):
         from optimum.intel import OVModelForCausalLM
 
-        ov_config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "CACHE_DIR": "",
-                     "INFERENCE_NUM_THREADS": str(settings["threads"])}
+        ov_config = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": "1",
+            "CACHE_DIR": "",
+            "INFERENCE_NUM_THREADS": str(settings["threads"]),
+        }
         if settings.get("inference_precision"):
             ov_config["INFERENCE_PRECISION_HINT"] = settings["inference_precision"]
         if settings.get("dynamic_quantization_group_size") is not None:
@@ -124,9 +140,16 @@ class Server:
         input_ids = torch.tensor([[int(t) for t in ids]], dtype=torch.int64)
         streamer = TimedStreamer()
         start = time.perf_counter()
-        out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
-                                  max_new_tokens=new_tokens, min_new_tokens=new_tokens, streamer=streamer,
-                                  num_beams=1, pad_token_id=self.eos if isinstance(self.eos, int) else 0)
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            do_sample=False,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            streamer=streamer,
+            num_beams=1,
+            pad_token_id=self.eos if isinstance(self.eos, int) else 0,
+        )
         total = time.perf_counter() - start
         n = int(out.shape[1]) - len(ids)
         if n != new_tokens or streamer.first_token_at is None:

@@ -14,6 +14,7 @@ An error answers {"error": "..."} and the worker keeps serving. The first line i
 {"ready": {...}} once the model is loaded. vLLM sometimes aborts at interpreter exit ("terminate called
 without an active exception", exit 134) after every answer is out: the runner accepts that.
 """
+
 import json
 import os
 import sys
@@ -37,12 +38,18 @@ class Worker:
     def __init__(self, settings: dict):
         from vllm import LLM
 
-        self.llm = LLM(model=settings["model"], dtype=settings["dtype"], max_logprobs=settings["max_logprobs"],
-                       enforce_eager=settings["enforce_eager"], enable_prefix_caching=False, seed=0,
-                       tensor_parallel_size=settings.get("tensor_parallel_size", 1),
-                       gpu_memory_utilization=settings.get("gpu_memory_utilization", 0.9),
-                       max_model_len=settings.get("max_model_len"),
-                       distributed_executor_backend=settings.get("distributed_executor_backend"))
+        self.llm = LLM(
+            model=settings["model"],
+            dtype=settings["dtype"],
+            max_logprobs=settings["max_logprobs"],
+            enforce_eager=settings["enforce_eager"],
+            enable_prefix_caching=False,
+            seed=0,
+            tensor_parallel_size=settings.get("tensor_parallel_size", 1),
+            gpu_memory_utilization=settings.get("gpu_memory_utilization", 0.9),
+            max_model_len=settings.get("max_model_len"),
+            distributed_executor_backend=settings.get("distributed_executor_backend"),
+        )
 
     def _run(self, ids, **params):
         from vllm import SamplingParams

@@ -9,6 +9,7 @@ CPU handling:
   autocast." at every step and runs it as a no-op, so that one warning is silenced here.
 - its export writes into `<output_dir>/<model name>-w<bits>g<group>/`: the files are moved up into out.
 """
+
 import shutil
 import warnings
 from pathlib import Path
@@ -17,8 +18,19 @@ from typing import List, Optional
 import torch
 
 
-def quantize(src: Path, out: Path, samples: List[List[int]], *, bits: int, group_size: int, sym: bool, iters: int,
-             batch_size: int, lr: Optional[float], device: str) -> None:
+def quantize(
+    src: Path,
+    out: Path,
+    samples: List[List[int]],
+    *,
+    bits: int,
+    group_size: int,
+    sym: bool,
+    iters: int,
+    batch_size: int,
+    lr: Optional[float],
+    device: str,
+) -> None:
     from auto_round import AutoRound, SignRoundConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -29,9 +41,19 @@ def quantize(src: Path, out: Path, samples: List[List[int]], *, bits: int, group
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="In CPU autocast, but the target dtype is not supported")
         signround = SignRoundConfig(bits=bits, group_size=group_size, sym=sym, iters=iters, lr=lr)
-        ar = AutoRound(model, tokenizer, alg_configs=signround, dataset=dataset, nsamples=len(samples),
-                       seqlen=len(samples[0]), batch_size=batch_size, device_map=device, amp=False,
-                       enable_torch_compile=False, seed=0)
+        ar = AutoRound(
+            model,
+            tokenizer,
+            alg_configs=signround,
+            dataset=dataset,
+            nsamples=len(samples),
+            seqlen=len(samples[0]),
+            batch_size=batch_size,
+            device_map=device,
+            amp=False,
+            enable_torch_compile=False,
+            seed=0,
+        )
         _, folder = ar.quantize_and_save(str(staging), format="auto_gptq")
     folder = Path(folder)
     for f in folder.iterdir():

@@ -12,6 +12,7 @@ CPU pitfalls handled here:
 - every quantize starts by writing and fsync-ing a 100 MB temp file to rate the disk for offload_to_disk,
   which is off here: the probe is skipped (`_no_disk_probe`); what it writes into the checkpoint is unchanged.
 """
+
 import os
 from pathlib import Path
 from typing import List
@@ -37,27 +38,64 @@ def _no_disk_probe() -> None:
 
 
 def _calibration(samples: List[List[int]]):
-    return [{"input_ids": torch.tensor([s]), "attention_mask": torch.ones(1, len(s), dtype=torch.long)} for s in samples]
+    return [
+        {"input_ids": torch.tensor([s]), "attention_mask": torch.ones(1, len(s), dtype=torch.long)} for s in samples
+    ]
 
 
-def quantize_gptq(src: Path, out: Path, samples: List[List[int]], *, bits: int, group_size: int, sym: bool,
-                  desc_act: bool, damp_percent: float, true_sequential: bool, device: str, threads: int) -> None:
+def quantize_gptq(
+    src: Path,
+    out: Path,
+    samples: List[List[int]],
+    *,
+    bits: int,
+    group_size: int,
+    sym: bool,
+    desc_act: bool,
+    damp_percent: float,
+    true_sequential: bool,
+    device: str,
+    threads: int,
+) -> None:
     g = _gptqmodel(threads)
-    qc = g.QuantizeConfig(bits=bits, group_size=group_size, sym=sym, desc_act=desc_act, damp_percent=damp_percent,
-                          true_sequential=true_sequential, offload_to_disk=False)
+    qc = g.QuantizeConfig(
+        bits=bits,
+        group_size=group_size,
+        sym=sym,
+        desc_act=desc_act,
+        damp_percent=damp_percent,
+        true_sequential=true_sequential,
+        offload_to_disk=False,
+    )
     model = g.GPTQModel.load(str(src), qc, dtype=torch.float32, device=device)
     model.quantize(_calibration(samples), batch_size=1)
     with stdout_to_job_log("gptqmodel"):
         model.save(str(out))
 
 
-def quantize_awq(src: Path, out: Path, samples: List[List[int]], *, bits: int, group_size: int, zero_point: bool,
-                 version: str, device: str, threads: int) -> None:
+def quantize_awq(
+    src: Path,
+    out: Path,
+    samples: List[List[int]],
+    *,
+    bits: int,
+    group_size: int,
+    zero_point: bool,
+    version: str,
+    device: str,
+    threads: int,
+) -> None:
     g = _gptqmodel(threads)
     from gptqmodel.quantization import FORMAT, METHOD
 
-    qc = g.QuantizeConfig(bits=bits, group_size=group_size, sym=not zero_point, method=METHOD.AWQ,
-                          format=FORMAT[version], offload_to_disk=False)
+    qc = g.QuantizeConfig(
+        bits=bits,
+        group_size=group_size,
+        sym=not zero_point,
+        method=METHOD.AWQ,
+        format=FORMAT[version],
+        offload_to_disk=False,
+    )
     model = g.GPTQModel.load(str(src), qc, dtype=torch.float16, device=device)
     kernel = g.BACKEND.AWQ_TORCH if device == "cpu" else g.BACKEND.AUTO
     model.quantize(_calibration(samples), batch_size=1, backend=kernel)

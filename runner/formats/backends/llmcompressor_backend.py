@@ -6,6 +6,7 @@ CPU pitfalls handled here:
   ("Cannot access accelerator device when none is available"): IntermediatesCache.pin_memory is
   made a no-op for the duration of the call when CUDA is absent (pinning only serves GPU copies).
 """
+
 import contextlib
 from pathlib import Path
 from typing import List, Optional
@@ -36,8 +37,17 @@ def _no_pinning_without_accelerator():
         IntermediatesCache.pin_memory = original
 
 
-def recipe(method: str, *, bits: int, sym: bool, group_size: Optional[int], damp_percent: float = 0.01,
-           desc_act: bool = False, n_grid: int = 20, duo_scaling: bool = True):
+def recipe(
+    method: str,
+    *,
+    bits: int,
+    sym: bool,
+    group_size: Optional[int],
+    damp_percent: float = 0.01,
+    desc_act: bool = False,
+    n_grid: int = 20,
+    duo_scaling: bool = True,
+):
     """The modifiers for method gptq | awq | rtn (plain min-max, e.g. W8A16). lm_head stays unquantized.
 
     AWQ's n_grid / duo_scaling shape its per-layer scale search (n_grid forwards of each mapping's parent module).
@@ -47,8 +57,14 @@ def recipe(method: str, *, bits: int, sym: bool, group_size: Optional[int], damp
 
     groups = _scheme(bits, sym, group_size)
     if method == "gptq":
-        return [GPTQModifier(config_groups=groups, ignore=["lm_head"], dampening_frac=damp_percent,
-                             actorder="static" if desc_act else None)]
+        return [
+            GPTQModifier(
+                config_groups=groups,
+                ignore=["lm_head"],
+                dampening_frac=damp_percent,
+                actorder="static" if desc_act else None,
+            )
+        ]
     quant = QuantizationModifier(config_groups=groups, ignore=["lm_head"])
     return [AWQModifier(n_grid=n_grid, duo_scaling=duo_scaling), quant] if method == "awq" else [quant]
 
@@ -62,8 +78,12 @@ def quantize(src: Path, out: Path, samples: Optional[List[List[int]]], method: s
     if samples:
         from datasets import Dataset
 
-        kwargs = dict(dataset=Dataset.from_dict({"input_ids": samples, "attention_mask": [[1] * len(s) for s in samples]}),
-                      num_calibration_samples=len(samples), max_seq_length=len(samples[0]), shuffle_calibration_samples=False)
+        kwargs = dict(
+            dataset=Dataset.from_dict({"input_ids": samples, "attention_mask": [[1] * len(s) for s in samples]}),
+            num_calibration_samples=len(samples),
+            max_seq_length=len(samples[0]),
+            shuffle_calibration_samples=False,
+        )
     with _no_pinning_without_accelerator():
         oneshot(model=model, recipe=recipe(method, **settings), **kwargs)
     model.save_pretrained(out, save_compressed=True)

@@ -4,6 +4,7 @@ A small header reader instead of gguf.GGUFReader: that one materializes every me
 (e.g. ~100k tokenizer strings) as numpy views and takes seconds per file; this one skips
 values it does not need and reads only the tensor table.
 """
+
 import mmap
 import struct
 from collections import Counter, defaultdict
@@ -50,7 +51,7 @@ def read_header(path: Path) -> GgufHeader:
         def string():
             nonlocal pos
             n = take("Q")
-            s = bytes(buf[pos:pos + n]).decode("utf-8", errors="replace")
+            s = bytes(buf[pos : pos + n]).decode("utf-8", errors="replace")
             pos += n
             return s
 
@@ -115,8 +116,11 @@ def check_gguf(path: Path, key: str) -> GgufHeader:
             if header.data_start + t.offset + t.n_bytes > size:
                 raise ValueError(f"tensor {t.name} ends past the end of the file")
     except Exception as e:  # header cut short, bad counts, tensors past EOF...
-        raise UserError(key, f"'{path}' is a truncated or corrupt GGUF file ({type(e).__name__}: {str(e)[:120]})",
-                        "re-download or re-create the file") from e
+        raise UserError(
+            key,
+            f"'{path}' is a truncated or corrupt GGUF file ({type(e).__name__}: {str(e)[:120]})",
+            "re-download or re-create the file",
+        ) from e
     return header
 
 
@@ -133,8 +137,11 @@ def tensor_report(path: Path, header: GgufHeader | None = None) -> Dict[str, Any
         nbytes[name] += t.n_bytes
     total_el, total_b = sum(elements.values()), sum(nbytes.values())
     types = {
-        name: {"tensors": counts[name], "params_pct": round(100.0 * elements[name] / total_el, 2),
-               "bits_per_weight": round(8.0 * nbytes[name] / elements[name], 3)}
+        name: {
+            "tensors": counts[name],
+            "params_pct": round(100.0 * elements[name] / total_el, 2),
+            "bits_per_weight": round(8.0 * nbytes[name] / elements[name], 3),
+        }
         for name in sorted(counts, key=lambda n: -elements[n])
     }
     return {

@@ -1,6 +1,7 @@
 """GGUF through llama.cpp: HF -> f16 GGUF once per model (llama.cpp's own converter, cached),
 then each quant type is one llama_model_quantize call, optionally guided by an importance matrix.
 """
+
 import ctypes
 import logging
 import os
@@ -9,25 +10,46 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runner.system import packages
 from runner.cache import Cache
 from runner.data.corpus import sdist_folder
 from runner.errors import UserError
 from runner.formats.base import Format
 from runner.formats.gguf.files import check_gguf, tensor_report
+from runner.system import packages
 from runner.system.library_logs import route_llama_cpp_log
 
 log = logging.getLogger(__name__)
 
 # preset name -> llama_ftype suffix (llama_cpp.LLAMA_FTYPE_<suffix>)
 QUANT_TYPES = {
-    "f16": "MOSTLY_F16", "bf16": "MOSTLY_BF16", "q8_0": "MOSTLY_Q8_0", "q6_k": "MOSTLY_Q6_K",
-    "q5_k_m": "MOSTLY_Q5_K_M", "q5_k_s": "MOSTLY_Q5_K_S", "q5_0": "MOSTLY_Q5_0", "q5_1": "MOSTLY_Q5_1",
-    "q4_k_m": "MOSTLY_Q4_K_M", "q4_k_s": "MOSTLY_Q4_K_S", "q4_0": "MOSTLY_Q4_0", "q4_1": "MOSTLY_Q4_1",
-    "q3_k_l": "MOSTLY_Q3_K_L", "q3_k_m": "MOSTLY_Q3_K_M", "q3_k_s": "MOSTLY_Q3_K_S", "q2_k": "MOSTLY_Q2_K",
-    "iq4_nl": "MOSTLY_IQ4_NL", "iq4_xs": "MOSTLY_IQ4_XS", "iq3_m": "MOSTLY_IQ3_M", "iq3_s": "MOSTLY_IQ3_S",
-    "iq3_xs": "MOSTLY_IQ3_XS", "iq3_xxs": "MOSTLY_IQ3_XXS", "iq2_m": "MOSTLY_IQ2_M", "iq2_s": "MOSTLY_IQ2_S",
-    "iq2_xs": "MOSTLY_IQ2_XS", "iq2_xxs": "MOSTLY_IQ2_XXS", "iq1_m": "MOSTLY_IQ1_M", "iq1_s": "MOSTLY_IQ1_S",
+    "f16": "MOSTLY_F16",
+    "bf16": "MOSTLY_BF16",
+    "q8_0": "MOSTLY_Q8_0",
+    "q6_k": "MOSTLY_Q6_K",
+    "q5_k_m": "MOSTLY_Q5_K_M",
+    "q5_k_s": "MOSTLY_Q5_K_S",
+    "q5_0": "MOSTLY_Q5_0",
+    "q5_1": "MOSTLY_Q5_1",
+    "q4_k_m": "MOSTLY_Q4_K_M",
+    "q4_k_s": "MOSTLY_Q4_K_S",
+    "q4_0": "MOSTLY_Q4_0",
+    "q4_1": "MOSTLY_Q4_1",
+    "q3_k_l": "MOSTLY_Q3_K_L",
+    "q3_k_m": "MOSTLY_Q3_K_M",
+    "q3_k_s": "MOSTLY_Q3_K_S",
+    "q2_k": "MOSTLY_Q2_K",
+    "iq4_nl": "MOSTLY_IQ4_NL",
+    "iq4_xs": "MOSTLY_IQ4_XS",
+    "iq3_m": "MOSTLY_IQ3_M",
+    "iq3_s": "MOSTLY_IQ3_S",
+    "iq3_xs": "MOSTLY_IQ3_XS",
+    "iq3_xxs": "MOSTLY_IQ3_XXS",
+    "iq2_m": "MOSTLY_IQ2_M",
+    "iq2_s": "MOSTLY_IQ2_S",
+    "iq2_xs": "MOSTLY_IQ2_XS",
+    "iq2_xxs": "MOSTLY_IQ2_XXS",
+    "iq1_m": "MOSTLY_IQ1_M",
+    "iq1_s": "MOSTLY_IQ1_S",
 }
 # llama.cpp throws ("Missing importance matrix for tensor ...") for these without one (llama-quant.cpp)
 NEEDS_IMATRIX = ("iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq1_s", "iq1_m")
@@ -36,28 +58,41 @@ CONVERTER_FILES = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/c
 
 def llama_cpp_module(key: str = "format.family"):
     """Imported, not just found: a broken install must fail here, naming the extra, not mid-quantize."""
-    return packages.import_or_fail("llama_cpp", key, "GGUF needs llama-cpp-python, which is not installed",
-                                   "pip install -e '.[gguf]' (make venv installs it)")
+    return packages.import_or_fail(
+        "llama_cpp",
+        key,
+        "GGUF needs llama-cpp-python, which is not installed",
+        "pip install -e '.[gguf]' (make venv installs it)",
+    )
 
 
 class GgufFormat(Format):
-
     def uses_calibration(self, cfg) -> bool:
         return bool(cfg.imatrix)
 
     def validate(self, cfg, model) -> None:
         if cfg.quant_type not in QUANT_TYPES:
-            raise UserError("format.quant_type", f"unknown GGUF type '{cfg.quant_type}'", f"use one of {sorted(QUANT_TYPES)}")
+            raise UserError(
+                "format.quant_type", f"unknown GGUF type '{cfg.quant_type}'", f"use one of {sorted(QUANT_TYPES)}"
+            )
         if cfg.quant_type in NEEDS_IMATRIX and not cfg.imatrix:
-            raise UserError("format.imatrix", f"llama.cpp refuses {cfg.quant_type} without an importance matrix",
-                            "set format.imatrix=true (computed from the calibration text) or use iq3_s / iq4_xs")
+            raise UserError(
+                "format.imatrix",
+                f"llama.cpp refuses {cfg.quant_type} without an importance matrix",
+                "set format.imatrix=true (computed from the calibration text) or use iq3_s / iq4_xs",
+            )
         if cfg.engine not in ("llama_cpp", "torch"):  # torch: transformers dequantizes the file's weights
-            raise UserError("format.engine", f"GGUF files run on llama_cpp or torch, not '{cfg.engine}'",
-                            "set format.engine=llama_cpp (or torch for the file's dequantized weights)")
+            raise UserError(
+                "format.engine",
+                f"GGUF files run on llama_cpp or torch, not '{cfg.engine}'",
+                "set format.engine=llama_cpp (or torch for the file's dequantized weights)",
+            )
         llama_cpp_module()
 
     def library_versions(self):
-        return {"llama_cpp_python": packages.version("llama_cpp_python")}  # == llama_cpp.__version__, without the import
+        return {
+            "llama_cpp_python": packages.version("llama_cpp_python")
+        }  # == llama_cpp.__version__, without the import
 
     def quantize(self, model, cfg, calibration, hardware, out_dir: Path, cache: Cache):
         base = convert_once(model, cache, hardware.threads)
@@ -98,7 +133,9 @@ def quantize_file(src: Path, dst: Path, quant_type: str, threads: int, imatrix=N
 def converter_dir(cache: Cache) -> Path:
     """llama.cpp's convert_hf_to_gguf.py with its own gguf-py, from the sdist of the installed llama-cpp-python."""
     version = llama_cpp_module().__version__
-    return sdist_folder(f"llama-cpp-python=={version}", cache, "format.family", CONVERTER_FILES) / "vendor" / "llama.cpp"
+    return (
+        sdist_folder(f"llama-cpp-python=={version}", cache, "format.family", CONVERTER_FILES) / "vendor" / "llama.cpp"
+    )
 
 
 def convert_once(model, cache: Cache, threads: int = 2) -> Path:
@@ -130,13 +167,24 @@ def convert_once(model, cache: Cache, threads: int = 2) -> Path:
 def _convert_hf(model, out: Path, conv: Path) -> None:
     log.info("converting %s to an f16 GGUF with llama.cpp's converter (once per model)", model.name)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(conv / "gguf-py"), str(conv)]), NO_LOCAL_GGUF="")
-    cmd = [sys.executable, str(conv / "convert_hf_to_gguf.py"), str(model.path), "--outfile", str(out), "--outtype", "f16"]
+    cmd = [
+        sys.executable,
+        str(conv / "convert_hf_to_gguf.py"),
+        str(model.path),
+        "--outfile",
+        str(out),
+        "--outtype",
+        "f16",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = [l for l in (proc.stderr + proc.stdout).strip().splitlines() if l.strip()][-1:] or ["no output"]
         if "not supported" in tail[0].lower():
-            raise UserError("model.id", f"llama.cpp's converter does not support this model ({tail[0].strip()[-160:]})",
-                            "use a torch-engine format (fp16, bf16, ...) for this architecture")
+            raise UserError(
+                "model.id",
+                f"llama.cpp's converter does not support this model ({tail[0].strip()[-160:]})",
+                "use a torch-engine format (fp16, bf16, ...) for this architecture",
+            )
         raise RuntimeError(f"convert_hf_to_gguf.py failed: {tail[0]}")
 
 

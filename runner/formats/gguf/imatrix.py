@@ -5,6 +5,7 @@ input column (what `llama-imatrix` computes). We collect it with forward hooks o
 model, name each entry by its GGUF tensor name, cache it per (model, calibration), and hand it to
 llama_model_quantize as the C array `llama_model_imatrix_data[]` (NULL-terminated).
 """
+
 import ctypes
 import json
 import logging
@@ -48,21 +49,28 @@ def _collect(model, base_gguf: Path, calibration, hardware, cache: Cache):
     hooks = []
     for module_name, module in hf.named_modules():
         if isinstance(module, torch.nn.Linear) and module_name in names:
+
             def hook(mod, inputs, output, name=names[module_name]):
                 x = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
                 sums[name] = sums.get(name, 0) + (x * x).sum(dim=0)
                 counts[name] = counts.get(name, 0) + x.shape[0]
+
             hooks.append(module.register_forward_hook(hook))
     if not hooks:
-        raise UserError("format.imatrix", "no linear layer of this model maps to a GGUF tensor name", "set format.imatrix=false")
+        raise UserError(
+            "format.imatrix", "no linear layer of this model maps to a GGUF tensor name", "set format.imatrix=false"
+        )
     with torch.inference_mode():
         for sample in tqdm(samples, desc="imatrix", unit="sample"):
             hf(input_ids=torch.tensor([sample]), use_cache=False)
     for h in hooks:
         h.remove()
     values = {name: (sums[name] / counts[name]).numpy().astype(np.float32) for name in sums}
-    meta = {"calibration": calib.manifest(), "calibration_tokens": len(samples) * len(samples[0]),
-            "method": "mean x^2 per input column (torch hooks, fp32)"}
+    meta = {
+        "calibration": calib.manifest(),
+        "calibration_tokens": len(samples) * len(samples[0]),
+        "method": "mean x^2 per input column (torch hooks, fp32)",
+    }
     return values, meta
 
 
