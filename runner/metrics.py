@@ -5,6 +5,10 @@ table, plots and recommend constraints read names, headers, formats and directio
 Declaration order is column order in those tables. Uncertainty intervals of a metric are
 `<name>_ci_low` / `<name>_ci_high` (ci_names()); they are accepted wherever the metric is.
 This module must stay light: the resume path and `qrun-report` import it.
+
+To add a metric: its constant below (NAMESPACE_NAME = "namespace/name"), its Metric(...) in a declare()
+(unit, better side, display, header, producer, the tables it is a column of), and the constant -- never
+the string -- wherever it is logged or read. A per-task or per-statistic family is task_metric()/member().
 """
 
 from dataclasses import dataclass, replace

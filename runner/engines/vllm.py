@@ -56,7 +56,7 @@ LOAD_TIMEOUT_S = 600
 
 def venv_dir() -> Path:
     """$QRUN_VLLM_VENV, else ROOT/.venv-vllm, else this venv when vLLM is installed in it (a CUDA venv made
-    with the `vllm` extra, README 'GPU formats and engines')."""
+    with the `vllm` extra, docs/formats.md 'GPU formats and engines')."""
     if os.environ.get(VENV_ENV):
         return Path(os.environ[VENV_ENV])
     own = ROOT / ".venv-vllm"

@@ -4,7 +4,7 @@ clipping range block by block on the calibration samples, then exports a GPTQ v1
 
 Cost grows with `iters x batch_size x calibration.seq_len` per decoder block (a forward and a backward of
 the block each step); AutoRound's own default (200 steps of 8 samples) is sized for a GPU: the
-`autoround_int4_cpu` preset takes fewer steps of fewer samples (README, "AutoRound").
+`autoround_int4_cpu` preset takes fewer steps of fewer samples (docs/formats.md, "AutoRound").
 """
 
 import json

@@ -8,7 +8,7 @@ runner.system.packages finds the package without importing it.
 from runner.errors import UserError
 from runner.system import packages
 
-INSTALL_HINT = "see README 'GPU formats and engines'"
+INSTALL_HINT = "see docs/formats.md, 'GPU formats and engines'"
 
 
 def require_cuda(key: str, what: str, package: str, extra: str, hardware=None) -> None:

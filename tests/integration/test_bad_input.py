@@ -1,7 +1,7 @@
 """Bad input: a clear one-line error naming the key, exit 2, no run left RUNNING, nothing half-written.
 
 Each job runs in-process (helpers.run_job: qrun's job without its process); tests/integration/test_cli_errors.py
-checks what the real process prints. README.md "Bad input" lists every case and the test that covers it.
+checks what the real process prints. docs/bad-input.md lists every case and the test that covers it.
 """
 
 import json
