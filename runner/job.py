@@ -20,7 +20,7 @@ from runner.cache import Cache
 from runner.data.calibration import calibration_identity
 from runner.data.corpus import corpus_identity
 from runner.data.models import model_fingerprint, resolve_model
-from runner.engines import get_engine
+from runner.engines import check_runs, get_engine
 from runner.errors import UserError
 from runner.formats import get_format, load_format_preset
 from runner.stages import StageContext, StageResult, check_config, plan, run_stage
@@ -129,7 +129,8 @@ def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: lis
     cache = Cache(cfg.cache.dir, cfg.cache.mode, scratch=run_dir / "scratch")
     get_format(cfg.format.family).validate(cfg.format, None)
     engine = get_engine(cfg.format.engine)  # always the job's own config, never the cached artifact's first user
-    engine.check_format(cfg.format, cfg.hardware)  # a format the engine refuses: said even where it is not installed
+    check_runs(cfg.format)  # an engine that does not run the format, or settings it refuses: said even where it
+    engine.check_format(cfg.format, cfg.hardware)  # is not installed
     engine.check_available(cfg.hardware)
     tracker.set_tags({"engine.name": engine.NAME, "engine.version": engine.version()})
     check_config(cfg)  # values that cannot work, before the model is touched

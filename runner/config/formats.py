@@ -1,18 +1,22 @@
-"""The format families: each one's config schema, implementation and the engines that run its artifacts.
+"""The format families: each one's config schema (whose `engine` default is the family's own engine) and implementation.
 
 Hydra validates conf/format/*.yaml against these schemas at composition time (`qrun --cfg job`,
 config tests, resumed jobs), so this module must stay light: plain dataclasses, no library imports.
 The implementations (runner/formats/<family>.py) are imported by name only when a job uses them
 (runner.formats.get_format).
 
+Which engines run a family: its own, and every engine whose row in runner/engines/__init__.py ENGINES
+lists it in `also_runs` (runner.engines.engines_for).
+
 To add a format family: its schema here (a FormatConfig subclass whose `family` default is the
-family's name), its row in FAMILIES, its module in runner/formats/ (a Format subclass: quantize(),
-and validate(), library_versions(), uses_calibration() where the defaults do not fit), and its presets
-as conf/format/<name>.yaml, each starting from `- /schema/format/<family>@_here_`.
+family's name and `engine` default its own engine), its row in FAMILIES, its module in runner/formats/
+(a Format subclass: quantize(), and validate(), library_versions(), uses_calibration() where the
+defaults do not fit), and its presets as conf/format/<name>.yaml, each starting from
+`- /schema/format/<family>@_here_`.
 """
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 from omegaconf import MISSING
 
@@ -127,31 +131,23 @@ class OpenvinoConfig(FormatConfig):
 
 @dataclass(frozen=True)
 class Family:
-    schema: type  # the dataclass its presets are validated against
+    schema: type  # the dataclass its presets are validated against; its `engine` default is the family's own engine
     implementation: str  # "module:class" of its Format, imported when a job uses the family
-    engines: Tuple[str, ...]  # the engines that run its artifacts (format.engine), its schema's default first
 
 
 FAMILIES: Dict[str, Family] = {
-    "torch_dtype": Family(
-        TorchDtypeConfig, "runner.formats.torch_dtype:TorchDtypeFormat", ("torch", "vllm", "exllamav2")
-    ),
-    "gguf": Family(GgufConfig, "runner.formats.gguf.format:GgufFormat", ("llama_cpp", "torch")),
-    "exl2": Family(Exl2Config, "runner.formats.exl2:Exl2Format", ("exllamav2",)),  # CUDA only
+    "torch_dtype": Family(TorchDtypeConfig, "runner.formats.torch_dtype:TorchDtypeFormat"),
+    "gguf": Family(GgufConfig, "runner.formats.gguf.format:GgufFormat"),
+    "exl2": Family(Exl2Config, "runner.formats.exl2:Exl2Format"),  # CUDA only
     # weight-only INT4 / INT8 (calibrated or not)
-    "gptq": Family(GptqConfig, "runner.formats.gptq:GptqFormat", ("torch", "vllm")),
-    "awq": Family(AwqConfig, "runner.formats.awq:AwqFormat", ("torch", "vllm")),
-    "int8": Family(Int8Config, "runner.formats.int8:Int8Format", ("torch",)),
-    "nf4": Family(Nf4Config, "runner.formats.nf4:Nf4Format", ("torch",)),
+    "gptq": Family(GptqConfig, "runner.formats.gptq:GptqFormat"),
+    "awq": Family(AwqConfig, "runner.formats.awq:AwqFormat"),
+    "int8": Family(Int8Config, "runner.formats.int8:Int8Format"),
+    "nf4": Family(Nf4Config, "runner.formats.nf4:Nf4Format"),
     # torchao schemes with CPU kernels (W8A8 dynamic)
-    "torchao": Family(TorchaoConfig, "runner.formats.torchao_schemes:TorchaoFormat", ("torch",)),
+    "torchao": Family(TorchaoConfig, "runner.formats.torchao_schemes:TorchaoFormat"),
     # auto-round SignRound, GPTQ v1 checkpoint
-    "autoround": Family(AutoRoundConfig, "runner.formats.autoround:AutoRoundFormat", ("torch",)),
+    "autoround": Family(AutoRoundConfig, "runner.formats.autoround:AutoRoundFormat"),
     # OpenVINO IR + NNCF INT8/INT4, exported in .venv-openvino
-    "openvino": Family(OpenvinoConfig, "runner.formats.openvino:OpenvinoFormat", ("openvino",)),
+    "openvino": Family(OpenvinoConfig, "runner.formats.openvino:OpenvinoFormat"),
 }
-
-
-def families_on(engine: str) -> Tuple[str, ...]:
-    """The families whose artifacts `engine` runs."""
-    return tuple(name for name, f in FAMILIES.items() if engine in f.engines)

@@ -2,18 +2,20 @@
 
 Lazy by name: an engine's module (and its library) is imported only when that engine is asked for,
 so a process that runs llama.cpp never imports torch (the benchmark worker's memory is the engine's).
-Which formats an engine runs is its families' rows (runner/config/formats.py FAMILIES, `engines`).
+An engine runs the families whose own engine it is (their schema's `engine` default) and those its row
+lists in `also_runs`; any other format.engine is refused before any work (check_runs).
 
 To add an engine: its module here (an Engine subclass: load() returning a LoadedModel, version(), and
-check_format(), check_available(), check_artifact(), kernel() where the defaults do not fit), its row
-in ENGINES (with the server module in runner/benchmark/servers/ that deploys it, if one does), and its
-name in the `engines` of each family row it runs.
+check_format(), check_available(), check_artifact(), kernel() where the defaults do not fit) and its row
+in ENGINES: the server module in runner/benchmark/servers/ that deploys it (if one does) and the
+existing families it also runs.
 """
 
 import importlib
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
+from runner.config.formats import FAMILIES
 from runner.engines.base import Engine
 from runner.errors import UserError
 
@@ -22,15 +24,24 @@ from runner.errors import UserError
 class EngineRow:
     implementation: str  # "module:class" of its Engine
     server: Optional[str] = None  # the runner/benchmark/servers module behind benchmark.kind=serving; None: no server
+    also_runs: Tuple[str, ...] = ()  # families beyond those whose own engine it is
 
 
 ENGINES: Dict[str, EngineRow] = {
-    "torch": EngineRow("runner.engines.torch_engine:TorchEngine", "runner.benchmark.servers.transformers_server"),
+    # a GGUF's weights dequantized by transformers (the llama.cpp job's file)
+    "torch": EngineRow(
+        "runner.engines.torch_engine:TorchEngine", "runner.benchmark.servers.transformers_server", also_runs=("gguf",)
+    ),
     "llama_cpp": EngineRow("runner.engines.llama_cpp:LlamaCppEngine", "runner.benchmark.servers.llama_cpp_server"),
     # CUDA only; imports its library on load. Its usual server, TabbyAPI, is not a pip package
-    "exllamav2": EngineRow("runner.engines.exllamav2:ExLlamaV2Engine"),
+    "exllamav2": EngineRow("runner.engines.exllamav2:ExLlamaV2Engine", also_runs=("torch_dtype",)),
     # in .venv-vllm (a subprocess); `vllm serve` under load
-    "vllm": EngineRow("runner.engines.vllm:VllmEngine", "runner.benchmark.servers.vllm_server"),
+    # dense HF folders, GPTQ v1 (gptqmodel), compressed-tensors (llm-compressor), AutoAWQ GEMM
+    "vllm": EngineRow(
+        "runner.engines.vllm:VllmEngine",
+        "runner.benchmark.servers.vllm_server",
+        also_runs=("torch_dtype", "gptq", "awq"),
+    ),
     # OpenVINO CPU runtime in .venv-openvino (a subprocess)
     "openvino": EngineRow("runner.engines.openvino:OpenvinoEngine"),
 }
@@ -44,3 +55,20 @@ def get_engine(name: str) -> Engine:
         module, cls = ENGINES[name].implementation.split(":")
         _instances[name] = getattr(importlib.import_module(module), cls)()
     return _instances[name]
+
+
+def engines_for(family: str) -> Tuple[str, ...]:
+    """The engines that run `family`'s artifacts: its own first."""
+    own = FAMILIES[family].schema.engine
+    return (own,) + tuple(name for name, row in ENGINES.items() if family in row.also_runs and name != own)
+
+
+def families_on(engine: str) -> Tuple[str, ...]:
+    return tuple(family for family in FAMILIES if engine in engines_for(family))
+
+
+def check_runs(fmt) -> None:
+    """UserError naming format.engine when that engine does not run the format's family."""
+    if fmt.family in FAMILIES and fmt.engine in ENGINES and fmt.engine not in engines_for(fmt.family):
+        raise UserError("format.engine", f"{fmt.engine} does not run the {fmt.family} format ({fmt.name})",
+                        f"use format.engine={' or '.join(engines_for(fmt.family))}")  # fmt: skip

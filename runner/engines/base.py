@@ -5,7 +5,6 @@ from typing import Callable, Generator, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from runner.errors import UserError
 from runner.system.packages import dist_versions  # noqa: F401  (re-exported: engines and stages import it from here)
 
 
@@ -50,16 +49,7 @@ class Engine:
         """Raise UserError when this machine cannot run the engine (e.g. needs a GPU)."""
 
     def check_format(self, fmt, hardware) -> None:
-        """Raise UserError, before any work, for a format config this engine refuses or cannot run here."""
-        from runner.config.formats import FAMILIES
-
-        family = FAMILIES.get(fmt.family)
-        if family is not None and self.NAME not in family.engines:
-            raise UserError(
-                "format.engine",
-                f"{self.NAME} does not run the {fmt.family} format ({fmt.name})",
-                f"use format.engine={' or '.join(family.engines)}",
-            )
+        """Raise UserError, before any work, for settings of a format it runs that this engine refuses here."""
 
     def check_artifact(self, artifact) -> None:
         """Cheap checks of the files (UserError if unusable); load() runs them unless artifact.checked is set."""

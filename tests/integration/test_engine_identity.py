@@ -77,7 +77,7 @@ def test_llama_cpp_engine_on_a_safetensors_format_is_one_line(tiny_model_dir, ca
     assert out.returncode == 2
     assert out.line.startswith(
         "error: format.engine: llama_cpp does not run the torch_dtype format (fp32) -- fix: "
-        "use format.engine=torch or vllm or exllamav2"
+        "use format.engine=torch or exllamav2 or vllm"
     )
 
 

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from helpers import ROOT
 from runner.config.formats import FAMILIES
 from runner.config.schema import register_configs
+from runner.engines import ENGINES, engines_for, families_on
 from runner.formats import load_format_preset
 
 CONF = ROOT / "conf"
@@ -48,7 +49,7 @@ def test_every_group_option_composes(group, option):
 def test_format_presets_have_registered_family(option):
     cfg = _compose([f"format={option}"])
     assert cfg.format.family in FAMILIES
-    assert cfg.format.engine in FAMILIES[cfg.format.family].engines, "a preset's engine must be one its family runs on"
+    assert cfg.format.engine in engines_for(cfg.format.family), "a preset's engine must be one its family runs on"
     assert load_format_preset(option, "eval.baseline") == cfg.format
 
 
@@ -79,9 +80,12 @@ def test_unknown_format_lists_options():
     assert listed == _options("format")  # the presets only: the schemas they extend are not options
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_a_familys_schema_default_engine_heads_its_row(family):
-    assert FAMILIES[family].schema().engine == FAMILIES[family].engines[0]
+def test_the_engine_table_names_only_known_families_and_engines():
+    assert all(set(row.also_runs) <= set(FAMILIES) for row in ENGINES.values())
+    assert all(FAMILIES[f].schema.engine in ENGINES for f in FAMILIES)
+    # what the table says, as fixed facts: vLLM's loaders, the torch engine's GGUF dequantization
+    assert families_on("vllm") == ("torch_dtype", "gptq", "awq")
+    assert engines_for("gguf") == ("llama_cpp", "torch") and engines_for("openvino") == ("openvino",)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

@@ -27,10 +27,7 @@ import os
 import sys
 import time
 
-
-def _answer(out, obj) -> None:
-    out.write(json.dumps(obj) + "\n")
-    out.flush()
+from jsonlines_protocol import serve
 
 
 def versions() -> dict:
@@ -157,34 +154,12 @@ class Server:
         return {"ttft_s": streamer.first_token_at - start, "total_s": total, "new_tokens": n}
 
 
-def serve(settings: dict) -> int:
-    out = os.fdopen(os.dup(1), "w")  # the protocol channel; everything else printed to fd 1 goes to stderr
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    start = time.perf_counter()
-    try:
-        server = Server(settings)
-    except Exception as e:  # noqa: BLE001 (any failure to load is reported, then the worker exits)
-        _answer(out, {"error": f"{type(e).__name__}: {e}"})
-        return 1
-    _answer(out, {"ready": {"load_s": time.perf_counter() - start, **versions()}})
-    for line in sys.stdin:
-        req = json.loads(line)
-        op = req.get("op")
-        if op == "quit":
-            _answer(out, {"ok": "bye"})
-            break
-        try:
-            if op == "logprobs":
-                _answer(out, {"ok": server.logprobs(req["ids"], req["out"])})
-            elif op == "generate":
-                _answer(out, {"ok": server.generate(req["ids"], int(req["new_tokens"]))})
-            else:
-                _answer(out, {"error": f"unknown op {op!r}"})
-        except Exception as e:  # noqa: BLE001 (reported to the runner, which raises it)
-            _answer(out, {"error": f"{type(e).__name__}: {e}"})
-    out.close()
-    return 0
+def serve_model(settings: dict) -> int:
+    ops = {
+        "logprobs": lambda server, req: server.logprobs(req["ids"], req["out"]),
+        "generate": lambda server, req: server.generate(req["ids"], int(req["new_tokens"])),
+    }
+    return serve(lambda: Server(settings), ops, versions)
 
 
 def main(mode: str, settings: dict) -> int:
@@ -193,7 +168,7 @@ def main(mode: str, settings: dict) -> int:
         print(json.dumps(report), flush=True)  # the last line of stdout: the runner reads it
         return 0
     if mode == "serve":
-        return serve(settings)
+        return serve_model(settings)
     print(f"unknown mode {mode!r}: use export or serve", file=sys.stderr)
     return 2
 

@@ -20,13 +20,10 @@ import os
 import sys
 import time
 
+from jsonlines_protocol import serve
+
 # Test hook (tests/test_vllm_cpu.py): abort the way vLLM sometimes does, after the last answer was written.
 ABORT_AT_EXIT = "QRUN_VLLM_WORKER_ABORT_AT_EXIT"
-
-
-def _answer(out, obj) -> None:
-    out.write(json.dumps(obj) + "\n")
-    out.flush()
 
 
 def _floats(position) -> list:
@@ -78,37 +75,19 @@ class Worker:
 
 
 def main(settings: dict) -> int:
-    out = os.fdopen(os.dup(1), "w")  # the protocol channel; everything else printed to fd 1 goes to stderr
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    start = time.perf_counter()
-    try:
-        worker = Worker(settings)
-    except Exception as e:  # noqa: BLE001 (any failure to load is reported, then the worker exits)
-        _answer(out, {"error": f"{type(e).__name__}: {e}"})
-        return 1
-    import vllm
+    def ready() -> dict:
+        import vllm
 
-    _answer(out, {"ready": {"load_s": time.perf_counter() - start, "vllm": vllm.__version__}})
-    for line in sys.stdin:
-        req = json.loads(line)
-        op = req.get("op")
-        if op == "quit":
-            _answer(out, {"ok": "bye"})
-            break
-        try:
-            if op == "logprobs":
-                _answer(out, {"ok": worker.logprobs(req["ids"], int(req["k"]))})
-            elif op == "generate":
-                _answer(out, {"ok": worker.generate(req["ids"], int(req["new_tokens"]))})
-            else:
-                _answer(out, {"error": f"unknown op {op!r}"})
-        except Exception as e:  # noqa: BLE001 (reported to the runner, which raises it)
-            _answer(out, {"error": f"{type(e).__name__}: {e}"})
-    out.close()
-    if os.environ.get(ABORT_AT_EXIT) == "1":
+        return {"vllm": vllm.__version__}
+
+    ops = {
+        "logprobs": lambda worker, req: worker.logprobs(req["ids"], int(req["k"])),
+        "generate": lambda worker, req: worker.generate(req["ids"], int(req["new_tokens"])),
+    }
+    code = serve(lambda: Worker(settings), ops, ready)
+    if code == 0 and os.environ.get(ABORT_AT_EXIT) == "1":
         os.abort()  # SIGABRT: exit status 134 from a shell, -6 from Popen, as vLLM's own abort
-    return 0
+    return code
 
 
 if __name__ == "__main__":  # vLLM starts its engine core with spawn: this guard is required
