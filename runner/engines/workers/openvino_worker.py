@@ -27,7 +27,8 @@ import os
 import sys
 import time
 
-from jsonlines_protocol import serve
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # its sibling, however this file is run or imported
+from jsonlines_protocol import serve  # noqa: E402
 
 
 def versions() -> dict:

@@ -20,7 +20,8 @@ import os
 import sys
 import time
 
-from jsonlines_protocol import serve
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # its sibling, however this file is run or imported
+from jsonlines_protocol import serve  # noqa: E402
 
 # Test hook (tests/test_vllm_cpu.py): abort the way vLLM sometimes does, after the last answer was written.
 ABORT_AT_EXIT = "QRUN_VLLM_WORKER_ABORT_AT_EXIT"
