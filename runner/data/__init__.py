@@ -1,0 +1,1 @@
+"""Inputs: the base model, the eval and calibration texts, tokenization."""

@@ -8,9 +8,7 @@ import pytest
 
 from helpers import WEIGHT_ONLY_FORMATS, assert_benchmarked, reload_without_runner
 
-FORMATS = {
-    k: v for k, v in WEIGHT_ONLY_FORMATS.items() if k != "torchao_w8a8"
-}  # W8A8: tests/e2e/test_new_weight_only.py
+FORMATS = {k: v for k, v in WEIGHT_ONLY_FORMATS.items() if k != "torchao_w8a8"}  # W8A8: tests/e2e/test_torchao_w8a8.py
 pytestmark = pytest.mark.quantlib
 
 
