@@ -39,39 +39,12 @@ MORE = [("gptq_int4", "llmcompressor"), ("int8", "bitsandbytes"), ("int8", "llmc
 
 
 def tiny_model(out: Path, text: str) -> Path:
-    """The test suite's tiny Llama: hidden 256, 2 layers, SentencePiece BPE tokenizer (vocab 512)."""
-    import sentencepiece as spm
-    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
+    """The test suite's tiny Llama (scripts/tiny_model.py), its tokenizer trained on `text`."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from tiny_model import build
 
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(text.splitlines()),
-        model_prefix=str(out / "tokenizer"),
-        vocab_size=512,
-        model_type="bpe",
-        byte_fallback=True,
-        character_coverage=1.0,
-        bos_id=1,
-        eos_id=2,
-        unk_id=0,
-        pad_id=-1,
-        num_threads=1,
-        minloglevel=2,
-    )
-    LlamaTokenizer.from_pretrained(out).save_pretrained(out)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=512,
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=False,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
-    return out
+    (out / "text.txt").write_text(text)
+    return build(out, out / "text.txt")
 
 
 def bare(fmt, backend, cfg, model_dir: Path, text: str, out: Path) -> None:

@@ -1,6 +1,7 @@
-"""benchmark.kind=serving: a real OpenAI-compatible server for the artifact under concurrent load.
+"""Speed and memory, both benchmark kinds side by side (the benchmark stage picks one, runner/stages/benchmark.py).
 
-process.py starts and stops a server (+ _launch.py, which ties it to qrun's life); servers/ says how
-each engine's server is started; loadgen.py sends the load and summarizes it; benchmark.py runs the
-whole benchmark. Memory sampling is runner/benchmark/probes.py's, shared with the offline kind.
+offline: worker.py, a fresh process that imports only the engine and times one stream. serving:
+serving.py runs a real OpenAI-compatible server for the artifact (servers/: how each engine's server
+starts, process.py starts and stops it) under the load loadgen.py sends and summarizes; capacity.py
+searches the largest concurrency within the SLO. probes.py samples peak memory for both kinds.
 """

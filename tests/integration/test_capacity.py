@@ -6,22 +6,19 @@ faster than 1/S queue, and their latency must include that queue (no coordinated
 """
 
 import asyncio
-import sys
 
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from helpers import ROOT
+from helpers import throttled_spec
 from runner.benchmark import capacity as cap
 from runner.benchmark.loadgen import arrival_offsets, run_load, summarize
-from runner.benchmark.servers import ServerProcess, ServerSpec, pick_port
+from runner.benchmark.servers import ServerProcess
 from runner.benchmark.serving import capacity_search, window_starts
 from runner.config.deployment import CapacitySearchConfig
 from runner.config.schema import BenchmarkConfig
 from runner.errors import UserError
-
-THROTTLED = ROOT / "tests" / "throttled_server.py"
 
 
 def _bench(**over):
@@ -35,26 +32,7 @@ def throttled(tmp_path):
     servers = []
 
     def start(service_s: float, fail_every: int = 0, held_back: int = 0) -> ServerProcess:
-        port = pick_port("127.0.0.1", 0)
-        spec = ServerSpec(
-            name="throttled",
-            cmd=[
-                sys.executable,
-                str(THROTTLED),
-                "--port",
-                str(port),
-                "--service-s",
-                str(service_s),
-                "--fail-every",
-                str(fail_every),
-                "--held-back",
-                str(held_back),
-            ],
-            host="127.0.0.1",
-            port=port,
-            health_path="/health",
-            model="m",
-        )
+        spec = throttled_spec(service_s, fail_every, held_back)
         server = ServerProcess(spec, tmp_path / f"throttled{len(servers)}.log").start()
         servers.append(server)
         server.wait_healthy(30)

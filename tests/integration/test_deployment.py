@@ -6,7 +6,6 @@ log loads measured against a real server on 127.0.0.1 throttled by the test (tes
 
 import asyncio
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,9 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from helpers import QRUN, ROOT, mlflow_runs, run_qrun
+from helpers import QRUN, ROOT, mlflow_runs, run_qrun, throttled_spec
 from runner.benchmark.loadgen import run_load, summarize
-from runner.benchmark.servers import ServerProcess, ServerSpec, pick_port
+from runner.benchmark.servers import ServerProcess
 from runner.config.presets import load_preset
 from runner.config.schema import BenchmarkConfig, register_configs
 from runner.report.data import Row
@@ -25,7 +24,6 @@ from runner.report.scenario import mismatch
 from runner.tracking import capacity_csv
 
 register_configs()
-THROTTLED = ROOT / "tests" / "throttled_server.py"
 SCENARIO_ARGS = [
     "deployment=cpu_chat_4users",
     "eval.n_tokens=1024",
@@ -228,25 +226,8 @@ def stored(tmp_path_factory):
     )
 
     def measure(fail_every, users=d.users):
-        port = pick_port("127.0.0.1", 0)
-        spec = ServerSpec(
-            name="throttled",
-            cmd=[
-                sys.executable,
-                str(THROTTLED),
-                "--port",
-                str(port),
-                "--service-s",
-                "0.05",
-                "--fail-every",
-                str(fail_every),
-            ],
-            host="127.0.0.1",
-            port=port,
-            health_path="/health",
-            model="m",
-        )
-        with ServerProcess(spec, tmp / f"server{port}.log") as server:
+        spec = throttled_spec(0.05, fail_every)
+        with ServerProcess(spec, tmp / f"server{spec.port}.log") as server:
             server.wait_healthy(30)
             cfg = OmegaConf.merge(bench, {"concurrency": users})
             return summarize(
