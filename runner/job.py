@@ -20,10 +20,10 @@ from runner.cache import Cache
 from runner.data.calibration import calibration_identity
 from runner.data.corpus import corpus_identity
 from runner.data.models import model_fingerprint, resolve_model
-from runner.engines import check_runs, get_engine
+from runner.engines import get_engine
 from runner.errors import UserError
 from runner.formats import get_format, load_format_preset
-from runner.stages import StageContext, StageResult, check_config, plan, run_stage
+from runner.stages import StageContext, StageResult, check_engine, check_values, plan, run_stage
 from runner.system.environment import code_identity, environment_tags, host_identity
 from runner.system.lifecycle import sigterm_raises
 from runner.tracking import PARENT_FILE, RUN_FILE, Tracker, child_run_name, flatten
@@ -129,11 +129,10 @@ def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: lis
     cache = Cache(cfg.cache.dir, cfg.cache.mode, scratch=run_dir / "scratch")
     get_format(cfg.format.family).validate(cfg.format, None)
     engine = get_engine(cfg.format.engine)  # always the job's own config, never the cached artifact's first user
-    check_runs(cfg.format)  # an engine that does not run the format, or settings it refuses: said even where it
-    engine.check_format(cfg.format, cfg.hardware)  # is not installed
+    check_engine(cfg)  # said even where the engine is not installed
     engine.check_available(cfg.hardware)
     tracker.set_tags({"engine.name": engine.NAME, "engine.version": engine.version()})
-    check_config(cfg)  # values that cannot work, before the model is touched
+    check_values(cfg)  # values that cannot work, before the model is touched
 
     model = resolve_model(cfg.model, cache)
     tracker.log_params(

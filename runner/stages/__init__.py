@@ -149,14 +149,24 @@ def uses_baseline(cfg: DictConfig) -> bool:
 
 def check_config(cfg: DictConfig) -> None:
     """Raise a UserError naming the first key whose value cannot work, for the stages this job runs."""
-    from runner.engines import check_runs, get_engine
+    check_values(cfg)
+    check_engine(cfg)
 
+
+def check_values(cfg: DictConfig) -> None:
+    """The config's values, for the stages this job runs."""
     checks.check_hardware(cfg.hardware)
     checks.check_calibration(cfg.calibration)
     if reads_stream(cfg):
         checks.check_eval(cfg.eval)
     for name in plan(cfg.stages):
         STAGES[name].check(cfg)
+
+
+def check_engine(cfg: DictConfig) -> None:
+    """Does format.engine run this format, with these settings (answered without the engine's library)?"""
+    from runner.engines import check_runs, get_engine
+
     check_runs(cfg.format)
     get_engine(cfg.format.engine).check_format(cfg.format, cfg.hardware)
 
