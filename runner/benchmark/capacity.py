@@ -54,6 +54,16 @@ class Capacity:
     search_s: float = 0.0
 
 
+def admitted_sequences(bench_cfg) -> int:
+    """Concurrent sequences a server must admit: the load's concurrency, or benchmark.capacity.max_users when the
+    capacity search runs on the same server (a server capped below it would make "max users" measure the cap)."""
+    users = max(int(bench_cfg.concurrency), 1)
+    c = bench_cfg.get("capacity")
+    if c is not None and c.enabled:
+        users = max(users, int(c.max_users))
+    return users
+
+
 def misses(metrics: Dict[str, float], slo, max_failure_rate: float) -> List[str]:
     """The SLO bounds a load's metrics break (p95s; a missing percentile -- no request finished -- breaks its bound)."""
     out = []

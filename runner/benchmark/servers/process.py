@@ -43,6 +43,8 @@ class ServerSpec:
     model: str  # the "model" field of requests
     env: Dict[str, str] = field(default_factory=dict)  # added to os.environ
     extra_body: Dict[str, object] = field(default_factory=dict)  # e.g. what makes it ignore EOS
+    version: str = ""  # the server's version or build, as its run's tags name it
+    settings: Dict[str, str] = field(default_factory=dict)  # the flags that decide its behaviour (slots, KV, dtype)
 
     @property
     def url(self) -> str:
