@@ -8,7 +8,9 @@ ends with the recommendation (runner/report/recommend.py).
 
 Like with like: a run's latency and throughput are only held against the scenario when the run was
 measured under the scenario's load -- the same benchmark kind, prompt and output lengths, and for
-kind=serving the same concurrency and arrival pattern (and rate). A single-user scenario of kind
+kind=serving the same concurrency, arrival pattern (and rate), request timeout and at least the scenario's
+number of requests (a p95 of 4 requests is their maximum), and, where the scenario fixes them, the same engine
+threads. A single-user scenario of kind
 offline (an app that runs the engine in its own process) is checked against the offline benchmark,
 which is one stream by construction; an offline p95 is never checked against a serving scenario, and
 a serving run at another concurrency never against this one.
@@ -63,7 +65,9 @@ class DeploymentConfig:
     rate: float = 1.0  # poisson only: mean requests per second
     prompt_tokens: int = 128
     output_tokens: int = 32
-    requests: int = 32  # measured requests per format (serving)
+    requests: int = 32  # measured requests per format (serving); a run with fewer is not judged
+    request_timeout_s: float = 120.0  # serving: a request not done by then fails; runs with another limit not judged
+    threads: Optional[int] = None  # engine threads the deployment has; set: runs with other hardware.threads not judged
     slo: ScenarioSlo = field(default_factory=ScenarioSlo)
     min_throughput_tok_s: Optional[float] = None  # all users' output tokens per second of the load
     memory_budget_bytes: Optional[int] = None  # null: the hardware profile's memory_budget_bytes
@@ -103,6 +107,10 @@ def validate(d) -> None:
     for key in ("prompt_tokens", "output_tokens", "requests"):
         if d[key] < 1:
             bad(key, f"{d[key]} is below 1", f"set deployment.{key} to 1 or more")
+    if d.threads is not None and d.threads < 1:
+        bad("threads", f"{d.threads} threads", "set at least 1, or null to leave them to the hardware profile")
+    if not d.request_timeout_s > 0:
+        bad("request_timeout_s", f"{d.request_timeout_s} is not a positive number", "set it in seconds, e.g. 120")
     for key in (
         "slo.ttft_s",
         "slo.tpot_s",

@@ -2,7 +2,8 @@
 
 Like with like: latency and throughput are held against the scenario only when the run was measured
 with the same benchmark kind, prompt and output lengths, and for kind=serving the same concurrency and
-arrival pattern (and rate) -- runner/config/deployment.py defines the scenario itself.
+arrival pattern (and rate), the same request timeout and at least as many requests, and the same engine
+threads where the scenario fixes them -- runner/config/deployment.py defines the scenario itself.
 """
 
 from typing import Dict, Optional
@@ -42,10 +43,31 @@ def mismatch(params: Dict[str, str], d) -> Optional[str]:
         wanted.update({"benchmark.concurrency": d.users, "benchmark.arrival": d.arrival})
         if d.arrival == "poisson":
             wanted["benchmark.rate"] = d.rate
+        wanted["benchmark.request_timeout_s"] = d.request_timeout_s
+    if d.get("threads") is not None:
+        wanted["hardware.threads"] = d.threads
     differs = [k for k, v in wanted.items() if _num(p.get(k, "offline" if k == "benchmark.kind" else None)) != _num(v)]
-    if not differs:
-        return None
-    return f"measured as {run_load(p)}, not as the scenario's {describe_load(d)}"
+    if differs:
+        return f"measured as {run_load(p)}, not as the scenario's {describe_load(d)}{_details(differs, p, wanted)}"
+    if d.kind == "serving" and _count(p.get("benchmark.requests")) < d.requests:
+        return (
+            f"measured with {p.get('benchmark.requests', 'an unrecorded number of')} requests, fewer than the "
+            f"scenario's {d.requests} (its p95 and failure rate are too coarse)"
+        )
+    return None
+
+
+def _details(differs, params: Dict[str, str], wanted) -> str:
+    """What differs beyond the load in words: the request timeout and the engine threads."""
+    extra = [k for k in differs if k in ("benchmark.request_timeout_s", "hardware.threads")]
+    return "".join(f"; {k} {params.get(k, 'unrecorded')}, the scenario's {_num(wanted[k])}" for k in extra)
+
+
+def _count(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _num(v) -> str:

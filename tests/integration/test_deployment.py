@@ -153,6 +153,8 @@ def test_like_with_like_rule():
         "benchmark.prompt_tokens": "128",
         "benchmark.gen_tokens": "32",
         "benchmark.rate": "2.0",
+        "benchmark.requests": "32",
+        "benchmark.request_timeout_s": "120.0",
     }
     offline = {"benchmark.kind": "offline", "benchmark.prompt_tokens": "256", "benchmark.gen_tokens": "64"}
     assert mismatch(serving4, chat) is None and mismatch(offline, local) is None
@@ -170,6 +172,28 @@ def test_like_with_like_rule():
         )
         is not None
     )
+
+
+def test_a_run_with_fewer_requests_another_timeout_or_other_threads_is_not_judged():
+    chat = load_preset("deployment", "cpu_chat_4users", "deployment")
+    run = {
+        "benchmark.kind": "serving",
+        "benchmark.concurrency": "4",
+        "benchmark.arrival": "closed",
+        "benchmark.prompt_tokens": "128",
+        "benchmark.gen_tokens": "32",
+        "benchmark.requests": "32",
+        "benchmark.request_timeout_s": "120",
+        "hardware.threads": "2",
+    }
+    assert mismatch(run, chat) is None
+    assert mismatch({**run, "benchmark.requests": "64"}, chat) is None  # more requests: a finer p95, still judged
+    assert "4 requests, fewer than the scenario's 32" in mismatch({**run, "benchmark.requests": "4"}, chat)
+    assert "benchmark.request_timeout_s 600, the scenario's 120" in mismatch(
+        {**run, "benchmark.request_timeout_s": "600"}, chat
+    )
+    chat.threads = 8
+    assert "hardware.threads 2, the scenario's 8" in mismatch(run, chat)
 
 
 def test_overlapping_intervals_are_a_tie_that_speed_decides():
