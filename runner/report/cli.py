@@ -54,13 +54,13 @@ def csv_text(rows: List[Row]) -> str:
 def write_report(
     rows: List[Row], out: Path, curves: Optional[Dict[str, list]] = None, slo_latency_s: Optional[float] = None
 ) -> List[Path]:
-    from runner.report.plots import capacity_plot, pareto_plot, speed_plot
+    from runner.report.plots import capacity_plot, pareto_plot, speed_plot, throughput_plot
 
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "table.md", out / "table.csv"]
     files[0].write_text(markdown(rows) + "\n")
     files[1].write_text(csv_text(rows))
-    for plot in (pareto_plot, speed_plot):
+    for plot in (pareto_plot, speed_plot, throughput_plot):
         path = plot(rows, out)
         if path:
             files.append(path)

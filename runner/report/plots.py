@@ -1,5 +1,6 @@
-"""PNG plots for the report: quality vs size (with the Pareto front), quality vs decode speed, and users vs P95
-latency per format (the capacity search's probes)."""
+"""PNG plots for the report: quality vs size (with the Pareto front), quality vs decode speed, quality vs total
+tokens/s under the measured load (with its Pareto front), and users vs P95 latency per format (the capacity search's
+probes)."""
 
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -72,6 +73,26 @@ def speed_plot(rows: List[Row], out_dir: Path) -> Optional[Path]:
         f"decode tok/s (single stream; {xm.better} is better)",
         "Quality vs decode speed",
         out_dir / "quality_vs_speed.png",
+        [(-x, y, l) for x, y, l in front],
+    )
+
+
+def throughput_plot(rows: List[Row], out_dir: Path) -> Optional[Path]:
+    """Quality vs all users' output tokens/s under the measured load, with the Pareto front: the formats worth
+    deploying at that load. The serving benchmark's runs where at least two have one, else the offline benchmark's;
+    never the two mixed in one plot."""
+    served = _points(rows, M.SERVING_THROUGHPUT_TOK_S)
+    xm = M.get(M.SERVING_THROUGHPUT_TOK_S if len(served) >= 2 else M.PERF_THROUGHPUT_TOK_S)
+    pts = served if len(served) >= 2 else _points(rows, xm.name)
+    if len(pts) < 2:
+        return None
+    front = pareto_front([(-x, y, l) for x, y, l in pts])
+    where = "all users under the serving load" if len(served) >= 2 else "single stream, offline"
+    return _figure(
+        pts,
+        f"total output tok/s ({where}; {xm.better} is better)",
+        "Quality vs total throughput",
+        out_dir / "quality_vs_throughput.png",
         [(-x, y, l) for x, y, l in front],
     )
 

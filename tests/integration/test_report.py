@@ -93,7 +93,7 @@ def test_table_files_and_plots_are_logged_to_the_sweep(store):
     assert proc.returncode == 0, proc.stderr
     assert sum(line.startswith("| ") for line in proc.stdout.splitlines()) == len(SEED["runs"]) + 1  # header + rows
     assert "| awq_int4 [gptqmodel] @vllm | rtx3090x2 | 5730.0 |" in proc.stdout
-    for name in ("table.md", "table.csv", "quality_vs_size.png", "quality_vs_speed.png"):
+    for name in ("table.md", "table.csv", "quality_vs_size.png", "quality_vs_speed.png", "quality_vs_throughput.png"):
         path = tmp_path / "rep" / name
         assert path.exists() and path.stat().st_size > 100
     assert (tmp_path / "rep" / "quality_vs_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
