@@ -245,7 +245,7 @@ def stored(tmp_path_factory):
             "requests": d.requests,
             "prompt_tokens": d.prompt_tokens,
             "gen_tokens": d.output_tokens,
-            "request_timeout_s": 30,
+            "request_timeout_s": d.request_timeout_s,
         },
     )
 
@@ -263,6 +263,8 @@ def stored(tmp_path_factory):
         "benchmark.arrival": "closed",
         "benchmark.prompt_tokens": "128",
         "benchmark.gen_tokens": "32",
+        "benchmark.requests": str(d.requests),
+        "benchmark.request_timeout_s": str(d.request_timeout_s),
         "hardware.name": "cpu",
         "hardware.device": "cpu",
         "format.engine": "llama_cpp",
