@@ -123,9 +123,11 @@ def _decide(config: DictConfig, tracker: Tracker, children, out: Path) -> str:
     from runner.report.cli import capacity_curves, write_report
     from runner.report.data import rows_of
     from runner.report.recommend import Constraints, decision_text, recommend, without_scenario_text
+    from runner.report.served import served_section
 
     rows = rows_of(children)
     out.mkdir(parents=True, exist_ok=True)
+    curves = capacity_curves(tracker.client, rows)
     d = config.get("deployment")
     if d is not None:
         budget = (
@@ -135,10 +137,11 @@ def _decide(config: DictConfig, tracker: Tracker, children, out: Path) -> str:
         text = decision_text(recommend(rows, c, d.prefer), c, rows)
     else:
         text = without_scenario_text(rows)
+    text += served_section(rows, curves)
     (out / "recommendation.md").write_text(text)
     tracker.log_file(out / "recommendation.md")
     slo = d.slo.latency_s if d is not None else None
-    for f in write_report(rows, out, capacity_curves(tracker.client, rows), slo):
+    for f in write_report(rows, out, curves, slo):
         tracker.log_file(f, "report")
     return text
 

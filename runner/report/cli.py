@@ -170,7 +170,9 @@ def _run(args) -> int:
             print(f"logged to MLflow run {parent} (artifacts/report)")
         return 0
     if args.deployment:
-        return _recommend_scenario(args, rows)
+        from runner.report.data import _client
+
+        return _recommend_scenario(args, rows, capacity_curves(_client(args.tracking_uri), rows))
     budget = (
         args.memory_gb * 1024**3 if args.memory_gb else (_hardware_budget(args.hardware) if args.hardware else None)
     )
@@ -195,11 +197,12 @@ def _run(args) -> int:
     return 0
 
 
-def _recommend_scenario(args, rows: List[Row]) -> int:
+def _recommend_scenario(args, rows: List[Row], curves: Dict[str, list]) -> int:
     """qrun-report recommend --deployment NAME: the sweep's own decision, on any stored runs."""
     from runner.config.deployment import validate
     from runner.config.presets import load_preset
     from runner.report.recommend import decision_text
+    from runner.report.served import served_section
 
     d = load_preset("deployment", args.deployment, "--deployment")
     validate(d)
@@ -210,5 +213,5 @@ def _recommend_scenario(args, rows: List[Row]) -> int:
     c = Constraints.of_scenario(d, _hardware_budget(d.hardware))
     c.limits = parse_limits(args.limit)
     result = recommend(rows, c, d.prefer)
-    print(decision_text(result, c, rows), end="")
+    print(decision_text(result, c, rows) + served_section(rows, curves), end="")
     return 0 if result["choice"] is not None else 1
