@@ -43,7 +43,16 @@ SCENARIO_ARGS = [
 def scenario_sweep(tiny_model_dir, cache_dir, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("scenario")
     proc = run_qrun(
-        ["-m", "format=gguf_q8_0,gguf_q4_k_m", "model=hf", f"model.id={tiny_model_dir}", *SCENARIO_ARGS], cwd, cache_dir
+        [
+            "-m",
+            "format=gguf_q8_0,gguf_q4_k_m",
+            "format.server=llama_cpp_python",
+            "model=hf",
+            f"model.id={tiny_model_dir}",
+            *SCENARIO_ARGS,
+        ],
+        cwd,
+        cache_dir,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return cwd, proc
@@ -113,7 +122,15 @@ def test_scenario_sweep_ends_with_the_decision_on_the_parent_run(scenario_sweep,
 
 def test_bad_scenario_is_one_line_before_any_job(tmp_path, cache_dir):
     proc = run_qrun(
-        ["-m", "format=fp32", "deployment=cpu_chat_4users", "deployment.max_failure_rate=2"], tmp_path, cache_dir
+        [
+            "-m",
+            "format=fp32",
+            "format.server=transformers",
+            "deployment=cpu_chat_4users",
+            "deployment.max_failure_rate=2",
+        ],
+        tmp_path,
+        cache_dir,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
