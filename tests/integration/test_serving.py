@@ -109,7 +109,7 @@ def test_closed_loop_metrics_are_consistent(qrun_serving):
         m["serving/output_tokens"], rel=1e-6
     )
     assert m["serving/requests_per_s"] * m["serving/duration_s"] == pytest.approx(16, rel=1e-6)
-    assert 0 <= m["serving/goodput"] <= 1 and m["perf/peak_rss_bytes"] > 0
+    assert 0 <= m["serving/slo_attainment"] <= 1 and m["perf/peak_rss_bytes"] > 0
     assert not {"perf/throughput_tok_s", "perf/latency_s_p95", "perf/ttft_s_p50"} & set(
         m
     )  # the offline benchmark's names
