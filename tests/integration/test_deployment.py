@@ -64,7 +64,9 @@ def test_scenario_sweep_ends_with_the_decision_on_the_parent_run(scenario_sweep,
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     # named after what was swept, the model and the time
-    assert parent.info.run_name.startswith("format=gguf_q8_0,gguf_q4_k_m deployment=cpu_chat_4users ")
+    assert parent.info.run_name.startswith(
+        "format=gguf_q8_0,gguf_q4_k_m format.server=llama_cpp_python deployment=cpu_chat_4users "
+    )
     assert (
         f" · {tiny_model_dir.name} · " in parent.info.run_name and parent.data.tags["deployment"] == "cpu_chat_4users"
     )
@@ -75,7 +77,11 @@ def test_scenario_sweep_ends_with_the_decision_on_the_parent_run(scenario_sweep,
         assert p["benchmark.slo.latency_s"] == "5.0" and m["serving/failure_rate"] == 0.0
         assert m["capacity/probes"] >= 1
         logged = {a.path for a in client.list_artifacts(child.info.run_id, "artifacts/serving")}
-        assert "artifacts/serving/capacity.csv" in logged
+        assert {"artifacts/serving/capacity.csv", "artifacts/serving/server_command.sh"} <= logged
+        # the run names the server that ran, its version and the flags that decide its behaviour
+        t = child.data.tags
+        assert (t["serving.server"], t["serving.server.slots"]) == ("llama_cpp_python", "1")
+        assert t["serving.server_version"].startswith("llama-cpp-python ")
     server_cmd = next(cwd.glob("multirun/*/*/0_gguf_q8_0/artifacts/serving/server.json")).read_text()
     assert '"--cache",\n    "False"' in server_cmd
     # the decision: printed, and on the parent run with the table and the plots
