@@ -88,6 +88,8 @@ def job_key(cfg: DictConfig) -> str:
     the libraries of the format, the engine and the eval baseline, the runner's code and the host.
     """
     settings = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.benchmark.get("kind") == "serving" and "benchmark" in cfg.stages:
+        settings["server"] = _server_or_none(cfg)  # a scenario's deployment.servers acts on the job
     # a scenario acts on jobs only through the benchmark.* it sets (resolved above); its bounds judge runs after
     for k in ("tracking", "cache", "resume", "deployment"):
         settings.pop(k, None)
@@ -108,6 +110,15 @@ def job_key(cfg: DictConfig) -> str:
     except (UserError, MissingMandatoryValue):  # e.g. a missing text file: the job fails on it in its run; never reuse
         settings["unresolved"] = uuid.uuid4().hex
     return Cache.key("job", settings, model_fingerprint(cfg.model), code_identity(), host_identity())
+
+
+def _server_or_none(cfg: DictConfig) -> Optional[str]:
+    from runner.benchmark.servers import resolve_server
+
+    try:
+        return resolve_server(cfg)
+    except UserError:
+        return None  # the job's checks refuse it, before any work
 
 
 def _record(run_dir: Path, result: Dict[str, Any]) -> Dict[str, Any]:

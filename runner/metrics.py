@@ -70,7 +70,8 @@ SERVING_LATENCY_S_P95 = "serving/latency_s_p95"
 SERVING_LATENCY_S_P99 = "serving/latency_s_p99"
 SERVING_LATENCY_S_MEAN = "serving/latency_s_mean"
 SERVING_THROUGHPUT_TOK_S = "serving/throughput_tok_s"
-SERVING_GOODPUT = "serving/goodput"
+SERVING_SLO_ATTAINMENT = "serving/slo_attainment"  # a share of requests (not vLLM's goodput, a rate)
+SERVING_GOODPUT_REQ_S = "serving/goodput_req_s"  # vLLM's goodput: requests per second that meet the SLO
 SERVING_REQUESTS_OK = "serving/requests_ok"
 SERVING_REQUESTS_FAILED = "serving/requests_failed"
 SERVING_REQUESTS_NOT_SENT = "serving/requests_not_sent"
@@ -294,7 +295,19 @@ declare(  # in column order
         SR,
         "all users' output tokens / load duration",
     ),
-    Metric(SERVING_GOODPUT, "share", "higher", _pct0, "goodput", SERVING, R, "share of all requests within the SLO"),
+    Metric(
+        SERVING_SLO_ATTAINMENT, "share", "higher", _pct0, "in SLO", SERVING, R, "share of all requests within the SLO"
+    ),
+    Metric(
+        SERVING_GOODPUT_REQ_S,
+        "req/s",
+        "higher",
+        "{:.2f}",
+        "goodput req/s",
+        SERVING,
+        (),
+        "requests per second that succeed within the SLO (vLLM's goodput), over the load's duration",
+    ),
     Metric(
         TIME_QUANTIZE_S,
         "s",

@@ -7,7 +7,10 @@ runner/benchmark/loadgen.py) and (failed + not sent) / requests <= benchmark.cap
 The search starts from the scenario's own load (already measured: probe one is free), doubles while
 probes pass, then bisects between the largest passing and the smallest failing concurrency. It is
 bounded: at most max_users users, max_probes loads, max_requests requests and max_total_s seconds in
-all; a search cut short reports the largest passing concurrency as a lower bound (bracketed = 0).
+all; a search cut short reports the largest passing concurrency as a lower bound (bracketed = 0). A probe that the
+search's time budget (max_total_s) cut short is "not measured": it neither meets nor misses the SLO, and the search
+stops there (stopped_by max_total_s). A Poisson load is not a closed-loop probe: such a scenario's search starts with
+a closed-loop probe at its own user count.
 """
 
 import time
@@ -39,10 +42,22 @@ class Probe:
     metrics: Dict[str, float]
     misses: List[str]  # the bounds it breaks; empty: it meets the SLO
     seconds: float = 0.0
+    measured: bool = True  # False: the search's time budget cut the load short; it says nothing about the SLO
 
     @property
     def meets(self) -> bool:
-        return not self.misses
+        return self.measured and not self.misses
+
+    @property
+    def verdict(self) -> str:
+        if not self.measured:
+            return "not measured: cut short by capacity.max_total_s"
+        return "meets the SLO" if self.meets else "; ".join(self.misses)
+
+
+def stopped_by_duration(status: str, error: Optional[str]) -> bool:
+    """A request that the load's time cap ended (not sent, or cancelled in flight) -- not one the server failed."""
+    return status == "not_sent" or "max_duration_s" in (error or "")
 
 
 @dataclass
@@ -94,6 +109,8 @@ def search(run_probe: Callable[[int], Probe], cfg, first: Optional[Probe] = None
 
     def record(p: Probe) -> None:
         nonlocal lo, hi
+        if not p.measured:
+            return
         if p.meets:
             lo = max(lo, p.users)
         else:
@@ -127,6 +144,9 @@ def search(run_probe: Callable[[int], Probe], cfg, first: Optional[Probe] = None
         probes.append(p)
         used += p.requests
         record(p)
+        if not p.measured:
+            stopped_by = "max_total_s"
+            break
         c = None
     bracketed = hi is not None and hi - lo <= 1
     return Capacity(lo, bracketed, probes, "" if bracketed else stopped_by, time.perf_counter() - t0)
@@ -150,8 +170,8 @@ def write_csv(cap: Capacity, path: Path) -> None:
             {
                 "users": p.users,
                 "requests": p.requests,
-                "meets_slo": int(p.meets),
-                "misses": "; ".join(p.misses),
+                "meets_slo": int(p.meets) if p.measured else "",
+                "misses": "; ".join(p.misses) if p.measured else p.verdict,
                 "ttft_s_p95": m.get(SERVING_TTFT_S_P95, ""),
                 "latency_s_p95": m.get(SERVING_LATENCY_S_P95, ""),
                 "tpot_s_p95": m.get(SERVING_TPOT_S_P95, ""),

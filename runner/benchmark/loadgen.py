@@ -29,7 +29,7 @@ from runner.config.checks import check_loopback
 from runner.metrics import (
     SERVING_DURATION_S,
     SERVING_FAILURE_RATE,
-    SERVING_GOODPUT,
+    SERVING_GOODPUT_REQ_S,
     SERVING_LATENCY_S,
     SERVING_OUTPUT_TOKENS,
     SERVING_QUEUE_S_P95,
@@ -38,6 +38,7 @@ from runner.metrics import (
     SERVING_REQUESTS_OK,
     SERVING_REQUESTS_PER_S,
     SERVING_REQUESTS_TIMED_OUT,
+    SERVING_SLO_ATTAINMENT,
     SERVING_THROUGHPUT_TOK_S,
     SERVING_TPOT_S,
     SERVING_TTFT_S,
@@ -251,9 +252,10 @@ def summarize(results: List[RequestResult], slo) -> Dict[str, float]:
                 SERVING_OUTPUT_TOKENS: tokens,
                 SERVING_THROUGHPUT_TOK_S: tokens / duration,
                 SERVING_REQUESTS_PER_S: len(ok) / duration,
+                SERVING_GOODPUT_REQ_S: sum(_meets(r, slo) for r in ok) / duration,
             }
         )
-    m[SERVING_GOODPUT] = sum(_meets(r, slo) for r in ok) / len(results) if results else float("nan")
+    m[SERVING_SLO_ATTAINMENT] = sum(_meets(r, slo) for r in ok) / len(results) if results else float("nan")
     return m
 
 

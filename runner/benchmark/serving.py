@@ -14,6 +14,7 @@ loads the same server at other concurrencies after the measured load. Files for 
 import asyncio
 import json
 import logging
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -90,8 +91,10 @@ def make_prompts(stream, tokenizer, n: int, prompt_tokens: int, first: int = 0):
 
 
 def serving_benchmark(
-    artifact, model, bench_cfg, stream, hardware, engine_name: str, out_dir: Optional[Path] = None
+    artifact, model, bench_cfg, stream, hardware, server_name: str, out_dir: Optional[Path] = None
 ) -> Dict[str, float]:
+    """Server `server_name` (runner.benchmark.servers.SERVERS) under the load; server.json and server_command.sh in
+    out_dir say what ran (server_tags reads them back for the run's tags)."""
     check_load_config(bench_cfg)
     out = Path(out_dir) if out_dir else artifacts_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -107,12 +110,24 @@ def serving_benchmark(
             "one capacity probe at benchmark.capacity.max_users",
         )
     port = pick_port(bench_cfg.host, bench_cfg.port)
-    spec = server_spec(artifact, engine_name, model, bench_cfg, hardware, port)
+    spec = server_spec(artifact, server_name, model, bench_cfg, hardware, port)
     server = ServerProcess(spec, out / "server.log")
+    (out / "server_command.sh").write_text(ready_to_run(spec))
     try:
         server.start()
         (out / "server.json").write_text(
-            json.dumps({"server": spec.name, "pid": server.pid, "url": spec.url, "cmd": spec.cmd}, indent=2)
+            json.dumps(
+                {
+                    "server": server_name,
+                    "name": spec.name,
+                    "version": spec.version,
+                    "settings": spec.settings,
+                    "pid": server.pid,
+                    "url": spec.url,
+                    "cmd": spec.cmd,
+                },
+                indent=2,
+            )
         )
         start_s = server.wait_healthy(bench_cfg.startup_timeout_s)
         log.info(
@@ -158,15 +173,33 @@ def serving_benchmark(
     return metrics
 
 
+def ready_to_run(spec) -> str:
+    """The command the benchmark measured, as a shell line: its environment and argv, without the runner's
+    parent-death launcher (runner/benchmark/servers/_launch.py)."""
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in spec.env.items())
+    return f"{env} {shlex.join(spec.cmd)}\n" if env else shlex.join(spec.cmd) + "\n"
+
+
+def server_tags(out_dir: Path) -> Dict[str, str]:
+    """The run's tags for the server that ran (from out_dir/server.json): its name, version and deciding flags."""
+    info = json.loads((Path(out_dir) / "server.json").read_text())
+    tags = {"serving.server": info["server"], "serving.server_version": info.get("version") or "unknown"}
+    tags.update({f"serving.server.{k}": str(v) for k, v in (info.get("settings") or {}).items()})
+    return tags
+
+
 def capacity_search(
     server: ServerProcess, stream, tokenizer, cfg, load_metrics: Dict[str, float], used: int
 ) -> cap.Capacity:
-    """The largest concurrency on this running server within cfg.slo (runner/benchmark/capacity.py); the measured
-    load at cfg.concurrency is the first probe. Each probe's prompts are distinct windows of the stream."""
+    """The largest concurrency on this running server within cfg.slo (runner/benchmark/capacity.py). A closed-loop
+    load at cfg.concurrency is the first probe (a Poisson load is not one: the search then starts with a closed-loop
+    probe at cfg.concurrency). Each probe's prompts are distinct windows of the stream."""
     c = cfg.capacity
-    first = cap.Probe(
-        cfg.concurrency, cfg.requests, load_metrics, cap.misses(load_metrics, cfg.slo, c.max_failure_rate)
-    )
+    first = None
+    if cfg.arrival == "closed":
+        first = cap.Probe(
+            cfg.concurrency, cfg.requests, load_metrics, cap.misses(load_metrics, cfg.slo, c.max_failure_rate)
+        )
     t_end = time.perf_counter() + c.max_total_s
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # a scenario's ${deployment.*} resolve here
 
@@ -179,26 +212,28 @@ def capacity_search(
         )  # past the stream's windows: start again (each probe's own are distinct)
         texts, lengths = make_prompts(stream, tokenizer, n, cfg.prompt_tokens, first=first_prompt)
         used = first_prompt + n
+        budget_s = t_end - time.perf_counter()
         load = OmegaConf.merge(
             resolved,
             {
                 "concurrency": users,
                 "requests": n,
                 "arrival": "closed",
-                "max_duration_s": max(min(cfg.max_duration_s, t_end - time.perf_counter()), 1.0),
+                "max_duration_s": max(min(cfg.max_duration_s, budget_s), 1.0),
             },
         )
         t0 = time.perf_counter()
         results = asyncio.run(run_load(server.spec, texts, load, lengths))
         _raise_if_server_died(server, results)
         m = summarize(results, cfg.slo)
-        p = cap.Probe(users, n, m, cap.misses(m, cfg.slo, c.max_failure_rate), time.perf_counter() - t0)
-        log.info(
-            "capacity probe: %d users, %d requests: %s", users, n, "meets the SLO" if p.meets else "; ".join(p.misses)
+        cut = budget_s < cfg.max_duration_s and any(cap.stopped_by_duration(r.status, r.error) for r in results)
+        p = cap.Probe(
+            users, n, m, cap.misses(m, cfg.slo, c.max_failure_rate), time.perf_counter() - t0, measured=not cut
         )
+        log.info("capacity probe: %d users, %d requests: %s", users, n, p.verdict)
         return p
 
-    found = cap.search(probe, c, first=first)
+    found = cap.search(probe, c, first=first, start_users=cfg.concurrency)
     log.info(
         "capacity: %d users within the SLO (%s)",
         found.max_users,

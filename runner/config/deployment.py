@@ -18,7 +18,7 @@ This module stays light (no MLflow, no Hydra): the report and the config schema 
 """
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Dict, Optional
 
 from omegaconf import MISSING
 
@@ -75,6 +75,8 @@ class DeploymentConfig:
     max_kld: Optional[float] = None  # quality floor: mean KLD vs the baseline
     max_failure_rate: float = 0.0  # (failed + not sent) / requests above this rejects a format
     prefer: str = "quality"  # among formats that meet everything: quality | speed | size
+    # per format name, the server it deploys with here (overrides format.server), e.g. {gguf_q4_k_m: llama_cpp_python}
+    servers: Dict[str, str] = field(default_factory=dict)
     capacity_search: bool = False  # also find each format's largest concurrency within the SLO (benchmark.capacity)
 
 

@@ -29,6 +29,9 @@ class FormatConfig:
     name: str = MISSING  # equals the YAML file name; logged as the param format.name
     family: str = MISSING  # which runner/formats module handles it
     engine: str = "torch"  # which runner/engines module loads the artifact
+    # the server this format deploys with under benchmark=serving (runner/benchmark/servers SERVERS); null: the
+    # default rule there (GGUF: llama_server; what vLLM loads: vllm; other folders: transformers)
+    server: Optional[str] = None
 
 
 @dataclass

@@ -105,7 +105,7 @@ class BenchmarkConfig:
     requests: int = 16  # measured requests in all (hard cap in runner/benchmark/loadgen.py)
     arrival: str = "closed"  # closed | poisson
     rate: float = 2.0  # poisson: mean requests per second
-    slo: SloConfig = field(default_factory=SloConfig)  # for serving/goodput
+    slo: SloConfig = field(default_factory=SloConfig)  # for serving/slo_attainment and serving/goodput_req_s
     host: str = "127.0.0.1"  # the server binds here and the load goes here: loopback only
     port: int = 0  # 0: a free port
     startup_timeout_s: float = 180.0  # server start -> healthy, else it is killed and the job fails

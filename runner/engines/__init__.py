@@ -1,4 +1,5 @@
-"""Engine registry: how an artifact is loaded and run, and which server deploys it under load.
+"""Engine registry: how an artifact is loaded and run (the server that deploys a format under load is chosen in
+runner/benchmark/servers, SERVERS).
 
 Lazy by name: an engine's module (and its library) is imported only when that engine is asked for,
 so a process that runs llama.cpp never imports torch (the benchmark worker's memory is the engine's).
@@ -7,13 +8,12 @@ lists in `also_runs`; any other format.engine is refused before any work (check_
 
 To add an engine: its module here (an Engine subclass: load() returning a LoadedModel, version(), and
 check_format(), check_available(), check_artifact(), kernel() where the defaults do not fit) and its row
-in ENGINES: the server module in runner/benchmark/servers/ that deploys it (if one does) and the
-existing families it also runs.
+in ENGINES: the existing families it also runs.
 """
 
 import importlib
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 from runner.config.formats import FAMILIES
 from runner.engines.base import Engine
@@ -23,25 +23,18 @@ from runner.errors import UserError
 @dataclass(frozen=True)
 class EngineRow:
     implementation: str  # "module:class" of its Engine
-    server: Optional[str] = None  # the runner/benchmark/servers module behind benchmark.kind=serving; None: no server
     also_runs: Tuple[str, ...] = ()  # families beyond those whose own engine it is
 
 
 ENGINES: Dict[str, EngineRow] = {
     # a GGUF's weights dequantized by transformers (the llama.cpp job's file)
-    "torch": EngineRow(
-        "runner.engines.torch_engine:TorchEngine", "runner.benchmark.servers.transformers_server", also_runs=("gguf",)
-    ),
-    "llama_cpp": EngineRow("runner.engines.llama_cpp:LlamaCppEngine", "runner.benchmark.servers.llama_cpp_server"),
-    # CUDA only; imports its library on load. Its usual server, TabbyAPI, is not a pip package
+    "torch": EngineRow("runner.engines.torch_engine:TorchEngine", also_runs=("gguf",)),
+    "llama_cpp": EngineRow("runner.engines.llama_cpp:LlamaCppEngine"),
+    # CUDA only; imports its library on load
     "exllamav2": EngineRow("runner.engines.exllamav2:ExLlamaV2Engine", also_runs=("torch_dtype",)),
-    # in .venv-vllm (a subprocess); `vllm serve` under load
+    # in .venv-vllm (a subprocess)
     # dense HF folders, GPTQ v1 (gptqmodel), compressed-tensors (llm-compressor), AutoAWQ GEMM
-    "vllm": EngineRow(
-        "runner.engines.vllm:VllmEngine",
-        "runner.benchmark.servers.vllm_server",
-        also_runs=("torch_dtype", "gptq", "awq"),
-    ),
+    "vllm": EngineRow("runner.engines.vllm:VllmEngine", also_runs=("torch_dtype", "gptq", "awq")),
     # OpenVINO CPU runtime in .venv-openvino (a subprocess)
     "openvino": EngineRow("runner.engines.openvino:OpenvinoEngine"),
 }

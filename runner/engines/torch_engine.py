@@ -141,6 +141,15 @@ class TorchLoaded(LoadedModel):
         del self.model
 
 
+def compute_dtype(manifest: dict, device: str) -> str:
+    """The dtype the torch engine computes an artifact in (evaluate, the offline benchmark, `transformers serve`):
+    a GGUF's dequantized weights in float32; on CPU the format's `cpu_compute_dtype` where it asks for one (fp32 for
+    the weight-only folders: fp16 matmuls are 5-13x slower on AVX2); else "auto", the checkpoint's own dtype."""
+    if any(f.endswith(".gguf") for f in manifest.get("weight_files", ())):
+        return "float32"
+    return (manifest.get("cpu_compute_dtype") if str(device) == "cpu" else None) or "auto"
+
+
 class TorchEngine(Engine):
     NAME = "torch"
 
@@ -170,17 +179,16 @@ class TorchEngine(Engine):
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(hardware.threads)
+        dtype = compute_dtype(artifact.manifest, hardware.device)
         gguf = [f for f in artifact.manifest["weight_files"] if f.endswith(".gguf")]
         if gguf:  # transformers dequantizes the file: its stored weights, computed in fp32 by torch
             hf_model = AutoModelForCausalLM.from_pretrained(
-                artifact.path, gguf_file=gguf[0], dtype=torch.float32, device_map=hardware.device
+                artifact.path, gguf_file=gguf[0], dtype=getattr(torch, dtype), device_map=hardware.device
             ).eval()
             return TorchLoaded(hf_model, hardware.device)
-        # a format may ask for another compute dtype on CPU (e.g. fp32 for an fp16 checkpoint: AVX2 fp16 is slow)
-        dtype = artifact.manifest.get("cpu_compute_dtype") if hardware.device == "cpu" else None
         hf_model = AutoModelForCausalLM.from_pretrained(
             artifact.path,
-            dtype=dtype or "auto",
+            dtype=dtype,
             use_safetensors=not model.allow_pickle,
             trust_remote_code=model.trust_remote_code,
             device_map=hardware.device,

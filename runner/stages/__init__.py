@@ -94,6 +94,14 @@ def _check_tasks(cfg: DictConfig) -> None:
         check_tasks(cfg.eval.tasks, cfg.eval.get("task_limit"))
 
 
+def _check_benchmark(cfg: DictConfig) -> None:
+    checks.check_benchmark(cfg.benchmark, cfg.eval)
+    if cfg.benchmark.kind == "serving":  # the server that deploys the format can serve it (name and artifacts)
+        from runner.benchmark.servers import resolve_server
+
+        resolve_server(cfg)
+
+
 STAGES: Dict[str, Stage] = {
     "quantize": Stage("runner.stages.quantize"),
     "evaluate": Stage(
@@ -105,9 +113,7 @@ STAGES: Dict[str, Stage] = {
     # lm-eval task accuracy (eval.tasks); nothing to do when that is empty
     "tasks": Stage("runner.stages.tasks", uses_baseline=lambda cfg: bool(cfg.eval.get("tasks")), check=_check_tasks),
     # the benchmark's prompts are cut from the eval stream
-    "benchmark": Stage(
-        "runner.stages.benchmark", reads_stream=True, check=lambda cfg: checks.check_benchmark(cfg.benchmark, cfg.eval)
-    ),
+    "benchmark": Stage("runner.stages.benchmark", reads_stream=True, check=_check_benchmark),
     # opt-in: a GGUF dequantized on torch vs llama.cpp, scored against the baseline like evaluate
     "dequant_check": Stage(
         "runner.stages.dequant_check",

@@ -5,7 +5,9 @@ stream) + greedy decoding of gen_tokens new tokens. Medians over `repeats` after
 requests. It runs in a fresh process (runner/benchmark/worker.py) that imports only the
 engine: its peak RSS is what deploying that engine needs, not this job process with torch,
 transformers and whatever the earlier stages left behind.
-benchmark.kind=serving: a real server under concurrent load (runner/benchmark/).
+benchmark.kind=serving: a real server under concurrent load (runner/benchmark/), the one the format deploys with
+(runner.benchmark.servers.resolve_server); the run's tags name it, its version and its deciding flags, and
+artifacts/serving/server_command.sh holds the command that was measured.
 """
 
 import os
@@ -50,13 +52,23 @@ def run(ctx: StageContext) -> StageResult:
     cfg, stream = ctx.cfg, ctx.stream  # the stream before the clock: it is shared with the evaluate stage
     start = time.perf_counter()
     out_dir = ctx.run_dir / "artifacts" / cfg.benchmark.kind  # files for the run (the serving kind writes some)
-    perf = benchmark(ctx.artifact, ctx.model, cfg.benchmark, stream, cfg.hardware, ctx.engine.NAME, out_dir)
+    tags: Dict[str, str] = {}
+    if getattr(cfg.benchmark, "kind", "offline") == "serving":
+        from runner.benchmark.servers import resolve_server
+        from runner.benchmark.serving import server_tags, serving_benchmark
+
+        server = resolve_server(cfg)  # format.server, deployment.servers or the default rule
+        perf = serving_benchmark(ctx.artifact, ctx.model, cfg.benchmark, stream, cfg.hardware, server, out_dir)
+        tags = server_tags(out_dir)
+    else:
+        perf = benchmark(ctx.artifact, ctx.model, cfg.benchmark, stream, cfg.hardware, ctx.engine.NAME, out_dir)
     perf[TIME_BENCHMARK_S] = time.perf_counter() - start
     files: List[Tuple[Path, Optional[str]]] = [
         (f, str(f.parent.relative_to(ctx.run_dir))) for f in sorted(out_dir.rglob("*")) if f.is_file()
     ]
     return StageResult(
         metrics=perf,
+        tags=tags,
         files=files,
         summary={"perf": perf},
         params={**stream_params(stream), "perf.memory_scope": memory_scope(ctx.engine.NAME, cfg.benchmark)},
@@ -71,11 +83,8 @@ def memory_scope(engine_name: str, bench_cfg) -> str:
 
 
 def benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str, out_dir=None) -> Dict[str, float]:
+    """The offline benchmark (benchmark.kind=serving runs runner.benchmark.serving from run())."""
     kind = getattr(bench_cfg, "kind", "offline")
-    if kind == "serving":
-        from runner.benchmark.serving import serving_benchmark
-
-        return serving_benchmark(artifact, model, bench_cfg, stream, hardware, engine_name, out_dir)
     if kind != "offline":
         raise UserError("benchmark.kind", f"unknown kind '{kind}'", "use offline or serving")
     if bench_cfg.prompt_tokens > len(stream.ids):

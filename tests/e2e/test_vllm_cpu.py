@@ -171,6 +171,6 @@ def test_server_under_load(tmp_path, cache_dir, tiny_model_dir):
     assert (m["serving/requests_ok"], m["serving/requests_failed"], m["serving/output_tokens"]) == (12, 0, 12 * 8)
     assert 0 < m["serving/ttft_s_p50"] <= m["serving/ttft_s_p99"] and m["serving/throughput_tok_s"] > 0
     server = json.loads((tmp_path / "server.json").read_text())
-    assert server["server"] == "vLLM" and server["cmd"][0] == str(V.venv_python())
+    assert (server["server"], server["name"]) == ("vllm", "vLLM") and server["cmd"][0] == str(V.venv_python())
     assert "--enforce-eager" in server["cmd"] and "--no-enable-prefix-caching" in server["cmd"]
     assert subprocess.run(["pgrep", "-f", str(artifact.path)], capture_output=True).stdout == b""  # nothing left

@@ -158,3 +158,43 @@ def test_tokens_without_text_still_count(throttled, held_back):
     res = asyncio.run(run_load(server.spec, ["p0", "p1"], cfg))
     assert [(r.status, r.output_tokens, r.error) for r in res] == [("ok", 8, "")] * 2
     assert max(r.ttft_s for r in res) < 0.1 + held_back * 0.1 - 0.05, [r.ttft_s for r in res]
+
+
+def test_poisson_scenario_search_starts_with_a_closed_loop_probe(throttled):
+    """A Poisson load is not a closed-loop probe: the search runs its own at the scenario's users first, and the
+    Poisson load's numbers (here: far outside the SLO) decide nothing."""
+    server = throttled(0.05)
+    cfg = _bench(
+        arrival="poisson",
+        rate=50.0,
+        concurrency=2,
+        requests=3,
+        slo={"latency_s": 5.0},
+        capacity={"enabled": True, "max_users": 2, "requests_per_user": 2, "min_requests": 5},
+    )
+    stream = type("Stream", (), {"ids": np.arange(4000)})()
+    poisson_load = {"serving/latency_s_p95": 100.0, "serving/failure_rate": 0.0}
+    found = capacity_search(server, stream, _Tokenizer(), cfg, poisson_load, used=3)
+    first = found.probes[0]
+    assert (first.users, first.requests, first.meets) == (2, 5, True), [(p.users, p.requests) for p in found.probes]
+    assert found.max_users == 2 and found.stopped_by == "max_users"
+
+
+def test_probe_cut_short_by_the_time_budget_is_not_measured(throttled, tmp_path):
+    """0.5 s per request, one at a time, 1.5 s of search budget: the 2-user probe (8 requests, ~4 s) is cut short.
+    That says nothing about the SLO: the search stops with a lower bound, not with "2 users miss it"."""
+    server = throttled(0.5)
+    cfg = _bench(
+        concurrency=1,
+        requests=2,
+        slo={"latency_s": 10.0},
+        capacity={"enabled": True, "max_users": 8, "requests_per_user": 4, "min_requests": 8, "max_total_s": 1.5},
+    )
+    stream = type("Stream", (), {"ids": np.arange(4000)})()
+    first = summarize(asyncio.run(run_load(server.spec, ["p0", "p1"], cfg)), cfg.slo)
+    found = capacity_search(server, stream, _Tokenizer(), cfg, first, used=2)
+    assert [p.users for p in found.probes] == [1, 2]
+    assert (found.max_users, found.bracketed, found.stopped_by) == (1, False, "max_total_s")
+    cap.write_csv(found, tmp_path / "capacity.csv")
+    row = (tmp_path / "capacity.csv").read_text().splitlines()[-1]
+    assert "not measured" in row, row

@@ -43,7 +43,16 @@ SCENARIO_ARGS = [
 def scenario_sweep(tiny_model_dir, cache_dir, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("scenario")
     proc = run_qrun(
-        ["-m", "format=gguf_q8_0,gguf_q4_k_m", "model=hf", f"model.id={tiny_model_dir}", *SCENARIO_ARGS], cwd, cache_dir
+        [
+            "-m",
+            "format=gguf_q8_0,gguf_q4_k_m",
+            "format.server=llama_cpp_python",
+            "model=hf",
+            f"model.id={tiny_model_dir}",
+            *SCENARIO_ARGS,
+        ],
+        cwd,
+        cache_dir,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return cwd, proc
@@ -55,7 +64,9 @@ def test_scenario_sweep_ends_with_the_decision_on_the_parent_run(scenario_sweep,
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     # named after what was swept, the model and the time
-    assert parent.info.run_name.startswith("format=gguf_q8_0,gguf_q4_k_m deployment=cpu_chat_4users ")
+    assert parent.info.run_name.startswith(
+        "format=gguf_q8_0,gguf_q4_k_m format.server=llama_cpp_python deployment=cpu_chat_4users "
+    )
     assert (
         f" · {tiny_model_dir.name} · " in parent.info.run_name and parent.data.tags["deployment"] == "cpu_chat_4users"
     )
@@ -66,7 +77,11 @@ def test_scenario_sweep_ends_with_the_decision_on_the_parent_run(scenario_sweep,
         assert p["benchmark.slo.latency_s"] == "5.0" and m["serving/failure_rate"] == 0.0
         assert m["capacity/probes"] >= 1
         logged = {a.path for a in client.list_artifacts(child.info.run_id, "artifacts/serving")}
-        assert "artifacts/serving/capacity.csv" in logged
+        assert {"artifacts/serving/capacity.csv", "artifacts/serving/server_command.sh"} <= logged
+        # the run names the server that ran, its version and the flags that decide its behaviour
+        t = child.data.tags
+        assert (t["serving.server"], t["serving.server.slots"]) == ("llama_cpp_python", "1")
+        assert t["serving.server_version"].startswith("llama-cpp-python ")
     server_cmd = next(cwd.glob("multirun/*/*/0_gguf_q8_0/artifacts/serving/server.json")).read_text()
     assert '"--cache",\n    "False"' in server_cmd
     # the decision: printed, and on the parent run with the table and the plots
@@ -113,7 +128,15 @@ def test_scenario_sweep_ends_with_the_decision_on_the_parent_run(scenario_sweep,
 
 def test_bad_scenario_is_one_line_before_any_job(tmp_path, cache_dir):
     proc = run_qrun(
-        ["-m", "format=fp32", "deployment=cpu_chat_4users", "deployment.max_failure_rate=2"], tmp_path, cache_dir
+        [
+            "-m",
+            "format=fp32",
+            "format.server=transformers",
+            "deployment=cpu_chat_4users",
+            "deployment.max_failure_rate=2",
+        ],
+        tmp_path,
+        cache_dir,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (

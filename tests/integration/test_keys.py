@@ -173,3 +173,5 @@ def test_a_scenarios_bounds_do_not_rerun_jobs_its_load_does(tiny_model_dir, cach
     assert job_key(_tiny(tiny_model_dir, cache_dir, *base, *bounds)) == key
     assert job_key(_tiny(tiny_model_dir, cache_dir, *base, "deployment.slo.latency_s=1.0")) != key
     assert job_key(_tiny(tiny_model_dir, cache_dir, *base, "deployment.users=8")) != key
+    # the server a scenario deploys the format with is part of what the job measures
+    assert job_key(_tiny(tiny_model_dir, cache_dir, *base, "+deployment.servers.gguf_q8_0=llama_cpp_python")) != key

@@ -36,6 +36,7 @@ from runner.formats.artifacts import quantize
 from runner.quality.stream import token_stream
 
 register_configs()
+LLAMA = "llama_cpp_python"  # the GGUF server these tests start (llama_server is tested with its module)
 TINY = [
     "eval.n_tokens=1024",
     "benchmark=serving",
@@ -83,6 +84,7 @@ def qrun_serving(tiny_model_dir, cache_dir, tmp_path_factory):
             "model=hf",
             f"model.id={tiny_model_dir}",
             "format=gguf_q8_0",
+            f"format.server={LLAMA}",
             *TINY,
             "benchmark.concurrency=4",
             "benchmark.requests=16",
@@ -107,7 +109,7 @@ def test_closed_loop_metrics_are_consistent(qrun_serving):
         m["serving/output_tokens"], rel=1e-6
     )
     assert m["serving/requests_per_s"] * m["serving/duration_s"] == pytest.approx(16, rel=1e-6)
-    assert 0 <= m["serving/goodput"] <= 1 and m["perf/peak_rss_bytes"] > 0
+    assert 0 <= m["serving/slo_attainment"] <= 1 and m["perf/peak_rss_bytes"] > 0
     assert not {"perf/throughput_tok_s", "perf/latency_s_p95", "perf/ttft_s_p50"} & set(
         m
     )  # the offline benchmark's names
@@ -155,7 +157,7 @@ def test_busy_port_is_a_one_line_error(tiny_model_dir, cache_dir, tmp_path):
         port = s.getsockname()[1]
         cfg, model, artifact, stream = _setup(cache_dir, tiny_model_dir, "gguf_q8_0", f"benchmark.port={port}")
         with pytest.raises(UserError, match=f"^benchmark.port: port {port} on 127.0.0.1 is already in use") as e:
-            serving_benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, cfg.format.engine, out_dir=tmp_path)
+            serving_benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, LLAMA, out_dir=tmp_path)
         assert "\n" not in str(e.value)
 
 
@@ -190,7 +192,7 @@ def test_never_healthy_server_times_out_and_is_killed(tmp_path):
 @pytest.fixture(scope="module")
 def llama_server(tiny_model_dir, cache_dir, tmp_path_factory):
     cfg, model, artifact, stream = _setup(cache_dir, tiny_model_dir, "gguf_q8_0")
-    spec = server_spec(artifact, cfg.format.engine, model, cfg.benchmark, cfg.hardware, port=pick_port("127.0.0.1", 0))
+    spec = server_spec(artifact, LLAMA, model, cfg.benchmark, cfg.hardware, port=pick_port("127.0.0.1", 0))
     with ServerProcess(spec, tmp_path_factory.mktemp("llama_server") / "server.log") as server:
         server.wait_healthy(120)
         yield cfg, model, stream, server
@@ -238,7 +240,7 @@ def test_server_dying_mid_run_fails_clearly_with_every_request_counted(tiny_mode
     with pytest.raises(
         RuntimeError, match=r"exited with code -9 during the load: \d+ ok, \d+ failed or not sent of 100"
     ):
-        serving_benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, cfg.format.engine, out_dir=tmp_path)
+        serving_benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, LLAMA, out_dir=tmp_path)
     rows = _csv(tmp_path / "requests.csv")
     assert len(rows) == 100 and sum(r["status"] == "failed" for r in rows) >= 1
     assert all(r["error"] for r in rows if r["status"] == "failed")
@@ -249,7 +251,7 @@ def test_transformers_serve_runs_torch_artifacts(tiny_model_dir, cache_dir, tmp_
     cfg, model, artifact, stream = _setup(
         cache_dir, tiny_model_dir, "fp32", "benchmark.requests=4", "benchmark.concurrency=2"
     )
-    m = serving_benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, cfg.format.engine, out_dir=tmp_path)
+    m = serving_benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, "transformers", out_dir=tmp_path)
     assert (m["serving/requests_ok"], m["serving/output_tokens"]) == (4, 32)
     assert m["serving/ttft_s_p50"] <= m["serving/ttft_s_p95"] <= m["serving/ttft_s_p99"]
     assert "transformers" in (tmp_path / "server.json").read_text()
@@ -277,7 +279,7 @@ def test_vllm_server_command(tiny_model_dir):
 
     if not torch.cuda.is_available():
         art = type("A", (), {"path": Path("/art"), "manifest": {"format": "fp16"}})()
-        with pytest.raises(UserError, match="^format.engine: the vLLM server needs a CUDA GPU"):
+        with pytest.raises(UserError, match="^format.server: the vLLM server needs a CUDA GPU"):
             spec(art, None, cfg.benchmark, cfg.hardware, "127.0.0.1", 8123)
 
 
@@ -297,6 +299,7 @@ def test_interrupted_qrun_leaves_no_server(sig, tiny_model_dir, cache_dir, tmp_p
         "model=hf",
         f"model.id={tiny_model_dir}",
         "format=gguf_q8_0",
+        f"format.server={LLAMA}",
         *TINY,
         "benchmark.requests=900",
         "benchmark.gen_tokens=64",

@@ -83,7 +83,7 @@ def test_serving_load_logs_only_declared_names_apart_from_offline_ones():
         "serving/latency_s_p99",
         "serving/throughput_tok_s",
         "serving/requests_per_s",
-        "serving/goodput",
+        "serving/slo_attainment",
         "serving/duration_s",
         "serving/requests_not_sent",
     } <= set(m)
@@ -110,11 +110,11 @@ def test_tracker_refuses_an_undeclared_metric(tmp_path):
         tracker.log_metrics({"quality/ppl": 10.0, "quality/made_up": 1.0})
     assert not isinstance(err.value, UserError)  # a programming error, not the user's
     assert tracker.client.get_run(run_id).data.metrics == {}  # nothing half-logged
-    tracker.log_metrics({"quality/ppl": 10.0, "quality/ppl_ci_low": 9.5, "serving/goodput": 1.0})
+    tracker.log_metrics({"quality/ppl": 10.0, "quality/ppl_ci_low": 9.5, "serving/slo_attainment": 1.0})
     assert tracker.client.get_run(run_id).data.metrics == {
         "quality/ppl": 10.0,
         "quality/ppl_ci_low": 9.5,
-        "serving/goodput": 1.0,
+        "serving/slo_attainment": 1.0,
     }
 
 
@@ -212,7 +212,7 @@ def test_report_columns_format_from_the_catalog():
                 "perf/peak_rss_bytes": 5.44e8,
                 "serving/latency_s_p95": 0.0912,
                 "serving/throughput_tok_s": 351.62,
-                "serving/goodput": 1.0,
+                "serving/slo_attainment": 1.0,
             },
         ),
         Row(
@@ -223,9 +223,7 @@ def test_report_columns_format_from_the_catalog():
         ),
     ]
     head, _, first, second = markdown(rows).splitlines()
-    assert (
-        head == "| format | hardware | size MB | peak mem MB | top-1 | serve p95 s | serve tok/s | goodput | status |"
-    )
+    assert head == "| format | hardware | size MB | peak mem MB | top-1 | serve p95 s | serve tok/s | in SLO | status |"
     assert first == "| gguf_q8_0 | cpu | 1.5 | 544 | - | 0.09 | 351.6 | 100% | FINISHED |"
     assert second == "| fp16 @vllm | gpu | - | 30400 | 96.3% | - | - | - | FINISHED |"
     for c in (c for c in columns.REPORT if c.metric and c.header != "peak mem MB"):

@@ -19,6 +19,7 @@ import sys
 from runner.benchmark.servers.process import ServerSpec, require_modules
 from runner.engines import get_engine
 from runner.engines.llama_cpp import NO_AMX_REPACK_PRELUDE, weight_repacking
+from runner.system.packages import dist_versions
 
 NO_REPACK_LAUNCHER = (
     NO_AMX_REPACK_PRELUDE + "import runpy\nrunpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n"
@@ -35,6 +36,7 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
     gguf = artifact.path / artifact.manifest["weight_files"][0]
     n_ctx = bench_cfg.prompt_tokens + bench_cfg.gen_tokens + 64  # + room for re-tokenization of the text prompt
     threads = str(hardware.threads)
+    flash = str(get_engine("llama_cpp").flash_attention(artifact, hardware) == "enabled")
     launch = ["-m", "llama_cpp.server"] if weight_repacking() else ["-c", NO_REPACK_LAUNCHER]
     cmd = [
         sys.executable,
@@ -66,7 +68,7 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
         "--cache",
         "False",  # no prompt cache (its default too, stated): a request never reuses another's prefix
         "--flash_attn",
-        str(get_engine("llama_cpp").flash_attention(artifact, hardware) == "enabled"),
+        flash,
         "--yarn_attn_factor",
         "-1",
         "--yarn_beta_fast",
@@ -85,4 +87,12 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
         model=artifact.manifest["format"],
         env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
         extra_body={"min_tokens": bench_cfg.gen_tokens},
+        version=dist_versions("llama-cpp-python"),
+        settings={
+            "slots": "1",
+            "continuous_batching": "off",
+            "kv_cache_tokens": str(n_ctx),
+            "flash_attn": flash,
+            "threads": threads,
+        },
     )  # min = max: EOS cannot end a request early

@@ -7,12 +7,25 @@ parallelism and the share of GPU memory come from the hardware profile. Continuo
 own: concurrent requests share the device. On CPU: --enforce-eager (~25 s start instead of 70-90 s of
 graph compilation), prefix caching off, INT4 with bf16 activations. `ignore_eos` + min_tokens make
 every request generate exactly gen_tokens; `stream_options.include_usage` reports the counted tokens.
+--max-num-seqs is runner.benchmark.capacity.admitted_sequences: the load's concurrency, or the capacity search's
+max_users when the search runs on this server (below it, "max users" would measure the flag).
 """
 
 import logging
 
+from runner.benchmark.capacity import admitted_sequences
 from runner.benchmark.servers.process import ServerSpec
-from runner.engines.vllm import VllmEngine, on_cuda, single_process, venv_python, vllm_dtype, vllm_env
+from runner.engines.vllm import (
+    VllmEngine,
+    installed_version,
+    kv_cache_gib,
+    on_cuda,
+    single_process,
+    venv_python,
+    vllm_dtype,
+    vllm_env,
+)
+from runner.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +51,7 @@ def build_cmd(artifact_path, served_name: str, bench_cfg, hardware, host: str, p
         "--max-model-len",
         str(max_len),
         "--max-num-seqs",
-        str(max(bench_cfg.concurrency, 1)),
+        str(admitted_sequences(bench_cfg)),
         "--seed",
         "0",
     ]
@@ -51,9 +64,13 @@ def build_cmd(artifact_path, served_name: str, bench_cfg, hardware, host: str, p
 
 
 def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSpec:
-    VllmEngine().check_available(hardware, "the vLLM server")
+    try:
+        VllmEngine().check_available(hardware, "the vLLM server")
+    except UserError as e:  # the server was chosen by format.server (or its default rule), not format.engine
+        raise UserError("format.server", e.problem, f"{e.fix}; or format.server=transformers") from e
     name = artifact.manifest["format"]
     cmd = build_cmd(artifact.path, name, bench_cfg, hardware, host, port)
+    arg = dict(zip(cmd[3::2], cmd[4::2]))
     env = vllm_env(hardware)
     env["PYTHONPATH"] = ""  # the vLLM venv must not see the runner venv's paths
     log.info(
@@ -74,5 +91,16 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
             "min_tokens": bench_cfg.gen_tokens,
             "stream_options": {"include_usage": True},
             "return_token_ids": True,
+        },
+        version=installed_version() or "",
+        settings={
+            "max_num_seqs": arg["--max-num-seqs"],
+            "max_model_len": arg["--max-model-len"],
+            "dtype": arg.get("--dtype", "auto"),
+            "kv_cache": f"{kv_cache_gib(hardware)} GiB (VLLM_CPU_KVCACHE_SPACE)"
+            if not on_cuda(hardware)
+            else f"gpu_memory_utilization {hardware.gpu_memory_utilization}",
+            "continuous_batching": "on",
+            "prefix_caching": "off",
         },
     )  # a token whose bytes are held back still counts
