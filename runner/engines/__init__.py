@@ -32,7 +32,7 @@ ENGINES: Dict[str, EngineRow] = {
     "torch": EngineRow(
         "runner.engines.torch_engine:TorchEngine", "runner.benchmark.servers.transformers_server", also_runs=("gguf",)
     ),
-    "llama_cpp": EngineRow("runner.engines.llama_cpp:LlamaCppEngine", "runner.benchmark.servers.llama_cpp_server"),
+    "llama_cpp": EngineRow("runner.engines.llama_cpp:LlamaCppEngine", "runner.benchmark.servers.llama_server"),
     # CUDA only; imports its library on load. Its usual server, TabbyAPI, is not a pip package
     "exllamav2": EngineRow("runner.engines.exllamav2:ExLlamaV2Engine", also_runs=("torch_dtype",)),
     # in .venv-vllm (a subprocess); `vllm serve` under load
