@@ -50,10 +50,17 @@ $(OPENVINO_STAMP): requirements/openvino.txt
 	cd /tmp && PYTHONNOUSERSITE=1 $(CURDIR)/$(OPENVINO_VENV)/bin/python -c "from optimum.intel import OVModelForCausalLM; import openvino; print('openvino', openvino.__version__)"
 	touch $@
 
-.PHONY: venv venv-vllm venv-openvino run test test-all lint coverage ui clean chromium
+.PHONY: venv venv-vllm venv-openvino llama-server run test test-all lint coverage ui clean chromium
 venv: $(STAMP)
 venv-vllm: $(VLLM_STAMP)
 venv-openvino: $(OPENVINO_STAMP)
+
+# llama.cpp's own server (how GGUF formats are served), built from the llama.cpp sources the venv's llama-cpp-python
+# sdist vendors (no network): ~10-15 min on 2 cores once, cached per CPU and compiler under ~/.cache/qrun/llama.cpp
+# (runner/system/llama_cpp_tools.py). Not part of `make run`: the default sweep does not serve.
+LLAMA_CPP_JOBS ?= 2
+llama-server: $(STAMP)
+	$(BIN)/python -m runner.system.llama_cpp_tools --jobs $(LLAMA_CPP_JOBS) llama-server
 
 # The default sweep on the embedded default, offline, ending in a comparison table.
 run: $(STAMP)
@@ -65,7 +72,7 @@ test: $(STAMP)
 	$(PYTEST) -m "not slow" tests/unit tests/integration
 
 # Everything (what CI runs): a test whose prerequisite is missing fails here instead of skipping (QRUN_TEST_ALL).
-test-all: $(STAMP) $(VLLM_STAMP) $(OPENVINO_STAMP) $(CHROMIUM)
+test-all: $(STAMP) $(VLLM_STAMP) $(OPENVINO_STAMP) $(CHROMIUM) llama-server
 	QRUN_TEST_ALL=1 $(PYTEST) tests
 
 # Style and types: ruff's lint and formatter over the code, mypy over the typed core ([tool.mypy] files).

@@ -1,10 +1,11 @@
 """The runner's llama.cpp speed vs llama.cpp's own `llama-bench`, on the same GGUF file and threads.
 
 llama-bench is built from the llama.cpp sources vendored in the sdist of the installed
-llama-cpp-python (the code the engine runs), with the venv's flags (GGML_NATIVE=ON), once, cached
-under ~/.cache/qrun/llama-bench/<version>/. The runner side is the offline benchmark's own worker
-process (runner/benchmark/worker.py), exactly what `qrun` times. Goal: runner / llama-bench
->= 0.95 for prefill and decode. Both sides use flash attention off (llama-cpp-python's default).
+llama-cpp-python (the code the engine runs), with the venv's flags (GGML_NATIVE=ON), once, in the
+build folder of llama.cpp's tools (runner/system/llama_cpp_tools.py, shared with `make llama-server`).
+The runner side is the offline benchmark's own worker process (runner/benchmark/worker.py),
+exactly what `qrun` times. Goal: runner / llama-bench >= 0.95 for prefill and decode. Both sides use
+flash attention off (llama-cpp-python's default).
 
 Rows: prefill = pp<P> (runner: prompt / TTFT); decode = tg<G> at depth P (runner: the G-1 tokens after
 the first, which follow the prompt); tg<G> at depth 0 is llama-bench's default test, shown for reference.
@@ -15,14 +16,11 @@ Medians over --repeats x --rounds samples, [min-max] spreads; the sides alternat
 """
 
 import argparse
-import importlib.metadata
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tarfile
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,48 +28,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from runner.stages.benchmark import run_worker  # noqa: E402
-
-BUILD_ROOT = Path.home() / ".cache" / "qrun" / "llama-bench"
-CMAKE_FLAGS = [
-    "-DCMAKE_BUILD_TYPE=Release",
-    "-DGGML_NATIVE=ON",
-    "-DLLAMA_CURL=OFF",
-    "-DLLAMA_BUILD_TESTS=OFF",
-    "-DLLAMA_BUILD_EXAMPLES=OFF",
-    "-DLLAMA_BUILD_SERVER=OFF",
-]
+from runner.system import llama_cpp_tools  # noqa: E402
 
 
 def llama_bench_binary(jobs: int) -> Path:
-    version = importlib.metadata.version("llama-cpp-python")
-    home = BUILD_ROOT / version
-    binary = home / "build" / "bin" / "llama-bench"
-    if binary.exists():
-        return binary
-    home.mkdir(parents=True, exist_ok=True)
-    src = home / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp"
-    if not src.exists():
-        with tempfile.TemporaryDirectory() as dl:
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    "--no-deps",
-                    "--no-binary=:all:",
-                    "--quiet",
-                    "-d",
-                    dl,
-                    f"llama-cpp-python=={version}",
-                ],
-                check=True,
-            )
-            with tarfile.open(next(Path(dl).glob("*.tar.gz"))) as tar:
-                tar.extractall(home)
-    print(f"building llama-bench from {src} (10-15 min on 2 cores, once)", file=sys.stderr)
-    subprocess.run(["cmake", "-S", str(src), "-B", str(home / "build"), *CMAKE_FLAGS], check=True)
-    subprocess.run(["cmake", "--build", str(home / "build"), "--target", "llama-bench", f"-j{jobs}"], check=True)
+    binary = llama_cpp_tools.binary("llama-bench")
+    if binary is None:
+        print(f"building llama-bench in {llama_cpp_tools.home()} (10-15 min on 2 cores, once)", file=sys.stderr)
+        llama_cpp_tools.build(["llama-bench"], jobs)
+        binary = llama_cpp_tools.binary("llama-bench")
+    assert binary is not None
     return binary
 
 

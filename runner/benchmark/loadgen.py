@@ -62,6 +62,7 @@ class RequestResult:
     output_tokens: int = 0
     prompt_tokens: int = 0  # the prompt text tokenized by the base model's tokenizer
     error: str = ""
+    server_timings: str = ""  # the server's own timings of this request, as JSON, where its stream has them
 
 
 def payload(spec: ServerSpec, prompt: str, gen_tokens: int) -> Dict:
@@ -90,7 +91,7 @@ async def _one(
     arrival = start if arrival is None else arrival
     res.sent_s, res.scheduled_s, res.status = start - t0, arrival - t0, "failed"
     times: List[float] = []
-    chunks, usage_tokens, finish = 0, None, None
+    chunks, usage_tokens, finish, server_timings = 0, None, None, None
     try:
         async with asyncio.timeout(max(arrival + timeout_s - start, 0.0)):
             async with client.stream("POST", url, json=body) as resp:
@@ -106,6 +107,7 @@ async def _one(
                     chunk = json.loads(data)
                     if chunk.get("usage"):
                         usage_tokens = chunk["usage"].get("completion_tokens")
+                    server_timings = chunk.get("timings") or server_timings  # llama-server: on its last chunk
                     for choice in chunk.get("choices") or []:
                         finish = choice.get("finish_reason") or finish
                         # A token arrived: text, or token ids without text (vLLM holds back the bytes of an
@@ -132,6 +134,7 @@ async def _one(
     # usage when the server reports it; else a 'length' finish means max_tokens were made (a chunk may hold several)
     n = usage_tokens or (body["max_tokens"] if finish == "length" else chunks)
     res.status, res.output_tokens, res.error = "ok", int(n), ""
+    res.server_timings = json.dumps(server_timings) if server_timings else ""
     res.ttft_s, res.latency_s = times[0] - arrival, end - arrival
     res.tpot_s = (res.latency_s - res.ttft_s) / (n - 1) if n > 1 else float("nan")
     res.max_itl_s = float(np.diff(times).max()) if len(times) > 1 else float("nan")

@@ -132,7 +132,9 @@ def test_closed_loop_metrics_are_consistent(qrun_serving):
 
 def test_server_is_gone_after_the_run(qrun_serving):
     _, proc, _, _ = qrun_serving
-    pids = [int(p) for p in re.findall(r"started llama.cpp server, pid (\d+)", proc.stdout + proc.stderr)]
+    pids = [
+        int(p) for p in re.findall(r"started (?:llama-server|llama.cpp) server, pid (\d+)", proc.stdout + proc.stderr)
+    ]
     assert len(pids) == 1 and _gone(pids[0])
 
 
@@ -319,7 +321,7 @@ def test_interrupted_qrun_leaves_no_server(sig, tiny_model_dir, cache_dir, tmp_p
     try:
         for line in proc.stdout:
             lines.append(line)
-            found = re.search(r"started llama.cpp server, pid (\d+)", line)
+            found = re.search(r"started (?:llama-server|llama.cpp) server, pid (\d+)", line)
             pid = int(found.group(1)) if found else pid
             if "healthy after" in line:
                 break

@@ -1,0 +1,119 @@
+"""llama.cpp's own OpenAI-compatible server, `llama-server`: how GGUF is deployed to concurrent users.
+
+Built from the llama.cpp revision the installed llama-cpp-python vendors (runner/system/llama_cpp_tools.py,
+`make llama-server`), so it runs the same kernels as the llama_cpp engine. Started with one slot per sequence the
+load admits (runner/benchmark/capacity.py) and continuous batching, so concurrent requests decode in one batch.
+KV cache: with an explicit slot count and no --kv-unified, llama.cpp splits -c evenly over the slots, each slot's
+share padded up to a multiple of 256; -c is set to slots x that padded share, so every slot holds one whole request
+(prompt + output + a margin for the GGUF vocabulary tokenizing the text prompt a little longer than the HF one).
+No prompt reuse of any kind: the server's prompt cache, its RAM cache of idle slots and KV-shift reuse are off, and
+each request says cache_prompt=false. Flash attention is passed as llama.cpp resolves its default (auto) for this
+file here (runner/engines/llama_cpp.py); weights are repacked, or not, by the engine's rule (weight_repacking).
+Requests ask for exactly gen_tokens: max_tokens with ignore_eos, which this server honours; its stream's last chunk
+carries `usage` (what the load generator counts) and its own per-request `timings`.
+"""
+
+import subprocess
+
+from runner.benchmark.capacity import admitted_sequences
+from runner.benchmark.servers.process import ServerSpec
+from runner.engines import get_engine
+from runner.engines.llama_cpp import weight_repacking
+from runner.errors import UserError
+from runner.system import llama_cpp_tools
+
+TOOL = "llama-server"
+CTX_PAD = 256  # llama.cpp rounds each slot's context share up to this (llama_context: n_ctx_seq)
+RETOKENIZE_MARGIN = 64
+
+
+def check_available() -> None:
+    if llama_cpp_tools.binary(TOOL) is None:
+        raise UserError(
+            "benchmark.kind",
+            f"the GGUF server llama-server is not built for this machine (looked in {llama_cpp_tools.home()})",
+            f"run `{llama_cpp_tools.BUILD_HINT}`, or set {llama_cpp_tools.BIN_DIR_ENV} to a folder holding one",
+        )
+
+
+def version(binary) -> str:
+    """llama-server's own build line ('version: N (commit)'), with the bindings release it was vendored in."""
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
+    line = next((x for x in (out.stdout + out.stderr).splitlines() if x.startswith("version:")), "version: unknown")
+    return f"llama.cpp {line.split(':', 1)[1].strip()} from llama-cpp-python {llama_cpp_tools.version()}"
+
+
+def ctx_per_slot(bench_cfg) -> int:
+    need = int(bench_cfg.prompt_tokens) + int(bench_cfg.gen_tokens) + RETOKENIZE_MARGIN
+    return -(-need // CTX_PAD) * CTX_PAD
+
+
+def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSpec:
+    check_available()
+    binary = llama_cpp_tools.binary(TOOL)
+    gguf = artifact.path / artifact.manifest["weight_files"][0]
+    slots, per_slot = admitted_sequences(bench_cfg), ctx_per_slot(bench_cfg)
+    flash = get_engine("llama_cpp").flash_attention(artifact, hardware)
+    flash_flag = {"enabled": "on", "disabled": "off"}.get(flash or "", "auto")
+    repack = weight_repacking()
+    threads = str(hardware.threads)
+    cmd = [
+        str(binary),
+        "--model",
+        str(gguf),
+        "--alias",
+        artifact.manifest["format"],
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--parallel",
+        str(slots),
+        "--ctx-size",
+        str(slots * per_slot),
+        "--no-kv-unified",
+        "--cont-batching",
+        "--flash-attn",
+        flash_flag,
+        "--threads",
+        threads,
+        "--threads-batch",
+        threads,
+        "--n-gpu-layers",
+        str(hardware.n_gpu_layers),
+        "--fit",
+        "off",  # never shrink the context set here to fit free memory
+        "--no-cache-prompt",
+        "--cache-reuse",
+        "0",
+        "--cache-ram",
+        "0",
+        "--no-cache-idle-slots",
+        "--no-webui",
+        "--seed",
+        "0",
+    ]
+    if not repack:
+        cmd.append("--no-repack")
+    return ServerSpec(
+        name="llama-server",
+        cmd=cmd,
+        host=host,
+        port=port,
+        health_path="/health",
+        model=artifact.manifest["format"],
+        extra_body={"ignore_eos": True, "cache_prompt": False},
+        version=version(binary),
+        settings={
+            "slots": str(slots),
+            "ctx_per_slot": str(per_slot),
+            "kv_cache_tokens": str(slots * per_slot),
+            "kv_unified": "false",
+            "continuous_batching": "true",
+            "flash_attention": flash_flag if flash_flag != "auto" else "auto (unreported)",
+            "threads": threads,
+            "n_gpu_layers": str(hardware.n_gpu_layers),
+            "prompt_cache": "off",
+            "weight_repacking": "on" if repack else "off",
+        },
+    )
