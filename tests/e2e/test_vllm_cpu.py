@@ -174,3 +174,58 @@ def test_server_under_load(tmp_path, cache_dir, tiny_model_dir):
     assert (server["server"], server["name"]) == ("vllm", "vLLM") and server["cmd"][0] == str(V.venv_python())
     assert "--enforce-eager" in server["cmd"] and "--no-enable-prefix-caching" in server["cmd"]
     assert subprocess.run(["pgrep", "-f", str(artifact.path)], capture_output=True).stdout == b""  # nothing left
+
+
+@needs_venv
+def test_capacity_search_server_runs_max_users_sequences_at_once(tmp_path, cache_dir, tiny_model_dir):
+    """A server started for a capacity search (1 user, max_users 6) runs 6 requests at once, as vLLM's own
+    `vllm:num_requests_running` gauge reports: a --max-num-seqs at the load's 1 user would cap it at 1."""
+    import asyncio
+    import re
+    import threading
+
+    import httpx
+    from omegaconf import OmegaConf
+
+    from runner.benchmark.loadgen import run_load
+    from runner.benchmark.servers import ServerProcess, pick_port, server_spec
+    from runner.cache import Cache
+    from runner.data.models import resolve_model
+    from runner.formats.artifacts import quantize
+
+    cfg = _compose(
+        "model=hf",
+        f"model.id={tiny_model_dir}",
+        "format=bf16",
+        "benchmark=serving",
+        "benchmark.prompt_tokens=16",
+        "benchmark.gen_tokens=256",
+        "benchmark.concurrency=1",
+        "benchmark.capacity.enabled=true",
+        "benchmark.capacity.max_users=6",
+        "hardware.threads=1",
+    )
+    cache = Cache(cache_dir)
+    model = resolve_model(cfg.model, cache)
+    artifact = quantize(model, cfg.format, cfg.calibration, cfg.hardware, cache)
+    spec = server_spec(artifact, "vllm", model, cfg.benchmark, cfg.hardware, pick_port("127.0.0.1", 0))
+    running, done = [0.0], threading.Event()
+
+    def watch():
+        with httpx.Client(trust_env=False, timeout=2.0) as client:
+            while not done.is_set():
+                text = client.get(spec.url + "/metrics").text
+                for value in re.findall(r"^vllm:num_requests_running\{[^}]*\} ([0-9.]+)$", text, re.M):
+                    running[0] = max(running[0], float(value))
+                done.wait(0.05)
+
+    with ServerProcess(spec, tmp_path / "server.log") as server:
+        server.wait_healthy(600)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        load = OmegaConf.merge(cfg.benchmark, {"concurrency": 6, "requests": 6})
+        results = asyncio.run(run_load(server.spec, [f"prompt number {i} says" for i in range(6)], load))
+        done.set()
+        watcher.join()
+    assert [r.status for r in results] == ["ok"] * 6, [r.error for r in results]
+    assert running[0] == 6, running
