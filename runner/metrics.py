@@ -60,6 +60,12 @@ PERF_PREFILL_TOK_S_CV = "perf/prefill_tok_s_cv"
 PERF_DECODE_TOK_S_MIN = "perf/decode_tok_s_min"
 PERF_DECODE_TOK_S_MAX = "perf/decode_tok_s_max"
 PERF_DECODE_TOK_S_CV = "perf/decode_tok_s_cv"
+PERF_PEAK_PSS_BYTES = "perf/peak_pss_bytes"
+PERF_PSS_RSS_STANDINS = "perf/pss_rss_standins"
+# memory/
+MEMORY_NEED_BYTES = "memory/need_bytes"
+MEMORY_KV_BYTES_PER_TOKEN = "memory/kv_bytes_per_token"
+MEMORY_ENGINE_KV_CACHE_TOKENS = "memory/engine_kv_cache_tokens"
 # serving/
 SERVING_TTFT_S_P50 = "serving/ttft_s_p50"
 SERVING_TTFT_S_P95 = "serving/ttft_s_p95"
@@ -248,7 +254,7 @@ declare(  # in column order
         BENCHMARK,
         SR,
         "peak resident memory of the engine's own process (perf.memory_scope says which); "
-        "the report's memory column shows peak VRAM instead where measured",
+        "the report's memory column shows peak VRAM instead where measured, and a tree's PSS",
     ),
     Metric(
         SIZE_BITS_PER_WEIGHT, "bit", "lower", "{:.2f}", "bpw", QUANTIZE, SR, "stored tensor bits / base parameter count"
@@ -543,6 +549,60 @@ declare(  # failures count, and each format's capacity under the scenario's SLO 
     ),
     Metric(
         CAPACITY_SEARCH_S, "s", "lower", "{:.1f}", "search s", SERVING, (), "wall time of the extra capacity probes"
+    ),
+)
+declare(  # what a deployment needs in memory (runner/benchmark/probes.py, runner/benchmark/memory_need.py)
+    Metric(
+        PERF_PEAK_PSS_BYTES,
+        "B",
+        "lower",
+        _mb0,
+        "peak PSS MB",
+        BENCHMARK,
+        (),  # the report's memory column shows it where measured
+        "peak PSS summed over a process tree (a server's, or a multi-process engine's): pages its processes share "
+        "counted once; RSS for the processes perf/pss_rss_standins counts",
+    ),
+    Metric(
+        PERF_PSS_RSS_STANDINS,
+        "",
+        "neither",
+        "{:.0f}",
+        "RSS for PSS",
+        BENCHMARK,
+        (),
+        "processes of the tree whose PSS was unreadable, counted by their RSS in perf/peak_pss_bytes (0: all PSS)",
+    ),
+    Metric(
+        MEMORY_NEED_BYTES,
+        "B",
+        "lower",
+        _mb0,
+        "need MB",
+        BENCHMARK,
+        R,
+        "computed: weight bytes + KV bytes per token x the benchmark's users x (prompt + output tokens); params "
+        "memory.* say the shape, the KV dtype and the load",
+    ),
+    Metric(
+        MEMORY_KV_BYTES_PER_TOKEN,
+        "B",
+        "lower",
+        "{:.0f}",
+        "KV B/token",
+        BENCHMARK,
+        (),
+        "layers x KV heads x head dim x 2 x the KV cache's bytes per element",
+    ),
+    Metric(
+        MEMORY_ENGINE_KV_CACHE_TOKENS,
+        "tok",
+        "neither",
+        "{:.0f}",
+        "engine KV tokens",
+        BENCHMARK,
+        (),
+        "the KV cache the engine itself reports having allocated, in tokens (vLLM's 'KV cache size: N tokens')",
     ),
 )
 

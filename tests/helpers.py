@@ -244,12 +244,14 @@ def reload_without_runner(artifact: Path, base: Path, cwd: Path) -> dict:
     return out
 
 
-def throttled_spec(service_s: float, fail_every: int = 0, held_back: int = 0):
+def throttled_spec(service_s: float, fail_every: int = 0, held_back: int = 0, startup_peak_mb: int = 0):
     """A ServerSpec for tests/throttled_server.py on a free loopback port: an OpenAI-style server whose every
-    request takes service_s, every fail_every-th fails, and the first held_back chunks of each answer carry no text."""
+    request takes service_s, every fail_every-th fails, and the first held_back chunks of each answer carry no text;
+    it holds startup_peak_mb MB for a second before it listens."""
     from runner.benchmark.servers import ServerSpec, pick_port
 
     port = pick_port("127.0.0.1", 0)
     cmd = [sys.executable, str(ROOT / "tests" / "throttled_server.py"), "--port", str(port)]
     cmd += ["--service-s", str(service_s), "--fail-every", str(fail_every), "--held-back", str(held_back)]
+    cmd += ["--startup-peak-mb", str(startup_peak_mb)]
     return ServerSpec(name="throttled", cmd=cmd, host="127.0.0.1", port=port, health_path="/health", model="m")

@@ -1,17 +1,21 @@
 """A real OpenAI-style streaming server on 127.0.0.1 whose service rate the test sets (tests only).
 
-`python tests/throttled_server.py --port P --service-s S [--fail-every K] [--held-back H]`: GET /health answers 200;
+`python tests/throttled_server.py --port P --service-s S [--fail-every K] [--held-back H] [--startup-peak-mb M]`:
+GET /health answers 200;
 POST /v1/completions streams `max_tokens` one-token chunks over S seconds, one request at a time in
 arrival order (an asyncio.Lock is FIFO), so c closed-loop users see a latency of about c x S; with
 --fail-every K every K-th completion request is answered 503 at once. A client that goes away does
 not free the server early (it finishes the request, as a real single-slot server does).
 --held-back H: the first H chunks of each response carry a token id but no text, as vLLM streams tokens
 whose bytes are an incomplete UTF-8 character (`return_token_ids`).
+--startup-peak-mb M: before it listens, it holds M MB of touched memory for a second and frees it, as a server
+whose model load peaks above what it holds while serving.
 """
 
 import argparse
 import asyncio
 import json
+import time
 
 
 def _response(status: str, body: bytes, ctype: str = "text/plain") -> bytes:
@@ -92,7 +96,13 @@ def main() -> None:
     ap.add_argument("--service-s", type=float, required=True)
     ap.add_argument("--fail-every", type=int, default=0)
     ap.add_argument("--held-back", type=int, default=0)
+    ap.add_argument("--startup-peak-mb", type=int, default=0)
     args = ap.parse_args()
+    if args.startup_peak_mb:
+        loading = bytearray(args.startup_peak_mb * 1024 * 1024)
+        loading[::4096] = b"1" * len(loading[::4096])  # every page touched: resident
+        time.sleep(1.0)
+        del loading  # a buffer this large is its own mapping: freed back to the OS
     asyncio.run(serve(args.port, args.service_s, args.fail_every, args.held_back))
 
 

@@ -24,13 +24,12 @@ from omegaconf import OmegaConf
 
 from runner.benchmark import capacity as cap
 from runner.benchmark.loadgen import RequestResult, run_load, summarize, write_csv
-from runner.benchmark.probes import PeakMemory
+from runner.benchmark.memory_need import engine_reported_kv
+from runner.benchmark.probes import PeakMemory, write_gpu_memory
 from runner.benchmark.servers import ServerProcess, pick_port, server_spec
 from runner.config.checks import check_load_config
 from runner.errors import UserError
 from runner.metrics import (
-    PERF_PEAK_RSS_BYTES,
-    PERF_PEAK_VRAM_BYTES,
     SERVING_REQUESTS_FAILED,
     SERVING_REQUESTS_NOT_SENT,
     SERVING_SERVER_START_S,
@@ -115,31 +114,32 @@ def serving_benchmark(
     (out / "server_command.sh").write_text(ready_to_run(spec))
     try:
         server.start()
-        (out / "server.json").write_text(
-            json.dumps(
-                {
-                    "server": server_name,
-                    "name": spec.name,
-                    "version": spec.version,
-                    "settings": spec.settings,
-                    "pid": server.pid,
-                    "url": spec.url,
-                    "cmd": spec.cmd,
-                },
-                indent=2,
-            )
-        )
-        start_s = server.wait_healthy(bench_cfg.startup_timeout_s)
-        log.info(
-            "%s server healthy after %.1f s; %d warmup + %d requests, %s arrivals, concurrency %d",
-            spec.name,
-            start_s,
-            bench_cfg.warmup,
-            bench_cfg.requests,
-            bench_cfg.arrival,
-            bench_cfg.concurrency,
-        )
+        # from the launch on: a server's peak while it loads the model counts, not only the load's
         with PeakMemory(server.pid, tree=True, gpu=str(hardware.device).startswith("cuda"), interval_s=0.1) as mem:
+            (out / "server.json").write_text(
+                json.dumps(
+                    {
+                        "server": server_name,
+                        "name": spec.name,
+                        "version": spec.version,
+                        "settings": spec.settings,
+                        "pid": server.pid,
+                        "url": spec.url,
+                        "cmd": spec.cmd,
+                    },
+                    indent=2,
+                )
+            )
+            start_s = server.wait_healthy(bench_cfg.startup_timeout_s)
+            log.info(
+                "%s server healthy after %.1f s; %d warmup + %d requests, %s arrivals, concurrency %d",
+                spec.name,
+                start_s,
+                bench_cfg.warmup,
+                bench_cfg.requests,
+                bench_cfg.arrival,
+                bench_cfg.concurrency,
+            )
             results = _load(server, texts, lengths, bench_cfg)
         write_csv(results, out / "requests.csv")
         metrics = summarize(results, bench_cfg.slo)
@@ -150,9 +150,9 @@ def serving_benchmark(
             metrics.update(cap.metrics_of(found))
     finally:
         server.stop()
-    metrics.update({SERVING_SERVER_START_S: start_s, PERF_PEAK_RSS_BYTES: float(mem.peak_rss)})
-    if mem.peak_vram is not None:  # NVML's per-process GPU memory of the server tree, where it can see it
-        metrics[PERF_PEAK_VRAM_BYTES] = float(mem.peak_vram)
+    metrics.update({SERVING_SERVER_START_S: start_s, **mem.metrics()})  # PSS of the tree; NVML's GPU memory
+    write_gpu_memory(mem.peak_vram_by_gpu, out)
+    metrics.update(engine_reported_kv(out / "server.log"))
     plot_cdf(
         results,
         out / "latency_cdf.png",

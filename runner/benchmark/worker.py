@@ -53,6 +53,10 @@ def run(req: dict) -> dict:
         "peak_rss": mem.peak_rss,
         "start_rss": mem.start_rss,
         "hwm_rss": high_water_rss(),
+        "peak_pss": mem.peak_pss if mem.pss_measured else None,  # a tree only
+        "pss_rss_standins": mem.pss_rss_standins,
+        "peak_vram_by_gpu": mem.peak_vram_by_gpu,
+        "kv_cache_tokens": loaded.kv_cache_tokens,
         # NVML where it sees our processes (all they hold on the card, CUDA context included), else torch's peak
         "peak_vram": mem.peak_vram or _torch_peak_vram(),
         "heavy_modules": [m for m in HEAVY_MODULES if m in sys.modules],

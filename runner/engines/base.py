@@ -24,6 +24,7 @@ class LoadedModel:
     # Called at every timing boundary of generate() (request start, first token, last token) so the clock
     # reads finished device work: CUDA kernels run asynchronously. A CUDA engine sets torch.cuda.synchronize.
     sync: Callable[[], None] = staticmethod(no_sync)
+    kv_cache_tokens: Optional[int] = None  # the KV cache the engine reports having allocated (vLLM), set by close()
 
     def logprobs(self, input_ids: Sequence[int]) -> np.ndarray:
         """Log-softmax over the vocabulary at every position: float32 [len(input_ids), vocab]."""

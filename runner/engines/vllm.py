@@ -28,6 +28,7 @@ On CPU: VLLM_CPU_KVCACHE_SPACE comes from the hardware profile (kv_cache_gib), e
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -51,6 +52,9 @@ VENV_ENV = "QRUN_VLLM_VENV"  # another vLLM venv (e.g. one with the CUDA wheel) 
 WORKER = Path(__file__).with_name("workers") / "vllm_worker.py"
 ABORT_CODES = (134, -6)  # SIGABRT through a shell / as Popen sees it: vLLM's "terminate called ..." at exit
 LOAD_TIMEOUT_S = 600
+# vLLM's INFO line once its KV cache is allocated (vllm/v1/core/kv_cache_utils.py), e.g. on CPU
+# "CPU KV cache size: 21,840 tokens, Maximum concurrency for 224 tokens per request: 97.50x"; "GPU ..." on CUDA
+KV_CACHE_LINE = re.compile(r"\b(?:GPU|CPU|[A-Z]+)(?: \+ host)? KV cache size: ([\d,]+) tokens")
 
 
 def venv_dir() -> Path:
@@ -119,7 +123,7 @@ def vllm_env(hardware) -> Dict[str, str]:
         "TRANSFORMERS_OFFLINE": "1",
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
-        "VLLM_LOGGING_LEVEL": "WARNING",
+        "VLLM_LOGGING_LEVEL": "INFO",  # its "KV cache size: N tokens" line is INFO (reported_kv_cache_tokens)
         "PYTHONNOUSERSITE": "1",
     }
     if not on_cuda(hardware):
@@ -138,6 +142,12 @@ def single_process(hardware) -> bool:
     """On CPU with one rank: engine core and model worker inside the process that asked (one vLLM import
     instead of three: 40 s to ready instead of 100 s on a busy 2-core box)."""
     return not on_cuda(hardware) and hardware.tensor_parallel_size == 1
+
+
+def reported_kv_cache_tokens(log_text: str) -> Optional[int]:
+    """The KV cache size vLLM says it allocated, in tokens (the last such line of its log); None where it said none."""
+    found = KV_CACHE_LINE.findall(log_text)
+    return int(found[-1].replace(",", "")) if found else None
 
 
 def clean_env(extra: Dict[str, str]) -> Dict[str, str]:
@@ -166,6 +176,8 @@ def _as_floats(position) -> Dict[int, float]:
 class WorkerProcess(JsonLinesWorker):
     """The vLLM worker (runner/engines/workers/vllm_worker.py) in .venv-vllm."""
 
+    kv_cache_tokens: Optional[int] = None  # what vLLM's log said it allocated
+
     def __init__(self, settings: dict, env: Dict[str, str], label: str):
         super().__init__(
             "vLLM",
@@ -177,6 +189,11 @@ class WorkerProcess(JsonLinesWorker):
             label,
         )
         self.answered_all = False  # True once the worker confirmed "quit": an abort after that is harmless
+
+    def on_stderr_line(self, line: str) -> None:
+        tokens = reported_kv_cache_tokens(line)
+        if tokens is not None:
+            self.kv_cache_tokens = tokens
 
     def close(self, timeout_s: float = 60.0) -> Optional[int]:
         """Ask the worker to quit and wait. A worker that answered everything and then aborted (exit 134) is done."""
@@ -237,6 +254,7 @@ class VllmLoaded(LoadedModel):
     def close(self) -> None:
         if self.worker is not None:
             self.exit_code = self.worker.close()
+            self.kv_cache_tokens = self.worker.kv_cache_tokens  # logged at load, before the worker said ready
             self.worker = None
 
 

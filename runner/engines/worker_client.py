@@ -43,6 +43,10 @@ class JsonLinesWorker:
         for line in self.proc.stderr:
             self._stderr_tail.append(line.rstrip())
             log.debug("%s worker: %s", self.name, line.rstrip())
+            self.on_stderr_line(line)
+
+    def on_stderr_line(self, line: str) -> None:
+        """A subclass reads what its library reports only in its log (vLLM's KV cache size)."""
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()

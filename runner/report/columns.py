@@ -77,8 +77,11 @@ def _param(name: str, header: str) -> Column:
 
 
 def peak_memory(row: Row) -> Optional[float]:
-    """What a memory budget is held against: peak VRAM on a GPU run (none if unmeasured, never host RSS), else RSS."""
-    return row.get(M.PERF_PEAK_VRAM_BYTES) if on_gpu(row) else row.get(M.PERF_PEAK_RSS_BYTES)
+    """The measured peak a memory budget is held against: peak VRAM on a GPU run (none if unmeasured, never host
+    RSS), else a process tree's PSS, else RSS (the budget takes the larger of it and memory/need_bytes)."""
+    if on_gpu(row):
+        return row.get(M.PERF_PEAK_VRAM_BYTES)
+    return row.get(M.PERF_PEAK_PSS_BYTES) or row.get(M.PERF_PEAK_RSS_BYTES)
 
 
 def metric_column(m: M.Metric) -> Column:

@@ -24,15 +24,16 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 import runner
+from runner.benchmark import memory_need
+from runner.benchmark.probes import memory_metrics, write_gpu_memory
 from runner.engines import get_engine
 from runner.errors import UserError
 from runner.metrics import (
+    MEMORY_ENGINE_KV_CACHE_TOKENS,
     PERF_DECODE_TOK_S,
     PERF_LATENCY_S_P50,
     PERF_LATENCY_S_P95,
     PERF_LOAD_S,
-    PERF_PEAK_RSS_BYTES,
-    PERF_PEAK_VRAM_BYTES,
     PERF_PREFILL_TOK_S,
     PERF_RSS_INCREASE_BYTES,
     PERF_THROUGHPUT_TOK_S,
@@ -63,6 +64,8 @@ def run(ctx: StageContext) -> StageResult:
     else:
         perf = benchmark(ctx.artifact, ctx.model, cfg.benchmark, stream, cfg.hardware, ctx.engine.NAME, out_dir)
     perf[TIME_BENCHMARK_S] = time.perf_counter() - start
+    need, need_params = memory_need.need(ctx.artifact, ctx.model, ctx.engine.NAME, cfg.benchmark, cfg.hardware)
+    perf.update(need)
     files: List[Tuple[Path, Optional[str]]] = [
         (f, str(f.parent.relative_to(ctx.run_dir))) for f in sorted(out_dir.rglob("*")) if f.is_file()
     ]
@@ -71,7 +74,11 @@ def run(ctx: StageContext) -> StageResult:
         tags=tags,
         files=files,
         summary={"perf": perf},
-        params={**stream_params(stream), "perf.memory_scope": memory_scope(ctx.engine.NAME, cfg.benchmark)},
+        params={
+            **stream_params(stream),
+            "perf.memory_scope": memory_scope(ctx.engine.NAME, cfg.benchmark),
+            **need_params,
+        },
     )
 
 
@@ -110,6 +117,8 @@ def benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str, ou
             f"benchmark.gen_tokens={n_new} were asked, so its speeds would be wrong"
         )
     peak = max(out["peak_rss"], out["hwm_rss"] or 0)  # the kernel's high-water mark catches what sampling missed
+    if out_dir is not None:
+        write_gpu_memory(out["peak_vram_by_gpu"], Path(out_dir))
     metrics = {
         PERF_LOAD_S: out["load_s"],
         PERF_PREFILL_TOK_S: len(request["prompt"]) / float(np.median(ttft)),
@@ -118,12 +127,12 @@ def benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str, ou
         PERF_LATENCY_S_P50: float(np.median(total)),
         PERF_LATENCY_S_P95: float(np.percentile(total, 95)),
         PERF_THROUGHPUT_TOK_S: n_new / float(np.median(total)),  # one stream; see benchmark=serving for load
-        PERF_PEAK_RSS_BYTES: float(peak),
         PERF_RSS_INCREASE_BYTES: float(peak - out["start_rss"]),  # over the worker's python + engine imports
     }
     metrics.update(speed_spread(len(request["prompt"]) / ttft, (n_new - 1) / decode))
-    if out["peak_vram"]:  # only where measured (torch on CUDA, or NVML); never host RSS in its place
-        metrics[PERF_PEAK_VRAM_BYTES] = float(out["peak_vram"])
+    metrics.update(memory_metrics(peak, out["peak_pss"], out["pss_rss_standins"], out["peak_vram"]))
+    if out["kv_cache_tokens"] is not None:
+        metrics[MEMORY_ENGINE_KV_CACHE_TOKENS] = float(out["kv_cache_tokens"])
     return metrics
 
 

@@ -23,7 +23,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from helpers import QRUN, ROOT, mlflow_runs, run_qrun
+from helpers import QRUN, ROOT, mlflow_runs, run_qrun, throttled_spec
 from runner.benchmark.loadgen import run_load, summarize
 from runner.benchmark.servers import ServerProcess, ServerSpec, pick_port, server_spec
 from runner.benchmark.serving import make_prompts, serving_benchmark
@@ -33,6 +33,7 @@ from runner.config.schema import BenchmarkConfig, register_configs
 from runner.data.models import resolve_model
 from runner.errors import UserError
 from runner.formats.artifacts import quantize
+from runner.metrics import PERF_PEAK_PSS_BYTES, PERF_PEAK_RSS_BYTES
 from runner.quality.stream import token_stream
 
 register_configs()
@@ -110,6 +111,12 @@ def test_closed_loop_metrics_are_consistent(qrun_serving):
     )
     assert m["serving/requests_per_s"] * m["serving/duration_s"] == pytest.approx(16, rel=1e-6)
     assert 0 <= m["serving/slo_attainment"] <= 1 and m["perf/peak_rss_bytes"] > 0
+    # memory: the server tree's PSS beside its summed RSS, and the computed need at the load -- the tiny Llama's
+    # 2 layers x 2 KV heads x head dim 64 x (K, V) x f16 = 1024 bytes per token, for 4 users x (32 + 8) tokens
+    assert 0 < m["perf/peak_pss_bytes"] <= m["perf/peak_rss_bytes"] and m["perf/pss_rss_standins"] == 0
+    assert m["memory/kv_bytes_per_token"] == 1024
+    assert m["memory/need_bytes"] == m["size/bytes"] + 1024 * 4 * (32 + 8)
+    assert run.data.params["memory.need_load"] == "weights + KV cache at 4 user(s) x 40 tokens"
     assert not {"perf/throughput_tok_s", "perf/latency_s_p95", "perf/ttft_s_p50"} & set(
         m
     )  # the offline benchmark's names
@@ -189,6 +196,21 @@ def test_never_healthy_server_times_out_and_is_killed(tmp_path):
     server = ServerProcess(crash, tmp_path / "crash.log").start()
     with pytest.raises(RuntimeError, match="exited with code 3 before it was healthy(.|\n)*boom"):
         server.wait_healthy(30)
+
+
+def test_server_memory_includes_its_start_up_peak(tiny_model_dir, cache_dir, tmp_path, monkeypatch):
+    """A server that peaks at 300 MB while it loads and serves in a few tens of MB: the budget is held against the
+    start-up peak too (the offline benchmark's memory includes the load as well)."""
+    from runner.benchmark import serving
+
+    cfg, model, artifact, stream = _setup(cache_dir, tiny_model_dir, "gguf_q8_0", "benchmark.requests=4")
+    spec = throttled_spec(0.05, startup_peak_mb=300)  # a real server process; only which server runs is chosen here
+    monkeypatch.setattr(serving, "server_spec", lambda *args, **kwargs: spec)
+    m = serving_benchmark(artifact, model, cfg.benchmark, stream, cfg.hardware, cfg.format.engine, out_dir=tmp_path)
+    assert m["serving/requests_ok"] == 4
+    assert m[PERF_PEAK_RSS_BYTES] > 300 * 1024**2, m[PERF_PEAK_RSS_BYTES]
+    assert m[PERF_PEAK_PSS_BYTES] > 300 * 1024**2, m  # the server's tree, from its launch on
+    assert _gone(json.loads((tmp_path / "server.json").read_text())["pid"])
 
 
 @pytest.fixture(scope="module")

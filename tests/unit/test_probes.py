@@ -1,9 +1,16 @@
 """runner/benchmark/probes.py: one peak-memory sampler for a process or its whole tree, on real processes."""
 
+import json
+import os
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
+import psutil
+
+from runner import metrics as M
+from runner.benchmark import probes
 from runner.benchmark.probes import PeakMemory
 
 MB = 1024**2
@@ -34,3 +41,78 @@ def test_gpu_memory_is_none_where_it_cannot_be_measured():
     with PeakMemory(gpu=True) as mem:  # no GPU (or no process of ours on it): not measured, never 0
         time.sleep(0.05)
     assert mem.peak_vram is None
+
+
+# A parent that touches 200 MB, then forks a child that keeps the same pages (copy-on-write, never written):
+# both processes are resident on the same 200 MB. Each prints "ready" once the pages are in place.
+SHARE_200MB = (
+    "import os, sys, time; x = bytearray(200 * 1024 * 1024); x[::4096] = b'1' * len(x[::4096]); "
+    "pid = os.fork(); print('ready', flush=True); time.sleep(30)"
+)
+
+
+def test_tree_pss_counts_a_mapping_its_processes_share_once():
+    parent = subprocess.Popen([sys.executable, "-c", SHARE_200MB], stdout=subprocess.PIPE, text=True)
+    try:
+        assert [parent.stdout.readline(), parent.stdout.readline()] == ["ready\n"] * 2
+        child = psutil.Process(parent.pid).children()[0]
+        both_rss = parent_rss = psutil.Process(parent.pid).memory_info().rss
+        both_rss += child.memory_info().rss
+        with PeakMemory(parent.pid, tree=True) as tree:
+            time.sleep(0.3)
+    finally:
+        for p in psutil.Process(parent.pid).children():
+            p.kill()
+        parent.kill()
+        parent.wait()
+    assert parent_rss > 200 * MB and both_rss > 400 * MB  # RSS: the shared 200 MB in each of the two
+    assert tree.pss_measured and tree.pss_rss_standins == 0
+    assert 200 * MB < tree.peak_pss < both_rss - 150 * MB, (tree.peak_pss, both_rss)  # ...and once in the PSS sum
+    assert tree.metrics()[M.PERF_PEAK_PSS_BYTES] == tree.peak_pss
+    assert tree.metrics()[M.PERF_PEAK_RSS_BYTES] == tree.peak_rss > 400 * MB  # the RSS sum stays logged beside it
+
+
+def test_unreadable_pss_falls_back_to_rss_and_is_counted(monkeypatch):
+    monkeypatch.setattr(probes, "pss_bytes", lambda pid: None)  # as /proc/<pid>/smaps_rollup of another user's process
+    with PeakMemory(tree=True) as mem:
+        time.sleep(0.05)
+    assert not mem.pss_measured and M.PERF_PEAK_PSS_BYTES not in mem.metrics()
+    assert mem.metrics()[M.PERF_PEAK_RSS_BYTES] == mem.peak_rss > 0
+
+
+class FakeNvml:
+    """pynvml's surface that probes.py calls, answering readings the test sets: the only fake, at the NVML boundary
+    (no GPU on the machines these tests run on)."""
+
+    NVMLError = RuntimeError
+
+    def __init__(self, pid: int):
+        self.pid, self.used = pid, [[], []]  # per GPU index: MB used by our pid now
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        return len(self.used)
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        return [SimpleNamespace(pid=self.pid, usedGpuMemory=mb * MB) for mb in self.used[handle]] + [
+            SimpleNamespace(pid=1, usedGpuMemory=99_000 * MB)  # another process on the card: not ours
+        ]
+
+
+def test_gpu_peaks_are_kept_per_device_as_well_as_summed(monkeypatch, tmp_path):
+    nvml = FakeNvml(os.getpid())
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    mem = PeakMemory(gpu=True)
+    for gpu0, gpu1 in ((1000, 200), (3000, 200), (500, 2500)):  # GPU 0 peaks first, GPU 1 later
+        nvml.used = [[gpu0], [gpu1]]
+        mem.sample()
+    assert {i: n // MB for i, n in mem.peak_vram_by_gpu.items()} == {0: 3000, 1: 2500}
+    assert mem.peak_vram == 3200 * MB  # the sum's own peak (at the second reading), not 3000 + 2500
+    probes.write_gpu_memory(mem.peak_vram_by_gpu, tmp_path)
+    written = json.loads((tmp_path / probes.GPU_MEMORY_FILE).read_text())["peak_bytes_by_gpu"]
+    assert written == {"0": 3000 * MB, "1": 2500 * MB}

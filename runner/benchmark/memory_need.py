@@ -1,0 +1,123 @@
+"""What a deployment needs in memory at a load, computed rather than measured; and vLLM's own KV cache size.
+
+need = the artifact's weight bytes + KV bytes per token x users x context, where
+KV bytes per token = layers x KV heads x head dim x 2 (K and V) x the KV cache's bytes per element,
+users = the benchmark's concurrency (1 offline) and context = prompt + output tokens -- the scenario's
+when the benchmark was set from it, and only such runs are judged against a scenario
+(runner/report/scenario.py). The shape comes from the base model's config.json (num_hidden_layers,
+num_key_value_heads or num_attention_heads, head_dim or hidden_size / num_attention_heads): a
+quantization keeps it, a GGUF file included (its folder is the same model). The KV element size is the
+one each engine stores its cache in (kv_dtype). It is a floor, not what a process holds: activations,
+the runtime and an upcast of the weights (a 16-bit checkpoint computed in fp32) come on top, and a
+sliding-window model keeps less KV. The measured peak catches those; the memory bound is judged on the
+larger of the two (runner/report/recommend.py).
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from runner.metrics import MEMORY_ENGINE_KV_CACHE_TOKENS, MEMORY_KV_BYTES_PER_TOKEN, MEMORY_NEED_BYTES
+
+log = logging.getLogger(__name__)
+
+DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "fp16": 2, "bf16": 2, "fp32": 4}
+
+
+@dataclass(frozen=True)
+class KvShape:
+    layers: int
+    kv_heads: int
+    head_dim: int
+
+    def bytes_per_token(self, element_bytes: int) -> int:
+        return self.layers * self.kv_heads * self.head_dim * 2 * element_bytes
+
+    def __str__(self) -> str:
+        return f"{self.layers} layers x {self.kv_heads} KV heads x head dim {self.head_dim}"
+
+
+def kv_shape(config: dict) -> Optional[KvShape]:
+    """The KV cache's shape from a HF config.json (a multimodal one's text_config); None where it says too little."""
+    if "num_hidden_layers" not in config and isinstance(config.get("text_config"), dict):
+        config = config["text_config"]
+    layers, heads = config.get("num_hidden_layers"), config.get("num_attention_heads")
+    kv_heads = config.get("num_key_value_heads") or heads
+    hidden = config.get("hidden_size")
+    head_dim = config.get("head_dim") or (hidden // heads if isinstance(hidden, int) and heads else None)
+    if not (isinstance(layers, int) and isinstance(kv_heads, int) and isinstance(head_dim, int)):
+        return None
+    return KvShape(layers, kv_heads, head_dim)
+
+
+def _config(folder: Path) -> dict:
+    path = Path(folder) / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _checkpoint_dtype(config: dict) -> Optional[str]:
+    dtype = config.get("dtype") or config.get("torch_dtype")
+    return str(dtype).replace("torch.", "") if dtype else None
+
+
+def kv_dtype(engine: str, artifact, hardware, base_config: dict) -> Tuple[str, int]:
+    """(what the engine stores its KV cache in, bytes per element), as each engine is run by the runner."""
+    manifest = artifact.manifest
+    config = _config(artifact.path) or base_config
+    on_cpu = not str(hardware.device).startswith("cuda")
+    if engine == "llama_cpp":  # llama-cpp-python's and llama.cpp's servers: the runner sets no cache type
+        return "f16 (llama.cpp's default cache type)", 2
+    if engine == "exllamav2":
+        return "fp16 (ExLlamaV2Cache)", 2
+    if engine == "vllm":  # kv_cache_dtype auto: the dtype the model runs in
+        from runner.engines.vllm import vllm_dtype
+
+        name = vllm_dtype(artifact.path, hardware)
+        name = _checkpoint_dtype(config) if name == "auto" else name
+        size = DTYPE_BYTES.get(name or "", 2)
+        return f"{name or 'fp16'} (vLLM's kv_cache_dtype auto: the model's dtype)", size
+    if engine == "torch":  # the cache holds the compute dtype: a GGUF file in fp32, cpu_compute_dtype on CPU
+        if any(f.endswith(".gguf") for f in manifest.get("weight_files", [])):
+            return "float32 (the dequantized GGUF file's compute dtype)", 4
+        name = (manifest.get("cpu_compute_dtype") if on_cpu else None) or _checkpoint_dtype(config) or "float32"
+        return f"{name} (the compute dtype)", DTYPE_BYTES.get(name, 4)
+    name = _checkpoint_dtype(config) or "float16"  # other engines: assumed to cache in the checkpoint's dtype
+    return f"{name} (assumed: the checkpoint's dtype)", DTYPE_BYTES.get(name, 2)
+
+
+def users_and_context(bench_cfg) -> Tuple[int, int]:
+    users = int(bench_cfg.concurrency) if getattr(bench_cfg, "kind", "offline") == "serving" else 1
+    return users, int(bench_cfg.prompt_tokens) + int(bench_cfg.gen_tokens)
+
+
+def need(artifact, model, engine: str, bench_cfg, hardware) -> Tuple[Dict[str, float], Dict[str, str]]:
+    """(metrics, params) of the computed need at the benchmark's load; nothing where the shape is unreadable."""
+    base = _config(model.path)
+    shape = kv_shape(base) or kv_shape(_config(artifact.path))
+    if shape is None:
+        log.warning("no KV cache shape in %s/config.json: the computed memory need is not logged", model.path)
+        return {}, {}
+    what, element = kv_dtype(engine, artifact, hardware, base)
+    users, context = users_and_context(bench_cfg)
+    per_token = shape.bytes_per_token(element)
+    total = float(artifact.manifest["weight_bytes"] + per_token * users * context)
+    params = {
+        "memory.kv_shape": f"{shape} (the base model's config.json)",
+        "memory.kv_dtype": what,
+        "memory.need_load": f"weights + KV cache at {users} user(s) x {context} tokens",
+    }
+    return {MEMORY_KV_BYTES_PER_TOKEN: float(per_token), MEMORY_NEED_BYTES: total}, params
+
+
+def engine_reported_kv(server_log: Path) -> Dict[str, float]:
+    """vLLM's own KV cache size ("<device> KV cache size: N tokens") from a server's log; {} where it says none."""
+    from runner.engines.vllm import reported_kv_cache_tokens
+
+    try:
+        text = Path(server_log).read_text(errors="replace")
+    except OSError:
+        return {}
+    tokens = reported_kv_cache_tokens(text)
+    return {} if tokens is None else {MEMORY_ENGINE_KV_CACHE_TOKENS: float(tokens)}
