@@ -65,7 +65,7 @@ class RequestResult:
     server_timings: str = ""  # the server's own timings of this request, as JSON, where its stream has them
 
 
-def payload(spec: ServerSpec, prompt: str, gen_tokens: int) -> Dict:
+def payload(spec: ServerSpec, prompt, gen_tokens: int) -> Dict:
     return {
         "model": spec.model,
         "prompt": prompt,
@@ -148,7 +148,7 @@ def give_up(res: RequestResult, waited_s: float, times: List[float], arrival: fl
 
 async def run_load(
     spec: ServerSpec,
-    prompts: List[str],
+    prompts: List,  # texts, or token-id lists for a server that takes ids (ServerSpec.prompt_ids)
     cfg,
     prompt_tokens: Optional[List[int]] = None,
     seed: int = 0,

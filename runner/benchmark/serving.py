@@ -89,6 +89,14 @@ def make_prompts(stream, tokenizer, n: int, prompt_tokens: int, first: int = 0):
     return texts, lengths
 
 
+def as_sent(spec, texts: List[str], tokenizer) -> list:
+    """The prompts as the server gets them: the texts, or their token ids by the base model's tokenizer (the same
+    ids make_prompts counted) where the server takes ids (ServerSpec.prompt_ids)."""
+    if not spec.prompt_ids:
+        return texts
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
 def serving_benchmark(
     artifact, model, bench_cfg, stream, hardware, server_name: str, out_dir: Optional[Path] = None
 ) -> Dict[str, float]:
@@ -110,6 +118,7 @@ def serving_benchmark(
         )
     port = pick_port(bench_cfg.host, bench_cfg.port)
     spec = server_spec(artifact, server_name, model, bench_cfg, hardware, port)
+    texts = as_sent(spec, texts, tokenizer)
     server = ServerProcess(spec, out / "server.log")
     (out / "server_command.sh").write_text(ready_to_run(spec))
     try:
@@ -211,6 +220,7 @@ def capacity_search(
             used if used + n <= n_windows else 0
         )  # past the stream's windows: start again (each probe's own are distinct)
         texts, lengths = make_prompts(stream, tokenizer, n, cfg.prompt_tokens, first=first_prompt)
+        texts = as_sent(server.spec, texts, tokenizer)
         used = first_prompt + n
         budget_s = t_end - time.perf_counter()
         load = OmegaConf.merge(

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from helpers import ROOT, need
-from runner.benchmark.loadgen import run_load, summarize
+from runner.benchmark.loadgen import run_load
 from runner.benchmark.servers import ServerProcess, llama_server, pick_port, server_spec
 from runner.benchmark.serving import make_prompts
 from runner.cache import Cache
@@ -61,7 +61,7 @@ def served(tiny_model_dir, cache_dir, tmp_path_factory):
     model = resolve_model(cfg.model, cache)
     artifact = quantize(model, cfg.format, cfg.calibration, cfg.hardware, cache)
     stream = token_stream(model, cfg.eval, cache)
-    spec = server_spec(artifact, cfg.format.engine, model, cfg.benchmark, cfg.hardware, pick_port("127.0.0.1", 0))
+    spec = server_spec(artifact, "llama_server", model, cfg.benchmark, cfg.hardware, pick_port("127.0.0.1", 0))
     texts, lengths = make_prompts(stream, model.load_tokenizer(), 4 * USERS, 32)
     server = ServerProcess(spec, tmp_path_factory.mktemp("llama_server") / "server.log")
     with server:
@@ -80,14 +80,15 @@ def test_four_users_decode_together_with_exactly_gen_tokens_each(served):
         assert [r.status for r in res] == ["ok"] * len(res), [r.error for r in res]
         assert [r.output_tokens for r in res] == [GEN] * len(res)  # ignore_eos: EOS never ends one early
         assert all(json.loads(r.server_timings)["predicted_n"] == GEN for r in res)  # the server's own count
-    # generation overlapped: some request's first token came before another's last, at once on four slots
-    spans = sorted((r.sent_s + r.ttft_s, r.sent_s + r.latency_s) for r in four)
-    assert any(start < end for (start, _), (_, end) in zip(spans[1:], spans[:-1]))
-    tput_one = summarize(one, cfg.benchmark.slo)["serving/throughput_tok_s"]
-    tput_four = summarize(four, cfg.benchmark.slo)["serving/throughput_tok_s"]
-    # the tiny model's step costs ~linear in the batch (sampling, graph overhead): what batching wins here is the
-    # overlap of requests, 1.3-1.4x measured; a one-request-at-a-time server gets ~1x
-    assert tput_four > 1.2 * tput_one, (tput_one, tput_four)
+    # generation ran on the slots at once: at some moment at least 3 of the 4 users' requests were between their
+    # first and last token (a one-request-at-a-time server keeps this at 1). Throughput is not asserted: on this
+    # ~1M-parameter model a batched step costs about what the separate steps do (1.2-1.4x at 4 users measured)
+    events = sorted([(r.sent_s + r.ttft_s, 1) for r in four] + [(r.sent_s + r.latency_s, -1) for r in four])
+    generating, most = 0, 0
+    for _, step in events:
+        generating += step
+        most = max(most, generating)
+    assert most >= USERS - 1, most
 
 
 def test_spec_names_the_build_and_the_flags_that_decide_its_behaviour(served):

@@ -103,6 +103,7 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
         health_path="/health",
         model=artifact.manifest["format"],
         extra_body={"ignore_eos": True, "cache_prompt": False},
+        prompt_ids=True,  # a GGUF's own vocabulary may not tokenize text (the embedded SmolLM2's aborts llama.cpp)
         version=version(binary),
         settings={
             "slots": str(slots),

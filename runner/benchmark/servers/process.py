@@ -45,6 +45,7 @@ class ServerSpec:
     extra_body: Dict[str, object] = field(default_factory=dict)  # e.g. what makes it ignore EOS
     version: str = ""  # the server's version or build, as its run's tags name it
     settings: Dict[str, str] = field(default_factory=dict)  # the flags that decide its behaviour (slots, KV, dtype)
+    prompt_ids: bool = False  # send prompts as the base model's token ids (the server's own tokenizer is not used)
 
     @property
     def url(self) -> str:
