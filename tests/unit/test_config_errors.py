@@ -26,7 +26,7 @@ def test_a_typo_names_the_full_key_and_the_near_one():
 
 def test_a_key_of_another_format_names_what_this_one_has():
     error = _line(["format=fp16", "format.bits=4"])
-    assert error.key == "format.bits" and error.fix == "the keys there are: dtype, engine, family, name"
+    assert error.key == "format.bits" and error.fix == "the keys there are: dtype, engine, family, name, server"
 
 
 def test_a_wrong_type_names_the_key_and_the_type_wanted():

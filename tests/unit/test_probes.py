@@ -44,10 +44,11 @@ def test_gpu_memory_is_none_where_it_cannot_be_measured():
 
 
 # A parent that touches 200 MB, then forks a child that keeps the same pages (copy-on-write, never written):
-# both processes are resident on the same 200 MB. Each prints "ready" once the pages are in place.
+# both processes are resident on the same 200 MB. Each writes "ready" once the pages are in place (one write each:
+# two print() calls of two processes can interleave on the pipe).
 SHARE_200MB = (
     "import os, sys, time; x = bytearray(200 * 1024 * 1024); x[::4096] = b'1' * len(x[::4096]); "
-    "pid = os.fork(); print('ready', flush=True); time.sleep(30)"
+    "pid = os.fork(); os.write(1, b'ready\\n'); time.sleep(30)"
 )
 
 
