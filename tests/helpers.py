@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -255,3 +256,15 @@ def throttled_spec(service_s: float, fail_every: int = 0, held_back: int = 0, st
     cmd += ["--service-s", str(service_s), "--fail-every", str(fail_every), "--held-back", str(held_back)]
     cmd += ["--startup-peak-mb", str(startup_peak_mb)]
     return ServerSpec(name="throttled", cmd=cmd, host="127.0.0.1", port=port, health_path="/health", model="m")
+
+
+def process_gone(pid: int, within_s: float = 5.0) -> bool:
+    """True once pid has exited (or is a zombie) within within_s seconds."""
+    import psutil
+
+    end = time.time() + within_s
+    while time.time() < end:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.1)
+    return False

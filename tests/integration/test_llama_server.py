@@ -6,14 +6,13 @@ test skips under `make test` and fails under `make test-all`, like any other pre
 
 import asyncio
 import json
-import time
 
 import psutil
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from helpers import ROOT, need
+from helpers import ROOT, need, process_gone
 from runner.benchmark.loadgen import run_load
 from runner.benchmark.servers import ServerProcess, llama_server, pick_port, server_spec
 from runner.benchmark.serving import make_prompts
@@ -28,15 +27,6 @@ from runner.system import llama_cpp_tools
 register_configs()
 GEN = 24
 USERS = 4
-
-
-def _gone(pid, within_s=5.0):
-    end = time.time() + within_s
-    while time.time() < end:
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +57,7 @@ def served(tiny_model_dir, cache_dir, tmp_path_factory):
     with server:
         server.wait_healthy(120)
         yield cfg, server, texts, lengths
-    assert _gone(server.pid)
+    assert process_gone(server.pid)
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(spec.cmd[0]) in (p.info["cmdline"] or [])]
 
 

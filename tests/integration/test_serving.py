@@ -23,7 +23,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from helpers import QRUN, ROOT, mlflow_runs, run_qrun, throttled_spec
+from helpers import QRUN, ROOT, mlflow_runs, process_gone, run_qrun, throttled_spec
 from runner.benchmark.loadgen import run_load, summarize
 from runner.benchmark.servers import ServerProcess, ServerSpec, pick_port, server_spec
 from runner.benchmark.serving import make_prompts, serving_benchmark
@@ -61,15 +61,6 @@ def _setup(cache_dir, tiny_model_dir, fmt, *overrides):
     model = resolve_model(cfg.model, cache)
     artifact = quantize(model, cfg.format, cfg.calibration, cfg.hardware, cache)
     return cfg, model, artifact, token_stream(model, cfg.eval, cache)
-
-
-def _gone(pid, within_s=5.0):
-    end = time.time() + within_s
-    while time.time() < end:
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _csv(path):
@@ -142,7 +133,7 @@ def test_server_is_gone_after_the_run(qrun_serving):
     pids = [
         int(p) for p in re.findall(r"started (?:llama-server|llama.cpp) server, pid (\d+)", proc.stdout + proc.stderr)
     ]
-    assert len(pids) == 1 and _gone(pids[0])
+    assert len(pids) == 1 and process_gone(pids[0])
 
 
 def test_non_loopback_host_and_unbounded_load_are_refused():
@@ -184,7 +175,7 @@ def test_never_healthy_server_times_out_and_is_killed(tmp_path):
         UserError, match="^benchmark.startup_timeout_s: the silent server did not answer /health within 1.5 s"
     ):
         server.wait_healthy(1.5)
-    assert _gone(server.pid)
+    assert process_gone(server.pid)
     crash = ServerSpec(
         name="crash",
         cmd=[sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"],
@@ -210,7 +201,7 @@ def test_server_memory_includes_its_start_up_peak(tiny_model_dir, cache_dir, tmp
     assert m["serving/requests_ok"] == 4
     assert m[PERF_PEAK_RSS_BYTES] > 300 * 1024**2, m[PERF_PEAK_RSS_BYTES]
     assert m[PERF_PEAK_PSS_BYTES] > 300 * 1024**2, m  # the server's tree, from its launch on
-    assert _gone(json.loads((tmp_path / "server.json").read_text())["pid"])
+    assert process_gone(json.loads((tmp_path / "server.json").read_text())["pid"])
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +211,7 @@ def llama_server(tiny_model_dir, cache_dir, tmp_path_factory):
     with ServerProcess(spec, tmp_path_factory.mktemp("llama_server") / "server.log") as server:
         server.wait_healthy(120)
         yield cfg, model, stream, server
-    assert _gone(server.pid)
+    assert process_gone(server.pid)
 
 
 def test_poisson_arrivals_and_time_cap_account_for_every_request(llama_server):
@@ -268,7 +259,7 @@ def test_server_dying_mid_run_fails_clearly_with_every_request_counted(tiny_mode
     rows = _csv(tmp_path / "requests.csv")
     assert len(rows) == 100 and sum(r["status"] == "failed" for r in rows) >= 1
     assert all(r["error"] for r in rows if r["status"] == "failed")
-    assert _gone(killed["pid"])
+    assert process_gone(killed["pid"])
 
 
 def test_transformers_serve_runs_torch_artifacts(tiny_model_dir, cache_dir, tmp_path):
@@ -356,4 +347,4 @@ def test_interrupted_qrun_leaves_no_server(sig, tiny_model_dir, cache_dir, tmp_p
             proc.kill()
     if sig != signal.SIGKILL:
         assert proc.returncode not in (0, -signal.SIGKILL)  # qrun stopped by itself, with an error status
-    assert _gone(pid, within_s=15), f"server pid {pid} outlived qrun ({sig.name})"
+    assert process_gone(pid, within_s=15), f"server pid {pid} outlived qrun ({sig.name})"
