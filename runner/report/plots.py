@@ -64,16 +64,20 @@ def pareto_plot(rows: List[Row], out_dir: Path) -> Optional[Path]:
     return _figure(pts, "weights size (MB)", "Quality vs size", out_dir / "quality_vs_size.png", pareto_front(pts))
 
 
+def faster_front(points):
+    """The Pareto front where a larger x is better (speeds): pareto_front on x flipped, flipped back."""
+    return [(-x, y, l) for x, y, l in pareto_front([(-x, y, l) for x, y, l in points])]
+
+
 def speed_plot(rows: List[Row], out_dir: Path) -> Optional[Path]:
     xm = M.get(M.PERF_DECODE_TOK_S)
     pts = _points(rows, xm.name)
-    front = pareto_front([(-x, y, l) for x, y, l in pts])  # faster is better: flip x for the front
     return _figure(
         pts,
         f"decode tok/s (single stream; {xm.better} is better)",
         "Quality vs decode speed",
         out_dir / "quality_vs_speed.png",
-        [(-x, y, l) for x, y, l in front],
+        faster_front(pts),
     )
 
 
@@ -86,14 +90,13 @@ def throughput_plot(rows: List[Row], out_dir: Path) -> Optional[Path]:
     pts = served if len(served) >= 2 else _points(rows, xm.name)
     if len(pts) < 2:
         return None
-    front = pareto_front([(-x, y, l) for x, y, l in pts])
     where = "all users under the serving load" if len(served) >= 2 else "single stream, offline"
     return _figure(
         pts,
         f"total output tok/s ({where}; {xm.better} is better)",
         "Quality vs total throughput",
         out_dir / "quality_vs_throughput.png",
-        [(-x, y, l) for x, y, l in front],
+        faster_front(pts),
     )
 
 
