@@ -14,3 +14,8 @@ CONF_DIR = PROJECT_DIR / "conf" if (PROJECT_DIR / "conf" / "config.yaml").is_fil
 def options(group: str) -> list:
     """The options of a config group: the YAML files in conf/<group>/, by name."""
     return sorted(f.stem for f in (CONF_DIR / group).glob("*.yaml"))
+
+
+# a run's per-window quality sums, relative to its MLflow artifact root: written by the evaluate stage, read by
+# the report to compare two formats on the same windows (runner/stats/bootstrap.py)
+WINDOW_SUMS_ARTIFACT = "quality/window_sums.json"

@@ -125,7 +125,7 @@ def _decide(config: DictConfig, tracker: Tracker, children, out: Path) -> str:
     from runner.report.recommend import Constraints, decision_text, recommend, without_scenario_text
     from runner.report.served import served_section
 
-    rows = rows_of(children)
+    rows = rows_of(children, tracker.uri)
     out.mkdir(parents=True, exist_ok=True)
     curves = capacity_curves(tracker.client, rows)
     d = config.get("deployment")

@@ -34,6 +34,7 @@ from runner.metrics import (
     SERVING_REQUESTS_NOT_SENT,
     SERVING_SERVER_START_S,
 )
+from runner.tracking import MAX_TAG_CHARS, SERVER_COMMAND_TAG, SERVER_SETTING_TAG, SERVER_TAG, SERVER_VERSION_TAG
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +193,11 @@ def ready_to_run(spec) -> str:
 def server_tags(out_dir: Path) -> Dict[str, str]:
     """The run's tags for the server that ran (from out_dir/server.json): its name, version and deciding flags."""
     info = json.loads((Path(out_dir) / "server.json").read_text())
-    tags = {"serving.server": info["server"], "serving.server_version": info.get("version") or "unknown"}
-    tags.update({f"serving.server.{k}": str(v) for k, v in (info.get("settings") or {}).items()})
+    tags = {SERVER_TAG: info["server"], SERVER_VERSION_TAG: info.get("version") or "unknown"}
+    tags.update({SERVER_SETTING_TAG.format(k): str(v) for k, v in (info.get("settings") or {}).items()})
+    command = (Path(out_dir) / "server_command.sh").read_text().strip()
+    if len(command) <= MAX_TAG_CHARS:  # else only the artifact holds it
+        tags[SERVER_COMMAND_TAG] = command
     return tags
 
 

@@ -54,7 +54,7 @@ class CalibrationConfig:
 
 @dataclass
 class BootstrapConfig:
-    """95 % intervals of the quality metrics: paired bootstrap over scoring windows (runner/quality/bootstrap.py)."""
+    """95 % intervals of the quality metrics: paired bootstrap over scoring windows (runner/stats/bootstrap.py)."""
 
     resamples: int = 1000  # 0: no intervals
     seed: int = 0

@@ -24,7 +24,7 @@ from runner.report.recommend import Constraints, recommend
 
 
 def markdown(rows: List[Row]) -> str:
-    """Best quality first, "≈" where a row's interval overlaps the row above's (as in the sweep summary)."""
+    """Best quality first, "≈" where a row is not distinguishable from the row above (as in the sweep summary)."""
     columns, rows = with_tasks(used(REPORT, rows), rows), ties.quality_order(rows)
     lines = ["| " + " | ".join(c.header for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in cells(columns, rows)]

@@ -54,8 +54,8 @@ def tie_marked(metric: Optional[str]) -> bool:
 
 
 def cells(columns: List["Column"], rows: List[Row]) -> List[List[str]]:
-    """The table's cells, rows in the given order; a quality cell starts with "≈" when its interval overlaps
-    the row above's (runner/report/ties.py: not distinguishable on this protocol)."""
+    """The table's cells, rows in the given order; a quality cell starts with "≈" when it is not distinguishable
+    from the row above's (runner/report/ties.py)."""
     out = []
     for i, row in enumerate(rows):
         out.append(

@@ -1,10 +1,18 @@
 """Reading runs back from MLflow for the report and the summary: which runs, and one flat row per run."""
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
+from urllib.parse import unquote, urlparse
 
 from runner.errors import UserError
+from runner.paths import WINDOW_SUMS_ARTIFACT
+from runner.stats.bootstrap import WindowSums
 from runner.tracking import resolve_uri
+
+log = logging.getLogger(__name__)
+_UNREAD = object()
 
 
 @dataclass
@@ -14,6 +22,9 @@ class Row:
     params: Dict[str, str]
     metrics: Dict[str, float]
     tags: Dict[str, str] = field(default_factory=dict)
+    artifact_uri: Optional[str] = None
+    tracking_uri: Optional[str] = None
+    _window_sums: Any = field(default=_UNREAD, repr=False, compare=False)
 
     @property
     def format(self) -> str:
@@ -31,6 +42,33 @@ class Row:
 
     def get(self, name: str) -> Optional[float]:
         return self.metrics.get(name)
+
+    @property
+    def window_sums(self) -> Optional[WindowSums]:
+        """The run's per-window quality sums (the evaluate stage's artifact), read once; None where the run has
+        none (no evaluate, or a run from before the artifact existed) or it cannot be read."""
+        if self._window_sums is _UNREAD:
+            self._window_sums = _read_window_sums(self)
+        return self._window_sums
+
+
+def _read_window_sums(row: Row) -> Optional[WindowSums]:
+    try:
+        uri = urlparse(row.artifact_uri or "")
+        if uri.scheme == "file":  # a local store: read in place
+            path = Path(unquote(uri.path)) / WINDOW_SUMS_ARTIFACT
+            return WindowSums.from_json(path.read_text()) if path.is_file() else None
+        if row.artifact_uri is None or row.tracking_uri is None:
+            return None
+        import mlflow.artifacts
+
+        local = mlflow.artifacts.download_artifacts(
+            run_id=row.run_id, artifact_path=WINDOW_SUMS_ARTIFACT, tracking_uri=row.tracking_uri
+        )
+        return WindowSums.from_json(Path(local).read_text())
+    except Exception as e:  # an unreadable artifact leaves the comparison to the logged intervals
+        log.warning("run %s: window sums not read (%s: %s)", row.run_id, type(e).__name__, e)
+        return None
 
 
 def _client(uri: str):
@@ -63,7 +101,7 @@ def load_rows(uri: str, experiment: str, sweep: Optional[str] = "latest") -> tup
         for r in runs:  # the newest finished run of each job
             if r.data.tags.get("qrun.sweep") != "true" and "format.name" in r.data.params:
                 latest.setdefault(r.data.tags.get("qrun.job_key", r.info.run_id), r)
-        return [_row(r) for r in latest.values()], None
+        return [_row(r, uri) for r in latest.values()], None
     if sweep == "latest":
         parents = client.search_runs(
             ids, filter_string="tags.`qrun.sweep` = 'true'", max_results=1, order_by=["attributes.start_time DESC"]
@@ -85,13 +123,21 @@ def load_rows(uri: str, experiment: str, sweep: Optional[str] = "latest") -> tup
     )
     reused = [r for r in parent.data.params.get("sweep.reused_runs", "").split(",") if r]
     runs = list(children) + [client.get_run(r) for r in reused if r not in {c.info.run_id for c in children}]
-    return [_row(r) for r in sorted(runs, key=lambda r: r.info.start_time)], parent.info.run_id
+    return [_row(r, uri) for r in sorted(runs, key=lambda r: r.info.start_time)], parent.info.run_id
 
 
-def _row(run) -> Row:
-    return Row(run.info.run_id, run.info.status, dict(run.data.params), dict(run.data.metrics), dict(run.data.tags))
+def _row(run, tracking_uri: Optional[str] = None) -> Row:
+    return Row(
+        run.info.run_id,
+        run.info.status,
+        dict(run.data.params),
+        dict(run.data.metrics),
+        dict(run.data.tags),
+        getattr(run.info, "artifact_uri", None),
+        resolve_uri(tracking_uri) if tracking_uri else None,
+    )
 
 
-def rows_of(runs) -> List[Row]:
+def rows_of(runs, tracking_uri: Optional[str] = None) -> List[Row]:
     """MLflow Run objects (as the sweep callback holds them) as Rows."""
-    return [_row(r) for r in runs]
+    return [_row(r, tracking_uri) for r in runs]

@@ -1,9 +1,11 @@
 """Pick a format under deployment constraints from measured runs, and say why.
 
 Rule: drop every run that breaks a constraint; among the rest take the best by `prefer`: quality
-(lowest KLD vs the baseline, then Δppl), speed (highest throughput) or size (least memory). Formats
-whose 95 % intervals on the deciding metric overlap (runner/report/ties.py) are a tie, and a tie goes
-to the faster one (quality) or the better quality (speed, size).
+(lowest KLD vs the baseline, then Δppl), speed (highest throughput; under Poisson arrivals, where
+throughput is the offered rate, lowest latency p95) or size (least memory). Formats that are not
+distinguishable from the best on the deciding metric (runner/report/ties.py: the interval of their
+difference contains 0) are a tie with it, and a tie goes to the faster one (quality) or the better
+quality (speed, size).
 
 With a deployment scenario (runner/config/deployment.py), like with like: only runs measured on the
 scenario's hardware profile under its load (benchmark kind, lengths, concurrency, arrival) are
@@ -124,6 +126,20 @@ def latency_p95(row: Row, c: Optional[Constraints] = None) -> Optional[float]:
     return row.get(latency_metric(row, c))
 
 
+FEW_REPEATS = 20  # a p95 over fewer repeats is (close to) their maximum
+
+
+def p95_words(row: Row, name: str) -> str:
+    """'p95', or for the offline single stream over few repeats what that p95 really is."""
+    if name != M.PERF_LATENCY_S_P95:
+        return "p95"
+    try:
+        n = int(float(row.params.get("benchmark.repeats", "")))
+    except ValueError:
+        return "p95"
+    return f"p95 of only {n} repeats (about their max)" if n < FEW_REPEATS else "p95"
+
+
 def failure_rate(row: Row) -> Optional[float]:
     """(failed + not sent) / requests of a serving run (older runs: from the counts); None for other runs."""
     if row.get(M.SERVING_FAILURE_RATE) is not None:
@@ -166,7 +182,7 @@ def violations(row: Row, c: Constraints) -> List[str]:
             c.max_latency_p95_s,
             row.get(lat) if lat else None,
             lambda v, lim: v <= lim,
-            lambda v, lim: f"p95 {_fmt(lat, v)} s > {lim:g} s",
+            lambda v, lim: f"{p95_words(row, lat)} {_fmt(lat, v)} s > {lim:g} s",
         ),
     ]
     for what, limit, name in (
@@ -241,26 +257,55 @@ def _quality_metric(row: Row) -> str:
 
 
 def tied(a: Row, b: Row, name: str) -> bool:
-    """Not distinguishable on `name` (overlapping intervals, runner/report/ties.py); no intervals: equal values only."""
+    """Not distinguishable on `name` (runner/report/ties.py); without intervals: equal values only."""
     from runner.report.ties import indistinguishable
 
     return indistinguishable(a, b, name) or (a.get(name) is not None and a.get(name) == b.get(name))
 
 
+def poisson(row: Row, c: Optional[Constraints] = None) -> bool:
+    """Measured (or judged) under Poisson arrivals: its throughput is the offered rate, not the format's speed."""
+    if c is not None and c.scenario is not None:
+        return c.scenario.kind == "serving" and c.scenario.arrival == "poisson"
+    return row.params.get("benchmark.kind") == "serving" and row.params.get("benchmark.arrival") == "poisson"
+
+
+def speed_metric(row: Row, c: Optional[Constraints] = None) -> str:
+    """What 'faster' means for this run: its throughput, or its latency p95 under Poisson arrivals."""
+    return latency_metric(row, c) if poisson(row, c) else throughput_metric(row, c)
+
+
+def speed_key(row: Row, c: Optional[Constraints] = None) -> float:
+    """Sort key, fastest first (speed_metric); a run without the metric sorts last."""
+    name = speed_metric(row, c)
+    value = row.get(name)
+    if value is None:
+        return float("inf")
+    return -value if M.get(name).better == "higher" else value
+
+
+def deciding_metric(row: Row, prefer: str, c: Optional[Constraints] = None) -> str:
+    """The metric `prefer` ranks on, for the best row."""
+    if prefer == "quality":
+        return _quality_metric(row)
+    return speed_metric(row, c) if prefer == "speed" else M.SIZE_BYTES
+
+
 def rank(rows: List[Row], prefer: str, c: Optional[Constraints] = None) -> List[Row]:
     """Best first. The rows tied with the best on the deciding metric come first, ordered by the tie-break."""
-    speed = lambda r: -(throughput(r, c) or 0)  # noqa: E731
-    if prefer == "speed":
-        ordered = sorted(rows, key=speed)
-        name, tie_break = throughput_metric(ordered[0], c), quality_key
-    elif prefer == "size":  # memory has no interval: no ties
-        return sorted(rows, key=lambda r: (memory(r) or float("inf"), quality_key(r)))
-    else:
-        ordered = sorted(rows, key=quality_key)
-        name, tie_break = _quality_metric(ordered[0]), speed
-    best = ordered[0]
-    ties = [r for r in ordered if r is best or tied(r, best, name)]
+    ordered, ties = _leader_ties(rows, prefer, c)
+    tie_break = quality_key if prefer == "speed" else (lambda r: speed_key(r, c))
     return sorted(ties, key=tie_break) + [r for r in ordered if not any(r is t for t in ties)]
+
+
+def _leader_ties(rows: List[Row], prefer: str, c: Optional[Constraints]) -> Tuple[List[Row], List[Row]]:
+    """(rows ordered by the deciding metric alone, the best of them and the rows tied with it)."""
+    if prefer == "size":  # memory has no interval: no ties
+        ordered = sorted(rows, key=lambda r: (memory(r) or float("inf"), quality_key(r)))
+        return ordered, ordered[:1]
+    ordered = sorted(rows, key=(lambda r: speed_key(r, c)) if prefer == "speed" else quality_key)
+    best, name = ordered[0], deciding_metric(ordered[0], prefer, c)
+    return ordered, [r for r in ordered if r is best or tied(r, best, name)]
 
 
 def _facts(row: Row, c: Constraints) -> str:
@@ -275,7 +320,7 @@ def _facts(row: Row, c: Constraints) -> str:
         f"KLD {_fmt(M.QUALITY_KLD_MEAN, kld)}" if kld is not None else None,
         f"Δppl {_fmt(M.QUALITY_PPL_DELTA_PCT, dppl)} %" if dppl is not None else None,
         f"{_fmt(throughput_metric(row, c), tput)} tok/s" if tput else None,
-        f"p95 {_fmt(latency_metric(row, c), p95)} s" if p95 is not None else None,
+        f"{p95_words(row, latency_metric(row, c))} {_fmt(latency_metric(row, c), p95)} s" if p95 is not None else None,
         f"{_pct(fr)} failed" if fr is not None else None,
         f"{memory(row) / GIB:.2f} GiB" if memory(row) else None,
     ]
@@ -316,25 +361,80 @@ def recommend(rows: List[Row], c: Constraints, prefer: str = "quality") -> Dict:
     ranked = rank(feasible, prefer, c)
     choice = ranked[0]
     runner_up = ranked[1] if len(ranked) > 1 else None
-    name = (
-        _quality_metric(choice)
-        if prefer == "quality"
-        else (throughput_metric(choice, c) if prefer == "speed" else M.SIZE_BYTES)
-    )
-    ties = [r.label for r in ranked[1:] if prefer != "size" and tied(r, choice, name)]
+    ordered, tied_best = _leader_ties(feasible, prefer, c)
+    best, name = ordered[0], deciding_metric(ordered[0], prefer, c)
+    ties = [r.label for r in tied_best if r is not choice]
     tie_text = (
         (
-            f"; ≈ {', '.join(ties)} on {M.get(name).header} (95 % intervals overlap: a tie, "
-            f"decided by {'speed' if prefer == 'quality' else 'quality'})"
+            f"; ≈ {', '.join(ties)} on {M.get(name).header}: not distinguishable from the best, {best.label} "
+            f"({_tie_how(best, tied_best, name)}), so the tie went to the "
+            f"{'fastest' if prefer == 'quality' else 'best quality'}"
         )
         if ties
         else ""
     )
     reason = (
         f"{choice.label}: best by {prefer} of {len(feasible)} feasible run(s) out of {len(judged)} "
-        f"({_facts(choice, c)}){tie_text}" + (f"; next: {runner_up.label}" if runner_up else "")
+        f"({_facts(choice, c)}){tie_text}{_noisy_text(choice, prefer, c, bool(ties))}"
+        + (f"; next: {runner_up.label}" if runner_up else "")
     )
     return {**base, "choice": choice, "runner_up": runner_up, "feasible": ranked, "reason": reason, "ties": ties}
+
+
+def _tie_how(best: Row, tied_rows: List[Row], name: str) -> str:
+    """How the ties with `best` were told: the rule of runner/report/ties.py that applied."""
+    from runner.report import ties
+
+    how = {ties.comparison(r, best, name) for r in tied_rows if r is not best} - {None}
+    words = {
+        ties.PAIRED: "the paired 95 % interval of the difference on the same windows contains 0",
+        ties.INDEPENDENT: "the 95 % interval of the difference of the repeats' means contains 0",
+        ties.OVERLAP: "their 95 % intervals overlap",
+    }
+    return "; ".join(words[h] for h in sorted(how)) or "equal values"
+
+
+def _noisy_text(choice: Row, prefer: str, c: Optional[Constraints], broke_a_tie: bool) -> str:
+    """Says when the speed that decided (prefer=speed, or the tie-break of prefer=quality) varied over the
+    repeats more than benchmark.noisy_cv."""
+    from runner.report.ties import noisy
+
+    if prefer == "size" or (prefer == "quality" and not broke_a_tie):
+        return ""
+    n = speed_metric(choice, c)
+    if not (noisy(choice, n) or noisy(choice, _spread_base(n))):
+        return ""
+    return (
+        f"; the speed that {'decided' if prefer == 'speed' else 'broke the tie'} ({M.get(n).header}) varied over "
+        "the repeats more than benchmark.noisy_cv: rerun on a quieter machine or with more repeats before relying on it"
+    )
+
+
+def _spread_base(name: str) -> str:
+    """The per-repeat speed whose spread (CV) stands for `name`'s: decode speed for an offline throughput."""
+    return M.PERF_DECODE_TOK_S if name == M.PERF_THROUGHPUT_TOK_S else name
+
+
+def deploy_lines(choice: Row) -> List[str]:
+    """The server command the benchmark measured for the chosen format, to deploy it as it was measured."""
+    from runner.tracking import SERVER_COMMAND_TAG, SERVER_TAG
+
+    server = choice.tags.get(SERVER_TAG)
+    if server is None:
+        engine = choice.params.get("format.engine", "?")
+        return ["", f"Measured offline on the {engine} engine, not behind a server: no server command to deploy."]
+    command = choice.tags.get(SERVER_COMMAND_TAG)
+    where = "artifacts/serving/server_command.sh of its run"
+    if command is None:
+        return ["", f"Deploy it as measured: the {server} command is in {where}."]
+    return [
+        "",
+        f"Deploy it as measured ({server}, the command the benchmark ran; also in {where}):",
+        "",
+        "```sh",
+        command,
+        "```",
+    ]
 
 
 def scenario_bounds(c: Constraints) -> List[str]:
@@ -401,6 +501,7 @@ def decision_text(result: Dict, c: Constraints, rows: List[Row]) -> str:
         lines += [f"## Recommendation: {choice.label}", "", f"Why: {result['reason']}."]
         if result["runner_up"] is not None:
             lines += ["", f"Runner-up: {result['runner_up'].label} ({_facts(result['runner_up'], c)})."]
+        lines += deploy_lines(choice)
     if result["rejected"]:
         lines += ["", "## Rejected", ""] + [f"- {label}: {'; '.join(why)}" for label, why in result["rejected"].items()]
     if result["set_aside"]:
@@ -443,22 +544,13 @@ def without_scenario_text(rows: List[Row]) -> str:
     for what, prefer, usable in groups:
         if not usable:
             continue
-        ranked = rank(usable, prefer, c)
-        name = (
-            _quality_metric(ranked[0])
-            if prefer == "quality"
-            else (throughput_metric(ranked[0]) if prefer == "speed" else M.SIZE_BYTES)
-        )
-        ties = [r.label for r in ranked[1:] if prefer != "size" and tied(r, ranked[0], name)]
-        from runner.report.ties import noisy
-
-        shaky = (
-            " -- its speed varied over the repeats more than benchmark.noisy_cv: not a fact"
-            if (prefer == "speed" and noisy(ranked[0], name))
-            else ""
-        )
+        ordered, tied_best = _leader_ties(usable, prefer, c)
+        leader = rank(usable, prefer, c)[0]
+        ties = [r.label for r in tied_best if r is not leader]
         lines.append(
-            f"- {what}: {ranked[0].label} ({_facts(ranked[0], c)})" + (f" ≈ {', '.join(ties)}" if ties else "") + shaky
+            f"- {what}: {leader.label} ({_facts(leader, c)})"
+            + (f" ≈ {', '.join(ties)}" if ties else "")
+            + _noisy_text(leader, prefer, c, bool(ties))
         )
     cap = capacity_lines(finished)
     if cap:

@@ -13,8 +13,7 @@ from typing import Dict, List, Optional
 
 from runner import metrics as M
 from runner.report.data import Row
-
-SERVER_TAG = "serving.server"
+from runner.tracking import SERVER_TAG
 
 
 def served_rows(rows: List[Row]) -> List[Row]:

@@ -8,9 +8,9 @@ from runner.report.columns import SUMMARY, TIE_MARKED, cells, short_task_names, 
 from runner.report.data import rows_of
 
 
-def table(runs) -> str:
+def table(runs, tracking_uri: str | None = None) -> str:
     """The summary table, best quality first (runner/report/ties.py quality_order)."""
-    rows = ties.quality_order(rows_of(runs))
+    rows = ties.quality_order(rows_of(runs, tracking_uri))
     columns = with_tasks(used(SUMMARY, rows, every=True), rows)
     grid = [[c.header for c in columns]] + cells(columns, rows)
     widths = [max(len(row[i]) for row in grid) for i in range(len(columns))]
@@ -19,9 +19,9 @@ def table(runs) -> str:
     return "\n".join(lines)
 
 
-def uncertainty_notes(runs) -> List[str]:
+def uncertainty_notes(runs, tracking_uri: str | None = None) -> List[str]:
     """What "±", "≈" and "~x?" in the table mean, from the params each run logged."""
-    rows = rows_of(runs)
+    rows = rows_of(runs, tracking_uri)
     lines = []
     with_ci = [r for r in rows if any(ties.ci(r, name) for name in TIE_MARKED)]
     if with_ci:
@@ -30,12 +30,17 @@ def uncertainty_notes(runs) -> List[str]:
             f"±: half the width of a 95 % interval: bootstrap over {p.get('eval.bootstrap.windows', '?')} scoring "
             "windows, "
             f"{p.get('eval.bootstrap.resamples', '?')} resamples, seed {p.get('eval.bootstrap.seed', '?')} (bounds: "
-            "<metric>_ci_low/_ci_high). Δppl, KLD and top-1 are paired with the baseline on the same tokens; ppl's "
+            "<metric>_ci_low/_ci_high), expanded for the number of windows (wider than a plain percentile interval "
+            "when they are few). Δppl, KLD and top-1 are paired with the baseline on the same tokens; ppl's "
             "interval is the text's spread. It covers text like this stream under this protocol, windows taken as "
             "independent."
         )
+        lines.append(tie_legend(ties.quality_order(rows)))
+    repeats = next((r.params.get("benchmark.repeats") for r in rows if ties.ci(r, PERF_DECODE_TOK_S)), None)
+    if repeats is not None:
         lines.append(
-            "≈: the interval overlaps the row above's (rows best quality first): not distinguishable on this protocol."
+            f"± on a speed: half the width of the 95 % t interval of its mean over the {repeats} repeats (the cell "
+            "is their median); two runs' speeds are told apart by the interval of the difference of their means."
         )
     speeds = [m for m in in_table("summary") if m.name in (PERF_PREFILL_TOK_S, PERF_DECODE_TOK_S)]
     flagged = [(r, m) for r in rows for m in speeds if r.get(m.name) is not None and ties.noisy(r, m.name)]
@@ -50,6 +55,21 @@ def uncertainty_notes(runs) -> List[str]:
             for r, m in flagged
         ]
     return lines + task_notes(rows)
+
+
+def tie_legend(ordered) -> str:
+    """What "≈" means in this table: how each marked pair of neighbouring rows was compared (runner/report/ties.py)."""
+    how = {ties.comparison(a, b, m) for a, b in zip(ordered, ordered[1:]) for m in TIE_MARKED if ties.ci(b, m)} - {None}
+    text = "≈: not distinguishable from the row above (rows best quality first): "
+    parts = []
+    if ties.PAIRED in how or not how:
+        parts.append(
+            "the 95 % paired bootstrap interval of the difference between the two (same windows, same "
+            "resamples) contains 0"
+        )
+    if ties.OVERLAP in how:
+        parts.append("for rows not scored on the same windows (or without window sums), their intervals overlap")
+    return text + "; ".join(parts) + "."
 
 
 def task_notes(rows) -> List[str]:
@@ -144,8 +164,8 @@ def render(runs: List, uri: str, experiment: str, parent_run_id: str | None = No
     runs = sorted(runs, key=lambda r: r.info.start_time)
     p = next((r.data.params for r in runs if "eval.n_scored" in r.data.params), runs[0].data.params if runs else {})
     lines = [f"quant-runner: {len(runs)} job(s) on {p.get('model.name', '?')}", ""]
-    lines.append(table(runs))
-    lines += uncertainty_notes(runs)
+    lines.append(table(runs, uri))
+    lines += uncertainty_notes(runs, uri)
     lines.append("")
     if p.get("model.origin"):
         lines.append(f"Model: {p['model.origin']}.")

@@ -39,11 +39,12 @@ from runner.metrics import (
     PERF_THROUGHPUT_TOK_S,
     PERF_TTFT_S_P50,
     TIME_BENCHMARK_S,
+    ci_names,
     member,
 )
-from runner.quality.bootstrap import spread
 from runner.quality.stream import stream_params
 from runner.stages import StageContext, StageResult
+from runner.stats.repeats import mean_interval, spread
 from runner.system.library_logs import job_log_files
 
 WORKER = "runner.benchmark.worker"
@@ -130,6 +131,17 @@ def benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str, ou
         PERF_RSS_INCREASE_BYTES: float(peak - out["start_rss"]),  # over the worker's python + engine imports
     }
     metrics.update(speed_spread(len(request["prompt"]) / ttft, (n_new - 1) / decode))
+    metrics.update(
+        speed_intervals(
+            {
+                PERF_PREFILL_TOK_S: len(request["prompt"]) / ttft,
+                PERF_DECODE_TOK_S: (n_new - 1) / decode,
+                PERF_THROUGHPUT_TOK_S: n_new / total,
+                PERF_TTFT_S_P50: ttft,
+                PERF_LATENCY_S_P50: total,
+            }
+        )
+    )
     metrics.update(memory_metrics(peak, out["peak_pss"], out["pss_rss_standins"], out["peak_vram"]))
     if out["kv_cache_tokens"] is not None:
         metrics[MEMORY_ENGINE_KV_CACHE_TOKENS] = float(out["kv_cache_tokens"])
@@ -138,10 +150,21 @@ def benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str, ou
 
 def speed_spread(prefill_tok_s: np.ndarray, decode_tok_s: np.ndarray) -> Dict[str, float]:
     """min, max and CV over the repeats of each speed (none for one repeat); the summary flags a CV above
-    benchmark.noisy_cv as noisy, and runner/report/ties.py treats overlapping min-max ranges as ties."""
+    benchmark.noisy_cv as noisy."""
     out = {}
     for base, per_repeat in ((PERF_PREFILL_TOK_S, prefill_tok_s), (PERF_DECODE_TOK_S, decode_tok_s)):
         out.update({member(base, stat): v for stat, v in spread(per_repeat).items()})
+    return out
+
+
+def speed_intervals(per_repeat: Dict[str, np.ndarray]) -> Dict[str, float]:
+    """`<name>_ci_low/_high`: the 95 % t interval of each speed's mean over the repeats (none for one repeat);
+    runner/report/ties.py compares two runs' speeds by the interval of their difference."""
+    out = {}
+    for name, values in per_repeat.items():
+        interval = mean_interval(values)
+        if interval is not None:
+            out[ci_names(name)[0]], out[ci_names(name)[1]] = interval
     return out
 
 

@@ -6,7 +6,7 @@ accumulations) and by torch on the file's weights dequantized to fp32 (transform
 which reads every tensor type, i-quants included). The second KLD is what the stored weights cost;
 the difference is what llama.cpp's kernels add. Per-token values are paired, so the interval of the
 gap comes from a bootstrap over windows (tokens inside a window are correlated, windows much less):
-runner/quality/bootstrap.py's,
+runner/stats/bootstrap.py's,
 with evaluate's windows and eval.bootstrap, so these intervals are comparable with evaluate's.
 
 Opt-in: add it to the stages (`stages=[quantize,evaluate,dequant_check,benchmark]`); it costs a
@@ -31,10 +31,10 @@ from runner.metrics import (
     ci_names,
 )
 from runner.quality import scoring as M
-from runner.quality.bootstrap import LEVEL, window_mean_interval
 from runner.quality.reference import Reference, baseline_reference
 from runner.stages import StageContext, StageResult
 from runner.stages.evaluate import PerToken, per_token
+from runner.stats.bootstrap import LEVEL, window_mean_interval
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def run(ctx: StageContext) -> StageResult:
     )
     params = {
         "eval.dequant_check": "llama_cpp vs torch fp32 on the file's dequantized weights",
-        "eval.dequant_check_ci": f"{LEVEL:.0%} bootstrap over windows, evaluate's (runner/quality/bootstrap.py, "
+        "eval.dequant_check_ci": f"{LEVEL:.0%} bootstrap over windows, evaluate's (runner/stats/bootstrap.py, "
         "{resamples} resamples, "
         f"seed {seed})",
         "eval.dequant_check_rule": f"flag when the gap's interval excludes 0 and |gap| > max({MIN_GAP_NATS} nats, "

@@ -8,7 +8,8 @@ builds both on first use, evaluates the job's artifact on the job's engine, logs
 import gc
 import time
 from dataclasses import dataclass
-from typing import Dict, List
+from pathlib import Path
+from typing import Dict, List, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -25,11 +26,12 @@ from runner.metrics import (
     TIME_BOOTSTRAP_S,
     TIME_EVALUATE_S,
 )
+from runner.paths import WINDOW_SUMS_ARTIFACT
 from runner.quality import scoring as M
-from runner.quality.bootstrap import WindowSums, quality_intervals
 from runner.quality.reference import Reference, baseline_reference
 from runner.quality.stream import TokenStream, iter_windows, protocol
 from runner.stages import StageContext, StageResult
+from runner.stats.bootstrap import WindowSums, quality_intervals
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -37,7 +39,7 @@ def run(ctx: StageContext) -> StageResult:
     stream = ctx.stream  # before the clock: the stream is shared with the benchmark stage
     start = time.perf_counter()
     ref = baseline_reference(ctx)
-    quality = evaluate(ctx.artifact, ctx.model, ctx.cfg.eval, stream, ref, ctx.cfg.hardware, ctx.engine.NAME)
+    quality, sums = evaluate(ctx.artifact, ctx.model, ctx.cfg.eval, stream, ref, ctx.cfg.hardware, ctx.engine.NAME)
     quality[TIME_EVALUATE_S] = time.perf_counter() - start
     params = {
         **protocol(ctx.cfg.eval, stream),
@@ -47,11 +49,27 @@ def run(ctx: StageContext) -> StageResult:
         "eval.bootstrap.resamples": resamples,
         "eval.bootstrap.seed": seed,
     }
-    return StageResult(metrics=quality, params=params, summary={"quality": quality})
+    sums.protocol = {
+        **{k: str(v) for k, v in params.items() if k.startswith("eval.") and k not in PER_RUN},
+        "eval.baseline_artifact": ref.artifact_key,
+    }
+    path = ctx.run_dir / WINDOW_SUMS_ARTIFACT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(sums.to_json())
+    return StageResult(
+        metrics=quality,
+        params=params,
+        summary={"quality": quality},
+        files=[(path, str(Path(WINDOW_SUMS_ARTIFACT).parent))],
+    )
+
+
+# params of the evaluate stage that differ between runs scored on the same windows: left out of the windows' identity
+PER_RUN = ("eval.logprobs", "eval.bootstrap.resamples", "eval.bootstrap.seed")
 
 
 def window_sizes(stream: TokenStream, eval_cfg) -> list:
-    """Scored tokens per window, in scoring order: the bootstrap's units (runner/quality/bootstrap.py)."""
+    """Scored tokens per window, in scoring order: the bootstrap's units (runner/stats/bootstrap.py)."""
     return [len(rows) for _, rows, _ in iter_windows(stream, eval_cfg)]
 
 
@@ -96,8 +114,11 @@ def per_token(
     return out
 
 
-def evaluate(artifact, model, eval_cfg, stream: TokenStream, ref: Reference, hardware, engine: str) -> Dict[str, float]:
-    """Quality of `artifact` run on `engine` (the job's format.engine, never the artifact's first user's)."""
+def evaluate(
+    artifact, model, eval_cfg, stream: TokenStream, ref: Reference, hardware, engine: str
+) -> Tuple[Dict[str, float], WindowSums]:
+    """Quality of `artifact` run on `engine` (the job's format.engine, never the artifact's first user's), and the
+    per-window sums behind its intervals (the run's artifact: the report compares two formats on them)."""
     if artifact.manifest["key"] == ref.artifact_key and engine == ref.engine:  # the baseline itself
         nll = ref.nll
         kld, agree = np.zeros_like(nll), np.ones(len(nll), dtype=bool)
@@ -116,6 +137,7 @@ def evaluate(artifact, model, eval_cfg, stream: TokenStream, ref: Reference, har
     start = time.perf_counter()
     resamples, seed = bootstrap_settings(eval_cfg)
     sums = WindowSums.from_tokens(window_sizes(stream, eval_cfg), nll, kld, agree, ref.nll)
+    sums.resamples, sums.seed = resamples, seed
     quality.update(quality_intervals(sums, resamples, seed))
     quality[TIME_BOOTSTRAP_S] = time.perf_counter() - start
-    return quality
+    return quality, sums

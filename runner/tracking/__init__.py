@@ -17,6 +17,12 @@ PARENT_FILE = "mlflow_parent.json"
 RUN_FILE = "run.json"
 JOB_KEY_TAG = "qrun.job_key"
 SWEEP_TAG = "qrun.sweep"
+# what served a serving benchmark (runner/benchmark/serving.py server_tags), read by the decision
+SERVER_TAG = "serving.server"
+SERVER_VERSION_TAG = "serving.server_version"
+SERVER_SETTING_TAG = "serving.server.{}"  # one per deciding flag: slots, max-num-seqs, KV cache size, dtype
+SERVER_COMMAND_TAG = "serving.server_command"  # the shell line that was measured
+MAX_TAG_CHARS = 5000  # MLflow's limit on a tag value (older stores); a longer command stays in the artifact only
 # The experiment is a model-development one (the UI's ExperimentKind enum in mlflow/server/js; mlflow
 # 3.17 has no Python constant for it). MLflow 3.17's UI itself picks GenAI vs runs pages from its
 # own "workflowType" (a URL parameter, else the browser's last choice, else GenAI): ui_url() sets it.

@@ -1,7 +1,7 @@
 """The package's layers, read from the source (imports inside functions included): each module imports
 only its own layer and those below, the report reads only what the runs logged, and nothing is in a cycle.
 
-    errors, paths, metrics, system  <-  config, cache, tracking  <-  data, formats, engines
+    errors, paths, metrics, system, stats  <-  config, cache, tracking  <-  data, formats, engines
         <-  quality, benchmark, tasks  <-  stages  <-  job  <-  cli, sweep;   report <- config, tracking
 """
 
@@ -11,7 +11,7 @@ from helpers import ROOT
 
 PACKAGE = ROOT / "runner"
 LAYERS = [
-    {"runner", "errors", "paths", "metrics", "system"},
+    {"runner", "errors", "paths", "metrics", "system", "stats"},
     {"config", "cache", "tracking"},
     {"data", "formats", "engines"},
     {"quality", "benchmark", "tasks"},

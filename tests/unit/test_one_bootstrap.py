@@ -1,4 +1,4 @@
-"""One bootstrap (runner/quality/bootstrap.py): dequant_check's intervals are evaluate's resampling of the same
+"""One bootstrap (runner/stats/bootstrap.py): dequant_check's intervals are evaluate's resampling of the same
 windows."""
 
 import inspect
@@ -6,10 +6,10 @@ import inspect
 import numpy as np
 import pytest
 
-from runner.quality.bootstrap import WindowSums, quality_intervals, window_mean_interval
 from runner.quality.reference import Reference
 from runner.stages import dequant_check
 from runner.stages.evaluate import PerToken
+from runner.stats.bootstrap import WindowSums, quality_intervals, window_mean_interval
 
 
 def windows(rng, sizes, scale):
@@ -61,7 +61,7 @@ def test_dequant_check_has_no_resampler_of_its_own():
     source = inspect.getsource(dequant_check)
     assert not hasattr(dequant_check, "window_bootstrap")
     for own in ("resample_counts", "np.percentile", "default_rng", "rng.integers"):
-        assert own not in source, f"dequant_check resamples by itself ({own}): use runner/quality/bootstrap.py"
+        assert own not in source, f"dequant_check resamples by itself ({own}): use runner/stats/bootstrap.py"
 
 
 def test_window_mean_interval_weighs_windows_by_their_tokens():

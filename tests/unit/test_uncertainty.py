@@ -9,16 +9,16 @@ from helpers import ROOT, TINY_ARGS, mlflow_runs
 from runner import metrics as M
 from runner.config.checks import bootstrap_settings
 from runner.errors import UserError
-from runner.quality.bootstrap import WindowSums, quality_intervals, resample_counts
 from runner.quality.reference import Reference
 from runner.quality.stream import TokenStream
 from runner.report import ties
 from runner.report.cli import markdown
 from runner.report.columns import SUMMARY, cells
-from runner.report.data import Row
+from runner.report.data import Row, rows_of
 from runner.report.summary import render, table
 from runner.stages.benchmark import speed_spread
 from runner.stages.evaluate import evaluate
+from runner.stats.bootstrap import WindowSums, quality_intervals, resample_counts
 
 CI = ("quality/ppl", "quality/ppl_delta_pct", "quality/kld_mean", "quality/top1_agree")
 
@@ -104,7 +104,7 @@ def test_evaluate_of_the_baseline_itself_logs_a_zero_delta_interval_at_run_time(
     nll = np.random.default_rng(3).uniform(1, 8, 999)
     ref = Reference(nll, np.zeros((999, 4), np.int32), np.zeros((999, 4), np.float32), "fp32", "base", "torch")
     eval_cfg = NS(ctx_len=100, stride=50, add_bos=False, bootstrap=NS(resamples=500, seed=0))
-    q = evaluate(NS(manifest={"key": "base"}), None, eval_cfg, stream, ref, None, "torch")
+    q, _ = evaluate(NS(manifest={"key": "base"}), None, eval_cfg, stream, ref, None, "torch")
     M.check_declared(q)
     assert (q["quality/ppl_delta_pct_ci_low"], q["quality/ppl_delta_pct_ci_high"]) == (0.0, 0.0)
     assert q["quality/ppl_ci_low"] < q["quality/ppl"] < q["quality/ppl_ci_high"]
@@ -174,7 +174,8 @@ def test_overlapping_intervals_are_marked_approx_in_the_summary():
     assert "+0.40 ±0.10" in q6 and "≈+0.40" not in q6  # Δppl intervals [0.02, 0.18] and [0.30, 0.50]: distinguishable
     assert q6.index("≈") < kld_at + len("KLD") + 8
     text = render(runs, "sqlite:///x.db", "quant-runner")
-    assert "≈: the interval overlaps the row above's" in text and "32 scoring windows, 1000 resamples, seed 0" in text
+    assert "their intervals overlap" in text and "32 scoring windows, 1000 resamples, seed 0" in text
+    assert "paired bootstrap interval of the difference" not in text  # no window sums here: the overlap rule
     rows = [Row(r.info.run_id, "FINISHED", r.data.params, r.data.metrics) for r in runs]
     assert ties.indistinguishable(rows[1], rows[2], "quality/kld_mean")
     assert not ties.indistinguishable(rows[1], rows[2], "quality/ppl_delta_pct")
@@ -256,3 +257,10 @@ def test_a_real_job_logs_intervals_spread_and_protocol_params(tmp_path, cache_di
     assert m["perf/decode_tok_s_min"] <= m["perf/decode_tok_s_max"]
     assert m["time/bootstrap_s"] < 0.05 * m["time/evaluate_s"]
     assert "±" in render([run], "sqlite:///x.db", "quant-runner")
+    for name in ("perf/decode_tok_s", "perf/throughput_tok_s", "perf/latency_s_p50"):  # t intervals over repeats
+        assert m[name + "_ci_low"] <= m[name + "_ci_high"], name
+    (row,) = rows_of([run], f"sqlite:///{tmp_path / 'mlflow.db'}")  # the window sums come back from the store
+    sums = row.window_sums
+    assert sums is not None and len(sums.tokens) == 4 and sums.tokens.sum() == float(p["eval.n_scored"])
+    assert sums.protocol["eval.baseline"] == p["eval.baseline"] and sums.resamples == 200
+    assert ties.difference(row, row, "quality/kld_mean") == (0.0, 0.0, 0.0, ties.PAIRED)
