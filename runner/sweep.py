@@ -122,7 +122,8 @@ def _decide(config: DictConfig, tracker: Tracker, children, out: Path) -> str:
     """The recommendation (scenario) or what can be said without one; files logged to the parent run."""
     from runner.report.cli import capacity_curves, write_report
     from runner.report.data import rows_of
-    from runner.report.recommend import Constraints, decision_text, recommend, without_scenario_text
+    from runner.report.decision_text import decision_text, without_scenario_text
+    from runner.report.recommend import Constraints, recommend
     from runner.report.served import served_section
 
     rows = rows_of(children, tracker.uri)

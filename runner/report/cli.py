@@ -201,7 +201,7 @@ def _recommend_scenario(args, rows: List[Row], curves: Dict[str, list]) -> int:
     """qrun-report recommend --deployment NAME: the sweep's own decision, on any stored runs."""
     from runner.config.deployment import validate
     from runner.config.presets import load_preset
-    from runner.report.recommend import decision_text
+    from runner.report.decision_text import decision_text
     from runner.report.served import served_section
 
     d = load_preset("deployment", args.deployment, "--deployment")

@@ -1,6 +1,6 @@
 """The one column table of the sweep summary and of qrun-report: metric columns come from the catalog.
 
-A metric appears in a table when its declaration lists the table (runner/metrics.py, in declaration
+A metric appears in a table when its declaration lists the table (runner/metrics/, in declaration
 order); this module adds only the columns that are not one metric: names, hardware, status, and the
 report's memory column, and one accuracy and one "kept" column per lm-eval task some row has (with_tasks).
 """
@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional
 from runner import metrics as M
 from runner.report import ties
 from runner.report.data import Row
-from runner.report.recommend import on_gpu
+from runner.report.measures import on_gpu
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,13 @@
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import unquote, urlparse
 
 from runner.errors import UserError
 from runner.paths import WINDOW_SUMS_ARTIFACT
 from runner.stats.bootstrap import WindowSums
-from runner.tracking import resolve_uri
+from runner.tracking import JOB_KEY_TAG, SWEEP_TAG, resolve_uri
 
 log = logging.getLogger(__name__)
 _UNREAD = object()
@@ -80,12 +80,12 @@ def _client(uri: str):
 def load_rows(uri: str, experiment: str, sweep: Optional[str] = "latest") -> tuple[List[Row], Optional[str]]:
     """Rows of one sweep (its parent run id, or 'latest'), or of every finished job (sweep=None)."""
     client = _client(uri)
-    try:
-        exp = client.get_experiment_by_name(experiment)
-    except Exception as e:
-        raise UserError(
-            "--tracking-uri", f"cannot read MLflow store '{uri}' ({type(e).__name__})", "pass a reachable store"
-        ) from e
+    exp = _store_call(
+        lambda: client.get_experiment_by_name(experiment),
+        "--tracking-uri",
+        f"cannot read MLflow store '{uri}'",
+        "pass a reachable store",
+    )
     if exp is None:
         names = [e.name for e in client.search_experiments()]
         raise UserError("--experiment", f"no experiment '{experiment}' in {uri}", f"use one of {names}")
@@ -99,12 +99,12 @@ def load_rows(uri: str, experiment: str, sweep: Optional[str] = "latest") -> tup
         )
         latest: Dict[str, Any] = {}
         for r in runs:  # the newest finished run of each job
-            if r.data.tags.get("qrun.sweep") != "true" and "format.name" in r.data.params:
-                latest.setdefault(r.data.tags.get("qrun.job_key", r.info.run_id), r)
+            if r.data.tags.get(SWEEP_TAG) != "true" and "format.name" in r.data.params:
+                latest.setdefault(r.data.tags.get(JOB_KEY_TAG, r.info.run_id), r)
         return [_row(r, uri) for r in latest.values()], None
     if sweep == "latest":
         parents = client.search_runs(
-            ids, filter_string="tags.`qrun.sweep` = 'true'", max_results=1, order_by=["attributes.start_time DESC"]
+            ids, filter_string=f"tags.`{SWEEP_TAG}` = 'true'", max_results=1, order_by=["attributes.start_time DESC"]
         )
         if not parents:
             raise UserError(
@@ -112,18 +112,26 @@ def load_rows(uri: str, experiment: str, sweep: Optional[str] = "latest") -> tup
             )
         parent = parents[0]
     else:
-        try:
-            parent = client.get_run(sweep)
-        except Exception as e:
-            raise UserError(
-                "--sweep", f"no run '{sweep}' in {uri}", "pass a sweep's parent run id, 'latest', or --all"
-            ) from e
+        parent = _store_call(
+            lambda: client.get_run(sweep),
+            "--sweep",
+            f"no run '{sweep}' in {uri}",
+            "pass a sweep's parent run id, 'latest', or --all",
+        )
     children = client.search_runs(
         ids, filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=10000
     )
     reused = [r for r in parent.data.params.get("sweep.reused_runs", "").split(",") if r]
     runs = list(children) + [client.get_run(r) for r in reused if r not in {c.info.run_id for c in children}]
     return [_row(r, uri) for r in sorted(runs, key=lambda r: r.info.start_time)], parent.info.run_id
+
+
+def _store_call(call: Callable[[], Any], key: str, problem: str, fix: str) -> Any:
+    """call() against the MLflow store; any failure there is the one-line UserError naming the flag to fix."""
+    try:
+        return call()
+    except Exception as e:
+        raise UserError(key, f"{problem} ({type(e).__name__})", fix) from e
 
 
 def _row(run, tracking_uri: Optional[str] = None) -> Row:

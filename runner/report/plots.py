@@ -3,10 +3,11 @@ tokens/s under the measured load (with its Pareto front), and users vs P95 laten
 probes)."""
 
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from runner import metrics as M
 from runner.report.data import Row
+from runner.tracking.capacity_csv import measured
 
 Y_METRIC = M.QUALITY_KLD_MEAN
 
@@ -100,6 +101,14 @@ def throughput_plot(rows: List[Row], out_dir: Path) -> Optional[Path]:
     )
 
 
+def capacity_points(probes: List[dict]) -> Tuple[List[tuple], List[tuple]]:
+    """((users, p95, meets) of the measured probes, (users, partial p95) of those the time budget cut short)."""
+    with_p95 = [p for p in probes if p.get("latency_s_p95") not in ("", None)]
+    pts = sorted((p["users"], p["latency_s_p95"], p["meets_slo"]) for p in with_p95 if measured(p))
+    cut = sorted((p["users"], p["latency_s_p95"]) for p in with_p95 if not measured(p))
+    return pts, cut
+
+
 def capacity_plot(curves: Dict[str, List[dict]], out_dir: Path, slo_latency_s: Optional[float] = None) -> Path:
     """Users vs end-to-end P95 latency, one line per format (each probe of its capacity search), and the SLO."""
     import matplotlib
@@ -109,21 +118,33 @@ def capacity_plot(curves: Dict[str, List[dict]], out_dir: Path, slo_latency_s: O
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     for label, probes in sorted(curves.items()):
-        pts = sorted(
-            (p["users"], p["latency_s_p95"], p["meets_slo"]) for p in probes if p.get("latency_s_p95") not in ("", None)
-        )
-        if not pts:
+        pts, cut = capacity_points(probes)
+        if not pts and not cut:
             continue
-        xs, ys, ok = zip(*pts)
-        (line,) = ax.plot(xs, ys, marker="o", lw=1.5, label=label)
-        ax.scatter(
-            [x for x, y, m in pts if not m],
-            [y for x, y, m in pts if not m],
-            marker="x",
-            s=60,
-            color=line.get_color(),
-            zorder=3,
-        )
+        color = None
+        if pts:
+            xs, ys, _ = zip(*pts)
+            (line,) = ax.plot(xs, ys, marker="o", lw=1.5, label=label)
+            color = line.get_color()
+            ax.scatter(
+                [x for x, y, m in pts if not m],
+                [y for x, y, m in pts if not m],
+                marker="x",
+                s=60,
+                color=color,
+                zorder=3,
+            )
+        if cut:  # partial numbers of a cut-short probe: drawn apart, never on the line
+            ax.scatter(
+                [x for x, _ in cut],
+                [y for _, y in cut],
+                marker="o",
+                s=60,
+                facecolors="none",
+                edgecolors=color or "grey",
+                zorder=3,
+                label=None if pts else label,
+            )
     if slo_latency_s is not None:
         ax.axhline(slo_latency_s, color="tab:red", ls="--", lw=1, label=f"SLO: P95 {slo_latency_s:g} s")
     from matplotlib.ticker import MaxNLocator
@@ -131,7 +152,7 @@ def capacity_plot(curves: Dict[str, List[dict]], out_dir: Path, slo_latency_s: O
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("concurrent users (closed loop)")
     ax.set_ylabel(f"{M.get(M.SERVING_LATENCY_S_P95).header} (end-to-end P95, s)")
-    ax.set_title("Capacity: users vs P95 latency per format (x: misses the SLO)")
+    ax.set_title("Capacity: users vs P95 latency per format (x: misses the SLO; ○: cut short, not measured)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -57,6 +57,18 @@ def mismatch(params: Dict[str, str], d) -> Optional[str]:
     return None
 
 
+def server_mismatch(format_name: str, tags: Dict[str, str], d) -> Optional[str]:
+    """None unless the scenario names the server this format deploys with (deployment.servers) and the run was
+    served by another one."""
+    from runner.tracking import SERVER_TAG
+
+    wanted = (d.get("servers") or {}).get(format_name) if d.kind == "serving" else None
+    served = tags.get(SERVER_TAG)
+    if wanted and served and served != wanted:
+        return f"served by {served}; the scenario deploys {format_name} with {wanted} (deployment.servers)"
+    return None
+
+
 def _details(differs, params: Dict[str, str], wanted) -> str:
     """What differs beyond the load in words: the request timeout and the engine threads."""
     extra = [k for k in differs if k in ("benchmark.request_timeout_s", "hardware.threads")]

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 from runner import metrics as M
 from runner.report.data import Row
 from runner.tracking import SERVER_TAG
+from runner.tracking.capacity_csv import measured
 
 
 def served_rows(rows: List[Row]) -> List[Row]:
@@ -84,8 +85,11 @@ def crossover_lines(rows: List[Row], curves: Dict[str, List[dict]]) -> List[str]
 
 
 def _throughput_by_users(probes: List[dict]) -> Dict[int, float]:
+    """Each measured probe's throughput by its users (a probe cut short by the time budget is left out)."""
     return {
-        int(p["users"]): float(p["throughput_tok_s"]) for p in probes if p.get("throughput_tok_s") not in ("", None)
+        int(p["users"]): float(p["throughput_tok_s"])
+        for p in probes
+        if measured(p) and p.get("throughput_tok_s") not in ("", None)
     }
 
 

@@ -28,6 +28,11 @@ def write(rows: List[Dict], path: Path) -> None:
         w.writerows(rows)
 
 
+def measured(probe: Dict) -> bool:
+    """False for a probe the search's time budget cut short: its partial numbers say nothing about the SLO."""
+    return probe.get("meets_slo") not in ("", None)
+
+
 def read(path: Path) -> List[Dict[str, float]]:
     with open(path) as f:
         return [

@@ -4,7 +4,8 @@ p95 over few repeats is called, when the deciding speed is noisy, and the server
 from runner import metrics as M
 from runner.config.presets import load_preset
 from runner.report.data import Row
-from runner.report.recommend import Constraints, decision_text, recommend, violations
+from runner.report.decision_text import decision_text
+from runner.report.recommend import Constraints, recommend, violations
 from runner.tracking import SERVER_COMMAND_TAG, SERVER_TAG
 
 OFFLINE = {
@@ -104,3 +105,15 @@ def test_the_decision_prints_the_server_command_that_was_measured():
     assert "```sh\nllama-server -m /x/model.gguf --parallel 4\n```" in text
     offline = offline_row("b", 0.01, 0.009, 0.011, 20.0)
     assert "not behind a server" in decision_text(recommend([offline], c, "quality"), c, [offline])
+
+
+def test_a_run_served_by_another_server_than_the_scenario_names_is_not_judged():
+    from runner.report.scenario import server_mismatch
+
+    d = load_preset("deployment", "cpu_chat_4users", "deployment")
+    d.servers = {"gguf_q4_k_m": "llama_server"}
+    assert server_mismatch("gguf_q4_k_m", {SERVER_TAG: "llama_server"}, d) is None
+    assert server_mismatch("gguf_q4_k_m", {SERVER_TAG: "llama_cpp_python"}, d) == (
+        "served by llama_cpp_python; the scenario deploys gguf_q4_k_m with llama_server (deployment.servers)"
+    )
+    assert server_mismatch("bf16", {SERVER_TAG: "transformers"}, d) is None  # no server named for it

@@ -50,3 +50,17 @@ def test_the_section_shows_total_and_per_user_tokens_per_second():
     assert "| gptq_int4 | vllm | 4 | 60.0 | 15.0 | 2.00 |" in text
     assert text.index("gptq_int4") < text.index("bf16")  # fastest first
     assert served_section([], {}) == ""
+
+
+def test_a_probe_cut_short_by_the_time_budget_is_neither_a_crossover_nor_a_point_of_the_curve():
+    """gptq's probe at 16 users was cut short (meets_slo ""): its partial tok/s must not make a crossover, and the
+    capacity plot draws it apart from the measured line."""
+    from runner.report.plots import capacity_points
+
+    cut = {"users": 16, "throughput_tok_s": 10.0, "latency_s_p95": 9.0, "meets_slo": ""}
+    curves = {"bf16": _curve([(4, 40.0), (16, 120.0)]), "gptq_int4": _curve([(4, 60.0)]) + [cut]}
+    assert crossover_lines(ROWS, curves) == [
+        "gptq_int4 serves more tok/s than bf16 at every concurrency both were probed at (up to 4 users): "
+        "no crossover measured"
+    ]
+    assert capacity_points(curves["gptq_int4"]) == ([(4, 1.0, 1)], [(16, 9.0)])
