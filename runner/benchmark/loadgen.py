@@ -224,7 +224,7 @@ def arrival_offsets(n: int, rate: float, seed: int = 0) -> np.ndarray:
 
 
 def summarize(results: List[RequestResult], slo) -> Dict[str, float]:
-    """serving/* metrics (declared in runner/metrics/): TTFT and latency percentiles over ok requests and those
+    """serving/* metrics (declared in runner/metrics.py): TTFT and latency percentiles over ok requests and those
     given up (at the time they were given up), TPOT over ok requests, counts over all."""
     ok = [r for r in results if r.status == "ok"]
     waited = [r for r in results if r.status == "ok" or r.timed_out]

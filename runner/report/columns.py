@@ -1,6 +1,6 @@
 """The one column table of the sweep summary and of qrun-report: metric columns come from the catalog.
 
-A metric appears in a table when its declaration lists the table (runner/metrics/, in declaration
+A metric appears in a table when its declaration lists the table (runner/metrics.py, in declaration
 order); this module adds only the columns that are not one metric: names, hardware, status, and the
 report's memory column, and one accuracy and one "kept" column per lm-eval task some row has (with_tasks).
 """

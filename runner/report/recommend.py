@@ -15,7 +15,7 @@ measured like the scenario". Failed and unsent requests count: a failure rate ab
 bound rejects a format. A format whose job failed is rejected with its error.
 Without a scenario (`qrun-report recommend --max-latency-p95 ...`): each run's own benchmark
 (serving where measured, else single stream), as the flags have always meant.
-`limits` bound any declared metric in the direction the catalog gives it (runner/metrics/).
+`limits` bound any declared metric in the direction the catalog gives it (runner/metrics.py).
 Memory is peak VRAM on GPU runs (none logged: "memory not measured"; host RSS says nothing about a VRAM
 budget), on CPU runs peak PSS of a process tree, else peak RSS, else the file size; a memory bound is held
 against the larger of that and the computed need (weights + KV cache at the load), labelled as which.

@@ -8,7 +8,7 @@ resume path and the benchmark worker import it, neither may pull in torch or tra
 
 To add a stage: write runner/stages/<name>.py with `run(ctx) -> StageResult`, add its row to STAGES
 (what it reads and its config check, so the job key and the checks follow without naming it), declare
-every metric it logs in runner/metrics/, and add its name to the `stages` lists that should run it.
+every metric it logs in runner/metrics.py, and add its name to the `stages` lists that should run it.
 """
 
 import importlib

@@ -218,7 +218,7 @@ def experiment_tags() -> Dict[str, str]:
 
 
 def runs_view_state() -> str:
-    """The runs table's columns: the Models column and the sweep summary's offline metrics (runner/metrics/)."""
+    """The runs table's columns: the Models column and the sweep summary's offline metrics (runner/metrics.py)."""
     columns = ["attributes.`Models`"] + [f"metrics.`{m.name}`" for m in in_table("summary") if m.producer != SERVING]
     return json.dumps({"selectedColumns": columns, "orderByKey": "metrics.`quality/ppl_delta_pct`", "orderByAsc": True})
 

@@ -1,0 +1,627 @@
+"""Every metric the runner logs, declared once: name, unit, direction, display, producer.
+
+Tracker.log_metrics refuses a name that is not declared here; the sweep summary, qrun-report's
+table, plots and recommend constraints read names, headers, formats and directions from here.
+Declaration order is column order in those tables. Uncertainty intervals of a metric are
+`<name>_ci_low` / `<name>_ci_high` (ci_names()); they are accepted wherever the metric is.
+This module must stay light: the resume path and `qrun-report` import it.
+
+To add a metric: its constant below (NAMESPACE_NAME = "namespace/name"), its Metric(...) in a declare()
+(unit, better side, display, header, producer, the tables it is a column of), and the constant -- never
+the string -- wherever it is logged or read. A per-task or per-statistic family is task_metric()/member().
+"""
+
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
+
+Display = Union[str, Callable[[float], str]]
+DIRECTIONS = ("higher", "lower", "neither")
+TABLES = ("summary", "report")
+CI_SUFFIXES = ("_ci_low", "_ci_high")
+
+# producers: the stage or benchmark kind that logs a metric
+QUANTIZE, EVALUATE = "quantize", "evaluate"
+OFFLINE, SERVING = "benchmark.offline", "benchmark.serving"
+BENCHMARK = "benchmark"  # both kinds; perf.memory_scope (a param) says what the number covers
+
+# Every metric name, as code reads it: `from runner.metrics import QUALITY_KLD_MEAN` (never the literal
+# elsewhere). The declarations below use these; the check at the end keeps the two lists equal.
+# task/<task>/<stat>: task_metric(); a family member such as serving/ttft_s_p95: member() or its constant.
+# size/
+SIZE_BYTES = "size/bytes"
+SIZE_BITS_PER_WEIGHT = "size/bits_per_weight"
+SIZE_COMPRESSION_VS_FP16 = "size/compression_vs_fp16"
+# quality/
+QUALITY_PPL = "quality/ppl"
+QUALITY_PPL_DELTA_PCT = "quality/ppl_delta_pct"
+QUALITY_KLD_MEAN = "quality/kld_mean"
+QUALITY_KLD_P99 = "quality/kld_p99"
+QUALITY_TOP1_AGREE = "quality/top1_agree"
+QUALITY_BASELINE_PPL = "quality/baseline_ppl"
+QUALITY_KLD_MEAN_DEQUANT = "quality/kld_mean_dequant"
+QUALITY_KLD_KERNEL_GAP = "quality/kld_kernel_gap"
+QUALITY_PPL_DEQUANT = "quality/ppl_dequant"
+QUALITY_PPL_DELTA_PCT_DEQUANT = "quality/ppl_delta_pct_dequant"
+QUALITY_TOP1_AGREE_DEQUANT = "quality/top1_agree_dequant"
+# perf/
+PERF_PEAK_RSS_BYTES = "perf/peak_rss_bytes"
+PERF_PREFILL_TOK_S = "perf/prefill_tok_s"
+PERF_DECODE_TOK_S = "perf/decode_tok_s"
+PERF_TTFT_S_P50 = "perf/ttft_s_p50"
+PERF_LATENCY_S_P95 = "perf/latency_s_p95"
+PERF_LOAD_S = "perf/load_s"
+PERF_LATENCY_S_P50 = "perf/latency_s_p50"
+PERF_THROUGHPUT_TOK_S = "perf/throughput_tok_s"
+PERF_RSS_INCREASE_BYTES = "perf/rss_increase_bytes"
+PERF_PEAK_VRAM_BYTES = "perf/peak_vram_bytes"
+PERF_PREFILL_TOK_S_MIN = "perf/prefill_tok_s_min"
+PERF_PREFILL_TOK_S_MAX = "perf/prefill_tok_s_max"
+PERF_PREFILL_TOK_S_CV = "perf/prefill_tok_s_cv"
+PERF_DECODE_TOK_S_MIN = "perf/decode_tok_s_min"
+PERF_DECODE_TOK_S_MAX = "perf/decode_tok_s_max"
+PERF_DECODE_TOK_S_CV = "perf/decode_tok_s_cv"
+PERF_PEAK_PSS_BYTES = "perf/peak_pss_bytes"
+PERF_PSS_RSS_STANDINS = "perf/pss_rss_standins"
+# memory/
+MEMORY_NEED_BYTES = "memory/need_bytes"
+MEMORY_KV_BYTES_PER_TOKEN = "memory/kv_bytes_per_token"
+MEMORY_ENGINE_KV_CACHE_TOKENS = "memory/engine_kv_cache_tokens"
+# serving/
+SERVING_TTFT_S_P50 = "serving/ttft_s_p50"
+SERVING_TTFT_S_P95 = "serving/ttft_s_p95"
+SERVING_TTFT_S_P99 = "serving/ttft_s_p99"
+SERVING_TTFT_S_MEAN = "serving/ttft_s_mean"
+SERVING_LATENCY_S_P50 = "serving/latency_s_p50"
+SERVING_LATENCY_S_P95 = "serving/latency_s_p95"
+SERVING_LATENCY_S_P99 = "serving/latency_s_p99"
+SERVING_LATENCY_S_MEAN = "serving/latency_s_mean"
+SERVING_THROUGHPUT_TOK_S = "serving/throughput_tok_s"
+SERVING_SLO_ATTAINMENT = "serving/slo_attainment"  # a share of requests (not vLLM's goodput, a rate)
+SERVING_GOODPUT_REQ_S = "serving/goodput_req_s"  # vLLM's goodput: requests per second that meet the SLO
+SERVING_REQUESTS_OK = "serving/requests_ok"
+SERVING_REQUESTS_FAILED = "serving/requests_failed"
+SERVING_REQUESTS_NOT_SENT = "serving/requests_not_sent"
+SERVING_REQUESTS_PER_S = "serving/requests_per_s"
+SERVING_DURATION_S = "serving/duration_s"
+SERVING_OUTPUT_TOKENS = "serving/output_tokens"
+SERVING_SERVER_START_S = "serving/server_start_s"
+SERVING_TPOT_S_P50 = "serving/tpot_s_p50"
+SERVING_TPOT_S_P95 = "serving/tpot_s_p95"
+SERVING_TPOT_S_P99 = "serving/tpot_s_p99"
+SERVING_TPOT_S_MEAN = "serving/tpot_s_mean"
+SERVING_FAILURE_RATE = "serving/failure_rate"
+SERVING_REQUESTS_TIMED_OUT = "serving/requests_timed_out"
+SERVING_QUEUE_S_P95 = "serving/queue_s_p95"
+SERVING_TTFT_S = "serving/ttft_s"  # a family's base: <base>_p50, _p95, ...
+SERVING_LATENCY_S = "serving/latency_s"  # a family's base: <base>_p50, _p95, ...
+SERVING_TPOT_S = "serving/tpot_s"  # a family's base: <base>_p50, _p95, ...
+# capacity/
+CAPACITY_MAX_USERS = "capacity/max_users"
+CAPACITY_BRACKETED = "capacity/bracketed"
+CAPACITY_PROBES = "capacity/probes"
+CAPACITY_SEARCH_S = "capacity/search_s"
+# time/
+TIME_QUANTIZE_S = "time/quantize_s"
+TIME_QUANTIZE_STAGE_S = "time/quantize_stage_s"
+TIME_EVALUATE_S = "time/evaluate_s"
+TIME_BENCHMARK_S = "time/benchmark_s"
+TIME_DEQUANT_CHECK_S = "time/dequant_check_s"
+TIME_BOOTSTRAP_S = "time/bootstrap_s"
+TIME_TASKS_S = "time/tasks_s"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    better: str  # higher | lower | neither (a count or a fact with no better side)
+    display: Display  # format string for one value, or a function of it
+    header: str  # short column title
+    producer: str
+    tables: Tuple[str, ...] = ()  # where it is a column: "summary" (qrun's sweep table), "report" (qrun-report)
+    help: str = ""
+
+    def __post_init__(self):
+        assert self.better in DIRECTIONS, f"{self.name}: better={self.better!r}"
+        assert set(self.tables) <= set(TABLES), f"{self.name}: tables={self.tables!r}"
+
+    def format(self, value: Optional[float]) -> str:
+        if value is None:
+            return "-"
+        return self.display(value) if callable(self.display) else self.display.format(value)
+
+    def within(self, value: float, limit: float) -> bool:
+        """Does value meet a limit on this metric (a maximum if lower is better, a minimum if higher)?"""
+        if self.better == "neither":
+            raise ValueError(f"{self.name} has no better side: it cannot be a constraint")
+        return value <= limit if self.better == "lower" else value >= limit
+
+
+METRICS: Dict[str, Metric] = {}
+
+
+def declare(*metrics: Metric) -> None:
+    for m in metrics:
+        assert m.name not in METRICS, f"{m.name} declared twice"
+        METRICS[m.name] = m
+
+
+def family(
+    base: str,
+    unit: str,
+    better: str,
+    display: Display,
+    header: str,
+    producer: str,
+    stats: Iterable[str] = ("p50", "p95", "p99", "mean"),
+    tables: Optional[Dict[str, Tuple[str, ...]]] = None,
+    help: str = "",
+) -> List[Metric]:
+    """One quantity summarized several ways: `<base>_p50`, `<base>_p95`, ...; header is a template ("TTFT {} s")."""
+    return [
+        Metric(
+            f"{base}_{s}",
+            unit,
+            better,
+            display,
+            header.format(s),
+            producer,
+            (tables or {}).get(s, ()),
+            f"{help} ({s})" if help else s,
+        )
+        for s in stats
+    ]
+
+
+def member(base: str, stat: str) -> str:
+    """The declared metric <base>_<stat> of a family (SERVING_TTFT_S, "p95" -> "serving/ttft_s_p95")."""
+    name = f"{base}_{stat}"
+    get(name)
+    return name
+
+
+def task_metric(task: str, stat: str) -> str:
+    """task/<task>/<stat>: one family per lm-eval task (task_family)."""
+    return f"task/{task}/{stat}"
+
+
+def ci_names(name: str) -> Tuple[str, str]:
+    """The names of a declared metric's interval bounds."""
+    get(name)
+    return name + CI_SUFFIXES[0], name + CI_SUFFIXES[1]
+
+
+def get(name: str) -> Metric:
+    """The declaration of name (an interval bound gets its metric's unit and display); ValueError if none."""
+    if name in METRICS:
+        return METRICS[name]
+    parts = name.split("/")
+    if len(parts) == 3 and parts[0] == "task":  # task/<any task eval.tasks names>/<stat>: one family per task
+        found = [m for m in task_family(parts[1]) if m.name == name]
+        if found:
+            return found[0]
+    for suffix in CI_SUFFIXES:
+        if name.endswith(suffix) and is_declared(name[: -len(suffix)]):
+            base = get(name[: -len(suffix)])
+            return replace(base, name=name, better="neither", header=f"{base.header} {suffix[4:]}", tables=())
+    raise ValueError(f"metric '{name}' is not declared: add it to runner/metrics.py (name, unit, direction, display)")
+
+
+def check_declared(names: Iterable[str]) -> None:
+    unknown = sorted(n for n in names if not is_declared(n))
+    if unknown:
+        raise ValueError(f"undeclared metric(s) {unknown}: declare each in runner/metrics.py before logging it")
+
+
+def is_declared(name: str) -> bool:
+    try:
+        get(name)
+        return True
+    except ValueError:
+        return False
+
+
+def in_table(table: str) -> List[Metric]:
+    return [m for m in METRICS.values() if table in m.tables]
+
+
+def _mb(v: float) -> str:
+    return f"{v / 1e6:.1f}"
+
+
+def _mb0(v: float) -> str:
+    return f"{v / 1e6:.0f}"
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def _pct0(v: float) -> str:
+    return f"{100 * v:.0f}%"
+
+
+SR, R, S = ("summary", "report"), ("report",), ("summary",)
+
+declare(  # in column order
+    Metric(SIZE_BYTES, "B", "lower", _mb, "size MB", QUANTIZE, SR, "bytes of the weight files"),
+    Metric(
+        PERF_PEAK_RSS_BYTES,
+        "B",
+        "lower",
+        _mb0,
+        "peak RSS MB",
+        BENCHMARK,
+        SR,
+        "peak resident memory of the engine's own process (perf.memory_scope says which); "
+        "the report's memory column shows peak VRAM instead where measured, and a tree's PSS",
+    ),
+    Metric(
+        SIZE_BITS_PER_WEIGHT, "bit", "lower", "{:.2f}", "bpw", QUANTIZE, SR, "stored tensor bits / base parameter count"
+    ),
+    Metric(SIZE_COMPRESSION_VS_FP16, "x", "higher", "{:.2f}x", "compr", QUANTIZE, R, "fp16 bytes / artifact bytes"),
+    Metric(QUALITY_PPL, "", "lower", "{:.3f}", "ppl", EVALUATE, SR, "token-level perplexity of the eval stream"),
+    Metric(QUALITY_PPL_DELTA_PCT, "%", "lower", "{:+.2f}", "Δppl %", EVALUATE, SR, "perplexity change vs the baseline"),
+    Metric(QUALITY_KLD_MEAN, "nats", "lower", "{:.4f}", "KLD", EVALUATE, SR, "mean KL(baseline || format) per token"),
+    Metric(QUALITY_KLD_P99, "nats", "lower", "{:.3f}", "KLD p99", EVALUATE, S, "99th percentile of per-token KLD"),
+    Metric(
+        QUALITY_TOP1_AGREE, "share", "higher", _pct, "top-1", EVALUATE, SR, "share of tokens whose top token matches"
+    ),
+    Metric(PERF_PREFILL_TOK_S, "tok/s", "higher", "{:.0f}", "prefill t/s", OFFLINE, SR),
+    Metric(PERF_DECODE_TOK_S, "tok/s", "higher", "{:.1f}", "decode t/s", OFFLINE, SR),
+    Metric(PERF_TTFT_S_P50, "s", "lower", "{:.3f}", "TTFT s", OFFLINE, S, "single stream, median of repeats"),
+    Metric(PERF_LATENCY_S_P95, "s", "lower", "{:.2f}", "p95 s", OFFLINE, SR, "single stream, over repeats"),
+    *family(
+        SERVING_TTFT_S,
+        "s",
+        "lower",
+        "{:.3f}",
+        "serve TTFT {} s",
+        SERVING,
+        tables={"p50": S},
+        help="send -> first token, under load",
+    ),
+    *family(
+        SERVING_LATENCY_S,
+        "s",
+        "lower",
+        "{:.2f}",
+        "serve {} s",
+        SERVING,
+        tables={"p95": SR},
+        help="send -> end of stream, under load",
+    ),
+    Metric(
+        SERVING_THROUGHPUT_TOK_S,
+        "tok/s",
+        "higher",
+        "{:.1f}",
+        "serve tok/s",
+        SERVING,
+        SR,
+        "all users' output tokens / load duration",
+    ),
+    Metric(
+        SERVING_SLO_ATTAINMENT, "share", "higher", _pct0, "in SLO", SERVING, R, "share of all requests within the SLO"
+    ),
+    Metric(
+        SERVING_GOODPUT_REQ_S,
+        "req/s",
+        "higher",
+        "{:.2f}",
+        "goodput req/s",
+        SERVING,
+        (),
+        "requests per second that succeed within the SLO (vLLM's goodput), over the load's duration",
+    ),
+    Metric(
+        TIME_QUANTIZE_S,
+        "s",
+        "lower",
+        "{:.1f}",
+        "quant s",
+        QUANTIZE,
+        S,
+        "the cost of making the artifact (also on a cache hit)",
+    ),
+)
+declare(  # logged and stored, not a table column
+    Metric(
+        QUALITY_BASELINE_PPL, "", "lower", "{:.3f}", "base ppl", EVALUATE, (), "the baseline's ppl on the same tokens"
+    ),
+    Metric(
+        TIME_QUANTIZE_STAGE_S,
+        "s",
+        "lower",
+        "{:.1f}",
+        "stage s",
+        QUANTIZE,
+        (),
+        "the quantize stage's wall time (a cache hit is short)",
+    ),
+    Metric(TIME_EVALUATE_S, "s", "lower", "{:.1f}", "eval s", EVALUATE, (), "the evaluate stage's wall time"),
+    Metric(TIME_BENCHMARK_S, "s", "lower", "{:.1f}", "bench s", BENCHMARK, (), "the benchmark stage's wall time"),
+    Metric(PERF_LOAD_S, "s", "lower", "{:.2f}", "load s", OFFLINE),
+    Metric(PERF_LATENCY_S_P50, "s", "lower", "{:.2f}", "p50 s", OFFLINE, (), "single stream, median of repeats"),
+    Metric(
+        PERF_THROUGHPUT_TOK_S,
+        "tok/s",
+        "higher",
+        "{:.1f}",
+        "stream t/s",
+        OFFLINE,
+        (),
+        "one stream: new tokens / latency",
+    ),
+    Metric(PERF_RSS_INCREASE_BYTES, "B", "lower", _mb0, "RSS +MB", OFFLINE, (), "peak RSS over the worker's imports"),
+    Metric(PERF_PEAK_VRAM_BYTES, "B", "lower", _mb0, "peak VRAM MB", BENCHMARK, (), "only where measured"),
+    Metric(SERVING_REQUESTS_OK, "", "higher", "{:.0f}", "ok", SERVING),
+    Metric(SERVING_REQUESTS_FAILED, "", "lower", "{:.0f}", "failed", SERVING),
+    Metric(SERVING_REQUESTS_NOT_SENT, "", "lower", "{:.0f}", "not sent", SERVING),
+    Metric(SERVING_REQUESTS_PER_S, "req/s", "higher", "{:.2f}", "req/s", SERVING),
+    Metric(SERVING_DURATION_S, "s", "neither", "{:.1f}", "load s", SERVING, (), "first send -> last completion"),
+    Metric(SERVING_OUTPUT_TOKENS, "tok", "neither", "{:.0f}", "out tok", SERVING),
+    Metric(SERVING_SERVER_START_S, "s", "lower", "{:.1f}", "start s", SERVING, (), "server launch -> healthy"),
+)
+declare(
+    *family(SERVING_TPOT_S, "s", "lower", "{:.4f}", "serve TPOT {} s", SERVING, help="(latency - TTFT) / (tokens - 1)")
+)
+DEQUANT_CHECK = "dequant_check"  # stage: a GGUF file's dequantized weights on torch vs llama.cpp's kernels
+declare(
+    Metric(
+        QUALITY_KLD_MEAN_DEQUANT,
+        "nats",
+        "lower",
+        "{:.4f}",
+        "KLD deq",
+        DEQUANT_CHECK,
+        (),
+        "mean KLD of the GGUF file's weights dequantized and run in fp32 on torch: the quantization's own cost",
+    ),
+    Metric(
+        QUALITY_KLD_KERNEL_GAP,
+        "nats",
+        "neither",
+        "{:+.4f}",
+        "KLD kernel gap",
+        DEQUANT_CHECK,
+        (),
+        "llama.cpp KLD - dequantized KLD on the same tokens: what llama.cpp's kernels add",
+    ),
+    Metric(
+        QUALITY_PPL_DEQUANT,
+        "",
+        "lower",
+        "{:.3f}",
+        "ppl deq",
+        DEQUANT_CHECK,
+        (),
+        "perplexity of the dequantized weights",
+    ),
+    Metric(
+        QUALITY_PPL_DELTA_PCT_DEQUANT,
+        "%",
+        "lower",
+        "{:+.2f}",
+        "Δppl % deq",
+        DEQUANT_CHECK,
+        (),
+        "perplexity change of the dequantized weights vs the baseline",
+    ),
+    Metric(
+        QUALITY_TOP1_AGREE_DEQUANT,
+        "share",
+        "higher",
+        _pct,
+        "top-1 deq",
+        DEQUANT_CHECK,
+        (),
+        "top-1 agreement of the dequantized weights",
+    ),
+    Metric(
+        TIME_DEQUANT_CHECK_S,
+        "s",
+        "lower",
+        "{:.1f}",
+        "deq check s",
+        DEQUANT_CHECK,
+        (),
+        "the dequant_check stage's wall time",
+    ),
+)
+declare(  # spread of the offline speeds over the benchmark's repeats (the metric itself is their median)
+    *[
+        Metric(f"{base}_{stat}", unit, better, display, f"{header} {stat}", OFFLINE, (), f"{what} over repeats")
+        for base, header in ((PERF_PREFILL_TOK_S, "prefill t/s"), (PERF_DECODE_TOK_S, "decode t/s"))
+        for stat, unit, better, display, what in (
+            ("min", "tok/s", "higher", "{:.1f}", "slowest repeat"),
+            ("max", "tok/s", "higher", "{:.1f}", "fastest repeat"),
+            ("cv", "share", "lower", _pct, "coefficient of variation (sample std / mean)"),
+        )
+    ],
+    Metric(
+        TIME_BOOTSTRAP_S,
+        "s",
+        "lower",
+        "{:.3f}",
+        "bootstrap s",
+        EVALUATE,
+        (),
+        "the quality intervals' bootstrap (part of time/evaluate_s)",
+    ),
+)
+TASKS = "tasks"  # stage: lm-eval task accuracy (runner/tasks), one family per task eval.tasks may name
+
+
+def task_family(task: str) -> List[Metric]:
+    """task/<name>/acc (intervals: acc +- 1.96 stderr), its stderr, the share of the baseline's accuracy kept, time."""
+    return [
+        Metric(task_metric(task, "acc"), "share", "higher", _pct, f"{task} acc", TASKS, (), "lm-eval accuracy"),
+        Metric(
+            task_metric(task, "acc_stderr"), "share", "lower", _pct, f"{task} ±", TASKS, (), "lm-eval's stderr of acc"
+        ),
+        Metric(
+            task_metric(task, "acc_retained"),
+            "share",
+            "higher",
+            _pct,
+            f"{task} kept",
+            TASKS,
+            (),
+            "acc / the eval.baseline preset's acc on the same items",
+        ),
+        Metric(
+            task_metric(task, "time_s"),
+            "s",
+            "lower",
+            "{:.1f}",
+            f"{task} s",
+            TASKS,
+            (),
+            "compute time of the run that finished the task (0 on a resumed or cached one's share)",
+        ),
+    ]
+
+
+declare(Metric(TIME_TASKS_S, "s", "lower", "{:.1f}", "tasks s", TASKS, (), "the tasks stage's wall time"))
+declare(  # failures count, and each format's capacity under the scenario's SLO (runner/benchmark/capacity.py)
+    Metric(
+        SERVING_FAILURE_RATE,
+        "share",
+        "lower",
+        _pct,
+        "failed",
+        SERVING,
+        R,
+        "(failed + not sent) / requests: what a deployment's max_failure_rate bounds",
+    ),
+    Metric(
+        SERVING_REQUESTS_TIMED_OUT,
+        "",
+        "lower",
+        "{:.0f}",
+        "timed out",
+        SERVING,
+        (),
+        "requests given up at benchmark.request_timeout_s or at the end of the load; in the latency percentiles at "
+        "that time",
+    ),
+    Metric(
+        SERVING_QUEUE_S_P95,
+        "s",
+        "lower",
+        "{:.3f}",
+        "queue p95 s",
+        SERVING,
+        (),
+        "poisson: scheduled arrival -> send (waiting for a free slot), included in TTFT and latency",
+    ),
+    Metric(
+        CAPACITY_MAX_USERS,
+        "users",
+        "higher",
+        "{:.0f}",
+        "max users",
+        SERVING,
+        SR,
+        "largest concurrency that met benchmark.slo (p95) and the failure bound",
+    ),
+    Metric(
+        CAPACITY_BRACKETED,
+        "",
+        "neither",
+        "{:.0f}",
+        "exact",
+        SERVING,
+        (),
+        "1: the next concurrency up was measured to miss the SLO; 0: the search stopped first (max_users is a lower "
+        "bound)",
+    ),
+    Metric(
+        CAPACITY_PROBES,
+        "",
+        "neither",
+        "{:.0f}",
+        "probes",
+        SERVING,
+        (),
+        "loads the capacity search ran (the scenario's own included)",
+    ),
+    Metric(
+        CAPACITY_SEARCH_S, "s", "lower", "{:.1f}", "search s", SERVING, (), "wall time of the extra capacity probes"
+    ),
+)
+declare(  # what a deployment needs in memory (runner/benchmark/probes.py, runner/benchmark/memory_need.py)
+    Metric(
+        PERF_PEAK_PSS_BYTES,
+        "B",
+        "lower",
+        _mb0,
+        "peak PSS MB",
+        BENCHMARK,
+        (),  # the report's memory column shows it where measured
+        "peak PSS summed over a process tree (a server's, or a multi-process engine's): pages its processes share "
+        "counted once; RSS for the processes perf/pss_rss_standins counts",
+    ),
+    Metric(
+        PERF_PSS_RSS_STANDINS,
+        "",
+        "neither",
+        "{:.0f}",
+        "RSS for PSS",
+        BENCHMARK,
+        (),
+        "processes of the tree whose PSS was unreadable, counted by their RSS in perf/peak_pss_bytes (0: all PSS)",
+    ),
+    Metric(
+        MEMORY_NEED_BYTES,
+        "B",
+        "lower",
+        _mb0,
+        "need MB",
+        BENCHMARK,
+        R,
+        "computed: weight bytes + KV bytes per token x the benchmark's users x (prompt + output tokens); params "
+        "memory.* say the shape, the KV dtype and the load",
+    ),
+    Metric(
+        MEMORY_KV_BYTES_PER_TOKEN,
+        "B",
+        "lower",
+        "{:.0f}",
+        "KV B/token",
+        BENCHMARK,
+        (),
+        "layers x KV heads x head dim x 2 x the KV cache's bytes per element",
+    ),
+    Metric(
+        MEMORY_ENGINE_KV_CACHE_TOKENS,
+        "tok",
+        "neither",
+        "{:.0f}",
+        "engine KV tokens",
+        BENCHMARK,
+        (),
+        "the KV cache the engine itself reports having allocated, in tokens (vLLM's 'KV cache size: N tokens')",
+    ),
+)
+
+# Which logged metric each bound of a deployment scenario or benchmark.slo is held against, per benchmark
+# kind. SLOs hold at the 95th percentile; the serving percentiles include requests that timed out, at their
+# timeout. The offline benchmark is one stream: its TTFT is a median over a few repeats, so a TTFT/TPOT SLO
+# needs kind=serving (runner/config/deployment.py validate()).
+SLO_METRIC = {
+    "serving": {
+        "ttft_s": SERVING_TTFT_S_P95,
+        "tpot_s": SERVING_TPOT_S_P95,
+        "latency_s": SERVING_LATENCY_S_P95,
+        "throughput": SERVING_THROUGHPUT_TOK_S,
+    },
+    "offline": {"latency_s": PERF_LATENCY_S_P95, "throughput": PERF_THROUGHPUT_TOK_S},
+}
+
+_CONSTANTS = {v for k, v in list(globals().items()) if k.isupper() and isinstance(v, str) and "/" in v}
+assert _CONSTANTS >= set(METRICS), f"declared without a constant: {sorted(set(METRICS) - _CONSTANTS)}"
+assert not {c for c in _CONSTANTS - set(METRICS) if not any(m.startswith(c + "_") for m in METRICS)}, (
+    "a constant names no declared metric (nor a family's base)"
+)
