@@ -1,5 +1,6 @@
 """Weight-level error of cached GGUF files vs their f16 base, and Q5_0 / Q5_1 / Q4_1 on the base as it is
-vs the base with its rounding undone (README, GGUF: why gguf_q5_k_m scores worse than gguf_q4_k_m on SmolLM2).
+vs the base with its rounding undone (docs/formats.md, "Why `gguf_q5_k_m` scores worse than `gguf_q4_k_m` on
+SmolLM2").
 
 Reads the f16 base and the q4_k_m / q5_k_m artifacts from the cache (run those presets first), dequantizes
 with gguf-py, and quantizes with gguf-py's port of llama.cpp's reference quantizers (checked against the
