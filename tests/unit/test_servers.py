@@ -115,3 +115,28 @@ def test_transformers_serve_batches_in_the_evaluate_dtype_with_room_for_max_user
     assert int(arg["--cb-num-blocks"]) * int(arg["--cb-block-size"]) >= 16 * max_len
     assert int(arg["--cb-max-batch-tokens"]) >= 16
     assert s.settings["dtype"] == "float32" and s.settings["sequences"] == "16" and s.version.startswith("transformers")
+
+
+def test_llama_server_gets_a_slot_per_capacity_searchs_max_user(tmp_path, monkeypatch):
+    from runner.benchmark.servers import llama_server as L
+    from runner.system import llama_cpp_tools
+
+    # a stand-in binary, its version and llama.cpp's flash-attention and repack rules: only the command is checked
+    (tmp_path / L.TOOL).write_text("#!/bin/sh\n")
+    (tmp_path / L.TOOL).chmod(0o755)
+    monkeypatch.setenv(llama_cpp_tools.BIN_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(L, "version", lambda binary: "llama.cpp (stand-in)")
+    monkeypatch.setattr(L, "get_engine", lambda name: SimpleNamespace(flash_attention=lambda artifact, hw: None))
+    monkeypatch.setattr(L, "weight_repacking", lambda: True)
+    artifact = SimpleNamespace(path=tmp_path, manifest={"format": "gguf_q4_k_m", "weight_files": ["model.gguf"]})
+
+    def args(*overrides):
+        cfg = _compose("format=gguf_q4_k_m", "benchmark.concurrency=4", *overrides)
+        s = L.spec(artifact, None, cfg.benchmark, cfg.hardware, "127.0.0.1", 8123)
+        return {a: s.cmd[i + 1] for i, a in enumerate(s.cmd) if a.startswith("--")}, s.settings, cfg.benchmark
+
+    arg, settings, bench = args("benchmark.capacity.enabled=true", "benchmark.capacity.max_users=6")
+    assert arg["--parallel"] == settings["slots"] == str(bench.capacity.max_users) == "6"
+    assert int(arg["--ctx-size"]) == 6 * L.ctx_per_slot(bench)  # every slot holds one whole request
+    arg, settings, bench = args()  # no search: one slot per user of the load
+    assert arg["--parallel"] == settings["slots"] == "4" and int(arg["--ctx-size"]) == 4 * L.ctx_per_slot(bench)
