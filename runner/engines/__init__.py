@@ -11,13 +11,13 @@ check_format(), check_available(), check_artifact(), kernel() where the defaults
 in ENGINES: the existing families it also runs.
 """
 
-import importlib
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
 from runner.config.formats import FAMILIES
 from runner.engines.base import Engine
 from runner.errors import UserError
+from runner.system.registry import LazyInstances
 
 
 @dataclass(frozen=True)
@@ -38,16 +38,11 @@ ENGINES: Dict[str, EngineRow] = {
     # OpenVINO CPU runtime in .venv-openvino (a subprocess)
     "openvino": EngineRow("runner.engines.openvino:OpenvinoEngine"),
 }
-_instances: Dict[str, Engine] = {}
+_instances: LazyInstances[Engine] = LazyInstances(ENGINES, "format.engine", "engine")
 
 
 def get_engine(name: str) -> Engine:
-    if name not in ENGINES:
-        raise UserError("format.engine", f"unknown engine '{name}'", f"use one of {sorted(ENGINES)}")
-    if name not in _instances:
-        module, cls = ENGINES[name].implementation.split(":")
-        _instances[name] = getattr(importlib.import_module(module), cls)()
-    return _instances[name]
+    return _instances.get(name)
 
 
 def engines_for(family: str) -> Tuple[str, ...]:

@@ -4,23 +4,15 @@ The families' table (schema, implementation, engines) is runner/config/formats.p
 composing a config never imports a library; a family's module is imported when a job asks for it.
 """
 
-import importlib
-from typing import Dict
-
 from runner.config.formats import FAMILIES
-from runner.errors import UserError
 from runner.formats.base import Format
+from runner.system.registry import LazyInstances
 
-_instances: Dict[str, Format] = {}
+_instances: LazyInstances[Format] = LazyInstances(FAMILIES, "format.family", "format family")
 
 
 def get_format(family: str) -> Format:
-    if family not in FAMILIES:
-        raise UserError("format.family", f"unknown format family '{family}'", f"use one of {sorted(FAMILIES)}")
-    if family not in _instances:
-        module, cls = FAMILIES[family].implementation.split(":")
-        _instances[family] = getattr(importlib.import_module(module), cls)()
-    return _instances[family]
+    return _instances.get(family)
 
 
 def load_format_preset(name: str, key: str):
