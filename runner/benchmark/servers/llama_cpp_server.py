@@ -16,6 +16,7 @@ own vocabulary is only used when the model folder has no tokenizer.
 
 import sys
 
+from runner.benchmark.servers.gguf_serving import GgufServing
 from runner.benchmark.servers.process import ServerSpec, require_modules
 from runner.engines import get_engine
 from runner.engines.llama_cpp import NO_AMX_REPACK_PRELUDE, weight_repacking
@@ -33,7 +34,7 @@ def check_available() -> None:
 
 def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSpec:
     check_available()
-    gguf = artifact.path / artifact.manifest["weight_files"][0]
+    served = GgufServing(artifact, host, port)
     n_ctx = bench_cfg.prompt_tokens + bench_cfg.gen_tokens + 64  # + room for re-tokenization of the text prompt
     threads = str(hardware.threads)
     flash = str(get_engine("llama_cpp").flash_attention(artifact, hardware) == "enabled")
@@ -42,9 +43,9 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
         sys.executable,
         *launch,
         "--model",
-        str(gguf),
+        str(served.gguf),
         "--model_alias",
-        artifact.manifest["format"],
+        served.alias,
         "--host",
         host,
         "--port",
@@ -78,13 +79,10 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
     ]
     if any((model.path / f).exists() for f in ("tokenizer.json", "tokenizer.model")):
         cmd += ["--hf_pretrained_model_name_or_path", str(model.path)]
-    return ServerSpec(
-        name="llama.cpp",
-        cmd=cmd,
-        host=host,
-        port=port,
-        health_path="/v1/models",
-        model=artifact.manifest["format"],
+    return served.spec(
+        "llama.cpp",
+        cmd,
+        "/v1/models",
         env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
         extra_body={"min_tokens": bench_cfg.gen_tokens},
         version=dist_versions("llama-cpp-python"),

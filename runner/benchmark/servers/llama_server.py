@@ -16,6 +16,7 @@ carries `usage` (what the load generator counts) and its own per-request `timing
 import subprocess
 
 from runner.benchmark.capacity import admitted_sequences
+from runner.benchmark.servers.gguf_serving import GgufServing
 from runner.benchmark.servers.process import ServerSpec
 from runner.engines import get_engine
 from runner.engines.llama_cpp import weight_repacking
@@ -51,7 +52,7 @@ def ctx_per_slot(bench_cfg) -> int:
 def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSpec:
     check_available()
     binary = llama_cpp_tools.binary(TOOL)
-    gguf = artifact.path / artifact.manifest["weight_files"][0]
+    served = GgufServing(artifact, host, port)
     slots, per_slot = admitted_sequences(bench_cfg), ctx_per_slot(bench_cfg)
     flash = get_engine("llama_cpp").flash_attention(artifact, hardware)
     flash_flag = {"enabled": "on", "disabled": "off"}.get(flash or "", "auto")
@@ -60,9 +61,9 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
     cmd = [
         str(binary),
         "--model",
-        str(gguf),
+        str(served.gguf),
         "--alias",
-        artifact.manifest["format"],
+        served.alias,
         "--host",
         host,
         "--port",
@@ -95,13 +96,10 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
     ]
     if not repack:
         cmd.append("--no-repack")
-    return ServerSpec(
-        name="llama-server",
-        cmd=cmd,
-        host=host,
-        port=port,
-        health_path="/health",
-        model=artifact.manifest["format"],
+    return served.spec(
+        "llama-server",
+        cmd,
+        "/health",
         extra_body={"ignore_eos": True, "cache_prompt": False},
         prompt_ids=True,  # a GGUF's own vocabulary may not tokenize text (the embedded SmolLM2's aborts llama.cpp)
         version=version(binary),
