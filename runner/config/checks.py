@@ -30,6 +30,16 @@ def _positive_or_none(key: str, value) -> None:
         raise UserError(key, f"{value} is not a positive number", f"set {key} > 0, or null for none")
 
 
+def _within_stream(key: str, length: int, n_tokens: int, what: str, use: str = "") -> None:
+    """A length cut from the eval stream (a window, a prompt) cannot be longer than the stream (eval.n_tokens)."""
+    if length > n_tokens:
+        raise UserError(
+            key,
+            f"{what} is longer than the eval stream (eval.n_tokens={n_tokens}){use}",
+            f"lower {key} or raise eval.n_tokens",
+        )
+
+
 def check_hardware(hw) -> None:
     cores = usable_cores()
     if not 1 <= hw.threads <= cores:
@@ -61,12 +71,7 @@ def check_eval(ev) -> None:
         "eval.n_tokens", ev.n_tokens, 2, "set eval.n_tokens to a few thousand (a perplexity needs at least 2 tokens)"
     )
     _at_least("eval.ctx_len", ev.ctx_len, 2)
-    if ev.ctx_len > ev.n_tokens:
-        raise UserError(
-            "eval.ctx_len",
-            f"a window of {ev.ctx_len} tokens is longer than the eval stream (eval.n_tokens={ev.n_tokens})",
-            "lower eval.ctx_len or raise eval.n_tokens",
-        )
+    _within_stream("eval.ctx_len", ev.ctx_len, ev.n_tokens, f"a window of {ev.ctx_len} tokens")
     if not 1 <= ev.stride <= ev.ctx_len:
         raise UserError(
             "eval.stride",
@@ -87,12 +92,9 @@ def check_benchmark(b, ev) -> None:
     _at_least("benchmark.prompt_tokens", b.prompt_tokens, 1)
     _at_least("benchmark.gen_tokens", b.gen_tokens, 2)
     _at_least("benchmark.warmup", b.warmup, 0)
-    if b.prompt_tokens > ev.n_tokens:
-        raise UserError(
-            "benchmark.prompt_tokens",
-            f"{b.prompt_tokens} is longer than the eval stream (eval.n_tokens={ev.n_tokens}) the prompts are cut from",
-            "lower benchmark.prompt_tokens or raise eval.n_tokens",
-        )
+    _within_stream(
+        "benchmark.prompt_tokens", b.prompt_tokens, ev.n_tokens, str(b.prompt_tokens), " the prompts are cut from"
+    )
     if b.kind == "offline":
         _at_least("benchmark.repeats", b.repeats, 1)
         return
