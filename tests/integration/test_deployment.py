@@ -13,7 +13,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from helpers import QRUN, ROOT, mlflow_runs, run_qrun, throttled_spec
+from helpers import QRUN, ROOT, compose, last_line, mlflow_runs, run_qrun, seed_store, throttled_spec
 from runner.benchmark.loadgen import run_load, summarize
 from runner.benchmark.servers import ServerProcess
 from runner.config.presets import load_preset
@@ -21,6 +21,7 @@ from runner.config.schema import BenchmarkConfig, register_configs
 from runner.report.data import Row
 from runner.report.recommend import Constraints, recommend
 from runner.report.scenario import mismatch
+from runner.sweep import MlflowSweepCallback
 from runner.tracking import capacity_csv
 
 register_configs()
@@ -126,23 +127,27 @@ def test_scenario_sweep_ends_with_the_decision_on_the_parent_run(scenario_sweep,
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"recommendation.md", "summary.txt"}
 
 
-def test_bad_scenario_is_one_line_before_any_job(tmp_path, cache_dir):
-    proc = run_qrun(
+def test_bad_scenario_is_one_line_before_any_job(tmp_path, capsys):
+    """The sweep's start (runner/sweep.py, in-process) refuses the scenario before its parent run or any job."""
+    db = seed_store(tmp_path)
+    cfg = compose(
         [
-            "-m",
             "format=fp32",
             "format.server=transformers",
             "deployment=cpu_chat_4users",
             "deployment.max_failure_rate=2",
-        ],
-        tmp_path,
-        cache_dir,
+            f"tracking.uri=sqlite:///{db}",
+        ]
     )
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (
+    OmegaConf.set_struct(cfg, False)
+    cfg.hydra = {"sweep": {"dir": str(tmp_path / "sweep")}, "overrides": {"task": []}}
+    with pytest.raises(SystemExit) as e:
+        MlflowSweepCallback().on_multirun_start(cfg)
+    assert e.value.code == 2
+    assert last_line(capsys.readouterr().err) == (
         "error: deployment.max_failure_rate: 2.0 is outside [0, 1] -- fix: use a share, e.g. 0.01"
     )
-    assert not mlflow_runs(tmp_path / "mlflow.db")[1]
+    assert not mlflow_runs(db)[1]
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "deployment").glob("*.yaml")))

@@ -6,13 +6,9 @@ import sys
 
 import pytest
 
-from helpers import TINY_ARGS, mlflow_runs, run_qrun
+from helpers import TINY_ARGS, mlflow_runs, run_job, run_qrun
 
 CALIB = ["calibration=quick", "calibration.n_samples=4", "calibration.seq_len=64"]
-
-
-def _last_line(proc):
-    return [l for l in proc.stderr.strip().splitlines() if l.strip()][-1]
 
 
 @pytest.mark.slow
@@ -58,16 +54,15 @@ def test_iq2_xs_end_to_end_with_its_dequantized_cross_check(tmp_path, tiny_model
 @pytest.mark.parametrize("preset", ["gguf_iq2_xs"])
 def test_low_bit_iquant_without_imatrix_is_one_line_before_work(tmp_path, tiny_model_dir, preset):
     cache = tmp_path / "cache"
-    proc = run_qrun(
+    out = run_job(
         [f"format={preset}", "format.imatrix=false", "model=hf", f"model.id={tiny_model_dir}", *TINY_ARGS],
         tmp_path,
         cache,
     )
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    line = _last_line(proc)
-    assert line.startswith("error: format.imatrix:") and "format.imatrix=true" in line, line
+    assert out.returncode == 2, out.line
+    assert out.line.startswith("error: format.imatrix:") and "format.imatrix=true" in out.line, out.line
     assert not list(cache.glob("gguf_base/*")) and not list(cache.glob("artifacts/*"))  # nothing converted
-    _, runs = mlflow_runs(tmp_path / "mlflow.db")
+    _, runs = mlflow_runs(out.db)
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
