@@ -2,7 +2,8 @@
 
 The bounded CI set: eval through vLLM against torch (one vLLM start, with a real exit-time abort of the
 worker), the OpenAI server under concurrent load (one start), and the combinations refused before any
-work (no vLLM start). These need the vLLM venv, which `make test` builds first; they need no GPU.
+work (no vLLM start). These need the vLLM venv (`make venv-vllm`; `make test-all` builds it first); they need
+no GPU.
 """
 
 import csv
@@ -12,7 +13,7 @@ import subprocess
 import pytest
 from hydra import compose, initialize_config_dir
 
-from helpers import ROOT, TINY_ARGS, mlflow_runs, run_qrun
+from helpers import ROOT, TINY_ARGS, mlflow_runs, run_job, run_qrun
 from runner.config.schema import register_configs
 from runner.engines import vllm as V
 from runner.engines.workers.vllm_worker import ABORT_AT_EXIT
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.vllm
 
 register_configs()
 needs_venv = pytest.mark.skipif(
-    V.installed_version() is None, reason="no .venv-vllm: run `make venv-vllm` (make test does)"
+    V.installed_version() is None, reason="no .venv-vllm: run `make venv-vllm` (make test-all builds it)"
 )
 
 
@@ -83,18 +84,16 @@ def test_kv_cache_space_and_threads_come_from_the_profile():
 
 
 @needs_venv  # the engine (its venv) is checked first, then the combination
-def test_asymmetric_gptq_fails_through_qrun_before_any_work(tmp_path):
+def test_asymmetric_gptq_fails_in_its_job_before_any_work(tmp_path):
     cache = tmp_path / "cache"
-    proc = run_qrun(
+    out = run_job(
         ["format=gptq_int4", "format.sym=false", "format.engine=vllm", "eval=quick", "benchmark=quick"],
         tmp_path,
         cache,
-        timeout=300,
     )
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    last = [l for l in proc.stderr.splitlines() if l.strip()][-1]
-    assert last.startswith("error: format.sym: vLLM refuses asymmetric GPTQ") and " -- fix: " in last
-    _, runs = mlflow_runs(tmp_path / "mlflow.db")
+    assert out.returncode == 2, out.line
+    assert out.line.startswith("error: format.sym: vLLM refuses asymmetric GPTQ") and " -- fix: " in out.line, out.line
+    _, runs = mlflow_runs(out.db)
     assert [r.info.status for r in runs] == ["FAILED"]
     assert not (cache / "models").exists() and not (cache / "artifacts").exists()
 
