@@ -1,7 +1,16 @@
 """What every format provides: a config schema and a quantize function writing an artifact folder."""
 
 from pathlib import Path
-from typing import Any, ClassVar, Dict
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Optional
+
+if TYPE_CHECKING:  # for the types only: the registry imports this module, and it stays light
+    from runner.cache import Cache
+    from runner.config.formats import FormatConfig
+    from runner.config.schema import CalibrationConfig, HardwareConfig
+
+# The model is a runner.data.models.ModelSource; that module reads GGUF files with runner.formats.gguf, so naming
+# its type here, even for the type checker only, would make the import cycle tests/unit/test_layering.py forbids.
+Model = Any
 
 
 class Format:
@@ -9,20 +18,30 @@ class Format:
 
     USES_CALIBRATION: ClassVar[bool] = False  # when True the calibration config is part of the cache key
 
-    def uses_calibration(self, cfg: Any) -> bool:
+    def uses_calibration(self, cfg: "FormatConfig") -> bool:
         return self.USES_CALIBRATION
 
-    def validate(self, cfg: Any, model: "Any") -> None:
-        """Raise UserError for settings this model or machine cannot run. Called before any work."""
+    def validate(self, cfg: "FormatConfig", model: Optional[Model]) -> None:
+        """Raise UserError for settings this model or machine cannot run. Called before any work (with no model
+        when the job checks its config before resolving one)."""
 
     def library_versions(self) -> Dict[str, str]:
         """Versions of the libraries whose output this format depends on (part of the cache key)."""
         return {}
 
     def quantize(
-        self, model: Any, cfg: Any, calibration: Any, hardware: Any, out_dir: Path, cache: Any
+        self,
+        model: Model,
+        cfg: "FormatConfig",
+        calibration: "CalibrationConfig",
+        hardware: "HardwareConfig",
+        out_dir: Path,
+        cache: "Cache",
     ) -> Dict[str, Any]:
         """Write the artifact into out_dir (an empty temp folder) and return manifest extras.
+
+        cfg, calibration and hardware are the job's config nodes (OmegaConf configs validated against these
+        schemas; cfg against the family's own FormatConfig subclass).
 
         `cache` (runner.cache.Cache) is for intermediate results shared between presets of the
         family (e.g. GGUF's f16 conversion, EXL2's measurement): cache.get / cache.put.
