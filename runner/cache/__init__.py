@@ -12,9 +12,10 @@ owner died on this host is removed by the next Cache() on its own, and by `qrun-
 a live owner's temp is never touched, however old.
 
 Keys hash what changes an output (model weights, the stage's settings, library versions), never
-a date. On storage shared by several machines (NFS, Lustre) point cache.dir there: renames are
-atomic within one filesystem, and two jobs racing on one key keep whichever finished first (the
-other one uses it).
+a date. On storage shared by several machines (NFS, Lustre) point cache.dir there: an entry is
+built under its build lock (runner.cache.lock), so workers that need the same entry at once build it
+once and the others wait and use it; renames are atomic within one filesystem, so even writers that
+bypass the lock keep whichever entry finished first.
 """
 
 import contextlib
@@ -26,10 +27,11 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
+from runner.cache.lock import build_lock, is_lock, remove_if_dead
 from runner.errors import UserError
-from runner.system.hashing import sha256_file, sha256_json
+from runner.system.hashing import MEMO_FOLDER, forget, remember, sha256_file, sha256_json
 from runner.system.lifecycle import owner, owner_alive
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class Cache:
                     "point cache.dir (or QRUN_CACHE_DIR) to a writable folder, or set cache.mode=read",
                 ) from e
             remove_dead_temps(self.root)
+            (self.root / "file_hashes.json").unlink(missing_ok=True)  # the memo's single-file form, now a folder
 
     @staticmethod
     def key(*parts) -> str:
@@ -98,6 +101,27 @@ class Cache:
                 return f"{rel} does not match its sha256"
         return None
 
+    def get_or_build(self, kind: str, key: str, build: Callable[[Path], None], label: str = "") -> Path:
+        """The entry kind/key; on a miss `build(folder)` writes its files, under the entry's build lock:
+        a worker that finds another one building the same entry waits for it and uses its entry."""
+        hit = self.get(kind, key)
+        if hit:
+            return hit
+        base = self.root if self.mode == "readwrite" else self.scratch
+        (base / kind).mkdir(parents=True, exist_ok=True)
+        what = f"{kind}/{key[:12]}" + (f" ({label})" if label else "")
+        with build_lock(base / kind, key, what):
+            hit = self.get(kind, key)  # built by the worker we waited for
+            if hit:
+                return hit
+            start = time.perf_counter()
+            with self.put(kind, key, label) as tmp:
+                build(tmp)
+            log.info("built %s in %.1f s", what, time.perf_counter() - start)
+        built = self.get(kind, key)
+        assert built is not None, f"{kind}/{key} vanished right after it was built"
+        return built
+
     @contextlib.contextmanager
     def put(self, kind: str, key: str, label: str = "") -> Iterator[Path]:
         """Yield an empty temp folder; on success it becomes the entry, on error it is deleted."""
@@ -109,8 +133,9 @@ class Cache:
         tmp.mkdir(mode=0o755)
         try:
             yield tmp
+            # hashed here once (in-process memo), remembered on disk under the entry's own paths after the rename
             files = {
-                str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": sha256_file(p, self.memo_dir)}
+                str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
                 for p in sorted(tmp.rglob("*"))
                 if p.is_file()
             }
@@ -127,6 +152,9 @@ class Cache:
                 if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or self._problem(final) is not None:
                     raise
                 log.info("another process finished %s/%s first: using its entry", kind, key)
+                return
+            for rel, facts in files.items():
+                remember(final / rel, facts["sha256"], self.memo_dir)
         finally:
             shutil.rmtree(shell, ignore_errors=True)
 
@@ -141,6 +169,7 @@ def _new_temp(parent: Path, prefix: str) -> Path:
 
 def _remove(path: Path) -> None:
     """Move aside first (atomic), then delete, so readers never see a half-deleted entry."""
+    forget(path, path.parent.parent)  # entries sit at <cache root>/<kind>/<key>: the root holds their memo
     shell = _new_temp(path.parent, TRASH_PREFIX)
     try:
         os.rename(path, shell / "entry")
@@ -165,7 +194,7 @@ def temp_owner_state(path: Path) -> str:
         info = json.loads((path / OWNER).read_text())
     except (OSError, ValueError):
         return "none"
-    alive = owner_alive(info.get("host"), info.get("pid"), info.get("start"))
+    alive = owner_alive(info.get("host"), info.get("pid"), info.get("start"), info.get("pidns"))
     return "elsewhere" if alive is None else "alive" if alive else "dead"
 
 
@@ -179,7 +208,10 @@ def _temp_dirs(root: Path, kind: Optional[str] = None):
 def remove_dead_temps(root: Path) -> None:
     """Temp folders of processes that died on this host (cheap: one glob, one small read each)."""
     for p in Path(root).glob(f"*/{TEMP_PREFIX}*"):
-        if temp_owner_state(p) == "dead":
+        if is_lock(p):
+            if remove_if_dead(p):
+                log.info("removed the build lock %s, left by a process that died", p)
+        elif temp_owner_state(p) == "dead":
             log.info("removing %s, left by a process that died", p)
             shutil.rmtree(p, ignore_errors=True)
 
@@ -203,7 +235,8 @@ def stale_temps(root: Path, kind: Optional[str] = None, ownerless_after_s: float
         elif state == "none" and now - _newest_mtime(p) > ownerless_after_s:
             yield p, f"no owner, untouched for {(now - _newest_mtime(p)) / 3600:.1f} h"
     if kind is None:  # files of the hash memo and the writability probe, cut short by a kill
-        for p in [*Path(root).glob("*.tmp"), *Path(root).glob(".probe-*")]:
+        root = Path(root)
+        for p in [*root.glob("*.tmp"), *root.glob(f"{MEMO_FOLDER}/*/.*.tmp"), *root.glob(".probe-*")]:
             if p.is_file() and now - p.stat().st_mtime > ownerless_after_s:
                 yield p, "a leftover file"
 

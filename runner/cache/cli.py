@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from runner.cache import _remove, entries, stale_temps, temps_elsewhere
+from runner.cache.lock import is_lock, remove_if_dead
 
 
 def _size(path: Path) -> int:
@@ -89,7 +90,9 @@ def main(argv=None) -> int:
         print(f"{'would delete' if args.dry_run else 'deleted'} temp {tmp.relative_to(root)} ({why})")
         if args.dry_run:
             continue
-        if tmp.is_dir():
+        if is_lock(tmp):
+            remove_if_dead(tmp)  # moved aside and checked first: a waiter may be taking it over right now
+        elif tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)

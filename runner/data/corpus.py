@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from runner.cache import Cache
 from runner.errors import UserError
+from runner.system import inputs
 from runner.system.hashing import sha256_bytes
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ _LOADED: Dict[tuple, Corpus] = {}  # (source, file stats) -> Corpus, in this pro
 def load_corpus(cfg, cache: Cache, key_prefix: str) -> Corpus:
     """key_prefix names the config node in errors, e.g. 'eval.corpus'."""
     files, description = _corpus_files(cfg, cache, key_prefix)
+    for p in files:
+        inputs.record(p)
     # a job reads its texts for its keys and again in its stages: read each (unchanged) file once
     memo_key = (cfg.source, tuple(_stat(p) for p in files))
     if memo_key in _LOADED:
@@ -95,13 +98,12 @@ def sdist_folder(spec: str, cache: Cache, key: str, include: tuple[str, ...] = (
     With `include`, only members under those paths (relative to the sdist's top folder) are kept.
     """
     entry_key = Cache.key("sdist", spec, sorted(include))
-    entry = cache.get("packages", entry_key)
-    if entry:
-        return next(p for p in entry.iterdir() if p.is_dir())
-    with cache.put("packages", entry_key) as tmp, tempfile.TemporaryDirectory() as dl:
-        archive = local_sdist(spec) or _download(spec, Path(dl), key)
-        _extract(archive, Path(tmp), include)
-    entry = cache.get("packages", entry_key)
+
+    def build(folder):
+        with tempfile.TemporaryDirectory() as dl:
+            _extract(local_sdist(spec) or _download(spec, Path(dl), key), folder, include)
+
+    entry = cache.get_or_build("packages", entry_key, build)
     return next(p for p in entry.iterdir() if p.is_dir())
 
 

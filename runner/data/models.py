@@ -16,7 +16,7 @@ from safetensors import safe_open
 
 from runner.cache import Cache
 from runner.errors import UserError
-from runner.system import packages
+from runner.system import inputs, packages
 from runner.system.hashing import sha256_file, sha256_json
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,13 @@ def model_fingerprint(cfg) -> list:
     else:
         path = Path(cfg.id).expanduser()
         if cfg.source == "hf" and not path.exists():  # a hub id: what it names changes with each push
+            inputs.unverifiable(f"the hub model {cfg.id}")
             return ["hub", cfg.id, hub_commit(cfg.id, cfg.revision)]
         files = [path] if path.is_file() else sorted(path.glob("*")) if path.is_dir() else []
-    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files if p.is_file()]
+    files = [p for p in files if p.is_file()]
+    for p in files:
+        inputs.record(p)
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
 def hub_commit(repo_id: str, revision: Optional[str]) -> str:
@@ -255,21 +259,20 @@ def _gguf_folder(gguf_path: Path, cache: Cache, where: str) -> tuple[Path, str]:
     gguf_sha = sha256_file(gguf_path, cache.memo_dir)
     key = Cache.key("packaged_gguf", gguf_sha, packages.versions("transformers"))
     origin = f"{where} (sha256 {gguf_sha[:12]}), dequantized to fp32"
-    hit = cache.get("models", key)
-    if hit:
-        return hit, origin
-    log.info("converting %s to a safetensors folder (once; cached under %s)", gguf_path.name, cache.root)
-    with cache.put("models", key, label=f"{gguf_path.name} dequantized") as tmp:
+
+    def build(folder):
+        log.info("converting %s to a safetensors folder (once; cached under %s)", gguf_path.name, cache.root)
         try:
-            _dequantize_gguf(gguf_path.parent, gguf_path.name, tmp)
+            _dequantize_gguf(gguf_path.parent, gguf_path.name, folder)
         except (ValueError, KeyError) as e:  # transformers knows only some GGUF architectures
             raise UserError(
                 "model.id",
                 f"transformers cannot load {gguf_path.name} ({str(e).splitlines()[0][:160]})",
                 "pass the original HF model folder instead (model=hf)",
             ) from e
-        (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf_path), "sha256": gguf_sha}))
-    return cache.get("models", key), origin
+        (folder / "source.json").write_text(json.dumps({"gguf": str(gguf_path), "sha256": gguf_sha}))
+
+    return cache.get_or_build("models", key, build, label=f"{gguf_path.name} dequantized"), origin
 
 
 def _dequantize_gguf(pkg_dir: Path, gguf_file: str, out: Path) -> None:

@@ -55,23 +55,25 @@ def quantize(model, format_cfg, calibration_cfg, hardware_cfg, cache: Cache) -> 
     hit = cache.get("artifacts", key)  # verified against its .entry.json; a corrupt one is recomputed
     if hit and (hit / MANIFEST).exists():
         return Artifact(hit, json.loads((hit / MANIFEST).read_text()), cache_hit=True)
-    log.info("quantizing %s to %s", model.name, format_cfg.name)
-    with cache.put("artifacts", key, label=f"{model.name} {format_cfg.name}") as tmp:
+    built = []
+
+    def build(folder):
+        log.info("quantizing %s to %s", model.name, format_cfg.name)
         start = time.perf_counter()
-        extras = fmt.quantize(model, format_cfg, calibration_cfg, hardware_cfg, tmp, cache=cache)
+        extras = fmt.quantize(model, format_cfg, calibration_cfg, hardware_cfg, folder, cache=cache)
         wall = time.perf_counter() - start
-        manifest = _manifest(tmp, model, format_cfg, fmt, extras, wall, key, cache.memo_dir)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    path = cache.get("artifacts", key)
-    return Artifact(path, json.loads((path / MANIFEST).read_text()))
+        manifest = _manifest(folder, model, format_cfg, fmt, extras, wall, key)
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        built.append(folder)
+
+    path = cache.get_or_build("artifacts", key, build, label=f"{model.name} {format_cfg.name}")
+    return Artifact(path, json.loads((path / MANIFEST).read_text()), cache_hit=not built)
 
 
-def _manifest(
-    folder: Path, model, format_cfg, fmt, extras: Dict[str, Any], wall: float, key: str, memo_dir
-) -> Dict[str, Any]:
+def _manifest(folder: Path, model, format_cfg, fmt, extras: Dict[str, Any], wall: float, key: str) -> Dict[str, Any]:
     weight_files = extras.pop("weight_files")
     files = {
-        p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p, memo_dir)}
+        p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}  # a temp folder: memoized in-process only
         for p in sorted(folder.iterdir())
         if p.is_file()
     }

@@ -134,16 +134,19 @@ def ensure_measurement(model, calibration, cache: Cache) -> Tuple[Path, bool]:
     if hit and (hit / MEASUREMENT_FILE).exists():
         return hit, True
     _check_tokens(model, corpus.text, calibration)
-    with cache.put(MEASUREMENTS, key) as tmp, tempfile.TemporaryDirectory(prefix=".exl2-work-", dir=tmp.parent) as work:
-        n_rows = write_calibration_parquet(corpus.text, tmp / CAL_FILE)
-        start = time.perf_counter()
-        work = Path(work)
-        run_convert(
-            measure_command(model.path, work / "job", tmp / CAL_FILE, calibration, tmp / MEASUREMENT_FILE),
-            tmp / MEASUREMENT_FILE,
-            work / "measure.log",
-        )
-        shutil.copy2(work / "measure.log", tmp / "measure.log")
+    built = []
+
+    def build(folder):
+        with tempfile.TemporaryDirectory(prefix=".exl2-work-", dir=folder.parent) as work_dir:
+            work = Path(work_dir)
+            n_rows = write_calibration_parquet(corpus.text, folder / CAL_FILE)
+            start = time.perf_counter()
+            run_convert(
+                measure_command(model.path, work / "job", folder / CAL_FILE, calibration, folder / MEASUREMENT_FILE),
+                folder / MEASUREMENT_FILE,
+                work / "measure.log",
+            )
+            shutil.copy2(work / "measure.log", folder / "measure.log")
         meta = {
             "model": model.identity,
             "corpus_sha256": corpus.sha256,
@@ -152,8 +155,10 @@ def ensure_measurement(model, calibration, cache: Cache) -> Tuple[Path, bool]:
             "measure_s": time.perf_counter() - start,
             "exllamav2": packages.version("exllamav2"),
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    return cache.get(MEASUREMENTS, key), False
+        (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+        built.append(folder)
+
+    return cache.get_or_build(MEASUREMENTS, key, build), not built
 
 
 class Exl2Format(Format):

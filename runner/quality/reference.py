@@ -42,19 +42,22 @@ def reference(
     model, eval_cfg, stream: TokenStream, hardware, cache: Cache, baseline_artifact, engine: str
 ) -> Reference:
     """The baseline artifact's top-k log-probs on `engine` (the baseline preset's format.engine)."""
+    loader = get_engine(engine)
     key = Cache.key(
         "reference",
         baseline_artifact.manifest["key"],
         engine,
+        loader.version(),  # another library version, or CUDA kernels instead of CPU ones, gives other log-probs
+        hardware.device,
         stream.key,
         eval_cfg.ctx_len,
         eval_cfg.stride,
         uses_bos(stream, eval_cfg),
         eval_cfg.kld_topk,
     )
-    hit = cache.get("references", key)
-    if not hit:
-        loaded = get_engine(engine).load(baseline_artifact, model, hardware)
+
+    def build(folder):
+        loaded = loader.load(baseline_artifact, model, hardware)
         nll, ids, lps = [], [], []
         try:
             for inputs, rows, targets in tqdm(
@@ -67,19 +70,17 @@ def reference(
                 lps.append(top_l)
         finally:
             loaded.close()
-        with cache.put("references", key, label=f"{model.name} {eval_cfg.baseline} top-{eval_cfg.kld_topk}") as tmp:
-            np.savez(
-                tmp / "reference.npz",
-                nll=np.concatenate(nll).astype(np.float32),
-                top_ids=np.concatenate(ids),
-                top_logprobs=np.concatenate(lps),
-            )
-            (tmp / "meta.json").write_text(
-                json.dumps(
-                    {"baseline": eval_cfg.baseline, "engine": engine, "artifact": baseline_artifact.manifest["key"]}
-                )
-            )
-        hit = cache.get("references", key)
+        np.savez(
+            folder / "reference.npz",
+            nll=np.concatenate(nll).astype(np.float32),
+            top_ids=np.concatenate(ids),
+            top_logprobs=np.concatenate(lps),
+        )
+        meta = {"baseline": eval_cfg.baseline, "engine": engine, "artifact": baseline_artifact.manifest["key"]}
+        (folder / "meta.json").write_text(json.dumps({**meta, "engine_version": loader.version()}))
+
+    label = f"{model.name} {eval_cfg.baseline} top-{eval_cfg.kld_topk}"
+    hit = cache.get_or_build("references", key, build, label=label)
     data = np.load(hit / "reference.npz")
     return Reference(
         data["nll"].astype(np.float64),

@@ -92,8 +92,8 @@ def _cached_stream(model, eval_cfg, cache: Cache, corpus, made_by, gguf) -> Toke
     key = Cache.key(
         "tokens", [sha256_file(p, cache.memo_dir) for p in tok_files], corpus.sha256, eval_cfg.n_tokens, which
     )
-    hit = cache.get("tokens", key)
-    if not hit:
+
+    def build(folder):
         ids = made_by.encode(corpus.text)
         if len(ids) < eval_cfg.n_tokens:
             raise UserError(
@@ -101,9 +101,9 @@ def _cached_stream(model, eval_cfg, cache: Cache, corpus, made_by, gguf) -> Toke
                 f"the corpus has only {len(ids)} tokens, {eval_cfg.n_tokens} asked",
                 f"lower eval.n_tokens to <= {len(ids)} or add texts to eval.corpus",
             )
-        with cache.put("tokens", key) as tmp:
-            np.save(tmp / "ids.npy", np.asarray(ids[: eval_cfg.n_tokens], dtype=np.int32))
-        hit = cache.get("tokens", key)
+        np.save(folder / "ids.npy", np.asarray(ids[: eval_cfg.n_tokens], dtype=np.int32))
+
+    hit = cache.get_or_build("tokens", key, build)
     return TokenStream(
         np.load(hit / "ids.npy"),
         made_by.bos_id,

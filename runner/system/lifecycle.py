@@ -27,12 +27,13 @@ class Terminated(KeyboardInterrupt):
 
 def owner() -> Dict[str, object]:
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start": _start_time(pid)}
+    return {"host": socket.gethostname(), "pid": pid, "start": _start_time(pid), "pidns": _pid_namespace()}
 
 
-def owner_alive(host: Optional[str], pid, start=None) -> Optional[bool]:
-    """True/False for an owner on this host; None when it ran on another host (its pid means nothing here)."""
-    if host != socket.gethostname():
+def owner_alive(host: Optional[str], pid, start=None, pidns: Optional[str] = None) -> Optional[bool]:
+    """True/False for an owner on this host; None when it ran on another host (its pid means nothing here),
+    or in another pid namespace of the same host name (containers sharing a host name or a network namespace)."""
+    if host != socket.gethostname() or (pidns and pidns != _pid_namespace()):
         return None
     try:
         pid = int(pid or 0)
@@ -57,6 +58,13 @@ def _pid_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def _pid_namespace() -> Optional[str]:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
 
 
 def _start_time(pid: int) -> Optional[int]:

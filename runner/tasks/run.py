@@ -6,14 +6,17 @@ kill (or with a larger eval.task_limit) reads them back and asks the engine only
 itself cannot resume). They are deleted once a task has finished without a limit.
 """
 
+import functools
 import json
 import logging
 import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional
 
 from runner.cache import Cache
+from runner.cache.lock import build_lock
 from runner.engines import get_engine
 from runner.system.packages import dist_versions
 from runner.tasks.registry import METRIC, task_identity, task_spec
@@ -34,12 +37,12 @@ class TaskResult:
     items: List[float]  # per-item accuracy, in lm-eval's doc order
 
 
-def task_key(artifact, engine: str, task: str, limit: Optional[int], add_bos: Optional[bool]) -> str:
+def task_key(artifact, engine: str, device: str, task: str, limit: Optional[int], add_bos: Optional[bool]) -> str:
     """The finished task's cache entry; its answers in progress live under answers_key (the same without the limit)."""
-    return Cache.key("task", answers_key(artifact, engine, task, add_bos), limit)
+    return Cache.key("task", answers_key(artifact, engine, device, task, add_bos), limit)
 
 
-def answers_key(artifact, engine: str, task: str, add_bos: Optional[bool]) -> str:
+def answers_key(artifact, engine: str, device: str, task: str, add_bos: Optional[bool]) -> str:
     """Answers are keyed by their request's token ids: a run with another eval.task_limit reuses those made so far."""
     from runner.tasks.lm import MAX_LENGTH
 
@@ -48,6 +51,7 @@ def answers_key(artifact, engine: str, task: str, add_bos: Optional[bool]) -> st
         artifact.manifest["key"],
         engine,
         get_engine(engine).version(),
+        device,  # CUDA kernels and CPU ones can pick different answers near a tie
         task_identity(task),
         dist_versions("lm-eval"),
         add_bos,
@@ -66,43 +70,42 @@ def run_tasks(
     add_bos: Optional[bool] = None,
 ) -> Dict[str, TaskResult]:
     """Every task's result; the engine loads only if some task is not cached yet."""
-    results, loaded, tokenizer = {}, None, None
+    label = f"{artifact.manifest['format']} on {engine}"
+    opened: dict = {}  # the engine and tokenizer, loaded by the first task that is not cached
+
+    def compute(task: str, folder: Path) -> None:
+        if not opened:
+            from runner.tasks.lm import task_tokenizer
+
+            opened["loaded"] = get_engine(engine).load(artifact, model, hardware)
+            opened["tokenizer"] = task_tokenizer(artifact, model, add_bos)
+        answers = answers_key(artifact, engine, hardware.device, task, add_bos)
+        with build_lock(cache.memo_dir / PARTIAL, answers, f"the answers of {task} {label}"):  # runs of any limit
+            _compute(opened["loaded"], opened["tokenizer"], task, limit, cache, folder, answers, label)
+        opened.setdefault("built", set()).add(task)
+
+    results = {}
     try:
         for task in tasks:
-            key = task_key(artifact, engine, task, limit, add_bos)
-            hit = cache.get("tasks", key)
-            if hit is None:
-                if loaded is None:
-                    from runner.tasks.lm import task_tokenizer
-
-                    loaded = get_engine(engine).load(artifact, model, hardware)
-                    tokenizer = task_tokenizer(artifact, model, add_bos)
-                _compute(
-                    loaded,
-                    tokenizer,
-                    task,
-                    limit,
-                    cache,
-                    key,
-                    answers_key(artifact, engine, task, add_bos),
-                    f"{artifact.manifest['format']} on {engine}",
-                )
-                hit = cache.get("tasks", key)
-                cached = False
-            else:
-                cached = True
+            key = task_key(artifact, engine, hardware.device, task, limit, add_bos)
+            hit = cache.get_or_build("tasks", key, functools.partial(compute, task), label=f"{task} {label}")
+            built = task in opened.get("built", ())
+            if built and limit is None:  # every answer is now in the entry; a limited run's stay for a longer run
+                answers = answers_key(artifact, engine, hardware.device, task, add_bos)
+                with build_lock(cache.memo_dir / PARTIAL, answers, f"the answers of {task} {label}"):
+                    shutil.rmtree(cache.memo_dir / PARTIAL / answers, ignore_errors=True)
             data = json.loads((hit / "result.json").read_text())
-            results[task] = TaskResult(**{**data, "cache_hit": cached})
+            results[task] = TaskResult(**{**data, "cache_hit": not built})
     finally:
-        if tokenizer is not None:
-            tokenizer.close()
-        if loaded is not None:
-            loaded.close()
+        if "tokenizer" in opened:
+            opened["tokenizer"].close()
+        if "loaded" in opened:
+            opened["loaded"].close()
     return results
 
 
 def _compute(
-    loaded, tokenizer, task: str, limit: Optional[int], cache: Cache, key: str, answers: str, label: str
+    loaded, tokenizer, task: str, limit: Optional[int], cache: Cache, folder: Path, answers: str, label: str
 ) -> None:
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -141,7 +144,4 @@ def _compute(
         "resumed": store.resumed,
         "items": items,
     }
-    with cache.put("tasks", key, label=f"{task} {label}") as tmp:
-        (tmp / "result.json").write_text(json.dumps(result))
-    if limit is None:  # every answer is now in the entry; a limited run's answers stay for a longer run to reuse
-        shutil.rmtree(partial, ignore_errors=True)
+    (folder / "result.json").write_text(json.dumps(result))

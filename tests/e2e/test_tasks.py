@@ -144,7 +144,8 @@ def test_a_task_killed_midway_resumes_from_its_kept_answers(tmp_path, tiny_fp32)
     args = tmp_path / "args.pkl"
     args.write_bytes(pickle.dumps((model, artifact, OmegaConf.create(OmegaConf.to_container(hardware, resolve=True)))))
     cache = Cache(tmp_path / "c")
-    items = cache.memo_dir / PARTIAL / answers_key(artifact, "torch", "shakespeare_nextline", None) / "items.jsonl"
+    answers = answers_key(artifact, "torch", "cpu", "shakespeare_nextline", None)
+    items = cache.memo_dir / PARTIAL / answers / "items.jsonl"
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(args), str(tmp_path / "c"), str(limit)],
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
@@ -162,7 +163,7 @@ def test_a_task_killed_midway_resumes_from_its_kept_answers(tmp_path, tiny_fp32)
     kept = len(items.read_text().splitlines())
     assert (
         20 <= kept < 4 * limit
-        and cache.get("tasks", task_key(artifact, "torch", "shakespeare_nextline", limit, None)) is None
+        and cache.get("tasks", task_key(artifact, "torch", "cpu", "shakespeare_nextline", limit, None)) is None
     )
 
     resumed = run_tasks(artifact, model, "torch", ["shakespeare_nextline"], limit, hardware, cache)[

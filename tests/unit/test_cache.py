@@ -1,5 +1,6 @@
 """The stage cache: complete entries appear atomically; failures leave nothing behind."""
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -80,15 +81,110 @@ def test_truncated_file_and_missing_manifest_are_incomplete(tmp_path):
     assert cache.get("artifacts", "b") is None
 
 
-def test_hash_memo_survives_the_rename(tmp_path):
-    from runner.system.hashing import _MEMO_NAME
+def test_hash_memo_survives_the_rename(tmp_path, monkeypatch):
+    from runner.system import hashing
 
     cache = Cache(tmp_path)
     with cache.put("artifacts", "k") as tmp:
         (tmp / "w.bin").write_bytes(b"z" * 100)
-    memo = (tmp_path / _MEMO_NAME).read_text()
-    cache.get("artifacts", "k")
-    assert (tmp_path / _MEMO_NAME).read_text() == memo  # verification hashed nothing new
+    monkeypatch.setattr(hashing, "_SEEN", {})  # as a new process would start
+    hashed = _count_hashing(monkeypatch)
+    assert cache.get("artifacts", "k") is not None
+    assert hashed == []  # verification read the memo, hashed nothing
+
+
+def _count_hashing(monkeypatch) -> list:
+    """The files hashed from here on (the memo's misses)."""
+    from runner.system import hashing
+
+    calls: list = []
+    real = hashing.hashlib.sha256
+
+    def counting(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(hashing.hashlib, "sha256", counting)
+    monkeypatch.setattr(hashing, "sha256_bytes", lambda data: real(data).hexdigest())
+    return calls
+
+
+def test_hash_memo_holds_for_another_client_of_the_same_files(tmp_path, monkeypatch):
+    """Another NFS client sees the same file under other device (and possibly inode) numbers, with the same
+    path, size, mtime and ctime: it reuses the memo and hashes nothing again."""
+    from runner.system import hashing
+
+    cache = Cache(tmp_path)
+    with cache.put("artifacts", "k") as tmp:
+        (tmp / "w.bin").write_bytes(b"z" * 4096)
+    weights = (tmp_path / "artifacts" / "k" / "w.bin").resolve()
+    real_stat = Path.stat
+
+    def as_another_client(self, *args, **kwargs):
+        st = real_stat(self, *args, **kwargs)
+        if self != weights:
+            return st
+        fields = list(st)
+        fields[1], fields[2] = st.st_ino + 7, st.st_dev + 1  # st_ino, st_dev
+        return os.stat_result(fields, {k: getattr(st, k) for k in ("st_mtime_ns", "st_ctime_ns", "st_atime_ns")})
+
+    monkeypatch.setattr(Path, "stat", as_another_client)
+    monkeypatch.setattr(hashing, "_SEEN", {})
+    hashed = _count_hashing(monkeypatch)
+    assert Cache(tmp_path).get("artifacts", "k") is not None
+    assert hashed == []
+
+
+def test_a_file_replaced_with_the_same_size_and_mtime_is_hashed_again(tmp_path, monkeypatch):
+    """`cp -p` or `rsync -t` over a cached file keeps its size and mtime: the memo must not vouch for the new bytes."""
+    from runner.system import hashing
+
+    cache = Cache(tmp_path)
+    with cache.put("artifacts", "k") as tmp:
+        (tmp / "w.bin").write_bytes(b"z" * 4096)
+    weights = tmp_path / "artifacts" / "k" / "w.bin"
+    st = weights.stat()
+    time.sleep(0.01)
+    replacement = tmp_path / "other.bin"
+    replacement.write_bytes(b"y" * 4096)
+    os.utime(replacement, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(replacement, weights)
+    assert (weights.stat().st_size, weights.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    monkeypatch.setattr(hashing, "_SEEN", {})
+    assert cache.get("artifacts", "k") is None  # its sha256 no longer matches: found corrupt, not vouched for
+
+
+def _hash_in_child(memo_dir: str, files: list, go_at: float) -> None:
+    from runner.system.hashing import sha256_file
+
+    while time.time() < go_at:
+        time.sleep(0.002)
+    for f in files:
+        sha256_file(Path(f), Path(memo_dir))
+
+
+def test_concurrent_writers_of_the_hash_memo_lose_no_entry(tmp_path, monkeypatch):
+    from runner.system import hashing
+
+    files = []
+    for i in range(40):
+        f = tmp_path / "files" / f"f{i}.bin"
+        f.parent.mkdir(exist_ok=True)
+        f.write_bytes(os.urandom(1000))
+        files.append(str(f))
+    ctx = multiprocessing.get_context("fork")
+    go_at = time.time() + 0.5
+    workers = [ctx.Process(target=_hash_in_child, args=(str(tmp_path / "memo"), files[i::4], go_at)) for i in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+    monkeypatch.setattr(hashing, "_SEEN", {})
+    hashed = _count_hashing(monkeypatch)
+    for f in files:
+        hashing.sha256_file(Path(f), tmp_path / "memo")
+    assert hashed == []  # all 40 remembered, whichever process wrote them
 
 
 # --- temp folders: owned by a pid, never judged by age; the loser of a race uses the winner's entry ---

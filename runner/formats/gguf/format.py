@@ -150,18 +150,17 @@ def convert_once(model, cache: Cache, threads: int = 2) -> Path:
     version = llama_cpp_module().__version__
     via = f"requantize:{model.source_gguf.name}" if model.source_gguf else "convert_hf_to_gguf"
     key = Cache.key("gguf_f16", model.identity, version, via)
-    hit = cache.get("gguf_base", key)
-    if hit:
-        return hit / "model-f16.gguf"
-    with cache.put("gguf_base", key, label=f"{model.name} f16 GGUF") as tmp:
+
+    def build(folder):
         if model.source_gguf:
             check_gguf(model.source_gguf, "model.id")
             log.info("requantizing %s to f16 (once per model)", model.source_gguf.name)
-            quantize_file(model.source_gguf, tmp / "model-f16.gguf", "f16", threads, allow_requantize=True)
+            quantize_file(model.source_gguf, folder / "model-f16.gguf", "f16", threads, allow_requantize=True)
         else:
-            _convert_hf(model, tmp / "model-f16.gguf", converter_dir(cache))
-        check_gguf(tmp / "model-f16.gguf", "model.id")
-    return cache.get("gguf_base", key) / "model-f16.gguf"
+            _convert_hf(model, folder / "model-f16.gguf", converter_dir(cache))
+        check_gguf(folder / "model-f16.gguf", "model.id")
+
+    return cache.get_or_build("gguf_base", key, build, label=f"{model.name} f16 GGUF") / "model-f16.gguf"
 
 
 def _convert_hf(model, out: Path, conv: Path) -> None:

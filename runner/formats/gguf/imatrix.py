@@ -24,13 +24,13 @@ log = logging.getLogger(__name__)
 
 def imatrix_for(model, base_gguf: Path, calibration, hardware, cache: Cache) -> Dict[str, Any]:
     key = Cache.key("imatrix", model.identity, calibration_identity(calibration, cache))
-    hit = cache.get("imatrix", key)
-    if not hit:
-        with cache.put("imatrix", key) as tmp:
-            values, meta = _collect(model, base_gguf, calibration, hardware, cache)
-            np.savez(tmp / "imatrix.npz", **values)
-            (tmp / "meta.json").write_text(json.dumps(meta))
-        hit = cache.get("imatrix", key)
+
+    def build(folder):
+        values, meta = _collect(model, base_gguf, calibration, hardware, cache)
+        np.savez(folder / "imatrix.npz", **values)
+        (folder / "meta.json").write_text(json.dumps(meta))
+
+    hit = cache.get_or_build("imatrix", key, build)
     values = dict(np.load(hit / "imatrix.npz"))
     meta = json.loads((hit / "meta.json").read_text())
     return {"data": _c_array(values), "n_tensors": len(values), **meta}
