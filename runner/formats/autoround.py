@@ -16,6 +16,7 @@ from safetensors import safe_open
 from runner.errors import UserError
 from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
+from runner.formats.backends import IntGrid
 from runner.formats.base import tensor_type_table
 
 GPTQ_PARTS = ("qweight", "qzeros", "scales", "g_idx")
@@ -63,9 +64,7 @@ def _auto_round(model, cfg, samples, hardware, out_dir):
         model.path,
         out_dir,
         samples,
-        bits=cfg.bits,
-        group_size=cfg.group_size,
-        sym=cfg.sym,
+        IntGrid(cfg.bits, cfg.group_size, cfg.sym),
         iters=cfg.iters,
         batch_size=batch_size,
         lr=cfg.lr,

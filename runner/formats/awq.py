@@ -12,6 +12,7 @@ Defaults: group 32 with zero point (asymmetric), fair to Q4_1-rounded weights.
 from runner.errors import UserError
 from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
+from runner.formats.backends import IntGrid
 
 VERSIONS = ("GEMM", "GEMV")
 # gptqmodel and autoawq search a fixed 20-point grid: format.n_grid / duo_scaling act on llmcompressor only
@@ -42,17 +43,8 @@ def _llmcompressor(model, cfg, samples, hardware, out_dir):
 
 def _autoawq_layout(quantize, model, cfg, samples, hardware, out_dir, **extra):
     """gptqmodel and AutoAWQ both write AutoAWQ's GEMM/GEMV layout, searching a fixed grid of scales."""
-    quantize(
-        model.path,
-        out_dir,
-        samples,
-        zero_point=cfg.zero_point,
-        version=cfg.version,
-        device=hardware.device,
-        bits=cfg.w_bit,
-        group_size=cfg.q_group_size,
-        **extra,
-    )
+    grid = IntGrid(cfg.w_bit, cfg.q_group_size, sym=not cfg.zero_point)
+    quantize(model.path, out_dir, samples, grid, version=cfg.version, device=hardware.device, **extra)
     return {
         "checkpoint_format": f"AutoAWQ {cfg.version}",
         "quantize_dtype": "float16",

@@ -11,6 +11,7 @@ Q4_1 rounding, like the embedded SmolLM2); groups must divide every layer width 
 from runner.errors import UserError
 from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
+from runner.formats.backends import IntGrid
 
 
 def _gptqmodel(model, cfg, samples, hardware, out_dir):
@@ -20,9 +21,7 @@ def _gptqmodel(model, cfg, samples, hardware, out_dir):
         model.path,
         out_dir,
         samples,
-        bits=cfg.bits,
-        group_size=cfg.group_size,
-        sym=cfg.sym,
+        IntGrid(cfg.bits, cfg.group_size, cfg.sym),
         desc_act=cfg.desc_act,
         damp_percent=cfg.damp_percent,
         true_sequential=cfg.true_sequential,

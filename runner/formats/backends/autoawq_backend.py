@@ -10,23 +10,15 @@ from typing import List
 
 import torch
 
+from runner.formats.backends import IntGrid
 
-def quantize(
-    src: Path,
-    out: Path,
-    samples: List[List[int]],
-    *,
-    bits: int,
-    group_size: int,
-    zero_point: bool,
-    version: str,
-    device: str,
-) -> None:
+
+def quantize(src: Path, out: Path, samples: List[List[int]], grid: IntGrid, *, version: str, device: str) -> None:
     from awq import AutoAWQForCausalLM
     from transformers import AutoTokenizer
 
     model = AutoAWQForCausalLM.from_pretrained(str(src), torch_dtype=torch.float16, device_map=device)
-    quant_config = {"w_bit": bits, "q_group_size": group_size, "zero_point": zero_point, "version": version}
+    quant_config = {"w_bit": grid.bits, "q_group_size": grid.group_size, "zero_point": not grid.sym, "version": version}
     model.quantize(
         AutoTokenizer.from_pretrained(src),
         quant_config=quant_config,

@@ -17,15 +17,15 @@ from typing import List, Optional
 
 import torch
 
+from runner.formats.backends import IntGrid
+
 
 def quantize(
     src: Path,
     out: Path,
     samples: List[List[int]],
+    grid: IntGrid,
     *,
-    bits: int,
-    group_size: int,
-    sym: bool,
     iters: int,
     batch_size: int,
     lr: Optional[float],
@@ -40,7 +40,7 @@ def quantize(
     staging = out / ".auto_round"
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="In CPU autocast, but the target dtype is not supported")
-        signround = SignRoundConfig(bits=bits, group_size=group_size, sym=sym, iters=iters, lr=lr)
+        signround = SignRoundConfig(bits=grid.bits, group_size=grid.group_size, sym=grid.sym, iters=iters, lr=lr)
         ar = AutoRound(
             model,
             tokenizer,

@@ -19,6 +19,7 @@ from typing import List
 
 import torch
 
+from runner.formats.backends import IntGrid
 from runner.system.library_logs import stdout_to_job_log
 
 
@@ -43,14 +44,25 @@ def _calibration(samples: List[List[int]]):
     ]
 
 
+def _config(g, grid: IntGrid, **method):
+    """gptqmodel's QuantizeConfig on the grid, with the method's own settings; offload_to_disk off."""
+    return g.QuantizeConfig(bits=grid.bits, group_size=grid.group_size, sym=grid.sym, offload_to_disk=False, **method)
+
+
+def _quantize(g, src: Path, out: Path, samples: List[List[int]], qc, dtype, device: str, **run) -> None:
+    """Load src in `dtype` with the QuantizeConfig, quantize on the samples one at a time, save into out."""
+    model = g.GPTQModel.load(str(src), qc, dtype=dtype, device=device)
+    model.quantize(_calibration(samples), batch_size=1, **run)
+    with stdout_to_job_log("gptqmodel"):
+        model.save(str(out))
+
+
 def quantize_gptq(
     src: Path,
     out: Path,
     samples: List[List[int]],
+    grid: IntGrid,
     *,
-    bits: int,
-    group_size: int,
-    sym: bool,
     desc_act: bool,
     damp_percent: float,
     true_sequential: bool,
@@ -58,46 +70,16 @@ def quantize_gptq(
     threads: int,
 ) -> None:
     g = _gptqmodel(threads)
-    qc = g.QuantizeConfig(
-        bits=bits,
-        group_size=group_size,
-        sym=sym,
-        desc_act=desc_act,
-        damp_percent=damp_percent,
-        true_sequential=true_sequential,
-        offload_to_disk=False,
-    )
-    model = g.GPTQModel.load(str(src), qc, dtype=torch.float32, device=device)
-    model.quantize(_calibration(samples), batch_size=1)
-    with stdout_to_job_log("gptqmodel"):
-        model.save(str(out))
+    qc = _config(g, grid, desc_act=desc_act, damp_percent=damp_percent, true_sequential=true_sequential)
+    _quantize(g, src, out, samples, qc, torch.float32, device)
 
 
 def quantize_awq(
-    src: Path,
-    out: Path,
-    samples: List[List[int]],
-    *,
-    bits: int,
-    group_size: int,
-    zero_point: bool,
-    version: str,
-    device: str,
-    threads: int,
+    src: Path, out: Path, samples: List[List[int]], grid: IntGrid, *, version: str, device: str, threads: int
 ) -> None:
     g = _gptqmodel(threads)
     from gptqmodel.quantization import FORMAT, METHOD
 
-    qc = g.QuantizeConfig(
-        bits=bits,
-        group_size=group_size,
-        sym=not zero_point,
-        method=METHOD.AWQ,
-        format=FORMAT[version],
-        offload_to_disk=False,
-    )
-    model = g.GPTQModel.load(str(src), qc, dtype=torch.float16, device=device)
+    qc = _config(g, grid, method=METHOD.AWQ, format=FORMAT[version])
     kernel = g.BACKEND.AWQ_TORCH if device == "cpu" else g.BACKEND.AUTO
-    model.quantize(_calibration(samples), batch_size=1, backend=kernel)
-    with stdout_to_job_log("gptqmodel"):
-        model.save(str(out))
+    _quantize(g, src, out, samples, qc, torch.float16, device, backend=kernel)
