@@ -50,7 +50,7 @@ $(OPENVINO_STAMP): requirements/openvino.txt
 	cd /tmp && PYTHONNOUSERSITE=1 $(CURDIR)/$(OPENVINO_VENV)/bin/python -c "from optimum.intel import OVModelForCausalLM; import openvino; print('openvino', openvino.__version__)"
 	touch $@
 
-.PHONY: venv venv-vllm venv-openvino llama-server run test test-all lint coverage ui clean chromium
+.PHONY: venv venv-vllm venv-openvino llama-server run test test-all lint coverage ui clean chromium slurm
 venv: $(STAMP)
 venv-vllm: $(VLLM_STAMP)
 venv-openvino: $(OPENVINO_STAMP)
@@ -72,7 +72,7 @@ test: $(STAMP)
 	$(PYTEST) -m "not slow" tests/unit tests/integration
 
 # Everything (what CI runs): a test whose prerequisite is missing fails here instead of skipping (QRUN_TEST_ALL).
-test-all: $(STAMP) $(VLLM_STAMP) $(OPENVINO_STAMP) $(CHROMIUM) llama-server
+test-all: $(STAMP) $(VLLM_STAMP) $(OPENVINO_STAMP) $(CHROMIUM) slurm llama-server
 	QRUN_TEST_ALL=1 $(PYTEST) tests
 
 # Style and types: ruff's lint and formatter over the code, mypy over the typed core ([tool.mypy] files).
@@ -94,6 +94,14 @@ $(CHROMIUM):
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	else echo "tests/test_mlflow_ui.py needs Chromium: sudo apt-get install -y chromium" >&2; exit 1; fi
 chromium: $(CHROMIUM)
+
+# tests/e2e/test_slurm.py runs a sweep on a one-node SLURM cluster on loopback (scripts/slurm_local.sh): Debian's
+# slurm-wlm and munge. CI runs as root on Debian, where apt installs them; anyone else is told the command.
+SLURM_BINS := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/bin/sbatch
+slurm:
+	@if ls $(SLURM_BINS) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; \
+	else echo "tests/e2e/test_slurm.py needs SLURM and munge: sudo apt-get install -y slurm-wlm munge" >&2; exit 1; fi
 
 # MLflow 3.17's UI opens experiments on GenAI pages unless told otherwise: the printed link opens the
 # runs table with the runner's columns (scripts/ui_check.py url).

@@ -29,6 +29,7 @@ GROUPS = {  # marker -> what its tests need beyond .venv (pyproject.toml registe
     "browser": "Chromium (make chromium)",
     "server": "an `mlflow server` process",
     "ray": "a local Ray instance",
+    "slurm": "a one-node SLURM cluster on loopback (make slurm: slurm-wlm and munge; root)",
     "cuda": "a CUDA GPU",
 }
 

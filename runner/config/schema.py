@@ -127,6 +127,9 @@ class HardwareConfig:
     gpu_memory_bytes: Optional[int] = None  # memory of ONE GPU; memory_budget_bytes is what a model may use in all
     tensor_parallel_size: int = 1  # vLLM: shard every layer over this many GPUs
     gpu_memory_utilization: float = 0.85  # vLLM: fraction of each GPU it may take for weights + KV cache
+    # SLURM feature its nodes carry (sbatch --constraint, hydra/launcher=slurm): jobs of a GPU profile land on nodes
+    # with that card; None asks for no feature
+    slurm_constraint: Optional[str] = None
 
 
 @dataclass
