@@ -126,6 +126,10 @@ def one_line_config_errors() -> None:
 
 
 def main() -> None:
+    from runner.sweep_stamp import replay
+
+    if replay(sys.argv[1:]):  # an unchanged, finished sweep: what it printed, without composing or opening MLflow
+        return
     from runner.sweep import SWEEP_STATE, end_sweep_killed
     from runner.system.lifecycle import Terminated
 

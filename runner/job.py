@@ -26,8 +26,10 @@ from runner.formats import get_format, load_format_preset
 from runner.stages import StageContext, StageResult, check_engine, check_values, plan, run_stage
 from runner.system.environment import code_identity, environment_tags, host_identity
 from runner.system.lifecycle import sigterm_raises
+from runner.system.packages import dist_versions
 from runner.tracking import PARENT_FILE, RUN_FILE, Tracker, child_run_name, flatten
 from runner.tracking.models import log_artifact_model
+from runner.tracking.remote_artifacts import mlflow_artifact_source
 
 log = logging.getLogger(__name__)
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -93,6 +95,7 @@ def job_key(cfg: DictConfig) -> str:
     # a scenario acts on jobs only through the benchmark.* it sets (resolved above); its bounds judge runs after
     for k in ("tracking", "cache", "resume", "deployment"):
         settings.pop(k, None)
+    settings["hardware"].pop("slurm_constraint", None)  # which nodes a cluster picks, not what runs on them
     try:
         formats = [cfg.format] + (
             [load_format_preset(cfg.eval.baseline, "eval.baseline")] if stages.uses_baseline(cfg) else []
@@ -101,6 +104,8 @@ def job_key(cfg: DictConfig) -> str:
             f.name: {**get_format(f.family).library_versions(), "engine": get_engine(f.engine).version()}
             for f in formats
         }
+        if stages.libraries(cfg):  # e.g. lm-eval for tasks: an upgrade re-scores them
+            settings["libraries"]["stages"] = dist_versions(*stages.libraries(cfg))
         with tempfile.TemporaryDirectory(prefix="qrun-key-") as scratch:
             cache = Cache(cfg.cache.dir, cfg.cache.mode, scratch=Path(scratch))
             if stages.reads_stream(cfg):
@@ -144,6 +149,8 @@ def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: lis
     engine.check_available(cfg.hardware)
     tracker.set_tags({"engine.name": engine.NAME, "engine.version": engine.version()})
     check_values(cfg)  # values that cannot work, before the model is touched
+    if cfg.cache.get("remote") == "mlflow":
+        cache.remote_artifacts = mlflow_artifact_source(cfg.tracking)
 
     model = resolve_model(cfg.model, cache)
     tracker.log_params(

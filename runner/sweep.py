@@ -22,6 +22,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from runner import sweep_stamp
 from runner.errors import exit_on_user_error
 from runner.paths import PROJECT_DIR
 from runner.report.summary import render
@@ -82,6 +83,7 @@ class MlflowSweepCallback(Callback):
             tracker.log_params({"sweep.reused_runs": ",".join(reused)})
         text = render(children, tracker.uri, tracker.experiment_name, info["run_id"], reused=set(reused))
         print("\n" + text, flush=True)
+        printed = [text]
         (sweep_dir / "summary.txt").write_text(text + "\n")
         tracker.log_file(sweep_dir / "summary.txt")
         failed = sum(r.info.status != "FINISHED" for r in children)
@@ -89,7 +91,8 @@ class MlflowSweepCallback(Callback):
         status = "FAILED" if failed or not children else "FINISHED"
         try:
             if children:
-                print("\n" + _decide(config, tracker, children, sweep_dir / "report"), flush=True)
+                printed.append(_decide(config, tracker, children, sweep_dir / "report"))
+                print("\n" + printed[-1], flush=True)
         except Exception as e:  # the jobs' runs stand; the parent says the decision could not be made
             status = "FAILED"
             SWEEP_STATE["failed"] = max(failed, 1)
@@ -99,6 +102,10 @@ class MlflowSweepCallback(Callback):
         finally:
             _stop_live_sweep()
             tracker.end(status)
+        if status == "FINISHED":  # after the parent run ended: the stamp holds the store's final state
+            sweep_stamp.write(
+                sys.argv[1:], config.hydra.launcher._target_, tracker.uri, info["run_id"], "\n\n".join(printed)
+            )
 
 
 def sweep_name(config: DictConfig) -> str:

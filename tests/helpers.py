@@ -6,6 +6,7 @@ Fixtures live in conftest.py; this module holds the plain functions that test fi
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -268,3 +269,10 @@ def process_gone(pid: int, within_s: float = 5.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -49,6 +49,8 @@ class Cache:
             raise UserError("cache.mode", f"unknown mode '{mode}'", f"use one of {', '.join(MODES)}")
         self.root = Path(root).expanduser().resolve()
         self.mode = mode
+        # where an artifact missing here may be downloaded from (cache.remote): fetch(key, folder) -> source or None
+        self.remote_artifacts: Optional[Callable[[str, Path], Optional[str]]] = None
         # with mode=off or read, new entries live in a scratch folder (the job's run dir) instead
         self.scratch = Path(scratch or tempfile.mkdtemp(prefix="qrun-scratch-")).resolve()
         if mode == "readwrite":

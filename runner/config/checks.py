@@ -18,6 +18,7 @@ BENCHMARK_KINDS = ("offline", "serving")  # one stream through the engine | a re
 MAX_REQUESTS = 10_000
 MAX_CONCURRENCY = 1_024
 MAX_DURATION_S = 3_600.0
+CACHE_REMOTES = ("mlflow",)  # where an artifact missing from the cache may be downloaded from
 
 
 def _at_least(key: str, value, low, fix: str = "") -> None:
@@ -59,6 +60,16 @@ def check_hardware(hw) -> None:
         )
     _positive_or_none("hardware.gpu_memory_bytes", hw.gpu_memory_bytes)
     _positive_or_none("hardware.memory_budget_bytes", hw.memory_budget_bytes)
+
+
+def check_cache(cache) -> None:
+    remote = cache.get("remote")
+    if remote is not None and remote not in CACHE_REMOTES:
+        raise UserError(
+            "cache.remote",
+            f"unknown remote '{remote}'",
+            f"use {' or '.join(CACHE_REMOTES)} (artifacts uploaded with tracking.upload_artifacts=true), or null",
+        )
 
 
 def check_calibration(cal) -> None:

@@ -145,6 +145,8 @@ class TrackingConfig:
 class CacheConfig:
     dir: str = "${oc.env:QRUN_CACHE_DIR,.qrun_cache}"
     mode: str = "readwrite"  # readwrite | read | off
+    # mlflow: an artifact missing here but uploaded to the MLflow store by another machine is downloaded, not rebuilt
+    remote: Optional[str] = None
 
 
 @dataclass

@@ -6,10 +6,11 @@ reference and the tasks stage make the baseline's the same way.
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from omegaconf import OmegaConf
 
@@ -29,6 +30,7 @@ class Artifact:
     path: Path
     manifest: Dict[str, Any]
     cache_hit: bool = False
+    downloaded_from: Optional[str] = None  # the MLflow run that uploaded it (cache.remote=mlflow), when fetched
 
     @property
     def bytes(self) -> int:
@@ -55,9 +57,14 @@ def quantize(model, format_cfg, calibration_cfg, hardware_cfg, cache: Cache) -> 
     hit = cache.get("artifacts", key)  # verified against its .entry.json; a corrupt one is recomputed
     if hit and (hit / MANIFEST).exists():
         return Artifact(hit, json.loads((hit / MANIFEST).read_text()), cache_hit=True)
-    built = []
+    built: list = []
+    fetched: list = []
 
     def build(folder):
+        run_id = _fetch(cache, key, folder)
+        if run_id:
+            fetched.append(run_id)
+            return
         log.info("quantizing %s to %s", model.name, format_cfg.name)
         start = time.perf_counter()
         extras = fmt.quantize(model, format_cfg, calibration_cfg, hardware_cfg, folder, cache=cache)
@@ -67,7 +74,40 @@ def quantize(model, format_cfg, calibration_cfg, hardware_cfg, cache: Cache) -> 
         built.append(folder)
 
     path = cache.get_or_build("artifacts", key, build, label=f"{model.name} {format_cfg.name}")
-    return Artifact(path, json.loads((path / MANIFEST).read_text()), cache_hit=not built)
+    manifest = json.loads((path / MANIFEST).read_text())
+    return Artifact(path, manifest, cache_hit=not (built or fetched), downloaded_from=fetched[0] if fetched else None)
+
+
+def _fetch(cache: Cache, key: str, folder: Path) -> Optional[str]:
+    """The artifact downloaded from the remote store into `folder` and verified against its manifest: the
+    uploading run's id; None (and `folder` left empty) when there is none, or it does not match."""
+    if cache.remote_artifacts is None:
+        return None
+    run_id = cache.remote_artifacts(key, folder)
+    if not run_id:
+        return None
+    problem = _unverified(folder, key)
+    if problem is None:
+        return run_id
+    log.warning("the artifact uploaded by MLflow run %s %s: quantizing it here", run_id, problem)
+    for p in folder.iterdir():
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return None
+
+
+def _unverified(folder: Path, key: str) -> Optional[str]:
+    """What is wrong with a downloaded artifact, judged by its manifest (every file's size and sha256), or None."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return f"has no readable {MANIFEST}"
+    if manifest.get("key") != key:
+        return f"is artifact {manifest.get('key')}, not {key}"
+    for name, facts in manifest.get("files", {}).items():
+        f = folder / name
+        if not f.is_file() or f.stat().st_size != facts["bytes"] or sha256_file(f) != facts["sha256"]:
+            return f"has {name} unlike its manifest (missing, another size or another sha256)"
+    return None
 
 
 def _manifest(folder: Path, model, format_cfg, fmt, extras: Dict[str, Any], wall: float, key: str) -> Dict[str, Any]:

@@ -81,6 +81,8 @@ class Stage:
     reads_stream: bool = False  # the eval token stream: eval.* is checked and the eval text is in the job key
     uses_baseline: Callable[[DictConfig], bool] = lambda cfg: False  # the eval.baseline preset's artifact
     check: Callable[[DictConfig], None] = lambda cfg: None  # raises UserError naming the key, before any work
+    # distributions its results depend on besides the format's and the engine's: their versions are in the job key
+    libraries: Callable[[DictConfig], Tuple[str, ...]] = lambda cfg: ()
 
 
 def _check_bootstrap(cfg: DictConfig) -> None:
@@ -111,7 +113,12 @@ STAGES: Dict[str, Stage] = {
         check=_check_bootstrap,
     ),
     # lm-eval task accuracy (eval.tasks); nothing to do when that is empty
-    "tasks": Stage("runner.stages.tasks", uses_baseline=lambda cfg: bool(cfg.eval.get("tasks")), check=_check_tasks),
+    "tasks": Stage(
+        "runner.stages.tasks",
+        uses_baseline=lambda cfg: bool(cfg.eval.get("tasks")),
+        check=_check_tasks,
+        libraries=lambda cfg: ("lm-eval",) if cfg.eval.get("tasks") else (),
+    ),
     # the benchmark's prompts are cut from the eval stream
     "benchmark": Stage("runner.stages.benchmark", reads_stream=True, check=_check_benchmark),
     # opt-in: a GGUF dequantized on torch vs llama.cpp, scored against the baseline like evaluate
@@ -153,6 +160,11 @@ def uses_baseline(cfg: DictConfig) -> bool:
     return any(STAGES[s].uses_baseline(cfg) for s in cfg.stages if s in STAGES)
 
 
+def libraries(cfg: DictConfig) -> List[str]:
+    """The distributions the job's stages depend on beyond its format and engine (e.g. lm-eval for tasks)."""
+    return sorted({d for s in cfg.stages if s in STAGES for d in STAGES[s].libraries(cfg)})
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise a UserError naming the first key whose value cannot work, for the stages this job runs."""
     check_values(cfg)
@@ -162,6 +174,7 @@ def check_config(cfg: DictConfig) -> None:
 def check_values(cfg: DictConfig) -> None:
     """The config's values, for the stages this job runs."""
     checks.check_hardware(cfg.hardware)
+    checks.check_cache(cfg.cache)
     checks.check_calibration(cfg.calibration)
     if reads_stream(cfg):
         checks.check_eval(cfg.eval)

@@ -6,6 +6,7 @@ builds both on first use, evaluates the job's artifact on the job's engine, logs
 """
 
 import gc
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from runner.cache import Cache
 from runner.config.checks import bootstrap_settings
 from runner.engines import get_engine
 from runner.metrics import (
@@ -29,9 +31,10 @@ from runner.metrics import (
 from runner.paths import WINDOW_SUMS_ARTIFACT
 from runner.quality import scoring as M
 from runner.quality.reference import Reference, baseline_reference
-from runner.quality.stream import TokenStream, iter_windows, protocol
+from runner.quality.stream import TokenStream, iter_windows, protocol, uses_bos
 from runner.stages import StageContext, StageResult
 from runner.stats.bootstrap import WindowSums, quality_intervals
+from runner.system.environment import code_identity
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -39,8 +42,9 @@ def run(ctx: StageContext) -> StageResult:
     stream = ctx.stream  # before the clock: the stream is shared with the benchmark stage
     start = time.perf_counter()
     ref = baseline_reference(ctx)
-    quality, sums = evaluate(ctx.artifact, ctx.model, ctx.cfg.eval, stream, ref, ctx.cfg.hardware, ctx.engine.NAME)
-    quality[TIME_EVALUATE_S] = time.perf_counter() - start
+    quality, sums, hit = _scored(ctx, stream, ref)
+    if not hit:
+        quality[TIME_EVALUATE_S] = time.perf_counter() - start  # a reused evaluation keeps the time it took
     params = {
         **protocol(ctx.cfg.eval, stream),
         "eval.baseline_engine": ref.engine,
@@ -59,9 +63,47 @@ def run(ctx: StageContext) -> StageResult:
     return StageResult(
         metrics=quality,
         params=params,
+        tags={"cache.evaluation": "hit" if hit else "miss"},
         summary={"quality": quality},
         files=[(path, str(Path(WINDOW_SUMS_ARTIFACT).parent))],
     )
+
+
+def _scored(ctx: StageContext, stream: TokenStream, ref: Reference) -> Tuple[Dict[str, float], WindowSums, bool]:
+    """The job's evaluation, cached per (artifact, engine and its version, device kind, windows, reference, runner
+    code): a job re-run on another host (another CPU model, other flags) re-measures its speed, not its quality."""
+    cfg, artifact = ctx.cfg, ctx.artifact
+    assert artifact is not None, "the quantize stage runs first"
+    key = Cache.key(
+        "evaluation",
+        artifact.manifest["key"],
+        ctx.engine.NAME,
+        ctx.engine.version(),
+        cfg.hardware.device,
+        stream.key,
+        cfg.eval.ctx_len,
+        cfg.eval.stride,
+        uses_bos(stream, cfg.eval),
+        cfg.eval.kld_topk,
+        bootstrap_settings(cfg.eval),
+        ref.artifact_key,
+        ref.engine,
+        code_identity(),
+    )
+    built = []
+
+    def build(folder: Path) -> None:
+        start = time.perf_counter()
+        quality, sums = evaluate(artifact, ctx.model, cfg.eval, stream, ref, cfg.hardware, ctx.engine.NAME)
+        quality[TIME_EVALUATE_S] = time.perf_counter() - start
+        (folder / "quality.json").write_text(json.dumps(quality))
+        (folder / "window_sums.json").write_text(sums.to_json())
+        built.append(True)
+
+    label = f"{artifact.manifest['format']} on {ctx.engine.NAME}"
+    entry = ctx.cache.get_or_build("evaluations", key, build, label=label)
+    quality = json.loads((entry / "quality.json").read_text())
+    return quality, WindowSums.from_json((entry / "window_sums.json").read_text()), not built
 
 
 # params of the evaluate stage that differ between runs scored on the same windows: left out of the windows' identity

@@ -12,6 +12,7 @@ from runner.metrics import (
     TIME_QUANTIZE_STAGE_S,
 )
 from runner.stages import StageContext, StageResult
+from runner.tracking.models import ARTIFACT_KEY_TAG
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -33,6 +34,11 @@ def run(ctx: StageContext) -> StageResult:
         metrics=size,
         params=params,
         files=[(artifact.path / MANIFEST, None)],
-        tags={"cache.artifact": "hit" if artifact.cache_hit else "miss", "artifact.path": str(artifact.path)},
+        tags={
+            "cache.artifact": "remote" if artifact.downloaded_from else "hit" if artifact.cache_hit else "miss",
+            "artifact.path": str(artifact.path),
+            ARTIFACT_KEY_TAG: artifact.manifest["key"],
+            **({"artifact.downloaded_from": artifact.downloaded_from} if artifact.downloaded_from else {}),
+        },
         summary={"size": size, "manifest": artifact.manifest},
     )

@@ -16,8 +16,6 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional
 
-from runner.system import inputs
-
 MEMO_FOLDER = "file_hashes"
 _SEEN: dict = {}  # (device, inode, size, mtime) -> sha256 of what this process already hashed or read
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -34,7 +32,6 @@ def sha256_json(value: Any) -> str:
 def sha256_file(path: Path, memo_dir: Optional[Path] = None) -> str:
     """sha256 of a file; with memo_dir, remembered there so big weights are hashed once per cache."""
     path = Path(path).resolve()
-    inputs.record(path)
     st = path.stat()
     seen_key = _seen_key(st)
     if seen_key in _SEEN:

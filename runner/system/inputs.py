@@ -1,5 +1,6 @@
-"""The files this process read to decide what its jobs are (model files, texts, hashed inputs), with their
-states: a finished sweep's stamp (runner/sweep_stamp.py) keeps them, so a re-run notices when one changed.
+"""The files this process read to decide what its jobs are (the model's files, the eval and calibration
+texts), with their states: a finished sweep's stamp (runner/sweep_stamp.py) keeps them, so a re-run notices
+when one changed.
 
 A hub model id names whatever was last pushed, which only the hub can say: a process that used one is marked
 unverifiable, and its sweep is never stamped.

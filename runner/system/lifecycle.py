@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -157,4 +158,16 @@ def owner_tags() -> Dict[str, str]:
         "qrun.pid": str(me["pid"]),
         "qrun.pid_start": str(me["start"]),
         HEARTBEAT_TAG: f"{time.time():.0f}",
+        **placement_tags(),
     }
+
+
+def placement_tags() -> Dict[str, str]:
+    """Where in a cluster this process runs: its SLURM job and its Ray node, where it runs in one."""
+    found = {}
+    if os.environ.get("SLURM_JOB_ID"):
+        found["qrun.slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    ray = sys.modules.get("ray")  # a Ray worker has imported it; nothing here imports Ray for this
+    if ray is not None and ray.is_initialized():
+        found["qrun.ray_node_id"] = ray.get_runtime_context().get_node_id()
+    return found

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Dict
 
 UPLOAD_FOLDER = "artifact"  # the run's artifact folder that holds the uploaded files
+ARTIFACT_KEY_TAG = "artifact.key"  # the cache key of the job's artifact
+UPLOADED_TAG = "artifact.uploaded"  # "true" once its files are in the run's artifact store (cache.remote=mlflow)
 
 
 def log_artifact_model(tracker, artifact, format_cfg, model) -> str:
@@ -24,6 +26,8 @@ def log_artifact_model(tracker, artifact, format_cfg, model) -> str:
     from mlflow.utils.mlflow_tags import MLFLOW_MODEL_IS_EXTERNAL
 
     uri = tracker.log_folder(artifact.path, UPLOAD_FOLDER) if tracker.upload_artifacts else artifact.path.as_uri()
+    if tracker.upload_artifacts:  # complete: another machine's cache may now download it
+        tracker.set_tags({UPLOADED_TAG: "true"})
     client = tracker.client
     logged = client.create_logged_model(
         tracker.experiment_id,

@@ -1,11 +1,7 @@
 """Jobs in other processes: joblib, a local Ray instance on loopback, a remote MLflow tracking server."""
 
 import os
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
@@ -48,50 +44,6 @@ def test_parallel_launchers_keep_parent_child_runs_and_cache(tmp_path, cache_dir
     job_pids = _check_sweep(client, runs, 2)
     assert len(job_pids) == 2 and qrun_pid not in job_pids, (job_pids, qrun_pid)  # two workers, neither the launcher
     assert "quant-runner: 2 job(s)" in proc.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{tmp_path / 'server.db'}",
-        "--artifacts-destination",
-        str(tmp_path / "server-artifacts"),
-    ]
-    server = subprocess.Popen(
-        cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not come up in 120 s")
-        yield url
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
 
 
 def test_sweep_logs_to_a_remote_tracking_server(tmp_path, cache_dir, tiny_model_dir, mlflow_server):

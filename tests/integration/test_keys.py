@@ -80,9 +80,16 @@ def test_calibration_and_eval_texts_are_in_the_job_key(tiny_model_dir, cache_dir
     assert job_key(cfg) not in (before, after_eval)
 
 
-@pytest.mark.parametrize("fmt, dist", [("fp16", "transformers"), ("gguf_q4_k_m", "llama-cpp-python")])
-def test_a_changed_library_version_changes_the_job_key(fmt, dist, tiny_model_dir, cache_dir, monkeypatch):
-    cfg = _tiny(tiny_model_dir, cache_dir, f"format={fmt}", "stages=[quantize]")
+@pytest.mark.parametrize(
+    "fmt, dist, stages",
+    [
+        ("fp16", "transformers", ["stages=[quantize]"]),
+        ("gguf_q4_k_m", "llama-cpp-python", ["stages=[quantize]"]),
+        ("fp16", "lm-eval", ["stages=[quantize,tasks]", "eval.tasks=[shakespeare_lastword]"]),  # task scores
+    ],
+)
+def test_a_changed_library_version_changes_the_job_key(fmt, dist, stages, tiny_model_dir, cache_dir, monkeypatch):
+    cfg = _tiny(tiny_model_dir, cache_dir, f"format={fmt}", *stages)
     before = job_key(cfg)
     real = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version", lambda d: "999.0" if d == dist else real(d))
@@ -175,3 +182,29 @@ def test_a_scenarios_bounds_do_not_rerun_jobs_its_load_does(tiny_model_dir, cach
     assert job_key(_tiny(tiny_model_dir, cache_dir, *base, "deployment.users=8")) != key
     # the server a scenario deploys the format with is part of what the job measures
     assert job_key(_tiny(tiny_model_dir, cache_dir, *base, "+deployment.servers.gguf_q8_0=llama_cpp_python")) != key
+
+
+def test_a_job_moved_to_another_cpu_re_measures_its_speed_and_reuses_its_quality(
+    tmp_path, empty_cache, tiny_model_dir, monkeypatch
+):
+    """The artifact is valid on any host and the quality on any host of the same device kind: only the benchmark,
+    which the host decides, runs again."""
+    from runner.metrics import PERF_DECODE_TOK_S
+    from runner.system import environment
+
+    args = ["format=fp16", "model=hf", f"model.id={tiny_model_dir}", "stages=[quantize,evaluate,benchmark]", *TINY_ARGS]
+    here = run_job(args, tmp_path, empty_cache)
+    assert here.returncode == 0, here.line
+    monkeypatch.setattr(environment, "cpu_name", lambda: "Another CPU model @ 1.0GHz")
+    there = run_job(args, tmp_path, empty_cache)
+    assert there.returncode == 0, there.line
+    assert there.result["run_id"] != here.result["run_id"] and not there.result.get("reused")
+
+    client, _ = mlflow_runs(here.db)
+    first, moved = (client.get_run(o.result["run_id"]).data for o in (here, there))
+    assert (first.tags["cache.artifact"], first.tags["cache.evaluation"]) == ("miss", "miss")
+    assert (moved.tags["cache.artifact"], moved.tags["cache.evaluation"]) == ("hit", "hit")
+    assert moved.tags["host.cpu"] == "Another CPU model @ 1.0GHz"
+    quality = {k: v for k, v in first.metrics.items() if k.startswith("quality/")}
+    assert quality and {k: moved.metrics[k] for k in quality} == quality
+    assert 0 < moved.metrics[PERF_DECODE_TOK_S] != first.metrics[PERF_DECODE_TOK_S]  # measured anew

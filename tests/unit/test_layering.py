@@ -2,7 +2,7 @@
 only its own layer and those below, the report reads only what the runs logged, and nothing is in a cycle.
 
     errors, paths, metrics, system, stats  <-  config, cache, tracking  <-  data, formats, engines
-        <-  quality, benchmark, tasks  <-  stages  <-  job  <-  cli, sweep;   report <- config, tracking
+        <-  quality, benchmark, tasks  <-  stages  <-  job  <-  cli, sweep, sweep_stamp;   report <- config, tracking
 """
 
 import ast
@@ -18,7 +18,7 @@ LAYERS = [
     {"stages"},
     {"job"},
     {"report"},
-    {"cli", "sweep", "__main__"},
+    {"cli", "sweep", "sweep_stamp", "__main__"},
 ]
 READS_ONLY = {"report": LAYERS[0] | LAYERS[1] | {"report"}}  # the report reads the store, never the pipeline
 STANDALONE = ("runner.engines.workers",)  # run by other venvs' pythons: no runner import at all
