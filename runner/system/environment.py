@@ -11,7 +11,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from runner.paths import PROJECT_DIR
 from runner.system.hashing import sha256_bytes
@@ -112,3 +112,27 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+# File systems whose locks SQLite cannot rely on (sqlite.org, "How To Corrupt An SQLite Database File")
+NETWORK_FILESYSTEMS = ("nfs", "cifs", "smb", "lustre", "gpfs", "beegfs", "ceph", "glusterfs", "sshfs", "9p")
+
+
+def network_filesystem(path: Path, mounts: Optional[str] = None) -> Optional[str]:
+    """The type of the network file system `path` lives on (its longest mount point in /proc/mounts), else None."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None
+    target, best, kind = str(Path(path).resolve()), "", ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best):
+            best, kind = point, fields[2]
+    base = kind.split(".")[-1] if kind.startswith("fuse.") else kind  # fuse.glusterfs, fuse.ceph-fuse
+    return kind if any(base.startswith(n) for n in NETWORK_FILESYSTEMS) else None

@@ -9,6 +9,7 @@ from typing import Any, Dict, Optional
 
 from runner.errors import UserError
 from runner.metrics import SERVING, check_declared, in_table
+from runner.system.environment import network_filesystem
 from runner.system.lifecycle import HEARTBEAT_TAG, Heartbeat, orphan_reason, owner_tags
 from runner.system.packages import version
 
@@ -52,11 +53,30 @@ def artifact_root(uri: str) -> Optional[str]:
     return None
 
 
+_WARNED: set = set()
+
+
+def _warn_if_sqlite_on_network_storage(uri: str) -> None:
+    """SQLite's locking is unreliable on network file systems: jobs on several nodes can corrupt the store."""
+    if not uri.startswith("sqlite:///") or uri in _WARNED:
+        return
+    kind = network_filesystem(Path(uri[len("sqlite:///") :]).parent)
+    if kind:
+        _WARNED.add(uri)
+        log.warning(
+            "tracking.uri: the SQLite store %s is on a network file system (%s), where SQLite's locking is unreliable "
+            "-- fix: run `mlflow server` on one machine and use tracking=server tracking.uri=http://<host>:5000",
+            uri[len("sqlite:///") :],
+            kind,
+        )
+
+
 class Tracker:
     def __init__(self, cfg):
         from mlflow.tracking import MlflowClient
 
         self.uri = resolve_uri(cfg.uri)
+        _warn_if_sqlite_on_network_storage(self.uri)
         try:  # MLflow opens (and creates) a SQLite store here already
             self.client = MlflowClient(tracking_uri=self.uri)
         except Exception as e:
