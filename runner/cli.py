@@ -103,8 +103,8 @@ def one_line_config_errors() -> None:
     pinned) is wrapped. HYDRA_FULL_ERROR=1 still gets Hydra's own report and trace."""
     import hydra._internal.utils as hydra_utils
 
-    from runner.errors import config_error
-    from runner.sweep import end_live_sweep
+    from runner.errors import UserError, config_error
+    from runner.sweep import end_live_sweep, sweep_is_live
 
     report = hydra_utils.run_and_report
 
@@ -114,9 +114,20 @@ def one_line_config_errors() -> None:
                 return func()
             except Exception as ex:
                 error = config_error(ex)
+                if error is not None:
+                    reason = f"a job's config does not compose: {error}"  # maybe met after the sweep began
+                elif sweep_is_live():  # jobs record their own failures: what escapes a live sweep is its launcher's
+                    error = UserError(
+                        "hydra.launcher",
+                        f"the launcher failed ({type(ex).__name__}: {(str(ex).splitlines() or [''])[0][:200]})",
+                        "check hydra.launcher.* (the cluster's address, partition, resources), or leave the launcher "
+                        "out to run the jobs here",
+                    )
+                    reason = str(error)
                 if error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    end_live_sweep("FAILED", f"the sweep failed: {type(ex).__name__}: {ex}")
                     raise
-                end_live_sweep("FAILED", f"a job's config does not compose: {error}")  # met after the sweep began
+                end_live_sweep("FAILED", reason)
                 print(f"error: {error}", file=sys.stderr, flush=True)
                 sys.exit(2)
 

@@ -167,6 +167,11 @@ def _stop_live_sweep():
     return None
 
 
+def sweep_is_live() -> bool:
+    """This process launched a sweep that has not ended (its parent run is RUNNING)."""
+    return bool(_LIVE)
+
+
 def end_sweep_killed() -> None:
     """The launching process stops mid-sweep (SIGTERM, Ctrl-C): its parent run ends KILLED, not RUNNING."""
     end_live_sweep("KILLED", "the sweep was interrupted (SIGTERM or Ctrl-C)")

@@ -19,7 +19,7 @@ def test_a_job_error_is_one_line_exit_2_and_a_failed_run(tmp_path, cache_dir):
     assert "error.txt" in {a.path for a in client.list_artifacts(runs[0].info.run_id)}
 
 
-def test_a_config_typo_is_one_line_naming_the_key_and_the_near_one(tmp_path, cache_dir):
+def test_a_config_typo_or_a_failing_launcher_is_one_line_naming_the_key(tmp_path, cache_dir):
     proc = run_qrun(["-m", "format=fp32,fp16", "benchmark.repeat=3"], tmp_path, cache_dir)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines() == [last_line(proc.stderr)]  # nothing but the line
@@ -27,6 +27,17 @@ def test_a_config_typo_is_one_line_naming_the_key_and_the_near_one(tmp_path, cac
         "error: benchmark.repeat: no such key in benchmark -- fix: did you mean benchmark.repeats?"
     )
     assert not mlflow_runs(tmp_path / "mlflow.db")[1]  # refused at composition: no run exists
+
+    # a launcher that fails once the sweep began (its parent run exists): one line, and the parent run FAILED
+    proc = run_qrun(
+        ["-m", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=0", "format=fp32,fp16"], tmp_path, cache_dir
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [last_line(proc.stderr)]
+    assert (
+        last_line(proc.stderr).startswith("error: hydra.launcher: the launcher failed (") and " -- fix: " in proc.stderr
+    )
+    assert [r.info.status for r in mlflow_runs(tmp_path / "mlflow.db")[1]] == ["FAILED"]
 
 
 def test_failed_jobs_of_a_sweep_are_failed_and_the_others_run(tmp_path, cache_dir, tiny_model_dir):

@@ -184,6 +184,7 @@ def test_a_scenarios_bounds_do_not_rerun_jobs_its_load_does(tiny_model_dir, cach
     assert job_key(_tiny(tiny_model_dir, cache_dir, *base, "+deployment.servers.gguf_q8_0=llama_cpp_python")) != key
 
 
+@pytest.mark.slow
 def test_a_job_moved_to_another_cpu_re_measures_its_speed_and_reuses_its_quality(
     tmp_path, empty_cache, tiny_model_dir, monkeypatch
 ):
