@@ -186,6 +186,20 @@ WEIGHT_ONLY_FORMATS = {
     "torchao_w8a8": "torchao",
 }
 CALIB_SMALL = ["calibration=quick", "calibration.n_samples=8", "calibration.seq_len=128"]
+
+
+def side_by_side_sweep(formats, model_dir) -> List[str]:
+    """quantize + evaluate of the tiny model in `formats`, one thread a job: a sweep whose jobs run at once."""
+    return [
+        f"format={','.join(formats)}",
+        "stages=[quantize,evaluate]",
+        "hardware.threads=1",
+        "model=hf",
+        f"model.id={model_dir}",
+        *TINY_ARGS,
+    ]
+
+
 TINY_SWEEP_FORMATS = ["fp32", "fp16", "bf16", "gguf_f16", "gguf_q8_0", "gguf_q4_k_m", "gguf_q2_k"]
 
 

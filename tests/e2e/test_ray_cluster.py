@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, TINY_ARGS, children, free_port, mlflow_runs, need, run_qrun
+from helpers import ROOT, children, free_port, mlflow_runs, need, run_qrun, side_by_side_sweep
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -102,12 +102,7 @@ def test_sweep_runs_on_both_nodes_of_a_ray_cluster(tmp_path, empty_cache, tiny_m
             f"hydra.sweep.dir={tmp_path / 'multirun'}",
             f"cache.dir={empty_cache}",
             f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-            f"format={','.join(FORMATS)}",
-            "stages=[quantize,evaluate]",
-            "hardware.threads=1",
-            "model=hf",
-            f"model.id={tiny_model_dir}",
-            *TINY_ARGS,
+            *side_by_side_sweep(FORMATS, tiny_model_dir),
         ],
         tmp_path,
         empty_cache,

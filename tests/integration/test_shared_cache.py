@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from helpers import TINY_ARGS, mlflow_runs, run_qrun
+from helpers import mlflow_runs, run_qrun, side_by_side_sweep
 
 FORMATS = ["fp16", "bf16", "gguf_f16", "gguf_q8_0", "gguf_q4_0", "gguf_q4_k_m", "gguf_q6_k", "gguf_q2_k"]
 
@@ -18,12 +18,7 @@ def test_eight_concurrent_jobs_build_the_shared_reference_once(tmp_path, empty_c
             "-m",
             "hydra/launcher=local_parallel",
             f"hydra.launcher.n_jobs={len(FORMATS)}",
-            f"format={','.join(FORMATS)}",
-            "stages=[quantize,evaluate]",
-            "hardware.threads=1",
-            "model=hf",
-            f"model.id={tiny_model_dir}",
-            *TINY_ARGS,
+            *side_by_side_sweep(FORMATS, tiny_model_dir),
         ],
         tmp_path,
         empty_cache,
