@@ -64,7 +64,7 @@ def _auto_round(model, cfg, samples, hardware, out_dir):
         model.path,
         out_dir,
         samples,
-        IntGrid(cfg.bits, cfg.group_size, cfg.sym),
+        IntGrid.of(cfg),
         iters=cfg.iters,
         batch_size=batch_size,
         lr=cfg.lr,

@@ -21,7 +21,7 @@ def _gptqmodel(model, cfg, samples, hardware, out_dir):
         model.path,
         out_dir,
         samples,
-        IntGrid(cfg.bits, cfg.group_size, cfg.sym),
+        IntGrid.of(cfg),
         desc_act=cfg.desc_act,
         damp_percent=cfg.damp_percent,
         true_sequential=cfg.true_sequential,

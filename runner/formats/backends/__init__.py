@@ -14,3 +14,8 @@ class IntGrid:
     bits: int
     group_size: int  # weights of a row that share one scale (and zero point); -1: the whole row
     sym: bool  # True: no zero point (AWQ's zero_point is `not sym`)
+
+    @classmethod
+    def of(cls, cfg) -> "IntGrid":
+        """The grid a GPTQ-style schema names (bits, group_size, sym): gptq and autoround."""
+        return cls(cfg.bits, cfg.group_size, cfg.sym)
