@@ -126,18 +126,19 @@ def test_summary_labels_kld_per_engine(tmp_path):
     runs = _logged_runs(
         tmp_path, [("fp16", "torch", "3.1"), ("gguf_q4_k_m", "llama_cpp", "3.1"), ("fp16_vllm", "vllm", "3.1")]
     )
-    lines = render(runs, "sqlite:///x", "summary").splitlines()
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    lines = render(runs, store, "summary").splitlines()
     full = [l for l in lines if l.startswith("KLD on llama_cpp, torch:")]
     vllm = [l for l in lines if l.startswith("KLD on vllm")]
     assert len(full) == 1 and "lower bound" in full[0]
     assert len(vllm) == 1 and "over-state" in vllm[0] and "top-128" in vllm[0] and "lower bound" not in vllm[0]
     assert not any("WARNING" in l for l in lines)
-    torch_only = render([r for r in runs if r.data.params["format.engine"] == "torch"], "sqlite:///x", "summary")
+    torch_only = render([r for r in runs if r.data.params["format.engine"] == "torch"], store, "summary")
     assert "KLD on vllm" not in torch_only and "lower bound" in torch_only
 
 
 def test_summary_warns_about_character_level_streams(tmp_path):
     from runner.report.summary import render
 
-    text = render(_logged_runs(tmp_path, [("fp16", "torch", "1.02")]), "sqlite:///x", "summary")
+    text = render(_logged_runs(tmp_path, [("fp16", "torch", "1.02")]), f"sqlite:///{tmp_path / 'mlflow.db'}", "summary")
     assert "WARNING fp16: the eval stream has 1.02 characters per token" in text
