@@ -34,14 +34,19 @@ from runner.system.llama_cpp_tools import CACHE_ROOT as LLAMA_CPP_BUILDS
 FOLDER = Path("multirun") / ".finished"
 ENV_PREFIXES = ("QRUN_", "MLFLOW_", "HYDRA_", "HF_", "CUDA_", "OMP_", "TRANSFORMERS_", "VLLM_", "LLAMA_")
 MULTIRUN = ("-m", "--multirun")
+_LAUNCH: dict = {}  # the key of the command this process was launched with
 
 
 def replay(argv: List[str]) -> bool:
-    """Print the stamped sweep's text and return True when `argv` re-runs an unchanged finished sweep."""
+    """Print the stamped sweep's text and return True when `argv` re-runs an unchanged finished sweep. Called before
+    anything runs: the key is computed here, as launched (libraries set environment variables as they load)."""
+    _LAUNCH.clear()
     if not _stampable(argv):
         return False
+    _LAUNCH["argv"] = list(argv)
+    key = _LAUNCH["key"] = _key(argv)
     try:
-        stamp = json.loads(_path(argv).read_text())
+        stamp = json.loads(_path(key).read_text())
     except (OSError, ValueError):
         return False
     if inputs.first_change({**stamp["inputs"], stamp["store"]: stamp["store_state"]}):
@@ -59,7 +64,8 @@ def write(argv: List[str], launcher_target: str, tracking_uri: str, parent_run: 
     """Stamp the sweep that just FINISHED (every job and the decision), where a re-run can be vouched for."""
     store = _sqlite_file(tracking_uri)
     if (
-        not _stampable(argv)
+        _LAUNCH.get("argv") != list(argv)  # not launched through replay(): no key computed before the sweep ran
+        or not _stampable(argv)
         or not launcher_target.endswith("BasicLauncher")  # jobs in other processes read files this one never saw
         or store is None
         or inputs.UNVERIFIABLE
@@ -74,7 +80,7 @@ def write(argv: List[str], launcher_target: str, tracking_uri: str, parent_run: 
         "store": str(store),
         "store_state": inputs.state(store),
     }
-    path = _path(argv)
+    path = _path(_LAUNCH["key"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(stamp))
@@ -92,8 +98,8 @@ def _stampable(argv: List[str]) -> bool:
     )
 
 
-def _path(argv: List[str]) -> Path:
-    return Path.cwd() / FOLDER / f"{_key(argv)}.json"
+def _path(key: str) -> Path:
+    return Path.cwd() / FOLDER / f"{key}.json"
 
 
 def _key(argv: List[str]) -> str:

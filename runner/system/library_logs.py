@@ -37,9 +37,9 @@ HARMLESS = {
     "tokenicer.tokenicer": r"Auto fixed pad_token_id",  # gptqmodel's tokenizer wrapper, at every model load
 }
 
-# Loggers whose INFO lines are progress chatter (auto-round: peak RAM and loss per block): below WARNING they go
-# to the job log; their warnings stay on the console.
-CHATTY_BELOW_WARNING = ("autoround",)
+# Loggers whose INFO lines are progress chatter (auto-round: peak RAM and loss per block; the runner's cache: each
+# entry built or waited for): below WARNING they go to the job log; their warnings stay on the console.
+CHATTY_BELOW_WARNING = ("autoround", "runner.cache", "runner.cache.lock")
 
 # LogBar (gptqmodel's logger) warnings that ask nothing of the user: free-threaded Python only speeds up multi-GPU
 # MoE quantization and CPU packing.

@@ -33,15 +33,35 @@ def test_a_server_store_a_parallel_launcher_or_a_hub_model_is_never_stamped(tmp_
     (tmp_path / "mlflow.db").write_bytes(b"")
     argv = ["-m", "format=fp32"]
     basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+    assert sweep_stamp.write(argv, basic, "sqlite:///mlflow.db", "r", "text") is None  # not launched: no key
+    assert not sweep_stamp.replay(argv)
     assert sweep_stamp.write(argv, basic, "http://127.0.0.1:5000", "r", "text") is None
-    assert (
-        sweep_stamp.write(argv, "hydra_plugins.hydra_joblib_launcher.JoblibLauncher", "sqlite:///mlflow.db", "r", "t")
-        is None
-    )
+    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    assert sweep_stamp.write(argv, joblib, "sqlite:///mlflow.db", "r", "text") is None
     monkeypatch.setattr(inputs, "UNVERIFIABLE", ["the hub model org/name"])
     assert sweep_stamp.write(argv, basic, "sqlite:///mlflow.db", "r", "text") is None
     monkeypatch.setattr(inputs, "UNVERIFIABLE", [])
     assert sweep_stamp.write(argv, basic, "sqlite:///mlflow.db", "r", "text") is not None
+
+
+def test_the_key_is_the_launched_commands_not_what_libraries_set_while_it_ran(tmp_path, monkeypatch, capsys):
+    """gptqmodel's tokenizer sets HF_HOME and CUDA_DEVICE_ORDER in the process as it loads: the stamp written at the
+    sweep's end must still answer the same command launched again."""
+    from runner.system import inputs
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(inputs, "UNVERIFIABLE", [])
+    monkeypatch.setattr(inputs, "READ", {})
+    monkeypatch.delenv("HF_HOME", raising=False)
+    (tmp_path / "mlflow.db").write_bytes(b"")
+    argv = ["-m", "format=fp32,fp16"]
+    basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+    assert not sweep_stamp.replay(argv)
+    monkeypatch.setenv("HF_HOME", "/tmp/set-by-a-library")
+    assert sweep_stamp.write(argv, basic, "sqlite:///mlflow.db", "run-1", "the table") is not None
+    monkeypatch.delenv("HF_HOME")
+    assert sweep_stamp.replay(argv)
+    assert "the table" in capsys.readouterr().out
 
 
 def test_a_recorded_file_that_changed_or_went_is_noticed(tmp_path):
