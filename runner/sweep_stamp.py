@@ -30,6 +30,7 @@ from runner.system import inputs
 from runner.system.environment import host_identity
 from runner.system.hashing import sha256_json
 from runner.system.llama_cpp_tools import CACHE_ROOT as LLAMA_CPP_BUILDS
+from runner.tracking import sqlite_path
 
 FOLDER = Path("multirun") / ".finished"
 ENV_PREFIXES = ("QRUN_", "MLFLOW_", "HYDRA_", "HF_", "CUDA_", "OMP_", "TRANSFORMERS_", "VLLM_", "LLAMA_")
@@ -62,12 +63,12 @@ def replay(argv: List[str]) -> bool:
 
 def write(argv: List[str], launcher_target: str, tracking_uri: str, parent_run: str, text: str) -> Optional[Path]:
     """Stamp the sweep that just FINISHED (every job and the decision), where a re-run can be vouched for."""
-    store = _sqlite_file(tracking_uri)
+    store = sqlite_path(tracking_uri)  # a server's store can change without any file here changing
     if (
-        _LAUNCH.get("argv") != list(argv)  # not launched through replay(): no key computed before the sweep ran
-        or not _stampable(argv)
+        _LAUNCH.get("argv") != list(argv)  # not launched through replay() (which stamps plain sweeps only)
         or not launcher_target.endswith("BasicLauncher")  # jobs in other processes read files this one never saw
         or store is None
+        or not store.is_file()
         or inputs.UNVERIFIABLE
     ):
         return None
@@ -77,7 +78,7 @@ def write(argv: List[str], launcher_target: str, tracking_uri: str, parent_run: 
         "uri": tracking_uri,
         "text": text,
         "inputs": inputs.READ,
-        "store": str(store),
+        "store": str(store.resolve()),
         "store_state": inputs.state(store),
     }
     path = _path(_LAUNCH["key"])
@@ -131,10 +132,3 @@ def _installed() -> dict:
     folders = [Path(p) for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
     folders += sorted(PROJECT_DIR.glob(".venv-*/lib/python*/site-packages")) + [LLAMA_CPP_BUILDS]
     return {str(f): f.stat().st_mtime_ns for f in folders if f.is_dir()}
-
-
-def _sqlite_file(uri: str) -> Optional[Path]:
-    if not uri.startswith("sqlite:///"):
-        return None  # a server's store can change without any file here changing
-    path = Path(uri[len("sqlite:///") :]).expanduser()
-    return path.resolve() if path.is_file() else None

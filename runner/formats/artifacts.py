@@ -54,9 +54,6 @@ def quantize(model, format_cfg, calibration_cfg, hardware_cfg, cache: Cache) -> 
     fmt = get_format(format_cfg.family)
     fmt.validate(format_cfg, model)
     key = artifact_key(model, format_cfg, calibration_cfg, cache)
-    hit = cache.get("artifacts", key)  # verified against its .entry.json; a corrupt one is recomputed
-    if hit and (hit / MANIFEST).exists():
-        return Artifact(hit, json.loads((hit / MANIFEST).read_text()), cache_hit=True)
     built: list = []
     fetched: list = []
 
@@ -73,6 +70,7 @@ def quantize(model, format_cfg, calibration_cfg, hardware_cfg, cache: Cache) -> 
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
         built.append(folder)
 
+    # a hit is verified against its .entry.json; a corrupt one is rebuilt
     path = cache.get_or_build("artifacts", key, build, label=f"{model.name} {format_cfg.name}")
     manifest = json.loads((path / MANIFEST).read_text())
     return Artifact(path, manifest, cache_hit=not (built or fetched), downloaded_from=fetched[0] if fetched else None)

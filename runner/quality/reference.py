@@ -43,11 +43,12 @@ def reference(
 ) -> Reference:
     """The baseline artifact's top-k log-probs on `engine` (the baseline preset's format.engine)."""
     loader = get_engine(engine)
+    version = loader.version()
     key = Cache.key(
         "reference",
         baseline_artifact.manifest["key"],
         engine,
-        loader.version(),  # another library version, or CUDA kernels instead of CPU ones, gives other log-probs
+        version,  # another library version, or CUDA kernels instead of CPU ones, gives other log-probs
         hardware.device,
         stream.key,
         eval_cfg.ctx_len,
@@ -77,7 +78,7 @@ def reference(
             top_logprobs=np.concatenate(lps),
         )
         meta = {"baseline": eval_cfg.baseline, "engine": engine, "artifact": baseline_artifact.manifest["key"]}
-        (folder / "meta.json").write_text(json.dumps({**meta, "engine_version": loader.version()}))
+        (folder / "meta.json").write_text(json.dumps({**meta, "engine_version": version}))
 
     label = f"{model.name} {eval_cfg.baseline} top-{eval_cfg.kld_topk}"
     hit = cache.get_or_build("references", key, build, label=label)

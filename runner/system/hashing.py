@@ -1,4 +1,4 @@
-"""Content hashes: of files (memoized by path, size and mtime) and of JSON-able values.
+"""Content hashes: of files (memoized by path, size, mtime and ctime) and of JSON-able values.
 
 The memo is a folder of one small file per hashed file (`<memo_dir>/file_hashes/`), each written
 by a rename, so concurrent writers never lose each other's entries. It is keyed by the path
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 MEMO_FOLDER = "file_hashes"
-_SEEN: dict = {}  # (device, inode, size, mtime) -> sha256 of what this process already hashed or read
+_SEEN: dict = {}  # (device, inode, size, mtime, ctime) -> sha256 of what this process already hashed or read
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 

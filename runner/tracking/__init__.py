@@ -46,11 +46,15 @@ def resolve_uri(uri: str) -> str:
     return uri
 
 
+def sqlite_path(uri: str) -> Optional[Path]:
+    """The database file of a SQLite store's URI (relative to the launch directory unless absolute), else None."""
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
 def artifact_root(uri: str) -> Optional[str]:
     """Artifacts of a local SQLite store go in mlartifacts/ beside the .db file; a server decides its own."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
-    return None
+    db = sqlite_path(uri)
+    return (db.parent / "mlartifacts").as_uri() if db else None
 
 
 _WARNED: set = set()
@@ -58,15 +62,16 @@ _WARNED: set = set()
 
 def _warn_if_sqlite_on_network_storage(uri: str) -> None:
     """SQLite's locking is unreliable on network file systems: jobs on several nodes can corrupt the store."""
-    if not uri.startswith("sqlite:///") or uri in _WARNED:
+    db = sqlite_path(uri)
+    if db is None or uri in _WARNED:
         return
-    kind = network_filesystem(Path(uri[len("sqlite:///") :]).parent)
+    kind = network_filesystem(db.parent)
     if kind:
         _WARNED.add(uri)
         log.warning(
             "tracking.uri: the SQLite store %s is on a network file system (%s), where SQLite's locking is unreliable "
             "-- fix: run `mlflow server` on one machine and use tracking=server tracking.uri=http://<host>:5000",
-            uri[len("sqlite:///") :],
+            db,
             kind,
         )
 
