@@ -70,7 +70,9 @@ class EvalConfig:
     # prepend BOS to every window (then every text token is scored); null: what the model does (GGUF metadata or
     # tokenizer)
     add_bos: Optional[bool] = None
-    baseline: str = "fp32"  # format whose logits are the KLD / top-1 reference (run on the torch engine)
+    # format preset whose logits are the KLD / top-1 reference, run on its own engine; auto: fp32 on the CPU, the
+    # model's own dtype on CUDA, fp32 there only where it fits the profile's GPUs (runner/config/baseline.py)
+    baseline: str = "auto"
     kld_topk: int = 64  # reference keeps its top-k log-probs per token (+ one bucket for the rest)
     tasks: List[str] = field(default_factory=list)  # lm-eval tasks (runner/tasks): offline ones shipped, or hub names
     task_limit: Optional[int] = None  # first N items of each task; null: all
