@@ -62,4 +62,5 @@ def placement(hardware) -> Placement:
 
 def capacity_bytes(hardware) -> Optional[int]:
     """What the profile's GPUs hold in weights in all (per-card cap x n_gpus); None off the GPUs."""
-    return per_card_bytes(hardware) * hardware.n_gpus if spreads(hardware) else None  # type: ignore[operator]
+    cap = per_card_bytes(hardware)
+    return cap * hardware.n_gpus if cap is not None and spreads(hardware) else None

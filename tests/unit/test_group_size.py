@@ -121,7 +121,8 @@ def test_a_set_size_that_straddles_two_gpus_is_kept_and_says_so(tmp_path):
     cfg = compose([*SEED, f"model.id={model.path}", "format=gptq_int4", "format.group_size=64"])
     resolved, decided = get_format("gptq").resolve(cfg.format, model, cfg.hardware)
     assert resolved.group_size == 64
-    assert "does not divide {'attention output (o_proj)': 288} per GPU at tensor parallel 2" in decided["group_size_why"]
+    why = decided["group_size_why"]
+    assert "does not divide {'attention output (o_proj)': 288} per GPU at tensor parallel 2" in why
 
 
 def test_the_resolved_size_is_in_the_artifact_key(tmp_path, cache_dir, shakespeare_dir):
