@@ -128,7 +128,9 @@ class HardwareConfig:
     n_gpus: int = 0  # CUDA devices the profile expects (0 on CPU); checked against the machine before work
     gpu_memory_bytes: Optional[int] = None  # memory of ONE GPU; memory_budget_bytes is what a model may use in all
     tensor_parallel_size: int = 1  # vLLM: shard every layer over this many GPUs
-    gpu_memory_utilization: float = 0.85  # vLLM: fraction of each GPU it may take for weights + KV cache
+    # vLLM: fraction of each GPU it may take for weights + KV cache; the torch engine: for weights (the per-card cap
+    # accelerate spreads a model within, runner/system/placement.py)
+    gpu_memory_utilization: float = 0.85
     # SLURM feature its nodes carry (sbatch --constraint, hydra/launcher=slurm): jobs of a GPU profile land on nodes
     # with that card; None asks for no feature
     slurm_constraint: Optional[str] = None

