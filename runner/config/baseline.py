@@ -68,10 +68,13 @@ def _against(dtype: str, n_params: int, hardware) -> str:
     )
 
 
-def resolve(requested: str, preset_dtype: Optional[str], config: dict, n_params: int, hardware) -> Baseline:
+def resolve(
+    requested: str, preset_dtype: Optional[str], config: dict, n_params: int, hardware, engine: str = "torch"
+) -> Baseline:
     """The baseline of a job: `requested` is eval.baseline ('auto' or a preset name), `preset_dtype` the dtype of
     that preset where it is an unquantized one (None for auto and for other families), `config` the model's
-    config.json, `n_params` its parameter count, `hardware` the profile."""
+    config.json, `n_params` its parameter count, `hardware` the profile, `engine` the preset's format.engine (auto's
+    presets run on torch)."""
     where = placement(hardware)
     on_gpus = capacity_bytes(hardware) is not None
     if requested != AUTO:
@@ -87,8 +90,8 @@ def resolve(requested: str, preset_dtype: Optional[str], config: dict, n_params:
         why = f"set by eval.baseline={requested}"
         if on_gpus and preset_dtype:
             why += f"; {_against(preset_dtype, n_params, hardware)}"
-        if not preset_dtype:  # a quantized preset (a GGUF on llama.cpp...): its own engine places it
-            where = Placement(hardware.device, None, f"{hardware.device}, placed by the {requested} preset's engine")
+        if not preset_dtype or engine != "torch":  # a GGUF on llama.cpp, fp16 on vLLM: its engine places it
+            where = Placement(hardware.device, None, f"{hardware.device}, placed by the {requested} preset's {engine}")
         return Baseline(requested, preset_dtype, where, why)
     if not hardware.device.startswith("cuda"):
         return Baseline("fp32", "float32", where, "auto on the CPU: fp32, the most exact reference")

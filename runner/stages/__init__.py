@@ -57,14 +57,13 @@ class StageContext:
         if self._baseline_plan is None:
             from runner.formats import load_format_preset
 
-            requested = self.cfg.eval.baseline
-            preset_dtype = None
+            requested, preset_dtype, engine = self.cfg.eval.baseline, None, "torch"
             if requested != baseline_rule.AUTO:
                 preset = load_format_preset(requested, "eval.baseline")
-                preset_dtype = preset.dtype if preset.family == "torch_dtype" else None
+                preset_dtype, engine = preset.dtype if preset.family == "torch_dtype" else None, preset.engine
             config = model_config.read(self.model.path)
             self._baseline_plan = baseline_rule.resolve(
-                requested, preset_dtype, config, self.model.n_params, self.cfg.hardware
+                requested, preset_dtype, config, self.model.n_params, self.cfg.hardware, engine
             )
         return self._baseline_plan
 

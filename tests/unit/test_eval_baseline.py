@@ -117,9 +117,11 @@ def test_the_cpu_keeps_fp32_on_the_cpu(tmp_path):
 
 def test_a_quantized_baseline_preset_is_placed_by_its_own_engine(tmp_path):
     cfg, config = _seed(tmp_path, "eval.baseline=gguf_f16")
-    b = baseline.resolve("gguf_f16", None, config, N_PARAMS_8B, cfg.hardware)
+    b = baseline.resolve("gguf_f16", None, config, N_PARAMS_8B, cfg.hardware, "llama_cpp")
     assert (b.preset, b.dtype, b.placement.max_memory) == ("gguf_f16", None, None)
-    assert b.placement.text == "cuda, placed by the gguf_f16 preset's engine"
+    assert b.placement.text == "cuda, placed by the gguf_f16 preset's llama_cpp"
+    on_vllm = baseline.resolve("fp16_vllm", "float16", config, N_PARAMS_8B, cfg.hardware, "vllm")
+    assert on_vllm.placement.text == "cuda, placed by the fp16_vllm preset's vllm" and "<= 43.2 GiB" in on_vllm.why
 
 
 def test_a_job_key_with_auto_names_the_unquantized_presets_libraries():
