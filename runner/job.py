@@ -17,12 +17,14 @@ from omegaconf.errors import MissingMandatoryValue
 
 from runner import stages
 from runner.cache import Cache
+from runner.config import baseline as baseline_rule
 from runner.data.calibration import calibration_identity
 from runner.data.corpus import corpus_identity
 from runner.data.models import model_fingerprint, resolve_model
 from runner.engines import get_engine
 from runner.errors import UserError
 from runner.formats import get_format, load_format_preset
+from runner.metrics import PARAM_BASELINE_DTYPE, PARAM_BASELINE_FORMAT, PARAM_BASELINE_PLACEMENT, PARAM_BASELINE_WHY
 from runner.stages import StageContext, StageResult, check_engine, check_values, plan, run_stage
 from runner.system.environment import code_identity, environment_tags, host_identity
 from runner.system.lifecycle import sigterm_raises
@@ -98,7 +100,9 @@ def job_key(cfg: DictConfig) -> str:
     settings["hardware"].pop("slurm_constraint", None)  # which nodes a cluster picks, not what runs on them
     try:
         formats = [cfg.format] + (
-            [load_format_preset(cfg.eval.baseline, "eval.baseline")] if stages.uses_baseline(cfg) else []
+            [load_format_preset(baseline_rule.preset_for_key(cfg.eval.baseline), "eval.baseline")]
+            if stages.uses_baseline(cfg)
+            else []
         )
         settings["libraries"] = {
             f.name: {**get_format(f.family).library_versions(), "engine": get_engine(f.engine).version()}
@@ -157,6 +161,16 @@ def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: lis
         {"model.origin": model.origin, "model.identity": model.identity, "model.n_params": model.n_params}
     )
     ctx = StageContext(cfg=cfg, model=model, cache=cache, run_dir=run_dir, engine=engine)
+    if stages.uses_baseline(cfg):  # resolved before any work: a baseline that cannot fit the GPUs fails here
+        resolved = ctx.baseline_plan
+        tracker.log_params(
+            {
+                PARAM_BASELINE_FORMAT: resolved.preset,
+                PARAM_BASELINE_DTYPE: resolved.dtype or "the preset's own",
+                PARAM_BASELINE_PLACEMENT: resolved.placement.text,
+                PARAM_BASELINE_WHY: resolved.why,
+            }
+        )
     results: Dict[str, Any] = {}
     for name in planned:
         result = run_stage(name, ctx)

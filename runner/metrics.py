@@ -620,6 +620,15 @@ SLO_METRIC = {
     "offline": {"latency_s": PERF_LATENCY_S_P95, "throughput": PERF_THROUGHPUT_TOK_S},
 }
 
+# Params the runner decides at run time (not config keys, which are logged under their own dotted names): what a
+# job resolved from the model and the hardware profile, with the reason. Read back by the report and the tests.
+PARAM_GROUP_SIZE = "artifact.group_size"  # the group size the artifact was quantized with (format.group_size: null)
+PARAM_GROUP_SIZE_WHY = "artifact.group_size_why"  # which widths decided it, or the key that set it
+PARAM_BASELINE_FORMAT = "eval.baseline_format"  # the format preset eval.baseline resolved to (eval.baseline: auto)
+PARAM_BASELINE_DTYPE = "eval.baseline_dtype"  # the dtype the baseline's weights are stored and computed in
+PARAM_BASELINE_PLACEMENT = "eval.baseline_placement"  # where the baseline is loaded: cpu, or GPUs with a per-card cap
+PARAM_BASELINE_WHY = "eval.baseline_why"  # why that dtype: the model's own, or fp32 where it fits
+
 _CONSTANTS = {v for k, v in list(globals().items()) if k.isupper() and isinstance(v, str) and "/" in v}
 assert _CONSTANTS >= set(METRICS), f"declared without a constant: {sorted(set(METRICS) - _CONSTANTS)}"
 assert not {c for c in _CONSTANTS - set(METRICS) if not any(m.startswith(c + "_") for m in METRICS)}, (

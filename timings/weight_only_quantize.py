@@ -32,6 +32,7 @@ from runner.cache import Cache  # noqa: E402
 from runner.config.schema import register_configs  # noqa: E402
 from runner.data.corpus import load_corpus  # noqa: E402
 from runner.data.models import resolve_model  # noqa: E402
+from runner.formats import get_format  # noqa: E402
 from runner.formats.artifacts import artifact_key, quantize  # noqa: E402
 
 DEFAULT = [("gptq_int4", "gptqmodel"), ("awq_int4", "llmcompressor"), ("int8", "torchao"), ("nf4", "bitsandbytes")]
@@ -186,10 +187,15 @@ def main():
         bench = Cache(work / "cache")  # the unpacked calibration texts are reused, never the artifacts
         calib_text = load_corpus(cfg_for(*DEFAULT[0], ["model=hf", "model.id=/x"]).calibration.corpus, bench, "c").text
 
+        def decided(cfg, model):
+            """cfg with what its format leaves to the model decided (the group size), as the runner decides it, so
+            the bare call gets the same settings; and the artifact's key."""
+            cfg.format, facts = get_format(cfg.format.family).resolve(cfg.format, model, cfg.hardware)
+            return cfg, artifact_key(model, cfg.format, cfg.calibration, bench, facts)
+
         def runner_stage(cfg, model):
-            shutil.rmtree(
-                bench.root / "artifacts" / artifact_key(model, cfg.format, cfg.calibration, bench), ignore_errors=True
-            )
+            cfg, key = decided(cfg, model)
+            shutil.rmtree(bench.root / "artifacts" / key, ignore_errors=True)
             return quantize(model, cfg.format, cfg.calibration, cfg.hardware, bench)
 
         if args.smollm2:
@@ -211,7 +217,7 @@ def main():
         )
         print(f"  {'format':10s} {'backend':14s} {'runner s':>9s} {'bare s':>8s} {'ratio':>6s}")
         for fmt, backend in cases:
-            cfg = cfg_for(fmt, backend, over)
+            cfg, _ = decided(cfg_for(fmt, backend, over), model)
             runner = lambda: runner_stage(cfg, model)  # noqa: E731
             bare_call = lambda: bare(fmt, backend, cfg, model_dir, calib_text, Path(tempfile.mkdtemp(dir=work)))  # noqa: E731
             runner(), bare_call()  # warm-up: imports, first-call compilation

@@ -61,7 +61,8 @@ class GptqConfig(FormatConfig):
     family: str = "gptq"
     backend: str = "gptqmodel"  # gptqmodel | llmcompressor
     bits: int = 4
-    group_size: int = 32  # -1: one group per row
+    # null: from the model (runner/formats/group_size.py: 128 where every input width allows it); -1: one per row
+    group_size: Optional[int] = None
     desc_act: bool = False  # act-order: quantize columns by decreasing Hessian diagonal
     damp_percent: float = 0.01
     sym: bool = False
@@ -73,7 +74,7 @@ class AwqConfig(FormatConfig):
     family: str = "awq"
     backend: str = "llmcompressor"  # llmcompressor | gptqmodel | autoawq
     w_bit: int = 4
-    q_group_size: int = 32
+    q_group_size: Optional[int] = None  # null: from the model (runner/formats/group_size.py), as gptq's group_size
     zero_point: bool = True  # asymmetric
     version: str = "GEMM"  # AutoAWQ kernel layout (gptqmodel, autoawq); llmcompressor writes compressed-tensors
     # llmcompressor's scale search (gptqmodel and autoawq search a fixed 20-point grid):
@@ -108,7 +109,7 @@ class AutoRoundConfig(FormatConfig):
     family: str = "autoround"
     backend: str = "auto_round"
     bits: int = 4
-    group_size: int = 32  # -1: one group per row
+    group_size: Optional[int] = None  # null: from the model (runner/formats/group_size.py); -1: one group per row
     sym: bool = True
     iters: int = 200  # SignRound steps per decoder block (AutoRound's default; each a forward + backward of the block)
     batch_size: int = 8  # calibration samples per step (capped at calibration.n_samples)

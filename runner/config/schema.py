@@ -70,7 +70,9 @@ class EvalConfig:
     # prepend BOS to every window (then every text token is scored); null: what the model does (GGUF metadata or
     # tokenizer)
     add_bos: Optional[bool] = None
-    baseline: str = "fp32"  # format whose logits are the KLD / top-1 reference (run on the torch engine)
+    # format preset whose logits are the KLD / top-1 reference, run on its own engine; auto: fp32 on the CPU, the
+    # model's own dtype on CUDA, fp32 there only where it fits the profile's GPUs (runner/config/baseline.py)
+    baseline: str = "auto"
     kld_topk: int = 64  # reference keeps its top-k log-probs per token (+ one bucket for the rest)
     tasks: List[str] = field(default_factory=list)  # lm-eval tasks (runner/tasks): offline ones shipped, or hub names
     task_limit: Optional[int] = None  # first N items of each task; null: all
@@ -126,7 +128,9 @@ class HardwareConfig:
     n_gpus: int = 0  # CUDA devices the profile expects (0 on CPU); checked against the machine before work
     gpu_memory_bytes: Optional[int] = None  # memory of ONE GPU; memory_budget_bytes is what a model may use in all
     tensor_parallel_size: int = 1  # vLLM: shard every layer over this many GPUs
-    gpu_memory_utilization: float = 0.85  # vLLM: fraction of each GPU it may take for weights + KV cache
+    # vLLM: fraction of each GPU it may take for weights + KV cache; the torch engine: for weights (the per-card cap
+    # accelerate spreads a model within, runner/system/placement.py)
+    gpu_memory_utilization: float = 0.85
     # SLURM feature its nodes carry (sbatch --constraint, hydra/launcher=slurm): jobs of a GPU profile land on nodes
     # with that card; None asks for no feature
     slurm_constraint: Optional[str] = None

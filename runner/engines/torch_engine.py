@@ -16,6 +16,7 @@ import numpy as np
 from runner.engines.base import Engine, GenerationTiming, LoadedModel
 from runner.errors import UserError
 from runner.system.packages import dist_versions
+from runner.system.placement import placement
 
 
 def torchao_int8_kernel(device: str) -> str:
@@ -87,6 +88,11 @@ def map_in_order(fn, items: Iterable, workers: int) -> Iterator:
                 future.cancel()
 
 
+def _is_gpu(device) -> bool:
+    """An entry of accelerate's device map on a GPU: an index, or a "cuda..." name (not "cpu" or "disk")."""
+    return isinstance(device, int) or str(device).startswith("cuda")
+
+
 class TorchLoaded(LoadedModel):
     engine = "torch"
 
@@ -95,7 +101,15 @@ class TorchLoaded(LoadedModel):
 
         self.model, self.device = hf_model, device
         if str(device).startswith("cuda"):
-            self.sync = torch.cuda.synchronize
+            # a model spread over GPUs (accelerate's hf_device_map) runs on each of them: wait for all
+            spread = getattr(hf_model, "hf_device_map", None) or {}
+            gpus = sorted({d for d in spread.values() if _is_gpu(d)}, key=str) or [device]
+
+            def sync_all() -> None:
+                for gpu in gpus:
+                    torch.cuda.synchronize(gpu)
+
+            self.sync = sync_all
         self.windows_at_once = windows_at_once(hf_model.dtype, device, torch.get_num_threads())
         takes = inspect.signature(hf_model.forward).parameters
         self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in takes else {}
@@ -175,22 +189,36 @@ class TorchEngine(Engine):
         return None  # other torchao configs: not described here, so not claimed
 
     def load(self, artifact, model, hardware) -> TorchLoaded:
+        """The artifact on the profile's placement (runner/system/placement.py): the CPU, or the profile's GPUs,
+        spread by accelerate within a per-card cap."""
         import torch
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(hardware.threads)
         dtype = compute_dtype(artifact.manifest, hardware.device)
+        where = placement(hardware)
+        placed = {"device_map": where.device_map, **({"max_memory": where.max_memory} if where.max_memory else {})}
         gguf = [f for f in artifact.manifest["weight_files"] if f.endswith(".gguf")]
         if gguf:  # transformers dequantizes the file: its stored weights, computed in fp32 by torch
             hf_model = AutoModelForCausalLM.from_pretrained(
-                artifact.path, gguf_file=gguf[0], dtype=getattr(torch, dtype), device_map=hardware.device
+                artifact.path, gguf_file=gguf[0], dtype=getattr(torch, dtype), **placed
             ).eval()
-            return TorchLoaded(hf_model, hardware.device)
-        hf_model = AutoModelForCausalLM.from_pretrained(
-            artifact.path,
-            dtype=dtype,
-            use_safetensors=not model.allow_pickle,
-            trust_remote_code=model.trust_remote_code,
-            device_map=hardware.device,
-        ).eval()
-        return TorchLoaded(hf_model, hardware.device)
+        else:
+            hf_model = AutoModelForCausalLM.from_pretrained(
+                artifact.path,
+                dtype=dtype,
+                use_safetensors=not model.allow_pickle,
+                trust_remote_code=model.trust_remote_code,
+                **placed,
+            ).eval()
+        # accelerate puts what exceeds the GPUs' caps on the CPU or the disk, and runs it from there, slowly
+        spilled = sorted({str(d) for d in (getattr(hf_model, "hf_device_map", None) or {}).values() if not _is_gpu(d)})
+        if where.max_memory and spilled:
+            del hf_model
+            raise UserError(
+                "hardware",
+                f"{artifact.manifest['format']} does not fit {where.text}: accelerate put part of it on {spilled} "
+                f"(hardware={hardware.name})",
+                "use a profile with more GPU memory (hardware.n_gpus, hardware.gpu_memory_bytes) or a smaller format",
+            )
+        return TorchLoaded(hf_model, where.first_device)

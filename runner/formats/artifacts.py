@@ -8,7 +8,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -31,6 +31,8 @@ class Artifact:
     manifest: Dict[str, Any]
     cache_hit: bool = False
     downloaded_from: Optional[str] = None  # the MLflow run that uploaded it (cache.remote=mlflow), when fetched
+    # settings the preset left to the model or the machine, as decided for this job, with their reasons (Format.resolve)
+    resolved: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def bytes(self) -> int:
@@ -41,19 +43,26 @@ class Artifact:
         return self.manifest["bits_per_weight"]
 
 
-def artifact_key(model, format_cfg, calibration_cfg, cache: Cache) -> str:
+def artifact_key(model, format_cfg, calibration_cfg, cache: Cache, resolved: Optional[Dict[str, Any]] = None) -> str:
+    """The artifact's identity: the model's, the (resolved) format settings, the calibration, the libraries, and
+    what Format.resolve decided besides the settings (the dtype a backend runs in); never its reasons' wording."""
     fmt = get_format(format_cfg.family)
     settings = OmegaConf.to_container(format_cfg, resolve=True)
     settings.pop("name", None)  # neither a preset's name nor the engine that will run it changes the file
     settings.pop("engine", None)
     calib = calibration_identity(calibration_cfg, cache) if fmt.uses_calibration(format_cfg) else None
-    return Cache.key("artifact", model.identity, settings, calib, fmt.library_versions())
+    decided = {k: v for k, v in (resolved or {}).items() if not k.endswith("_why") and k not in settings}
+    return Cache.key(
+        "artifact", model.identity, settings, calib, fmt.library_versions(), *([decided] if decided else [])
+    )
 
 
 def quantize(model, format_cfg, calibration_cfg, hardware_cfg, cache: Cache) -> Artifact:
     fmt = get_format(format_cfg.family)
+    # settings left to the model (a group size of null) are decided first: the key holds what the files are made of
+    format_cfg, resolved = fmt.resolve(format_cfg, model, hardware_cfg)
     fmt.validate(format_cfg, model)
-    key = artifact_key(model, format_cfg, calibration_cfg, cache)
+    key = artifact_key(model, format_cfg, calibration_cfg, cache, resolved)
     built: list = []
     fetched: list = []
 
@@ -66,14 +75,20 @@ def quantize(model, format_cfg, calibration_cfg, hardware_cfg, cache: Cache) -> 
         start = time.perf_counter()
         extras = fmt.quantize(model, format_cfg, calibration_cfg, hardware_cfg, folder, cache=cache)
         wall = time.perf_counter() - start
-        manifest = _manifest(folder, model, format_cfg, fmt, extras, wall, key)
+        manifest = _manifest(folder, model, format_cfg, fmt, {**extras, "resolved": resolved}, wall, key)
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
         built.append(folder)
 
     # a hit is verified against its .entry.json; a corrupt one is rebuilt
     path = cache.get_or_build("artifacts", key, build, label=f"{model.name} {format_cfg.name}")
     manifest = json.loads((path / MANIFEST).read_text())
-    return Artifact(path, manifest, cache_hit=not (built or fetched), downloaded_from=fetched[0] if fetched else None)
+    return Artifact(
+        path,
+        manifest,
+        cache_hit=not (built or fetched),
+        downloaded_from=fetched[0] if fetched else None,
+        resolved=resolved,
+    )
 
 
 def _fetch(cache: Cache, key: str, folder: Path) -> Optional[str]:

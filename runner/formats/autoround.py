@@ -79,6 +79,7 @@ def _auto_round(model, cfg, samples, hardware, out_dir):
 class AutoRoundFormat(WeightOnlyFormat):
     USES_CALIBRATION = True
     BITS = "bits"
+    GROUP_SIZE = "group_size"
     # gptqmodel + optimum: transformers loads the GPTQ checkpoint with them. 4 bits: the width checked here.
     BACKENDS = {"auto_round": Backend(("auto_round", "gptqmodel", "optimum"), "autoround", _auto_round, bits=(4,))}
     LIBRARIES = ("torch", "transformers", "auto-round", "gptqmodel")
@@ -100,5 +101,5 @@ class AutoRoundFormat(WeightOnlyFormat):
 
     def quantize(self, model, cfg, calibration, hardware, out_dir: Path, cache):
         facts = super().quantize(model, cfg, calibration, hardware, out_dir, cache)
-        facts["tensor_types"] = tensor_types(out_dir)  # after store_fp16: what the files hold
+        facts["tensor_types"] = tensor_types(out_dir)  # after store_unquantized: what the files hold
         return facts

@@ -1,12 +1,13 @@
 """AWQ INT4 (activation-aware scaling + weight-only INT4), with the implementation as a sweep axis.
 
-- llmcompressor (default on CPU): AWQ smoothing + W4A16 in fp32, compressed-tensors `pack-quantized`;
-  ~10 min for SmolLM2-135M on 2 cores.
+- llmcompressor (default): AWQ smoothing + W4A16, compressed-tensors `pack-quantized`; in fp32 on a CPU
+  (~10 min for SmolLM2-135M on 2 cores), in the model's own dtype on a GPU, loaded on the CPU with one layer
+  on the GPU at a time (llm-compressor's sequential onloading).
 - gptqmodel: AutoAWQ GEMM/GEMV layout; its only CPU kernel (AWQ_TORCH) needs fp16, which this
   class of CPU runs 5-13x slower: ~2 h for SmolLM2-135M on 2 cores. Fine on a GPU.
 - autoawq (optional extra, archived upstream): quantizes on CPU in fp16; its own kernels cannot run
   the result on CPU, transformers (+ gptqmodel) loads it.
-Defaults: group 32 with zero point (asymmetric), fair to Q4_1-rounded weights.
+Defaults: zero point (asymmetric); the group size resolved from the model (runner/formats/group_size.py).
 """
 
 from runner.errors import UserError
@@ -22,12 +23,13 @@ FIXED_SEARCH = {"n_grid": 20, "fixed_by_backend": True}
 def _llmcompressor(model, cfg, samples, hardware, out_dir):
     from runner.formats.backends import llmcompressor_backend
 
+    dtype = wo.quantize_dtype(model, hardware)
     llmcompressor_backend.quantize(
         model.path,
         out_dir,
         samples,
         "awq",
-        device=hardware.device,
+        dtype=dtype,
         sym=not cfg.zero_point,
         bits=cfg.w_bit,
         group_size=cfg.q_group_size,
@@ -36,7 +38,7 @@ def _llmcompressor(model, cfg, samples, hardware, out_dir):
     )
     return {
         "checkpoint_format": "compressed-tensors pack-quantized",
-        "quantize_dtype": "float32",
+        "quantize_dtype": dtype,
         "awq_scale_search": {"n_grid": cfg.n_grid, "duo_scaling": cfg.duo_scaling},
     }
 
@@ -69,6 +71,7 @@ def _autoawq(model, cfg, samples, hardware, out_dir):
 class AwqFormat(WeightOnlyFormat):
     USES_CALIBRATION = True
     BITS = "w_bit"
+    GROUP_SIZE = "q_group_size"
     BACKENDS = {
         "llmcompressor": Backend(("llmcompressor", "compressed_tensors"), "llmcompressor", _llmcompressor, bits=(4, 8)),
         "gptqmodel": Backend(("gptqmodel",), "awq", _gptqmodel, bits=(4,)),

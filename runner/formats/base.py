@@ -1,7 +1,7 @@
 """What every format provides: a config schema and a quantize function writing an artifact folder."""
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Dict, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Optional, Tuple
 
 if TYPE_CHECKING:  # for the types only: the registry imports this module, and it stays light
     from runner.cache import Cache
@@ -20,6 +20,14 @@ class Format:
 
     def uses_calibration(self, cfg: "FormatConfig") -> bool:
         return self.USES_CALIBRATION
+
+    def resolve(
+        self, cfg: "FormatConfig", model: Model, hardware: "HardwareConfig"
+    ) -> Tuple["FormatConfig", Dict[str, Any]]:
+        """The settings a preset leaves to the model or the machine (e.g. a group size of null), decided: the config
+        the artifact is made from and keyed by, and the decisions with their reasons (the manifest's `resolved`,
+        logged as params). Called with the resolved model, before validate() and before the artifact's key."""
+        return cfg, {}
 
     def validate(self, cfg: "FormatConfig", model: Optional[Model]) -> None:
         """Raise UserError for settings this model or machine cannot run. Called before any work (with no model

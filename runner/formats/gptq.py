@@ -3,9 +3,9 @@
 - gptqmodel (default): the GPTQ v1 checkpoint (qweight/qzeros/scales/g_idx + quantize_config.json)
   that vLLM, transformers and auto-gptq read.
 - llmcompressor: compressed-tensors `pack-quantized` (vLLM-native).
-Both quantize in fp32 on CPU; unquantized tensors are stored in fp16. Defaults: group 32, asymmetric (fair to a model
-whose weights carry
-Q4_1 rounding, like the embedded SmolLM2); groups must divide every layer width (576 rules out 128).
+Both quantize in fp32 on CPU and in the model's own dtype on a GPU, one layer on the GPU at a time; unquantized
+tensors are stored in 16 bits. The group size, unless set, is resolved from the model (runner/formats/group_size.py:
+128 where every layer width allows it, 576 rules it out); a set one must divide every layer width.
 """
 
 from runner.errors import UserError
@@ -17,6 +17,7 @@ from runner.formats.backends import IntGrid
 def _gptqmodel(model, cfg, samples, hardware, out_dir):
     from runner.formats.backends import gptqmodel_backend
 
+    dtype = wo.quantize_dtype(model, hardware)
     gptqmodel_backend.quantize_gptq(
         model.path,
         out_dir,
@@ -25,33 +26,36 @@ def _gptqmodel(model, cfg, samples, hardware, out_dir):
         desc_act=cfg.desc_act,
         damp_percent=cfg.damp_percent,
         true_sequential=cfg.true_sequential,
+        dtype=dtype,
         device=hardware.device,
         threads=hardware.threads,
     )
-    return {"checkpoint_format": "GPTQ v1 (qweight/qzeros/scales/g_idx)"}
+    return {"checkpoint_format": "GPTQ v1 (qweight/qzeros/scales/g_idx)", "quantize_dtype": dtype}
 
 
 def _llmcompressor(model, cfg, samples, hardware, out_dir):
     from runner.formats.backends import llmcompressor_backend
 
+    dtype = wo.quantize_dtype(model, hardware)
     llmcompressor_backend.quantize(
         model.path,
         out_dir,
         samples,
         "gptq",
-        device=hardware.device,
+        dtype=dtype,
         bits=cfg.bits,
         sym=cfg.sym,
         group_size=None if cfg.group_size == -1 else cfg.group_size,
         damp_percent=cfg.damp_percent,
         desc_act=cfg.desc_act,
     )
-    return {"checkpoint_format": "compressed-tensors pack-quantized"}
+    return {"checkpoint_format": "compressed-tensors pack-quantized", "quantize_dtype": dtype}
 
 
 class GptqFormat(WeightOnlyFormat):
     USES_CALIBRATION = True
     BITS = "bits"
+    GROUP_SIZE = "group_size"
     BACKENDS = {
         # optimum: transformers loads GPTQ checkpoints with it
         "gptqmodel": Backend(("gptqmodel", "optimum"), "gptq", _gptqmodel, bits=(2, 3, 4, 8)),

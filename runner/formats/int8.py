@@ -7,6 +7,7 @@ torchao and bitsandbytes quantize the fp32 model as it loads and save what they 
 norms and lm_head stay fp32 (on SmolLM2 its tied 28M-parameter embedding is half of the bytes).
 """
 
+from runner.formats import weight_only as wo
 from runner.formats.backend_table import Backend, WeightOnlyFormat
 
 
@@ -27,10 +28,9 @@ def _at_load(kind: str, layout: str):
 def _llmcompressor(model, cfg, samples, hardware, out_dir):
     from runner.formats.backends import llmcompressor_backend
 
-    llmcompressor_backend.quantize(
-        model.path, out_dir, None, "rtn", device=hardware.device, bits=8, sym=True, group_size=None
-    )
-    return {"checkpoint_format": "compressed-tensors pack-quantized (W8A16)"}
+    dtype = wo.quantize_dtype(model, hardware)
+    llmcompressor_backend.quantize(model.path, out_dir, None, "rtn", dtype=dtype, bits=8, sym=True, group_size=None)
+    return {"checkpoint_format": "compressed-tensors pack-quantized (W8A16)", "quantize_dtype": dtype}
 
 
 class Int8Format(WeightOnlyFormat):

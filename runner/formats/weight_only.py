@@ -6,10 +6,11 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 from safetensors import safe_open
 
+from runner.config import model_config
 from runner.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,10 @@ def linear_widths(model_dir: Path) -> Dict[str, int]:
     return widths
 
 
-def check_group_size(model, group_size: int, key: str, allow_per_channel: bool = True) -> None:
-    """Groups run along each layer's input: the size must divide every input width (SmolLM2: 576 = 4.5 x 128)."""
-    if group_size == -1 and allow_per_channel:
+def check_group_size(model, group_size: Optional[int], key: str, allow_per_channel: bool = True) -> None:
+    """Groups run along each layer's input: the size must divide every input width (SmolLM2: 576 = 4.5 x 128).
+    None: resolved from the model (runner/formats/group_size.py), which picks a size that does."""
+    if group_size is None or (group_size == -1 and allow_per_channel):
         return
     if group_size <= 0:
         raise UserError(
@@ -62,23 +64,40 @@ def check_group_size(model, group_size: int, key: str, allow_per_channel: bool =
         )
 
 
-def store_fp16(out_dir: Path) -> None:
-    """Store the unquantized tensors (embeddings, norms, lm_head, scales) in fp16, as shipped checkpoints do.
+def quantize_dtype(model, hardware) -> str:
+    """The dtype a calibrated backend runs the model in: fp32 on the CPU (fp16/bf16 matmuls are 5-13x slower on
+    AVX2-only CPUs); on a GPU the model's own (config.json: bf16 for Llama 3.1), half of fp32's memory and the dtype
+    the artifact is served in. The libraries keep their statistics (GPTQ's Hessian) in fp32 either way."""
+    if not str(hardware.device).startswith("cuda"):
+        return "float32"
+    return model_config.model_dtype(model_config.read(model.path)) or "float32"
 
-    Backends quantize in fp32 on CPU for speed and would save those in fp32; fp16 is what GPU
+
+def stored_dtype(quantized_in: str) -> str:
+    """What the unquantized tensors are saved in: fp16 after a fp32 run, as shipped checkpoints are; else the
+    16-bit dtype the backend ran in."""
+    return "float16" if quantized_in == "float32" else quantized_in
+
+
+def store_unquantized(out_dir: Path, dtype: str) -> None:
+    """Store the unquantized tensors (embeddings, norms, lm_head, scales) left in fp32 in `dtype` (stored_dtype),
+    and say so in config.json.
+
+    Backends quantize in fp32 on CPU for speed and would save those in fp32; 16 bits is what GPU
     kernels (vLLM) expect and what the size columns should count. The torch engine still computes
     in fp32 on CPU (manifest `cpu_compute_dtype`).
     """
     import torch
     from safetensors.torch import load_file, save_file
 
+    target = getattr(torch, dtype)
     for f in sorted(out_dir.glob("*.safetensors")):
         with safe_open(f, framework="pt") as st:
             metadata = st.metadata()
-        tensors = {k: (v.half() if v.dtype == torch.float32 else v) for k, v in load_file(f).items()}
+        tensors = {k: (v.to(target) if v.dtype == torch.float32 else v) for k, v in load_file(f).items()}
         save_file(tensors, f, metadata=metadata)
     config = json.loads((out_dir / "config.json").read_text())
-    config["dtype"] = "float16"
+    config["dtype"] = dtype
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
 
 

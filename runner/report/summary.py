@@ -2,7 +2,7 @@
 
 from typing import Dict, List
 
-from runner.metrics import PERF_DECODE_TOK_S, PERF_PREFILL_TOK_S, QUALITY_KLD_MEAN, in_table
+from runner.metrics import PARAM_BASELINE_FORMAT, PERF_DECODE_TOK_S, PERF_PREFILL_TOK_S, QUALITY_KLD_MEAN, in_table
 from runner.report import ties
 from runner.report.columns import SUMMARY, TIE_MARKED, cells, short_task_names, task_names, used, with_tasks
 from runner.report.data import rows_of
@@ -80,7 +80,7 @@ def task_notes(rows) -> List[str]:
     items = dict(
         pair.split("=", 1) for r in rows for pair in r.params.get("eval.tasks_n_items", "").split(",") if "=" in pair
     )
-    baseline = next((r.params["eval.baseline"] for r in rows if r.params.get("eval.baseline")), "eval.baseline")
+    baseline = next((baseline_name(r.params) for r in rows if r.params.get("eval.baseline")), "eval.baseline")
     named = ", ".join(
         f"{short} = {task} ({items.get(task, '?')} items)" for task, short in short_task_names(tasks).items()
     )
@@ -148,6 +148,11 @@ def tokenization_warnings(runs) -> List[str]:
     return lines
 
 
+def baseline_name(params: dict) -> str:
+    """The preset eval.baseline resolved to (eval.baseline=auto: the model's own dtype on CUDA, fp32 on the CPU)."""
+    return params.get(PARAM_BASELINE_FORMAT) or params["eval.baseline"]
+
+
 def memory_scope(runs) -> List[str]:
     """What the peak-memory numbers cover, from the param perf.memory_scope each benchmark logs."""
     scoped = [r.data.params for r in runs if r.data.params.get("perf.memory_scope")]
@@ -176,7 +181,7 @@ def render(runs: List, uri: str, experiment: str, parent_run_id: str | None = No
             f"Quality: token-level ppl over {p['eval.n_scored']} scored tokens of {p['eval.corpus']} "
             f"(ctx {p['eval.ctx_len']}, stride {p['eval.stride']}, BOS "
             f"{'prepended' if p['eval.add_bos'] == 'True' else 'not added'}{_source(p)}, "
-            f"corpus sha256 {p['eval.corpus_sha256'][:12]}). KLD/top-1 vs baseline '{p['eval.baseline']}' on the "
+            f"corpus sha256 {p['eval.corpus_sha256'][:12]}). KLD/top-1 vs baseline '{baseline_name(p)}' on the "
             f"{p.get('eval.baseline_engine', 'torch')} engine."
         )
         lines += kld_notes(runs, p["eval.kld_topk"])

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Un
 from omegaconf import DictConfig
 
 from runner.cache import Cache
-from runner.config import checks
+from runner.config import baseline as baseline_rule
+from runner.config import checks, model_config
 from runner.errors import UserError
 
 if TYPE_CHECKING:  # for the types only: this package stays light
@@ -38,6 +39,7 @@ class StageContext:
     artifact: Optional["Artifact"] = None  # set by the quantize stage
     _stream: Any = field(default=None, repr=False)
     _baseline: Optional[Tuple[DictConfig, "Artifact"]] = field(default=None, repr=False)
+    _baseline_plan: Optional[baseline_rule.Baseline] = field(default=None, repr=False)
 
     @property
     def stream(self):
@@ -49,13 +51,31 @@ class StageContext:
         return self._stream
 
     @property
+    def baseline_plan(self) -> baseline_rule.Baseline:
+        """eval.baseline resolved for this model and hardware profile (runner/config/baseline.py): which preset,
+        in which dtype, where, and why. Raises UserError for a baseline that cannot fit the profile's GPUs."""
+        if self._baseline_plan is None:
+            from runner.formats import load_format_preset
+
+            requested, preset_dtype, engine = self.cfg.eval.baseline, None, "torch"
+            if requested != baseline_rule.AUTO:
+                preset = load_format_preset(requested, "eval.baseline")
+                preset_dtype, engine = preset.dtype if preset.family == "torch_dtype" else None, preset.engine
+            config = model_config.read(self.model.path)
+            self._baseline_plan = baseline_rule.resolve(
+                requested, preset_dtype, config, self.model.n_params, self.cfg.hardware, engine
+            )
+        return self._baseline_plan
+
+    @property
     def baseline(self) -> Tuple[DictConfig, "Artifact"]:
-        """(config, artifact) of the eval.baseline preset: what KLD and the tasks' retained share compare to."""
+        """(config, artifact) of the resolved eval.baseline preset: what KLD and the tasks' retained share compare
+        to."""
         if self._baseline is None:
             from runner.formats import load_format_preset
             from runner.formats.artifacts import quantize
 
-            baseline_cfg = load_format_preset(self.cfg.eval.baseline, "eval.baseline")
+            baseline_cfg = load_format_preset(self.baseline_plan.preset, "eval.baseline")
             self._baseline = (
                 baseline_cfg,
                 quantize(self.model, baseline_cfg, self.cfg.calibration, self.cfg.hardware, self.cache),

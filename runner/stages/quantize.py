@@ -5,6 +5,8 @@ import time
 from runner.formats.artifacts import MANIFEST, quantize
 from runner.formats.base import describe_tensor_types
 from runner.metrics import (
+    PARAM_GROUP_SIZE,
+    PARAM_GROUP_SIZE_WHY,
     SIZE_BITS_PER_WEIGHT,
     SIZE_BYTES,
     SIZE_COMPRESSION_VS_FP16,
@@ -13,6 +15,9 @@ from runner.metrics import (
 )
 from runner.stages import StageContext, StageResult
 from runner.tracking.models import ARTIFACT_KEY_TAG
+
+# what Format.resolve decided (runner/formats/base.py) -> the param it is logged as
+RESOLVED_PARAMS = {"group_size": PARAM_GROUP_SIZE, "group_size_why": PARAM_GROUP_SIZE_WHY}
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -27,7 +32,7 @@ def run(ctx: StageContext) -> StageResult:
         TIME_QUANTIZE_S: artifact.manifest["quantize_s"],  # the cost of making it, even on a cache hit
         TIME_QUANTIZE_STAGE_S: stage_s,
     }
-    params = {}
+    params = {name: artifact.resolved[k] for k, name in RESOLVED_PARAMS.items() if k in artifact.resolved}
     if artifact.manifest.get("tensor_types"):  # what the file really holds, e.g. K-quant fallbacks
         params["artifact.contents"] = describe_tensor_types(artifact.manifest["tensor_types"])
     return StageResult(

@@ -4,7 +4,9 @@ CPU pitfalls handled here:
 - its worker pool asks for 2 CPU workers, but its default on a 2-core box is 1 ("Virtual pool
   'model_loader:cpu' requests 2 workers but parent 'cpu' only has 1"): GPTQMODEL_CPU_WORKERS is set
   before the first import.
-- GPTQ runs in fp32: fp16/bf16 matmuls are 5-13x slower on AVX2-only CPUs.
+- GPTQ runs in the dtype the caller picks (runner/formats/weight_only.py quantize_dtype): fp32 on a CPU, where
+  fp16/bf16 matmuls are 5-13x slower on AVX2-only CPUs; the model's own (bf16 for Llama 3.1) on a GPU. gptqmodel
+  loads the model on the CPU and moves one layer at a time to the GPU to quantize it.
 - AWQ: the default kernel needs CUDA ("AWQ: CUDA is not available") -> BACKEND.AWQ_TORCH, which only
   takes fp16/bf16 ("AwqTorchLinear only supports [float16, bfloat16]"): the model is loaded in fp16.
 - offload_to_disk is off: it would write a temp folder's path into the saved config.
@@ -66,12 +68,13 @@ def quantize_gptq(
     desc_act: bool,
     damp_percent: float,
     true_sequential: bool,
+    dtype: str,
     device: str,
     threads: int,
 ) -> None:
     g = _gptqmodel(threads)
     qc = _config(g, grid, desc_act=desc_act, damp_percent=damp_percent, true_sequential=true_sequential)
-    _quantize(g, src, out, samples, qc, torch.float32, device)
+    _quantize(g, src, out, samples, qc, getattr(torch, dtype), device)
 
 
 def quantize_awq(

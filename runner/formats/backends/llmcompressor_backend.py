@@ -1,7 +1,13 @@
 """llm-compressor (vLLM project): GPTQ, AWQ and W8A16 written as compressed-tensors `pack-quantized`.
 
+The model is loaded on the CPU, in the dtype the caller picks (runner/formats/weight_only.py quantize_dtype: fp32
+on a CPU, the model's own on a GPU), and `oneshot` does the rest: its calibrated modifiers (GPTQ, AWQ) run in
+its sequential pipeline, which moves one decoder layer at a time to the accelerator (sequential onloading; the
+calibration activations wait on the CPU between layers), so a GPU needs room for one layer, not the model:
+an 8B model quantizes on one 24 GB card. Without an accelerator the same pipeline runs on the CPU.
+
 CPU pitfalls handled here:
-- quantizes in fp32 (fp16/bf16 matmuls are 5-13x slower on AVX2-only CPUs).
+- fp16/bf16 matmuls are 5-13x slower on AVX2-only CPUs: the caller picks fp32 there.
 - its AWQ pins cached activations for faster host-to-GPU copies; with no accelerator that fails
   ("Cannot access accelerator device when none is available"): IntermediatesCache.pin_memory is
   made a no-op for the duration of the call when CUDA is absent (pinning only serves GPU copies).
@@ -69,11 +75,12 @@ def recipe(
     return [AWQModifier(n_grid=n_grid, duo_scaling=duo_scaling), quant] if method == "awq" else [quant]
 
 
-def quantize(src: Path, out: Path, samples: Optional[List[List[int]]], method: str, *, device: str, **settings) -> None:
+def quantize(src: Path, out: Path, samples: Optional[List[List[int]]], method: str, *, dtype: str, **settings) -> None:
     from llmcompressor import oneshot
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, device_map=device)
+    # on the CPU whatever the hardware: oneshot onloads each layer to the accelerator in turn (see above)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=getattr(torch, dtype), device_map=None)
     kwargs = {}
     if samples:
         from datasets import Dataset
