@@ -388,7 +388,7 @@ def read_runs(ctx: Context, since_ms: int) -> List[dict]:
                     "format": params.get("format.name"),
                     "metrics": {k: v for k, v in sorted(r.data.metrics.items())},
                     "params": {k: v for k, v in sorted(params.items()) if any(h in k for h in PARAM_HINTS)},
-                    "tags": {k: v for k, v in sorted(r.data.tags.items()) if k.startswith(("qrun.server", "server"))},
+                    "tags": {k: v for k, v in sorted(r.data.tags.items()) if k.startswith("serving.server")},
                 }
             )
     return out
@@ -682,8 +682,18 @@ def fmt(value, key: str) -> str:
     return str(value)
 
 
+def ran_as(run: dict) -> str:
+    """Engine (or server), and the baseline the quality numbers are against, as the run logged them."""
+    params, tags = run.get("params", {}), run.get("tags", {})
+    server = tags.get("serving.server")
+    parts = [f"server {server}" if server else params.get("format.engine", "")]
+    if params.get("eval.baseline") and run.get("metrics", {}).get("quality/ppl") is not None:
+        parts.append(f"vs {params['eval.baseline']}")
+    return ", ".join(p for p in parts if p)
+
+
 def summary_md(report: dict) -> str:
-    head = ["step", "job", "status", "wall s / budget", *[label for _, label in KEY_METRICS]]
+    head = ["step", "job", "status", "wall s / budget", "ran as", *[label for _, label in KEY_METRICS]]
     lines = [
         f"# gpu_check: {report['gpu']} ({report['mode']}, {report['started']})",
         "",
@@ -707,18 +717,18 @@ def summary_md(report: dict) -> str:
                 note = f"{res.get('parameters', 0) / 1e9:.2f} B params, {fmt(size, '_bytes')} GiB bf16"
             if rec["step"] == "probe" and "probe_fields" in res and "peak_vram_bytes" not in res:
                 note = f"PeakMemory fields: {', '.join(res['probe_fields'])}"
-            row = base + [note, rec["status"], budget] + [""] * len(KEY_METRICS)
+            row = base + [note, rec["status"], budget, ""] + [""] * len(KEY_METRICS)
             lines.append("| " + " | ".join(row) + " |")
             continue
         for job in jobs:
             composed = job.get("composed") or {}
             for run in job.get("runs") or [{}]:
+                m, params = run.get("metrics", {}), run.get("params", {})
                 label = str(run.get("format") or composed.get("format.name") or "")
-                conc = run.get("params", {}).get("benchmark.concurrency") or composed.get("benchmark.concurrency")
-                label += f" ({conc} users)" if conc else ""
-                m = run.get("metrics", {})
+                if composed.get("benchmark.kind") == "serving" or any(k.startswith("serving/") for k in m):
+                    label += f" ({params.get('benchmark.concurrency') or composed.get('benchmark.concurrency')} users)"
                 job_status = job.get("status", rec["status"])
-                row = base + [label, job_status, f"{job.get('wall_s', '')} / {rec['budget_s']}"]
+                row = base + [label, job_status, f"{job.get('wall_s', '')} / {rec['budget_s']}", ran_as(run)]
                 row += [fmt(m.get(k), k) for k, _ in KEY_METRICS]
                 lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
@@ -816,6 +826,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def finish(ctx: Context, report: dict) -> None:
+    ctx.out.mkdir(parents=True, exist_ok=True)
     (ctx.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
     text = summary_md(report)
     (ctx.out / "summary.md").write_text(text)
