@@ -447,6 +447,7 @@ def run_probe(ctx: Context) -> dict:
         f"x = torch.ones({PROBE_BYTES}, dtype=torch.uint8, device='cuda:0')\n"
         "torch.cuda.synchronize(); print('held', flush=True); sys.stdin.readline()\n"
     )
+    used_before = device_used_bytes()
     child = subprocess.Popen(
         [sys.executable, "-c", child_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ctx.env()
     )
@@ -456,6 +457,7 @@ def run_probe(ctx: Context) -> dict:
         t0 = time.monotonic()
         with probes.PeakMemory(pid=child.pid, tree=True, gpu=True) as pm:
             time.sleep(2.0)
+            used_held, pids_held = device_used_bytes(), nvml_pids()
         sampled_s = time.monotonic() - t0
         child.stdin.write("\n")
         child.stdin.flush()
@@ -465,23 +467,35 @@ def run_probe(ctx: Context) -> dict:
         except subprocess.TimeoutExpired:
             child.kill()
     seen = pm.peak_vram or 0
-    # whatever the probe exposes about GPUs (its per-device peaks, the method it used), by attribute name
-    exposed = {k: jsonable(v) for k, v in vars(pm).items() if not k.startswith("_") and ("gpu" in k or "vram" in k)}
     return {
         "child_ready": ready,
         "child_pid": child.pid,
         "allocated_bytes": PROBE_BYTES,
         "sampled_s": round(sampled_s, 2),
         "probe": "runner.benchmark.probes.PeakMemory(pid=child, tree=True, gpu=True)",
-        "probe_fields": exposed,
+        "probe_fields": gpu_fields(pm),
         "peak_vram_bytes": seen,
-        "nvml_pids": nvml_pids(),
-        "device_used_bytes": device_used_bytes(),
+        "nvml_pids_while_held": pids_held,  # inside a container NVML may list the host's pids, not the child's
+        "device_used_bytes_before": used_before,
+        "device_used_bytes_while_held": used_held,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "sees_8gib": seen >= PROBE_BYTES,
         "verdict": "ok" if seen >= PROBE_BYTES else f"the probe saw {seen} bytes of the child's {PROBE_BYTES}",
     }
+
+
+def gpu_fields(pm) -> dict:
+    """Whatever the probe exposes about GPUs (its per-device peaks, the method it used), attributes and properties
+    alike, by name: the probe's GPU accounting is being reworked, and the check reads what is there."""
+    out = {}
+    for k in dir(pm):
+        if k.startswith("_") or not ("gpu" in k or "vram" in k):
+            continue
+        v = getattr(pm, k)
+        if not callable(v):
+            out[k] = jsonable(v)
+    return out
 
 
 def jsonable(v):
@@ -573,7 +587,7 @@ def dry_probe(ctx: Context) -> dict:
     pm = probes.PeakMemory(pid=os.getpid(), tree=True, gpu=True)
     problems = [f"PeakMemory has no argument {a!r}" for a in ("pid", "tree", "gpu") if a not in params]
     problems += [] if hasattr(pm, "peak_vram") else ["PeakMemory has no peak_vram"]
-    fields = sorted(k for k in vars(pm) if not k.startswith("_") and ("gpu" in k or "vram" in k))
+    fields = sorted(gpu_fields(pm))
     return {"probe": "runner.benchmark.probes.PeakMemory", "probe_fields": fields, "problems": problems}
 
 
@@ -622,7 +636,7 @@ def start_exllamav2_build(ctx: Context) -> Optional[Tuple[subprocess.Popen, floa
         return None
     ctx.log("exl2_build").parent.mkdir(parents=True, exist_ok=True)
     log = open(ctx.log("exl2_build"), "w")
-    env = {**ctx.env(), "MAX_JOBS": str(os.cpu_count() or 8)}
+    env = {**ctx.env(), "MAX_JOBS": str(max(1, (os.cpu_count() or 8) - 2))}  # two cores left to the other steps
     cmd = [ctx.python, "-c", "import exllamav2, exllamav2.ext; print('exllamav2', exllamav2.__version__)"]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), time.monotonic()
 
@@ -637,6 +651,8 @@ def wait_build(ctx: Context, build, record: dict) -> bool:
         record["jit_build"] = {"status": "still building at the deadline"}
         return False
     record["jit_build"] = {"status": status_of(rc), "wall_s": round(time.monotonic() - t0, 1)}
+    if rc != 0:
+        record["jit_build"]["log_tail"] = tail(ctx.log("exl2_build").read_text(errors="replace"))
     return rc == 0
 
 
@@ -817,6 +833,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         done[step.name] = record["status"]
         write_step(ctx, record)
         report["steps"].append(record)
+        write_report(ctx, report)  # after every step: a run killed at the device's timeout still leaves its table
     if build is not None and build[0].poll() is None:
         build[0].kill()
     report["wall_s"] = round(time.monotonic() - started, 1)
@@ -825,11 +842,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 1 if bad else 0
 
 
-def finish(ctx: Context, report: dict) -> None:
+def write_report(ctx: Context, report: dict) -> str:
     ctx.out.mkdir(parents=True, exist_ok=True)
     (ctx.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
     text = summary_md(report)
     (ctx.out / "summary.md").write_text(text)
+    return text
+
+
+def finish(ctx: Context, report: dict) -> None:
+    text = write_report(ctx, report)
     logs = sorted((ctx.work / "logs").glob("*.log")) if (ctx.work / "logs").exists() else []
     if logs:
         (ctx.out / "gpu_check.log").write_text(
