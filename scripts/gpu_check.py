@@ -350,16 +350,21 @@ def remaining(ctx: Context) -> float:
     return ctx.deadline - time.monotonic() - SUMMARY_RESERVE_S
 
 
-def run_timed(ctx: Context, name: str, cmd: List[str], timeout_s: float) -> Tuple[int, float]:
-    """cmd under coreutils `timeout` (SIGTERM, SIGKILL 10 s later), its output appended to the step's log."""
+def run_timed(ctx: Context, name: str, cmd: List[str], timeout_s: float) -> Tuple[int, float, str]:
+    """cmd under coreutils `timeout` (SIGTERM, SIGKILL 10 s later), its output appended to the step's log; the exit
+    code, the wall time and the output's last line (a qrun error is one line: `error: <key>: ... -- fix: ...`)."""
     ctx.log(name).parent.mkdir(parents=True, exist_ok=True)
     full = ["timeout", "-k", "10", f"{max(1, int(timeout_s))}s", *cmd]
     t0 = time.monotonic()
     with open(ctx.log(name), "a") as log:
         log.write(f"$ {shlex.join(full)}\n")
         log.flush()
+        start = log.tell()
         rc = subprocess.run(full, cwd=ROOT, env=ctx.env(), stdout=log, stderr=subprocess.STDOUT).returncode
-    return rc, round(time.monotonic() - t0, 1)
+    with open(ctx.log(name), errors="replace") as log:
+        log.seek(start)
+        lines = [line.strip() for line in log.read().splitlines() if line.strip()]
+    return rc, round(time.monotonic() - t0, 1), lines[-1][:300] if lines else ""
 
 
 def status_of(rc: int) -> str:
@@ -403,13 +408,14 @@ def run_qrun_step(ctx: Context, step: Step, record: dict) -> None:
             continue
         cmd = qrun_command(ctx, step, i, job)
         since_ms = int(time.time() * 1000)
-        rc, wall = run_timed(ctx, step.name, cmd, left)
+        rc, wall, last = run_timed(ctx, step.name, cmd, left)
         record["wall_s"] = round(record.get("wall_s", 0) + wall, 1)
         record["jobs"].append(
             {
                 "command": shlex.join(cmd),
                 "status": status_of(rc),
                 "rc": rc,
+                "last_line": last,
                 "wall_s": wall,
                 "timeout_s": int(left),
                 "runs": read_runs(ctx, since_ms),
@@ -425,12 +431,14 @@ def run_python_step(ctx: Context, step: Step, record: dict) -> None:
     result_file = ctx.work / "steps" / f"{step.name}.result.json"
     result_file.unlink(missing_ok=True)
     cmd = [ctx.python, str(Path(__file__)), "_step", step.name, "--out", str(ctx.out), "--work", str(ctx.work)]
-    rc, wall = run_timed(ctx, step.name, cmd, left)
+    rc, wall, last = run_timed(ctx, step.name, cmd, left)
     record.update(command=shlex.join(cmd), rc=rc, wall_s=wall, timeout_s=int(left), status=status_of(rc))
+    record["last_line"] = last
     if result_file.exists():
         record["result"] = json.loads(result_file.read_text())
         if rc == 0 and record["result"].get("verdict", "ok") != "ok":
-            record["status"] = f"failed ({record['result']['verdict']})"
+            record["status"] = f"failed: {record['result']['verdict']}"
+            record["last_line"] = ""
 
 
 # --- the Python steps (each in its own process) -------------------------------------------------------------------
@@ -449,26 +457,29 @@ def run_probe(ctx: Context) -> dict:
     )
     used_before = device_used_bytes()
     child = subprocess.Popen(
-        [sys.executable, "-c", child_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ctx.env()
+        [sys.executable, "-c", child_code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ctx.env(),
     )
+    assert child.stdout is not None and child.stdin is not None
+    ready = child.stdout.readline().strip()
+    if ready != "held":  # the child could not take the 8 GiB: nothing to probe
+        _, err = child.communicate(timeout=30)
+        last = err.strip().splitlines()[-1:] or [f"exit {child.returncode}"]
+        return {"verdict": f"the child could not hold 8 GiB on cuda:0 ({last[0]})", "child_stderr": tail(err, 2000)}
     try:
-        assert child.stdout is not None and child.stdin is not None
-        ready = child.stdout.readline().strip()
         t0 = time.monotonic()
         with probes.PeakMemory(pid=child.pid, tree=True, gpu=True) as pm:
             time.sleep(2.0)
             used_held, pids_held = device_used_bytes(), nvml_pids()
         sampled_s = time.monotonic() - t0
-        child.stdin.write("\n")
-        child.stdin.flush()
     finally:
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
+        child.communicate(input="\n", timeout=30)
     seen = pm.peak_vram or 0
     return {
-        "child_ready": ready,
         "child_pid": child.pid,
         "allocated_bytes": PROBE_BYTES,
         "sampled_s": round(sampled_s, 2),
@@ -698,6 +709,12 @@ def fmt(value, key: str) -> str:
     return str(value)
 
 
+def cell(text: str) -> str:
+    """One markdown table cell: no pipe, at most 160 characters."""
+    text = text.replace("|", "/")
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def ran_as(run: dict) -> str:
     """Engine (or server), and the baseline the quality numbers are against, as the run logged them."""
     params, tags = run.get("params", {}), run.get("tags", {})
@@ -726,14 +743,15 @@ def summary_md(report: dict) -> str:
         if not jobs or "checked" in jobs[0]:
             res = rec.get("result") or (jobs[0].get("checked") if jobs else None) or {}
             note = ""
-            if rec["step"] == "probe" and res:
+            if rec["step"] == "probe" and "peak_vram_bytes" in res:
                 note = f"saw {fmt(res.get('peak_vram_bytes'), '_bytes')} GiB of 8"
             if rec["step"] == "model" and res:
                 size = res.get("bytes_on_disk") or res.get("bf16_bytes")
                 note = f"{res.get('parameters', 0) / 1e9:.2f} B params, {fmt(size, '_bytes')} GiB bf16"
             if rec["step"] == "probe" and "probe_fields" in res and "peak_vram_bytes" not in res:
                 note = f"PeakMemory fields: {', '.join(res['probe_fields'])}"
-            row = base + [note, rec["status"], budget, ""] + [""] * len(KEY_METRICS)
+            status = rec["status"] + (f": {rec['last_line']}" if rec.get("last_line") and rec["status"] != "ok" else "")
+            row = base + [note, cell(status), budget, ""] + [""] * len(KEY_METRICS)
             lines.append("| " + " | ".join(row) + " |")
             continue
         for job in jobs:
@@ -744,6 +762,8 @@ def summary_md(report: dict) -> str:
                 if composed.get("benchmark.kind") == "serving" or any(k.startswith("serving/") for k in m):
                     label += f" ({params.get('benchmark.concurrency') or composed.get('benchmark.concurrency')} users)"
                 job_status = job.get("status", rec["status"])
+                if job_status != "ok" and job.get("last_line"):
+                    job_status = cell(f"{job_status}: {job['last_line']}")
                 row = base + [label, job_status, f"{job.get('wall_s', '')} / {rec['budget_s']}", ran_as(run)]
                 row += [fmt(m.get(k), k) for k, _ in KEY_METRICS]
                 lines.append("| " + " | ".join(row) + " |")
