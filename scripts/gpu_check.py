@@ -78,6 +78,8 @@ KEY_METRICS = (  # runner/metrics.py names: what summary.md shows of each run
     ("serving/throughput_tok_s", "serving tok/s"),
     ("serving/latency_s_p95", "p95 s"),
 )
+MISSING = "<missing>"  # a key the composed config does not have
+SHOWN = ("format.engine", "format.server", "format.backend")  # composed keys the dry run's table shows
 PARAM_HINTS = ("baseline", "group", "server", "dtype", "engine", "bits", "bpw", "device", "backend", "concurrency")
 
 
@@ -192,7 +194,7 @@ def plan() -> List[Step]:
         Step("model", 45, "random 2-layer Llama-3.1-8B-shaped model built on the GPU, saved bf16", ("torch",)),
         Step(
             "bf16",
-            45,
+            60,
             "bf16 folder evaluated on the GPU (the baseline)",
             RUNNER_CORE,
             [Job(["format=bf16", "stages=[quantize,evaluate]"], {"format.name": "bf16", "stages": evaluate})],
@@ -304,7 +306,7 @@ def dotted(cfg: dict, key: str):
     node: object = cfg
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            return "<missing>"
+            return MISSING
         node = node[part]
     return node
 
@@ -323,7 +325,7 @@ def compose(ctx: Context, step: Step, index: int, job: Job) -> dict:
         return result
     cfg = yaml.safe_load(proc.stdout) or {}
     expect = {**qrun_expectations(ctx), **job.expect}
-    result["composed"] = {k: dotted(cfg, k) for k in expect}
+    result["composed"] = {k: dotted(cfg, k) for k in {**expect, **dict.fromkeys(SHOWN)}}
     result["problems"] = [
         f"{k}: composed {result['composed'][k]!r}, the step needs {v!r}"
         for k, v in expect.items()
@@ -764,7 +766,10 @@ def summary_md(report: dict) -> str:
                 job_status = job.get("status", rec["status"])
                 if job_status != "ok" and job.get("last_line"):
                     job_status = cell(f"{job_status}: {job['last_line']}")
-                row = base + [label, job_status, f"{job.get('wall_s', '')} / {rec['budget_s']}", ran_as(run)]
+                how = ran_as(run) or ", ".join(
+                    f"{k.split('.')[1]} {composed[k]}" for k in SHOWN if composed.get(k) not in (None, MISSING)
+                )
+                row = base + [label, job_status, f"{job.get('wall_s', '')} / {rec['budget_s']}", how]
                 row += [fmt(m.get(k), k) for k, _ in KEY_METRICS]
                 lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
