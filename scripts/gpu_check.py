@@ -39,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -639,6 +640,16 @@ def compose_python_step(ctx: Context, step: Step) -> dict:
     }
 
 
+def compose_all(ctx: Context, steps: List[Step]) -> Dict[str, list]:
+    """Every job's composition started at once, one process each on the cores there are: step name -> futures."""
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
+    return {
+        s.name: [pool.submit(compose, ctx, s, i, j) for i, j in enumerate(s.jobs)]
+        or [pool.submit(compose_python_step, ctx, s)]
+        for s in steps
+    }
+
+
 # --- the EXL2 kernels, built in the background ----------------------------------------------------------------------
 
 
@@ -825,14 +836,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "steps": [],
     }
     build = None if args.dry_run else start_exllamav2_build(ctx)
+    composing = compose_all(ctx, steps) if args.dry_run else {}
     done: Dict[str, str] = {}
     for step in steps:
         record = skeleton(ctx, step)
         if args.dry_run:
-            if step.jobs:
-                record["jobs"] = [compose(ctx, step, i, j) for i, j in enumerate(step.jobs)]
-            else:
-                record["jobs"] = [compose_python_step(ctx, step)]
+            record["jobs"] = [f.result() for f in composing[step.name]]
             problems = [x for c in record["jobs"] for x in c["problems"]]
             record["status"] = "composition failed" if problems else "dry-run"
             print(f"== {step.name}: {record['status']}" + "".join(f"\n   {x}" for x in problems))
