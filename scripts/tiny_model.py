@@ -8,16 +8,16 @@ import sys
 from pathlib import Path
 
 
-def build(out: Path, text_file: Path) -> Path:
+def train_tokenizer(out: Path, text_file: Path, vocab_size: int = 512):
+    """A SentencePiece BPE (byte fallback, BOS 1, EOS 2) trained on text_file, saved in out as a LlamaTokenizer."""
     import sentencepiece as spm
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
+    from transformers import LlamaTokenizer
 
     out.mkdir(parents=True, exist_ok=True)
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(text_file.read_text().splitlines()),
         model_prefix=str(out / "tokenizer"),
-        vocab_size=512,
+        vocab_size=vocab_size,
         model_type="bpe",
         byte_fallback=True,
         character_coverage=1.0,
@@ -30,6 +30,14 @@ def build(out: Path, text_file: Path) -> Path:
     )
     tok = LlamaTokenizer.from_pretrained(out)
     tok.save_pretrained(out)
+    return tok
+
+
+def build(out: Path, text_file: Path) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = train_tokenizer(out, text_file)
     torch.manual_seed(0)
     cfg = LlamaConfig(
         vocab_size=len(tok),
