@@ -174,7 +174,7 @@ class TorchEngine(Engine):
             return torchao_int8_kernel(hardware.device)
         return None  # other torchao configs: not described here, so not claimed
 
-    def load(self, artifact, model, hardware) -> TorchLoaded:
+    def load(self, artifact, model, hardware, context_tokens: Optional[int] = None) -> TorchLoaded:
         import torch
         from transformers import AutoModelForCausalLM
 
