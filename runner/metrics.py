@@ -604,7 +604,7 @@ declare(  # what a deployment needs in memory (runner/benchmark/probes.py, runne
         BENCHMARK,
         (),
         "the KV cache the engine itself reports having allocated, in tokens (vLLM's 'KV cache size: N tokens'; "
-        "the EXL2 server's cache, slots x context per slot)",
+        "the offline ExLlamaV2 engine's cache, sized to the longest sequence it is asked for)",
     ),
     Metric(
         MEMORY_ENGINE_MAX_CONCURRENCY,
@@ -615,8 +615,8 @@ declare(  # what a deployment needs in memory (runner/benchmark/probes.py, runne
         BENCHMARK,
         (),
         "how many requests of its max_model_len the engine's KV cache holds at once, as vLLM reports it ('Maximum "
-        "concurrency for N tokens per request: Xx'); the param (offline) or server tag (serving) max_model_len_reported is "
-        "that N",
+        "concurrency for N tokens per request: Xx'); the param (offline) or server tag (serving) "
+        "max_model_len_reported is that N",
     ),
 )
 

@@ -22,7 +22,6 @@ from runner.engines.base import Engine, GenerationTiming, LoadedModel
 from runner.system.gpu import require_cuda
 from runner.system.packages import dist_versions
 
-
 SERVER_SCRIPT = (
     Path(__file__).with_name("workers") / "exl2_server.py"
 )  # its OpenAI-compatible server (no runner import)

@@ -209,9 +209,16 @@ def reported(log_text: str) -> VllmReport:
     return VllmReport().read(log_text)
 
 
-def max_model_len(context_tokens: int) -> int:
-    """vLLM's max_model_len for requests of at most context_tokens tokens (prompt + output)."""
-    return int(context_tokens) + CONTEXT_MARGIN
+def max_model_len(context_tokens: int, artifact_path: Optional[Path] = None) -> int:
+    """vLLM's max_model_len for requests of at most context_tokens tokens (prompt + output): those and a margin, at
+    most the model's own limit (config.json's max_position_embeddings: vLLM refuses a larger value)."""
+    wanted = int(context_tokens) + CONTEXT_MARGIN
+    config_path = Path(artifact_path) / "config.json" if artifact_path is not None else None
+    if config_path is None or not config_path.is_file():
+        return wanted
+    config = json.loads(config_path.read_text())
+    limit = config.get("max_position_embeddings") or (config.get("text_config") or {}).get("max_position_embeddings")
+    return min(wanted, int(limit)) if isinstance(limit, int) and limit > 0 else wanted
 
 
 def engine_args(hardware) -> Dict[str, Any]:
@@ -222,7 +229,9 @@ def engine_args(hardware) -> Dict[str, Any]:
     if hasattr(args, "_metadata"):  # a DictConfig (the job's); the benchmark worker's is a plain dict already
         from omegaconf import OmegaConf
 
-        args = OmegaConf.to_container(args, resolve=True)
+        plain = OmegaConf.to_container(args, resolve=True)
+        assert isinstance(plain, dict)
+        args = plain
     return {str(k): v for k, v in dict(args).items()}
 
 
@@ -357,7 +366,7 @@ def offline_settings(path: Path, hardware, context_tokens: Optional[int]) -> dic
         "enforce_eager": not on_cuda(hardware),
         "tensor_parallel_size": hardware.tensor_parallel_size,
         "gpu_memory_utilization": hardware.gpu_memory_utilization,
-        "max_model_len": max_model_len(context_tokens) if context_tokens else None,
+        "max_model_len": max_model_len(context_tokens, path) if context_tokens else None,
         "kv_cache_dtype": getattr(hardware, "kv_cache_dtype", None) or "auto",
         "engine_args": engine_args(hardware),
     }

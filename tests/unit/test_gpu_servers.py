@@ -162,19 +162,23 @@ def test_vllms_offline_eval_gets_a_max_model_len_covering_its_window(config_json
     settings = offline_settings(config_json, cfg.hardware, window)
     assert settings["max_model_len"] == window + 64 and settings["tensor_parallel_size"] == 2
     assert settings["kv_cache_dtype"] == "fp8_e5m2" and settings["engine_args"] == {"swap_space": 2}
+    # never above the model's own limit, which vLLM refuses (a short-context model: the limit itself)
+    (config_json / "config.json").write_text(json.dumps({"dtype": "bfloat16", "max_position_embeddings": 540}))
+    assert offline_settings(config_json, cfg.hardware, window)["max_model_len"] == 540
 
 
 # vLLM's own log lines, as its source formats them (vllm 0.32: v1/core/kv_cache_utils.py, platforms/cuda.py,
 # model_executor/kernels/linear/__init__.py), behind its logger's prefix
 PREFIX = "(EngineCore_DP0 pid=4242) INFO 12-07 23:00:00 [{}] "
+KV_FORMAT = "%s KV cache size: %s tokens, Maximum concurrency for %s tokens per request: %.2fx"
+BACKEND_FORMAT = "Using %s attention backend out of potential backends: %s."
+CHOSEN_BACKEND_FORMAT = "Using %s backend."
+KERNEL_FORMAT = "Using %s for mixed-precision linear"
 VLLM_LINES = [
-    PREFIX.format("kv_cache_utils.py:2327")
-    + "%s KV cache size: %s tokens, Maximum concurrency for %s tokens per request: %.2fx"
-    % ("GPU", f"{452112:,}", f"{384:,}", 1177.375),
+    PREFIX.format("kv_cache_utils.py:2327") + KV_FORMAT % ("GPU", f"{452112:,}", f"{384:,}", 1177.375),
     PREFIX.format("cuda.py:506")
-    + "Using %s attention backend out of potential backends: %s."
-    % ("FLASH_ATTN", "['FLASH_ATTN', 'FLASHINFER', 'TRITON_ATTN', 'FLEX_ATTENTION']"),
-    PREFIX.format("__init__.py:923") + "Using %s for mixed-precision linear" % "MarlinLinearKernel",
+    + BACKEND_FORMAT % ("FLASH_ATTN", "['FLASH_ATTN', 'FLASHINFER', 'TRITON_ATTN', 'FLEX_ATTENTION']"),
+    PREFIX.format("__init__.py:923") + KERNEL_FORMAT % "MarlinLinearKernel",
 ]
 
 
@@ -187,7 +191,8 @@ def test_vllms_log_lines_give_its_kv_cache_concurrency_backend_and_kernel(tmp_pa
     report = reported("\n".join(["INFO starting", *VLLM_LINES, "INFO Application startup complete."]))
     assert (report.kv_cache_tokens, report.max_concurrency, report.max_concurrency_tokens) == (452112, 1177.38, 384)
     assert report.attention_backend == "FLASH_ATTN" and report.linear_kernel == "MarlinLinearKernel"
-    assert reported(PREFIX.format("cuda.py:446") + "Using %s backend." % "FLASHINFER").attention_backend == "FLASHINFER"
+    chosen = PREFIX.format("cuda.py:446") + CHOSEN_BACKEND_FORMAT % "FLASHINFER"
+    assert reported(chosen).attention_backend == "FLASHINFER"
     (tmp_path / "server.log").write_text("\n".join(VLLM_LINES) + "\n")
     assert engine_reported_kv(tmp_path / "server.log") == {
         M.MEMORY_ENGINE_KV_CACHE_TOKENS: 452112.0,

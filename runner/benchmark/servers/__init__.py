@@ -7,9 +7,10 @@ rules, runner/engines/vllm.py: fp32/fp16/bf16, symmetric GPTQ, AWQ, compressed-t
 other torch folders on `transformers serve`. On a CUDA profile each takes its GPUs from the profile (vLLM: tensor x
 data parallel; llama-server: every layer, split evenly over n_gpus; ExLlamaV2: an even weight split over n_gpus).
 `benchmark.server` shows the result in the composed config (`qrun ... --cfg job --resolve`): the `deployed_server`
-resolver (runner/config/schema.py) calls `configured_server` here. The decision never falls back silently: a chosen server
-whose prerequisite is missing (e.g. no `.venv-vllm`) stops the job with a one-line UserError naming format.server
-and the fix, since serving the format elsewhere would change what the decision compares.
+resolver (runner/config/schema.py) calls `configured_server` here.
+The decision never falls back silently: a chosen server whose prerequisite is missing (e.g. no `.venv-vllm`) stops
+the job with a one-line UserError naming format.server and the fix, since serving the format elsewhere would change
+what the decision compares.
 """
 
 import importlib

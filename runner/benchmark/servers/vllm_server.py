@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 def build_cmd(artifact_path, served_name: str, bench_cfg, hardware, host: str, port: int) -> list:
-    max_len = max_model_len(bench_cfg.prompt_tokens + bench_cfg.gen_tokens)
+    max_len = max_model_len(bench_cfg.prompt_tokens + bench_cfg.gen_tokens, artifact_path)
     cmd = [
         str(venv_python()),
         "-m",

@@ -113,15 +113,15 @@ class Scheduler:
 
     def __init__(self, generator, make_job: Callable[..., Any]):
         self.generator, self.make_job = generator, make_job
-        self.inbox: "queue.Queue[tuple]" = queue.Queue()
-        self.outboxes: Dict[int, "queue.Queue[tuple]"] = {}
+        self.inbox: queue.Queue[tuple] = queue.Queue()
+        self.outboxes: Dict[int, queue.Queue[tuple]] = {}
         self.jobs: Dict[int, Any] = {}
         self.serial = itertools.count()
         self.failed: Optional[str] = None
         threading.Thread(target=self._loop, daemon=True, name="exl2-generator").start()
 
     def submit(self, request: dict) -> "tuple[int, queue.Queue]":
-        key, box = next(self.serial), queue.Queue()
+        key, box = next(self.serial), queue.Queue[tuple]()
         self.outboxes[key] = box
         self.inbox.put(("add", key, request))
         return key, box
