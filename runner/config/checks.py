@@ -46,6 +46,8 @@ VLLM_RUNNER_ARGS = {
     "max_logprobs": "the eval's top-k log-probs",
     "seed": "0",
     "dtype": "the artifact's dtype",
+    "enforce_eager": "the device: on on CPU (no graph compilation), off on CUDA (CUDA graphs)",
+    "distributed_executor_backend": "the device: one process on CPU, vLLM's default on CUDA",
 }
 _ARG_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 

@@ -64,7 +64,6 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
         port=port,
         health_path="/health",
         model=name,
-        env={"PYTHONPATH": ""},  # the script imports no runner module
         extra_body={
             "ignore_eos": True,
             "min_tokens": bench_cfg.gen_tokens,

@@ -275,6 +275,7 @@ def serve(state: dict, host: str, port: int) -> ThreadingHTTPServer:
     class Server(ThreadingHTTPServer):
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         daemon_threads = True  # a request's thread never keeps the process alive
+        request_queue_size = 1024  # listen backlog: socketserver's 5 would drop the SYNs of 50 users arriving at once
 
     return Server((host, port), make_handler(state))
 
