@@ -604,7 +604,7 @@ declare(  # what a deployment needs in memory (runner/benchmark/probes.py, runne
         BENCHMARK,
         (),
         "the KV cache the engine itself reports having allocated, in tokens (vLLM's 'KV cache size: N tokens'; "
-        "the offline ExLlamaV2 engine's cache, sized to the longest sequence it is asked for)",
+        "ExLlamaV2's cache: offline the longest sequence asked for, served slots x context per slot)",
     ),
     Metric(
         MEMORY_ENGINE_MAX_CONCURRENCY,

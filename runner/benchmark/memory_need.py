@@ -122,14 +122,20 @@ def need(artifact, model, engine: str, bench_cfg, hardware) -> Tuple[Dict[str, f
 
 def engine_reported_kv(server_log: Path) -> Dict[str, float]:
     """vLLM's own KV cache size ("<device> KV cache size: N tokens") and maximum concurrency ("Maximum concurrency
-    for N tokens per request: Xx") from a server's log; {} where it says neither."""
+    for N tokens per request: Xx") from a server's log, or the EXL2 server's cache ("KV cache of N tokens"); {} where
+    it says none."""
+    from runner.engines.exllamav2 import reported_cache_tokens
     from runner.engines.vllm import reported
 
     try:
         text = Path(server_log).read_text(errors="replace")
     except OSError:
         return {}
-    return reported_metrics(reported(text))
+    metrics = reported_metrics(reported(text))
+    exl2_tokens = reported_cache_tokens(text)
+    if exl2_tokens is not None and MEMORY_ENGINE_KV_CACHE_TOKENS not in metrics:
+        metrics[MEMORY_ENGINE_KV_CACHE_TOKENS] = float(exl2_tokens)
+    return metrics
 
 
 def reported_metrics(report) -> Dict[str, float]:

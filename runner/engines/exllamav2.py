@@ -12,6 +12,7 @@ would fill every visible GPU whatever the profile says. The EXL2 server (runner/
 its paged cache and splits its weights with the same functions.
 """
 
+import re
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -22,9 +23,9 @@ from runner.engines.base import Engine, GenerationTiming, LoadedModel
 from runner.system.gpu import require_cuda
 from runner.system.packages import dist_versions
 
-SERVER_SCRIPT = (
-    Path(__file__).with_name("workers") / "exl2_server.py"
-)  # its OpenAI-compatible server (no runner import)
+# its OpenAI-compatible server (no runner import), and what it logs once its cache is allocated (its startup_line)
+SERVER_SCRIPT = Path(__file__).with_name("workers") / "exl2_server.py"
+SERVER_CACHE_LINE = re.compile(r"exl2 server: .* KV cache of (\d+) tokens")
 PAGE = 256  # ExLlamaV2's paged-attention page: a dynamic generator's cache and sequences are multiples of it
 GIB = 2**30
 SPLIT_HEADROOM = 1.05  # a card's share of the weights, plus 5 % for the modules that do not divide evenly
@@ -112,6 +113,12 @@ class ExLlamaV2Loaded(LoadedModel):
         self.model.unload()
         del self.model, self.cache
         torch.cuda.empty_cache()
+
+
+def reported_cache_tokens(log_text: str) -> Optional[int]:
+    """The EXL2 server's KV cache in tokens, from its log (None where it did not get that far)."""
+    found = SERVER_CACHE_LINE.findall(log_text)
+    return int(found[-1]) if found else None
 
 
 def _sync_all_gpus() -> None:

@@ -302,6 +302,23 @@ def test_exl2_server_cache_is_slots_times_context_and_weights_split_over_the_pro
     assert arg["--host"] == "127.0.0.1" and s.cmd[1].endswith("runner/engines/workers/exl2_server.py")
 
 
+def test_the_exl2_servers_cache_line_is_read_back_as_its_kv_cache_size(tmp_path):
+    from runner import metrics as M
+    from runner.benchmark.memory_need import engine_reported_kv
+    from runner.engines.workers.exl2_server import startup_line
+
+    (tmp_path / "server.log").write_text("loading\n" + startup_line("exl2_4_0bpw", 50, 512) + "\n")
+    assert engine_reported_kv(tmp_path / "server.log") == {M.MEMORY_ENGINE_KV_CACHE_TOKENS: 25600.0}
+
+
+def test_the_exl2_server_refuses_a_context_that_is_not_whole_pages_before_loading():
+    from runner.engines.workers.exl2_server import main
+
+    args = ["--model", "/nowhere", "--port", "0", "--slots", "4", "--gpu-split", "20", "--served-name", "x"]
+    with pytest.raises(SystemExit, match="multiple of 256"):
+        main([*args, "--context-per-slot", "500"])
+
+
 def test_exllamav2_offline_cache_and_split_arithmetic():
     from runner.engines.exllamav2 import cache_length, gpu_split_gib
 

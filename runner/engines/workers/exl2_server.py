@@ -320,6 +320,11 @@ def load_generator(model_dir: str, slots: int, per_slot: int, gpu_split: List[fl
     return generator, encode, make_job
 
 
+def startup_line(served_name: str, slots: int, per_slot: int) -> str:
+    """The log line that says what the cache holds (runner/engines/exllamav2.py SERVER_CACHE_LINE reads it back)."""
+    return f"exl2 server: {served_name} ready, {slots} slots x {per_slot} tokens: KV cache of {slots * per_slot} tokens"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
@@ -339,12 +344,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     state["scheduler"] = Scheduler(generator, make_job)
     httpd = serve(state, args.host, args.port)
     state["ready"] = True
-    print(
-        f"exl2 server: {args.served_name} on {args.host}:{httpd.server_address[1]}, {args.slots} slots x "
-        f"{args.context_per_slot} tokens = cache of {args.slots * args.context_per_slot} tokens",
-        file=sys.stderr,
-        flush=True,
-    )
+    print(startup_line(args.served_name, args.slots, args.context_per_slot), file=sys.stderr, flush=True)
     httpd.serve_forever()
     return 0
 
