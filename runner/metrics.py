@@ -66,6 +66,7 @@ PERF_PSS_RSS_STANDINS = "perf/pss_rss_standins"
 MEMORY_NEED_BYTES = "memory/need_bytes"
 MEMORY_KV_BYTES_PER_TOKEN = "memory/kv_bytes_per_token"
 MEMORY_ENGINE_KV_CACHE_TOKENS = "memory/engine_kv_cache_tokens"
+MEMORY_ENGINE_MAX_CONCURRENCY = "memory/engine_max_concurrency"
 # serving/
 SERVING_TTFT_S_P50 = "serving/ttft_s_p50"
 SERVING_TTFT_S_P95 = "serving/ttft_s_p95"
@@ -602,7 +603,20 @@ declare(  # what a deployment needs in memory (runner/benchmark/probes.py, runne
         "engine KV tokens",
         BENCHMARK,
         (),
-        "the KV cache the engine itself reports having allocated, in tokens (vLLM's 'KV cache size: N tokens')",
+        "the KV cache the engine itself reports having allocated, in tokens (vLLM's 'KV cache size: N tokens'; "
+        "ExLlamaV2's cache: offline the longest sequence asked for, served slots x context per slot)",
+    ),
+    Metric(
+        MEMORY_ENGINE_MAX_CONCURRENCY,
+        "x",
+        "neither",
+        "{:.2f}",
+        "engine max concurrency",
+        BENCHMARK,
+        (),
+        "how many requests of its max_model_len the engine's KV cache holds at once, as vLLM reports it ('Maximum "
+        "concurrency for N tokens per request: Xx'); the param (offline) or server tag (serving) "
+        "max_model_len_reported is that N",
     ),
 )
 

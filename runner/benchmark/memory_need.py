@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from runner.metrics import MEMORY_ENGINE_KV_CACHE_TOKENS, MEMORY_KV_BYTES_PER_TOKEN, MEMORY_NEED_BYTES
+from runner.metrics import (
+    MEMORY_ENGINE_KV_CACHE_TOKENS,
+    MEMORY_ENGINE_MAX_CONCURRENCY,
+    MEMORY_KV_BYTES_PER_TOKEN,
+    MEMORY_NEED_BYTES,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +77,12 @@ def kv_dtype(engine: str, artifact, hardware, base_config: dict) -> Tuple[str, i
     if engine == "exllamav2":
         return "fp16 (ExLlamaV2Cache)", 2
     if engine == "vllm":  # kv_cache_dtype auto: the dtype the model runs in
+        from runner.config.checks import KV_CACHE_DTYPES
         from runner.engines.vllm import vllm_dtype
 
+        chosen = getattr(hardware, "kv_cache_dtype", None) or "auto"
+        if KV_CACHE_DTYPES.get(chosen):
+            return f"{chosen} (vLLM's kv_cache_dtype, hardware.kv_cache_dtype)", int(KV_CACHE_DTYPES[chosen] or 2)
         name = vllm_dtype(artifact.path, hardware)
         name = _checkpoint_dtype(config) if name == "auto" else name
         size = DTYPE_BYTES.get(name or "", 2)
@@ -112,12 +121,28 @@ def need(artifact, model, engine: str, bench_cfg, hardware) -> Tuple[Dict[str, f
 
 
 def engine_reported_kv(server_log: Path) -> Dict[str, float]:
-    """vLLM's own KV cache size ("<device> KV cache size: N tokens") from a server's log; {} where it says none."""
-    from runner.engines.vllm import reported_kv_cache_tokens
+    """vLLM's own KV cache size ("<device> KV cache size: N tokens") and maximum concurrency ("Maximum concurrency
+    for N tokens per request: Xx") from a server's log, or the EXL2 server's cache ("KV cache of N tokens"); {} where
+    it says none."""
+    from runner.engines.exllamav2 import reported_cache_tokens
+    from runner.engines.vllm import reported
 
     try:
         text = Path(server_log).read_text(errors="replace")
     except OSError:
         return {}
-    tokens = reported_kv_cache_tokens(text)
-    return {} if tokens is None else {MEMORY_ENGINE_KV_CACHE_TOKENS: float(tokens)}
+    metrics = reported_metrics(reported(text))
+    exl2_tokens = reported_cache_tokens(text)
+    if exl2_tokens is not None and MEMORY_ENGINE_KV_CACHE_TOKENS not in metrics:
+        metrics[MEMORY_ENGINE_KV_CACHE_TOKENS] = float(exl2_tokens)
+    return metrics
+
+
+def reported_metrics(report) -> Dict[str, float]:
+    """The sizes a runner.engines.vllm.VllmReport holds, as metrics."""
+    out = {}
+    if report.kv_cache_tokens is not None:
+        out[MEMORY_ENGINE_KV_CACHE_TOKENS] = float(report.kv_cache_tokens)
+    if report.max_concurrency is not None:
+        out[MEMORY_ENGINE_MAX_CONCURRENCY] = float(report.max_concurrency)
+    return out

@@ -195,6 +195,11 @@ def server_tags(out_dir: Path) -> Dict[str, str]:
     info = json.loads((Path(out_dir) / "server.json").read_text())
     tags = {SERVER_TAG: info["server"], SERVER_VERSION_TAG: info.get("version") or "unknown"}
     tags.update({SERVER_SETTING_TAG.format(k): str(v) for k, v in (info.get("settings") or {}).items()})
+    if info["server"] == "vllm" and (Path(out_dir) / "server.log").is_file():  # what vLLM's log says it chose
+        from runner.engines.vllm import reported
+
+        text = (Path(out_dir) / "server.log").read_text(errors="replace")
+        tags.update({SERVER_SETTING_TAG.format(k): v for k, v in reported(text).choices().items()})
     command = (Path(out_dir) / "server_command.sh").read_text().strip()
     if len(command) <= MAX_TAG_CHARS:  # else only the artifact holds it
         tags[SERVER_COMMAND_TAG] = command

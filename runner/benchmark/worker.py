@@ -37,7 +37,7 @@ def run(req: dict) -> dict:
     tree = req["engine"] in ENGINES_WITH_CHILD_PROCESSES
     with PeakMemory(tree=tree, gpu=str(hardware.device).startswith("cuda"), interval_s=0.05) as mem:
         start = time.perf_counter()
-        loaded = engine.load(artifact, model, hardware)
+        loaded = engine.load(artifact, model, hardware, context_tokens=len(prompt) + n_new)
         load_s = time.perf_counter() - start
         try:
             for _ in range(req["warmup"]):
@@ -57,6 +57,7 @@ def run(req: dict) -> dict:
         "pss_rss_standins": mem.pss_rss_standins,
         "peak_vram_by_gpu": mem.peak_vram_by_gpu,
         "kv_cache_tokens": loaded.kv_cache_tokens,
+        "engine_report": vars(loaded.report) if getattr(loaded, "report", None) is not None else None,  # vLLM's log
         # NVML where it sees our processes (all they hold on the card, CUDA context included), else torch's peak
         "peak_vram": mem.peak_vram or _torch_peak_vram(),
         "heavy_modules": [m for m in HEAVY_MODULES if m in sys.modules],

@@ -5,7 +5,8 @@ right type that cannot mean anything (0 threads, an empty eval stream, a window 
 """
 
 import ipaddress
-from typing import Tuple
+import re
+from typing import Dict, Optional, Tuple
 
 from runner.errors import UserError
 from runner.system.environment import usable_cores
@@ -19,6 +20,36 @@ MAX_REQUESTS = 10_000
 MAX_CONCURRENCY = 1_024
 MAX_DURATION_S = 3_600.0
 CACHE_REMOTES = ("mlflow",)  # where an artifact missing from the cache may be downloaded from
+# hardware.kv_cache_dtype: vLLM's --kv-cache-dtype values the runner accepts -> bytes per element (None: the model's)
+KV_CACHE_DTYPES: Dict[str, Optional[int]] = {
+    "auto": None,
+    "float16": 2,
+    "bfloat16": 2,
+    "fp8": 1,
+    "fp8_e4m3": 1,
+    "fp8_e5m2": 1,
+}
+# vLLM engine arguments the runner sets itself (the compared configuration): hardware.vllm_engine_args may not
+# override them; the value says where they come from
+VLLM_RUNNER_ARGS = {
+    "model": "the artifact",
+    "served_model_name": "the format's name",
+    "host": "benchmark.host",
+    "port": "benchmark.port",
+    "tensor_parallel_size": "hardware.tensor_parallel_size",
+    "data_parallel_size": "hardware.data_parallel_size",
+    "gpu_memory_utilization": "hardware.gpu_memory_utilization",
+    "kv_cache_dtype": "hardware.kv_cache_dtype",
+    "max_model_len": "the benchmark's prompt + output tokens (the eval's window offline)",
+    "max_num_seqs": "benchmark.concurrency (or benchmark.capacity.max_users)",
+    "enable_prefix_caching": "off: no request may reuse another's prefix",
+    "max_logprobs": "the eval's top-k log-probs",
+    "seed": "0",
+    "dtype": "the artifact's dtype",
+    "enforce_eager": "the device: on on CPU (no graph compilation), off on CUDA (CUDA graphs)",
+    "distributed_executor_backend": "the device: one process on CPU, vLLM's default on CUDA",
+}
+_ARG_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def _at_least(key: str, value, low, fix: str = "") -> None:
@@ -60,6 +91,49 @@ def check_hardware(hw) -> None:
         )
     _positive_or_none("hardware.gpu_memory_bytes", hw.gpu_memory_bytes)
     _positive_or_none("hardware.memory_budget_bytes", hw.memory_budget_bytes)
+    check_gpu_parallelism(hw)
+    if hw.get("kv_cache_dtype", "auto") not in KV_CACHE_DTYPES:
+        raise UserError(
+            "hardware.kv_cache_dtype",
+            f"unknown KV cache dtype '{hw.kv_cache_dtype}'",
+            f"use one of {list(KV_CACHE_DTYPES)} (vLLM's --kv-cache-dtype)",
+        )
+    check_vllm_engine_arg_names(hw.get("vllm_engine_args") or {})
+
+
+def check_gpu_parallelism(hw) -> None:
+    """vLLM's replicas x the GPUs each shards over must fit the profile's GPUs (a CPU profile runs one rank)."""
+    dp = hw.get("data_parallel_size", 1)
+    _at_least("hardware.data_parallel_size", dp, 1)
+    if not str(hw.device).startswith("cuda") or not hw.n_gpus:
+        if dp > 1:
+            raise UserError(
+                "hardware.data_parallel_size",
+                f"{dp} replicas asked on a profile without GPUs ({hw.name})",
+                "set hardware.data_parallel_size=1 here",
+            )
+        return
+    if hw.tensor_parallel_size * dp > hw.n_gpus:
+        raise UserError(
+            "hardware.data_parallel_size" if dp > 1 else "hardware.tensor_parallel_size",
+            f"tensor parallel {hw.tensor_parallel_size} x data parallel {dp} needs "
+            f"{hw.tensor_parallel_size * dp} GPUs and the profile has {hw.n_gpus} (hardware.n_gpus)",
+            "make hardware.tensor_parallel_size x hardware.data_parallel_size at most hardware.n_gpus",
+        )
+
+
+def check_vllm_engine_arg_names(args) -> None:
+    """hardware.vllm_engine_args: EngineArgs field names (snake_case), none of those the runner sets itself."""
+    for name in args:
+        key = f"hardware.vllm_engine_args.{name}"
+        if not _ARG_NAME.match(str(name)):
+            raise UserError(
+                key,
+                f"'{name}' is not a vLLM engine argument name",
+                "name it as vLLM's EngineArgs field (snake_case: enable_chunked_prefill, not --enable-chunked-prefill)",
+            )
+        if name in VLLM_RUNNER_ARGS:
+            raise UserError(key, f"the runner sets {name} itself (from {VLLM_RUNNER_ARGS[name]})", "remove it")
 
 
 def check_cache(cache) -> None:

@@ -6,7 +6,7 @@ Format schemas live in runner/config/formats.py (light: no library imports) and 
 """
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -116,6 +116,9 @@ class BenchmarkConfig:
     capacity: CapacitySearchConfig = field(
         default_factory=CapacitySearchConfig
     )  # serving: largest concurrency within slo
+    # derived, not set: the server kind=serving starts (format.server, deployment.servers.<format> or the default
+    # rule for the format on this hardware); null offline; "refused: ..." where none can serve it
+    server: Optional[str] = "${deployed_server:}"
 
 
 @dataclass
@@ -131,6 +134,12 @@ class HardwareConfig:
     # vLLM: fraction of each GPU it may take for weights + KV cache; the torch engine: for weights (the per-card cap
     # accelerate spreads a model within, runner/system/placement.py)
     gpu_memory_utilization: float = 0.85
+    # vLLM's server: this many replicas, each over tensor_parallel_size GPUs (tensor x data parallel <= n_gpus)
+    data_parallel_size: int = 1
+    kv_cache_dtype: str = "auto"  # vLLM's --kv-cache-dtype (auto: the model's dtype; fp8 halves the KV cache)
+    # more vLLM engine arguments, by EngineArgs field name (e.g. {enable_chunked_prefill: true}), for its offline
+    # engine and its server alike; names are checked against the vLLM venv's EngineArgs and logged with the run
+    vllm_engine_args: Dict[str, Any] = field(default_factory=dict)
     # SLURM feature its nodes carry (sbatch --constraint, hydra/launcher=slurm): jobs of a GPU profile land on nodes
     # with that card; None asks for no feature
     slurm_constraint: Optional[str] = None
@@ -173,6 +182,19 @@ class Config:
     )
 
 
+# benchmark.server's rule, named like the other registries' implementations ("module:function"): it lives with the
+# servers (runner/benchmark/servers), which read the engines' refusal rules, and is imported when the key resolves
+SERVER_RULE = "runner.benchmark.servers:configured_server"
+
+
+def deployed_server(*, _root_) -> Optional[str]:
+    """${deployed_server:}: the server the job's serving benchmark starts (SERVER_RULE on the whole config)."""
+    import importlib
+
+    module, _, function = SERVER_RULE.partition(":")
+    return getattr(importlib.import_module(module), function)(_root_)
+
+
 def register_configs() -> None:
     from omegaconf import OmegaConf
 
@@ -181,6 +203,7 @@ def register_configs() -> None:
 
     # conf/hardware/cpu.yaml: `threads: ${usable_cores:}` -- every core this process may use, read here, not assumed
     OmegaConf.register_new_resolver("usable_cores", usable_cores, replace=True)
+    OmegaConf.register_new_resolver("deployed_server", deployed_server, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="qrun_schema", node=Config)
     # Not in group "format": there they would be offered as choices (`format=gptq_schema`).

@@ -33,8 +33,8 @@ ENGINES: Dict[str, EngineRow] = {
     # CUDA only; imports its library on load
     "exllamav2": EngineRow("runner.engines.exllamav2:ExLlamaV2Engine", also_runs=("torch_dtype",)),
     # in .venv-vllm (a subprocess)
-    # dense HF folders, GPTQ v1 (gptqmodel), compressed-tensors (llm-compressor), AutoAWQ GEMM
-    "vllm": EngineRow("runner.engines.vllm:VllmEngine", also_runs=("torch_dtype", "gptq", "awq")),
+    # dense HF folders, GPTQ v1 (gptqmodel), compressed-tensors (llm-compressor; its INT8 W8A16 on CUDA), AutoAWQ GEMM
+    "vllm": EngineRow("runner.engines.vllm:VllmEngine", also_runs=("torch_dtype", "gptq", "awq", "int8")),
     # OpenVINO CPU runtime in .venv-openvino (a subprocess)
     "openvino": EngineRow("runner.engines.openvino:OpenvinoEngine"),
 }

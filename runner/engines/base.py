@@ -55,7 +55,10 @@ class Engine:
     def check_artifact(self, artifact) -> None:
         """Cheap checks of the files (UserError if unusable); load() runs them unless artifact.checked is set."""
 
-    def load(self, artifact, model, hardware) -> LoadedModel:
+    def load(self, artifact, model, hardware, context_tokens: Optional[int] = None) -> LoadedModel:
+        """context_tokens: the longest sequence (prompt + generated tokens) this load will be asked for; an engine
+        that sizes its context or KV cache up front (vLLM's max_model_len, ExLlamaV2's cache) sizes it to that,
+        not to the model's own limit. None: not known (lm-eval tasks)."""
         raise NotImplementedError
 
     def kernel(self, artifact, hardware) -> Optional[str]:

@@ -4,10 +4,18 @@
 Eval: one forward of the window with a fresh cache gives fp16 logits for every position; log-softmax
 in float32 over the full vocabulary, so ppl/KLD/top-1 are computed exactly as for the torch engine.
 Generation: prefill the prompt into the KV cache, then greedy decoding one token per forward.
+Memory: the cache holds the longest sequence the load asks for (the eval window, the benchmark's prompt + output),
+rounded up to ExLlamaV2's 256-token page, not the model's max_seq_len (131072 tokens on Llama 3.1 8B is 16 GiB of
+fp16 KV cache, which inflated the measured VRAM 2-4x). The weights go to the profile's GPUs only (hardware.n_gpus),
+split evenly by ExLlamaV2's manual split (`model.load(gpu_split)`, GiB per card in device order); its autosplit
+would fill every visible GPU whatever the profile says. The EXL2 server (runner/engines/workers/exl2_server.py) sizes
+its paged cache and splits its weights with the same functions.
 """
 
+import re
 import time
-from typing import List, Sequence
+from pathlib import Path
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -15,18 +23,63 @@ from runner.engines.base import Engine, GenerationTiming, LoadedModel
 from runner.system.gpu import require_cuda
 from runner.system.packages import dist_versions
 
+# its OpenAI-compatible server (no runner import), and what it logs once its cache is allocated (its startup_line)
+SERVER_SCRIPT = Path(__file__).with_name("workers") / "exl2_server.py"
+SERVER_CACHE_LINE = re.compile(r"exl2 server: .* KV cache of (\d+) tokens")
+PAGE = 256  # ExLlamaV2's paged-attention page: a dynamic generator's cache and sequences are multiples of it
+GIB = 2**30
+SPLIT_HEADROOM = 1.05  # a card's share of the weights, plus 5 % for the modules that do not divide evenly
+FIXED_GIB = 0.5  # per card, in ExLlamaV2's split: the rope tables and the hidden-state/attention buffers
+
+
+def round_to_page(tokens: int) -> int:
+    return -(-int(tokens) // PAGE) * PAGE
+
+
+def cache_length(context_tokens: Optional[int], model_max: int) -> int:
+    """Tokens of the offline engine's cache: the longest sequence asked for, rounded up to a page, at most the
+    model's max_seq_len (the whole of it only where the length is not known: lm-eval tasks)."""
+    if not context_tokens:
+        return int(model_max)
+    return min(round_to_page(context_tokens), int(model_max))
+
+
+def weight_bytes(folder) -> int:
+    return sum(f.stat().st_size for f in Path(folder).glob("*.safetensors"))
+
+
+def gpu_split_gib(weights: int, n_gpus: int, card_bytes: Optional[int], utilization: float = 1.0) -> List[float]:
+    """ExLlamaV2's gpu_split (GiB of weights and fixed buffers per card, filled in order) for an even split over
+    n_gpus cards: each card but the last takes its share plus headroom; the last may take up to its whole budget
+    (card_bytes x utilization; 1024 GiB where the profile gives no card size), so rounding never fails the load."""
+    n = max(int(n_gpus or 1), 1)
+    budget = card_bytes * utilization / GIB if card_bytes else 1024.0
+    share = weights / n / GIB * SPLIT_HEADROOM + FIXED_GIB
+    return [round(min(share, budget), 2)] * (n - 1) + [round(budget, 2)]
+
+
+def profile_split(folder, hardware) -> List[float]:
+    return gpu_split_gib(
+        weight_bytes(folder),
+        getattr(hardware, "n_gpus", 1) or 1,
+        getattr(hardware, "gpu_memory_bytes", None),
+        float(getattr(hardware, "gpu_memory_utilization", None) or 1.0),
+    )
+
 
 class ExLlamaV2Loaded(LoadedModel):
     engine = "exllamav2"
 
-    def __init__(self, path):
+    def __init__(self, path, hardware=None, context_tokens: Optional[int] = None):
         from exllamav2 import ExLlamaV2, ExLlamaV2Cache, ExLlamaV2Config
 
         config = ExLlamaV2Config(str(path))
         config.arch_compat_overrides()
         self.model = ExLlamaV2(config)
-        self.cache = ExLlamaV2Cache(self.model, max_seq_len=config.max_seq_len, lazy=True)
-        self.model.load_autosplit(self.cache)  # fills GPU 0, then the next ones (hardware.n_gpus > 1)
+        self.gpu_split = profile_split(path, hardware)
+        self.model.load(gpu_split=self.gpu_split)  # the profile's cards only, in device order
+        self.kv_cache_tokens = cache_length(context_tokens, config.max_seq_len)
+        self.cache = ExLlamaV2Cache(self.model, max_seq_len=self.kv_cache_tokens)  # after the load: its layers' cards
         self.sync = _sync_all_gpus
 
     def logprobs(self, input_ids: Sequence[int]) -> np.ndarray:
@@ -62,8 +115,14 @@ class ExLlamaV2Loaded(LoadedModel):
         torch.cuda.empty_cache()
 
 
+def reported_cache_tokens(log_text: str) -> Optional[int]:
+    """The EXL2 server's KV cache in tokens, from its log (None where it did not get that far)."""
+    found = SERVER_CACHE_LINE.findall(log_text)
+    return int(found[-1]) if found else None
+
+
 def _sync_all_gpus() -> None:
-    """A layer split over several GPUs (load_autosplit) runs on each of them: wait for all."""
+    """Layers split over several GPUs (gpu_split) run on each of them: wait for all."""
     import torch
 
     for i in range(torch.cuda.device_count()):
@@ -79,6 +138,6 @@ class ExLlamaV2Engine(Engine):
     def check_available(self, hardware) -> None:
         require_cuda("format.engine", "the exllamav2 engine", "exllamav2", "exl2", hardware)
 
-    def load(self, artifact, model, hardware) -> ExLlamaV2Loaded:
+    def load(self, artifact, model, hardware, context_tokens: Optional[int] = None) -> ExLlamaV2Loaded:
         self.check_available(hardware)
-        return ExLlamaV2Loaded(artifact.path)
+        return ExLlamaV2Loaded(artifact.path, hardware, context_tokens)

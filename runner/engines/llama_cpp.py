@@ -252,7 +252,7 @@ class LlamaCppEngine(Engine):
         finally:
             loaded.close()
 
-    def load(self, artifact, model, hardware) -> LlamaCppLoaded:
+    def load(self, artifact, model, hardware, context_tokens: Optional[int] = None) -> LlamaCppLoaded:
         if not getattr(artifact, "checked", False):
             self.check_artifact(artifact)
         return LlamaCppLoaded(str(_gguf_path(artifact)), hardware)

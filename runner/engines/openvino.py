@@ -168,7 +168,7 @@ class OpenvinoEngine(Engine):
                 "use format=openvino_int8 or openvino_int4 with format.engine=openvino",
             )
 
-    def load(self, artifact, model, hardware) -> OpenvinoLoaded:
+    def load(self, artifact, model, hardware, context_tokens: Optional[int] = None) -> OpenvinoLoaded:
         self.check_available(hardware)
         if not getattr(artifact, "checked", False):
             self.check_artifact(artifact)

@@ -188,7 +188,7 @@ class TorchEngine(Engine):
             return torchao_int8_kernel(hardware.device)
         return None  # other torchao configs: not described here, so not claimed
 
-    def load(self, artifact, model, hardware) -> TorchLoaded:
+    def load(self, artifact, model, hardware, context_tokens: Optional[int] = None) -> TorchLoaded:
         """The artifact on the profile's placement (runner/system/placement.py): the CPU, or the profile's GPUs,
         spread by accelerate within a per-card cap."""
         import torch

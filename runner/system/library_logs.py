@@ -10,6 +10,8 @@ not onto the console.
   LogBar's one log entry point is wrapped once `logbar` is imported, so lines below WARNING (and the
   LOGBAR_HARMLESS warnings) go to the job log. Its progress bars and real warnings stay on the console.
   What it print()s itself (the saved config after every save) is moved with `stdout_to_job_log` around the call.
+- vLLM's log, written by its worker process (runner/engines/vllm.py): every line, through `to_job_log`; the engine
+  reads what vLLM reports (KV cache size, maximum concurrency, attention backend) from the same lines.
 
 Without a log file (hydra/job_logging=none, a plain script) nothing is moved.
 """
@@ -202,6 +204,14 @@ class _LinesToJobLog(io.TextIOBase):
     def flush(self) -> None:
         if self.pending.strip():
             self.write("\n")
+
+
+def to_job_log(source: str, line: str) -> None:
+    """One line a library wrote in another process (vLLM's worker, on its stderr) into the job log, at INFO; nothing
+    where there is no job log (the caller keeps its own copy)."""
+    text = _ANSI.sub("", line).rstrip()
+    if text and job_log_files():
+        _library_logger().info("%s: %s", source, text)
 
 
 @contextlib.contextmanager

@@ -3,9 +3,11 @@
 They are built from the llama.cpp sources vendored in the sdist of the installed llama-cpp-python (the code the
 llama_cpp engine runs), which `make venv` keeps in <venv>/share/qrun/sdists, so no network is needed. The build
 uses GGML_NATIVE=ON, like the venv's llama-cpp-python: such a binary may not run on another CPU, so the build
-folder is keyed by the llama-cpp-python version and a short hash of this CPU's flags and the compiler:
+folder is keyed by the llama-cpp-python version and a short hash of this CPU's flags, the compiler and, where
+CUDA's compiler `nvcc` is found (on PATH, or under $CUDA_HOME/bin), its version: there the tools are built with
+-DGGML_CUDA=ON, so llama-server offloads layers to the GPUs (a CPU-only build would ignore --n-gpu-layers):
 
-    ~/.cache/qrun/llama.cpp/<version>-<hash>/build/bin/<tool>
+    ~/.cache/qrun/llama.cpp/<version>-<hash>[-cuda]/build/bin/<tool>
 
 QRUN_LLAMA_CPP_BIN_DIR names a folder of binaries built elsewhere (it then wins over the cache).
 """
@@ -14,11 +16,12 @@ import hashlib
 import importlib.metadata
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional
 
 BIN_DIR_ENV = "QRUN_LLAMA_CPP_BIN_DIR"
 CACHE_ROOT = Path.home() / ".cache" / "qrun" / "llama.cpp"
@@ -59,10 +62,47 @@ def _compiler() -> str:
         return cxx
 
 
+def nvcc() -> Optional[Path]:
+    """CUDA's compiler: on PATH, else $CUDA_HOME/bin/nvcc; None where this machine has none (a CPU-only build)."""
+    found = shutil.which("nvcc")
+    if found:
+        return Path(found)
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    candidate = Path(cuda_home) / "bin" / "nvcc" if cuda_home else None
+    return candidate if candidate is not None and os.access(candidate, os.X_OK) else None
+
+
+def _nvcc_version(path: Path) -> str:
+    try:
+        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=True).stdout
+        return out.strip().splitlines()[-1]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        return str(path)
+
+
+def cmake_flags() -> List[str]:
+    """CMAKE_FLAGS, plus the CUDA backend where nvcc exists (its path given, so cmake needs no PATH change)."""
+    compiler = nvcc()
+    if compiler is None:
+        return list(CMAKE_FLAGS)
+    return [*CMAKE_FLAGS, "-DGGML_CUDA=ON", f"-DCMAKE_CUDA_COMPILER={compiler}"]
+
+
 def home() -> Path:
-    """This machine's build folder for the installed llama-cpp-python version."""
-    key = hashlib.sha256(f"{_cpu_flags()}\n{_compiler()}".encode()).hexdigest()[:10]
-    return CACHE_ROOT / f"{version()}-{key}"
+    """This machine's build folder for the installed llama-cpp-python version (a CUDA build's ends in -cuda)."""
+    compiler = nvcc()
+    cuda = f"\n{_nvcc_version(compiler)}" if compiler else ""
+    key = hashlib.sha256(f"{_cpu_flags()}\n{_compiler()}{cuda}".encode()).hexdigest()[:10]
+    return CACHE_ROOT / f"{version()}-{key}{'-cuda' if compiler else ''}"
+
+
+def built_with_cuda(binary_path: Path) -> Optional[bool]:
+    """Whether the tool at binary_path was built with the CUDA backend, from its build folder's CMakeCache.txt; None
+    where that is not known (a binary from QRUN_LLAMA_CPP_BIN_DIR without its build folder)."""
+    cache = Path(binary_path).parent.parent / "CMakeCache.txt"
+    if not cache.is_file():
+        return None
+    return any(line.strip() in ("GGML_CUDA:BOOL=ON", "GGML_CUDA:BOOL=1") for line in cache.read_text().splitlines())
 
 
 def binary(tool: str) -> Optional[Path]:
@@ -91,7 +131,7 @@ def build(targets: Iterable[str], jobs: int = 2) -> None:
     """Configure once, then build the named cmake targets (llama-server, llama-bench, llama-perplexity)."""
     src, out = _sources(), home() / "build"
     if not (out / "CMakeCache.txt").exists():
-        subprocess.run(["cmake", "-S", str(src), "-B", str(out), *CMAKE_FLAGS], check=True)
+        subprocess.run(["cmake", "-S", str(src), "-B", str(out), *cmake_flags()], check=True)
     subprocess.run(["cmake", "--build", str(out), "-j", str(jobs), "--target", *targets], check=True)
 
 

@@ -84,7 +84,7 @@ def test_the_engine_table_names_only_known_families_and_engines():
     assert all(set(row.also_runs) <= set(FAMILIES) for row in ENGINES.values())
     assert all(FAMILIES[f].schema.engine in ENGINES for f in FAMILIES)
     # what the table says, as fixed facts: vLLM's loaders, the torch engine's GGUF dequantization
-    assert families_on("vllm") == ("torch_dtype", "gptq", "awq")
+    assert families_on("vllm") == ("torch_dtype", "gptq", "awq", "int8")  # INT8: compressed-tensors, on CUDA
     assert engines_for("gguf") == ("llama_cpp", "torch") and engines_for("openvino") == ("openvino",)
 
 

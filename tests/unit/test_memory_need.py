@@ -111,5 +111,5 @@ def test_vllm_reported_kv_cache_size_is_read_from_its_log(tmp_path, device):
     assert reported_kv_cache_tokens(line) == 21840
     log = tmp_path / "server.log"
     log.write_text(f"INFO starting\n{line}\nINFO Application startup complete.\n")
-    assert engine_reported_kv(log) == {M.MEMORY_ENGINE_KV_CACHE_TOKENS: 21840.0}
+    assert engine_reported_kv(log) == {M.MEMORY_ENGINE_KV_CACHE_TOKENS: 21840.0, M.MEMORY_ENGINE_MAX_CONCURRENCY: 97.5}
     assert engine_reported_kv(tmp_path / "llama-server.log") == {}  # no log (or no such line): nothing logged

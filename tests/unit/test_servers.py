@@ -84,7 +84,7 @@ def test_a_server_that_cannot_serve_the_format_is_refused_before_any_work(overri
 def test_every_server_names_engines_that_exist():
     from runner.engines import ENGINES
 
-    assert set(SERVERS) == {"llama_server", "llama_cpp_python", "vllm", "transformers"}
+    assert set(SERVERS) == {"llama_server", "llama_cpp_python", "vllm", "transformers", "exllamav2"}
     assert all(set(row.serves) <= set(ENGINES) for row in SERVERS.values())
 
 

@@ -1,11 +1,16 @@
 """OpenAI-compatible servers for the serving benchmark: SERVERS (name -> module) and which one deploys a format.
 
 A format deploys with `format.server` when its preset names one, else a scenario's `deployment.servers.<format>`
-overrides it, else the default rule (`default_server`): GGUF on llama.cpp's own `llama-server`; folders vLLM can load
-(its engine's own refusal rules, runner/engines/vllm.py: fp32/fp16/bf16, symmetric GPTQ, AWQ, compressed-tensors)
-on vLLM; the other torch folders on `transformers serve`. The decision never falls back silently: a chosen server
-whose prerequisite is missing (e.g. no `.venv-vllm`) stops the job with a one-line UserError naming format.server
-and the fix, since serving the format elsewhere would change what the decision compares.
+overrides it, else the default rule (`default_server`): GGUF on llama.cpp's own `llama-server`; EXL2 on ExLlamaV2's
+dynamic generator (`exllamav2`, runner/engines/workers/exl2_server.py); folders vLLM can load (its engine's own refusal
+rules, runner/engines/vllm.py: fp32/fp16/bf16, symmetric GPTQ, AWQ, compressed-tensors INT4/INT8 on CUDA) on vLLM; the
+other torch folders on `transformers serve`. On a CUDA profile each takes its GPUs from the profile (vLLM: tensor x
+data parallel; llama-server: every layer, split evenly over n_gpus; ExLlamaV2: an even weight split over n_gpus).
+`benchmark.server` shows the result in the composed config (`qrun ... --cfg job --resolve`): the `deployed_server`
+resolver (runner/config/schema.py) calls `configured_server` here.
+The decision never falls back silently: a chosen server whose prerequisite is missing (e.g. no `.venv-vllm`) stops
+the job with a one-line UserError naming format.server and the fix, since serving the format elsewhere would change
+what the decision compares.
 """
 
 import importlib
@@ -35,8 +40,13 @@ SERVERS: Dict[str, ServerRow] = {
     "transformers": ServerRow(
         "runner.benchmark.servers.transformers_server", ("torch",), "`transformers serve --continuous-batching`"
     ),
+    "exllamav2": ServerRow(
+        "runner.benchmark.servers.exl2_server",
+        ("exllamav2",),
+        "ExLlamaV2's dynamic generator behind an OpenAI-compatible /v1/completions",
+    ),
 }
-NO_SERVER_FAMILIES = ("exl2", "openvino")  # ExLlamaV2's usual server (TabbyAPI) and OpenVINO's are not run here
+NO_SERVER_FAMILIES = ("openvino",)  # OpenVINO's model server is not run here
 
 
 def _refusal(name: str, fmt, hardware) -> Optional[str]:
@@ -61,6 +71,10 @@ def default_server(fmt, hardware) -> Optional[str]:
     """The server a format deploys with when nothing names one (None: no server in this runner)."""
     if fmt.family == "gguf":
         return "llama_server"
+    if fmt.family == "exl2":
+        return "exllamav2"
+    if fmt.family in NO_SERVER_FAMILIES:
+        return None
     for name in ("vllm", "transformers"):
         if _refusal(name, fmt, hardware) is None:
             return name
@@ -91,7 +105,7 @@ def resolve_server(cfg) -> str:
         raise UserError(
             "benchmark.kind",
             f"no OpenAI-compatible server for the {cfg.format.family} format ({fmt_name(cfg)}) in this runner "
-            "(ExLlamaV2's usual one, TabbyAPI, is not a pip package)",
+            "(OpenVINO's model server is not run here)",
             "benchmark this model as GGUF or an HF folder, or use benchmark=default (offline)",
         )
     if name not in SERVERS:
@@ -101,6 +115,17 @@ def resolve_server(cfg) -> str:
         fits = [s for s in SERVERS if _refusal(s, cfg.format, cfg.hardware) is None]
         raise UserError(key, f"{name} cannot serve {fmt_name(cfg)}: {why}", f"use one of {fits} or leave it unset")
     return name
+
+
+def configured_server(cfg) -> Optional[str]:
+    """benchmark.server as the composed config shows it: the server the serving benchmark starts, None for an offline
+    benchmark, or why none can ("refused: <key>: <problem>"), for the job's checks to stop it with the full line."""
+    if cfg.benchmark.get("kind") != "serving":
+        return None
+    try:
+        return resolve_server(cfg)
+    except UserError as e:
+        return f"refused: {e.key}: {e.problem}"
 
 
 def server_spec(artifact, server: str, model, bench_cfg, hardware, port: int) -> ServerSpec:
@@ -118,6 +143,7 @@ def server_spec(artifact, server: str, model, bench_cfg, hardware, port: int) ->
 __all__ = [
     "SERVERS",
     "ServerProcess",
+    "configured_server",
     "ServerSpec",
     "check_loopback",
     "default_server",

@@ -11,6 +11,10 @@ each request says cache_prompt=false. Flash attention is passed as llama.cpp res
 file here (runner/engines/llama_cpp.py); weights are repacked, or not, by the engine's rule (weight_repacking).
 Requests ask for exactly gen_tokens: max_tokens with ignore_eos, which this server honours; its stream's last chunk
 carries `usage` (what the load generator counts) and its own per-request `timings`.
+On a CUDA profile every layer goes to the GPUs (--n-gpu-layers 999 for the profile's -1, else its count), split by
+whole layers (--split-mode layer) evenly over the profile's n_gpus (--tensor-split 1,1 on two cards); a binary built
+without CUDA (no nvcc where it was built, runner/system/llama_cpp_tools.py) is refused there, since it would run on
+the CPU and be measured as the GPU deployment.
 """
 
 import subprocess
@@ -49,9 +53,37 @@ def ctx_per_slot(bench_cfg) -> int:
     return -(-need // CTX_PAD) * CTX_PAD
 
 
+ALL_LAYERS = 999  # llama.cpp: more layers than any model has offloads all of them
+
+
+def gpu_layers(hardware) -> int:
+    """--n-gpu-layers: the profile's count, its -1 (every layer) as ALL_LAYERS; 0 on CPU."""
+    n = int(hardware.n_gpu_layers)
+    return ALL_LAYERS if n < 0 else n
+
+
+def gpu_flags(hardware) -> list:
+    """Where the layers go: on a CUDA profile, whole layers split evenly over its n_gpus cards; [] on CPU."""
+    if not str(hardware.device).startswith("cuda"):
+        return []
+    n_gpus = max(int(getattr(hardware, "n_gpus", 0) or 1), 1)
+    return ["--split-mode", "layer", "--tensor-split", ",".join(["1"] * n_gpus), "--main-gpu", "0"]
+
+
+def check_cuda_build(binary, hardware) -> None:
+    if str(hardware.device).startswith("cuda") and llama_cpp_tools.built_with_cuda(binary) is False:
+        raise UserError(
+            "hardware.device",
+            f"llama-server at {binary} was built without CUDA (no nvcc on the machine that built it), so it would run "
+            f"hardware={hardware.name}'s GGUF deployment on the CPU",
+            f"put CUDA's nvcc on PATH (or set CUDA_HOME) and run `{llama_cpp_tools.BUILD_HINT}` (a -cuda build folder)",
+        )
+
+
 def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSpec:
     check_available()
     binary = llama_cpp_tools.binary(TOOL)
+    check_cuda_build(binary, hardware)
     served = GgufServing(artifact, host, port)
     slots, per_slot = admitted_sequences(bench_cfg), ctx_per_slot(bench_cfg)
     flash = get_engine("llama_cpp").flash_attention(artifact, hardware)
@@ -81,7 +113,8 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
         "--threads-batch",
         threads,
         "--n-gpu-layers",
-        str(hardware.n_gpu_layers),
+        str(gpu_layers(hardware)),
+        *gpu_flags(hardware),
         "--fit",
         "off",  # never shrink the context set here to fit free memory
         "--no-cache-prompt",
@@ -111,7 +144,10 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
             "continuous_batching": "true",
             "flash_attention": flash_flag if flash_flag != "auto" else "auto (unreported)",
             "threads": threads,
-            "n_gpu_layers": str(hardware.n_gpu_layers),
+            "n_gpu_layers": str(gpu_layers(hardware)),
+            "tensor_split": dict(zip(gpu_flags(hardware)[::2], gpu_flags(hardware)[1::2])).get(
+                "--tensor-split", "none"
+            ),
             "prompt_cache": "off",
             "weight_repacking": "on" if repack else "off",
         },

@@ -9,16 +9,25 @@ graph compilation), prefix caching off, INT4 with bf16 activations. `ignore_eos`
 every request generate exactly gen_tokens; `stream_options.include_usage` reports the counted tokens.
 --max-num-seqs is runner.benchmark.capacity.admitted_sequences: the load's concurrency, or the capacity search's
 max_users when the search runs on this server (below it, "max users" would measure the flag).
+On CUDA the profile places it: --tensor-parallel-size GPUs per replica and --data-parallel-size replicas
+(hardware.tensor_parallel_size x hardware.data_parallel_size <= hardware.n_gpus); --max-model-len is one request of the
+load (prompt + output) plus a margin, never the model's own limit; --kv-cache-dtype is hardware.kv_cache_dtype, and
+hardware.vllm_engine_args are passed as flags (--name-with-dashes). vLLM's log (the server's log file) gives its KV
+cache size, maximum concurrency and chosen attention backend (runner/benchmark/serving.py reads them back).
 """
 
+import json
 import logging
 
 from runner.benchmark.capacity import admitted_sequences
 from runner.benchmark.servers.process import ServerSpec
 from runner.engines.vllm import (
     VllmEngine,
+    engine_args,
+    engine_args_cli,
     installed_version,
     kv_cache_gib,
+    max_model_len,
     on_cuda,
     single_process,
     venv_python,
@@ -31,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 def build_cmd(artifact_path, served_name: str, bench_cfg, hardware, host: str, port: int) -> list:
-    max_len = bench_cfg.prompt_tokens + bench_cfg.gen_tokens + 64
+    max_len = max_model_len(bench_cfg.prompt_tokens + bench_cfg.gen_tokens, artifact_path)
     cmd = [
         str(venv_python()),
         "-m",
@@ -46,12 +55,16 @@ def build_cmd(artifact_path, served_name: str, bench_cfg, hardware, host: str, p
         str(port),
         "--tensor-parallel-size",
         str(hardware.tensor_parallel_size),
+        "--data-parallel-size",
+        str(data_parallel_size(hardware)),
         "--gpu-memory-utilization",
         str(hardware.gpu_memory_utilization),
         "--max-model-len",
         str(max_len),
         "--max-num-seqs",
         str(admitted_sequences(bench_cfg)),
+        "--kv-cache-dtype",
+        str(getattr(hardware, "kv_cache_dtype", None) or "auto"),
         "--seed",
         "0",
     ]
@@ -60,7 +73,12 @@ def build_cmd(artifact_path, served_name: str, bench_cfg, hardware, host: str, p
         if single_process(hardware):  # the model runs in the engine process: one vLLM import fewer
             cmd += ["--distributed-executor-backend", "uni"]
     cmd.append("--no-enable-prefix-caching")  # on every device: a request never reuses another's prefix
-    return cmd
+    return cmd + engine_args_cli(engine_args(hardware))
+
+
+def data_parallel_size(hardware) -> int:
+    """Replicas of the model (each over tensor_parallel_size GPUs); 1 on CPU."""
+    return int(getattr(hardware, "data_parallel_size", None) or 1) if on_cuda(hardware) else 1
 
 
 def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSpec:
@@ -70,7 +88,7 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
         raise UserError("format.server", e.problem, f"{e.fix}; or format.server=transformers") from e
     name = artifact.manifest["format"]
     cmd = build_cmd(artifact.path, name, bench_cfg, hardware, host, port)
-    arg = dict(zip(cmd[3::2], cmd[4::2]))
+    arg = {a: cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a.startswith("--") and not cmd[i + 1].startswith("--")}
     env = vllm_env(hardware)
     env["PYTHONPATH"] = ""  # the vLLM venv must not see the runner venv's paths
     log.info(
@@ -102,5 +120,9 @@ def spec(artifact, model, bench_cfg, hardware, host: str, port: int) -> ServerSp
             else f"gpu_memory_utilization {hardware.gpu_memory_utilization}",
             "continuous_batching": "on",
             "prefix_caching": "off",
+            "tensor_parallel_size": arg["--tensor-parallel-size"],
+            "data_parallel_size": arg["--data-parallel-size"],
+            "kv_cache_dtype": arg["--kv-cache-dtype"],
+            "engine_args": json.dumps(engine_args(hardware), sort_keys=True) if engine_args(hardware) else "none",
         },
     )  # a token whose bytes are held back still counts

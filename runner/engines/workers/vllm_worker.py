@@ -46,7 +46,9 @@ class Worker:
             tensor_parallel_size=settings.get("tensor_parallel_size", 1),
             gpu_memory_utilization=settings.get("gpu_memory_utilization", 0.9),
             max_model_len=settings.get("max_model_len"),
+            kv_cache_dtype=settings.get("kv_cache_dtype") or "auto",
             distributed_executor_backend=settings.get("distributed_executor_backend"),
+            **(settings.get("engine_args") or {}),  # hardware.vllm_engine_args, names checked by the runner
         )
 
     def _run(self, ids, **params):
