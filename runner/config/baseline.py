@@ -11,7 +11,8 @@ A named preset (eval.baseline=fp32, bf16, ...) is taken as asked; an unquantized
 whose weights cannot fit the profile's cards is refused before any work, naming eval.baseline.
 
 An unquantized baseline on the torch engine (auto's always) is loaded with the profile's placement: spread over
-`n_gpus` cards with a per-card cap; a preset on another engine is placed by that engine. What was resolved, where it runs and why are params of the run (runner/metrics.py PARAM_*).
+`n_gpus` cards with a per-card cap; a preset on another engine is placed by that engine. What was resolved, where
+it runs and why are params of the run (runner/metrics.py PARAM_*).
 Pure functions of config.json, the parameter count and the profile: testable without a model or a GPU.
 """
 
