@@ -18,14 +18,14 @@ from typing import Dict, List, Optional
 from runner import metrics as M
 from runner.errors import UserError
 from runner.report import ties
-from runner.report.columns import REPORT, cells, used, with_tasks
+from runner.report.columns import REPORT, cells, used, with_floor, with_tasks
 from runner.report.data import Row, load_rows
 from runner.report.recommend import Constraints, recommend
 
 
 def markdown(rows: List[Row]) -> str:
     """Best quality first, "≈" where a row is not distinguishable from the row above (as in the sweep summary)."""
-    columns, rows = with_tasks(used(REPORT, rows), rows), ties.quality_order(rows)
+    columns, rows = with_tasks(with_floor(used(REPORT, rows), rows), rows), ties.quality_order(rows)
     lines = ["| " + " | ".join(c.header for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in cells(columns, rows)]
     return "\n".join(lines)

@@ -106,7 +106,7 @@ def test_adapter_generates_greedily_like_hf(tiny_fp32):
 
     model, artifact, hardware = tiny_fp32
     loaded = get_engine("torch").load(artifact, model, hardware)
-    tok = task_tokenizer(artifact, model, None)
+    tok = task_tokenizer(model, None)
     lm = EngineLM(loaded, tok)
     prompt = "KING.\nWhat say you, my lord?"
     [text] = lm.generate_until([Instance("generate_until", {}, (prompt, {"until": ["\n\n"], "max_gen_toks": 12}), 0)])
