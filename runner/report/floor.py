@@ -36,8 +36,14 @@ def floor_row(rows: List[Row]) -> Optional[Row]:
 
 def metric(row: Row, floor: Row) -> Optional[str]:
     """The quality metric both rows are compared on: KLD, else Δppl; None where they do not share one."""
-    return next((m for m in (M.QUALITY_KLD_MEAN, M.QUALITY_PPL_DELTA_PCT) if row.get(m) is not None and floor.get(m)
-                 is not None), None)
+    return next(
+        (
+            m
+            for m in (M.QUALITY_KLD_MEAN, M.QUALITY_PPL_DELTA_PCT)
+            if row.get(m) is not None and floor.get(m) is not None
+        ),
+        None,
+    )
 
 
 def versus(row: Row, floor: Row) -> Optional[Tuple[str, float, float, float]]:
@@ -114,8 +120,10 @@ def notes(rows: List[Row]) -> List[str]:
     unpaired = [
         r.label
         for r in rows
-        if r.status == "FINISHED" and status(r, floor) is None and versus(r, floor) is None and r.get(
-            M.QUALITY_KLD_MEAN) is not None
+        if r.status == "FINISHED"
+        and status(r, floor) is None
+        and versus(r, floor) is None
+        and r.get(M.QUALITY_KLD_MEAN) is not None
     ]
     if unpaired:
         tail += f" Not comparable with the floor (not scored on the same windows): {', '.join(unpaired)}."
@@ -123,7 +131,7 @@ def notes(rows: List[Row]) -> List[str]:
 
 
 def decision_lines(rows: List[Row]) -> List[str]:
-    """The noise floor's section of the decision: which formats lose no more than the baseline's own weights elsewhere."""
+    """The decision's noise floor section: which formats lose no more than the baseline's weights elsewhere."""
     name = floor_name(rows)
     if name is None:
         return []

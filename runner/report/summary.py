@@ -111,7 +111,7 @@ def task_notes(rows) -> List[str]:
 
 
 def flip_notes(rows, tasks: List[str]) -> List[str]:
-    """"many answers changed, accuracy did not": the paired interval of acc − the baseline's contains 0 while at
+    """ "many answers changed, accuracy did not": the paired interval of acc − the baseline's contains 0 while at
     least FLIPS_NOTABLE of the items flipped and the flips' own interval excludes 0."""
     out = []
     for r in rows:

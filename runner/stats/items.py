@@ -19,12 +19,16 @@ from runner.metrics import ci_names
 from runner.stats.bootstrap import percentile_interval, resample_counts
 
 Interval = Optional[Tuple[float, float]]
+# acc ÷ the baseline's acc has no value in a resample where the baseline answers no item right: such draws are left
+# out while they are rarer than one tail of the interval (2.5 %), else the ratio gets no interval
+MIN_DEFINED = 0.975
 
 
 @dataclass(frozen=True)
 class PairedItems:
     """Each statistic of a format's items against the baseline's, as (value, interval); interval None where it
-    cannot be drawn (fewer than 2 items, resamples 0, or for retained: a resample where the baseline is never right)."""
+    cannot be drawn (fewer than 2 items, resamples 0, or for retained: too many resamples where the baseline is never
+    right, MIN_DEFINED)."""
 
     n: int
     acc: float
@@ -68,9 +72,10 @@ def paired_items(items: Sequence[float], baseline: Sequence[float], resamples: i
         if draws is None:
             return value, None
         values = f(draws)
-        if not np.all(np.isfinite(values)):
+        defined = values[np.isfinite(values)]
+        if len(defined) < MIN_DEFINED * len(values):
             return value, None
-        return value, percentile_interval(values, n)
+        return value, percentile_interval(defined, n)
 
     with np.errstate(divide="ignore", invalid="ignore"):
         return PairedItems(

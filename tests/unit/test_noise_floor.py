@@ -6,6 +6,8 @@ one of each, and the expanded percentile interval for n = 2 takes its tails at Î
 interval of a difference is [the smaller, the larger] of the two windows' differences -- computable by hand.
 """
 
+from types import SimpleNamespace as NS
+
 import numpy as np
 import pytest
 
@@ -48,6 +50,17 @@ def run(tmp_path, name, kld, noise_floor="fp16", **params):
     return Row(name, "FINISHED", {**p, **params}, metrics, artifact_uri=root.as_uri())
 
 
+def as_runs(rows):
+    """The rows as the MLflow runs the sweep summary is given (its artifact root in info, as MLflow's Run has it)."""
+    return [
+        NS(
+            info=NS(run_id=r.run_id, status=r.status, start_time=i, run_name=r.format, artifact_uri=r.artifact_uri),
+            data=NS(params=r.params, metrics=r.metrics, tags={}),
+        )
+        for i, r in enumerate(rows)
+    ]
+
+
 @pytest.fixture
 def rows(tmp_path):
     return [
@@ -72,13 +85,13 @@ def test_a_format_whose_difference_to_the_floor_contains_0_is_within_noise_and_o
 
 
 def test_the_summary_shows_the_floor_row_and_says_which_formats_are_within_engine_noise(rows):
-    header, _, *lines = table(rows).splitlines()
+    header, _, *lines = table(as_runs(rows)).splitlines()
     assert "vs floor" in header
     by_format = {line.split()[0]: line for line in lines}
     assert "  floor  " in by_format["fp16"] and "  baseline  " in by_format["fp32"]
     assert "  noise  " in by_format["within"] and "  noise  " in by_format["below"]
     assert "+0.0250 Â±0.0050" in by_format["above"] and "noise" not in by_format["above"]
-    [note] = [n for n in uncertainty_notes(rows) if n.startswith("vs floor:")]
+    [note] = [n for n in uncertainty_notes(as_runs(rows)) if n.startswith("vs floor:")]
     assert "noise floor fp16" in note and "Within engine noise: within, below." in note
 
 
@@ -86,7 +99,9 @@ def test_the_decision_marks_formats_within_engine_noise(rows):
     c = Constraints()
     text = decision_text(recommend(rows, c, "quality"), c, rows)
     assert "## Noise floor" in text
-    assert "Within engine noise (the paired 95 % interval of the difference to it contains 0 or lies below it): " in text
+    assert (
+        "Within engine noise (the paired 95 % interval of the difference to it contains 0 or lies below it): " in text
+    )
     assert "within, below." in text and "above (within engine noise)" not in text
     assert "Runner-up: below (within engine noise)" in text  # KLD 0.0075: the closest to fp32 after fp32 itself
     assert "## Noise floor" in without_scenario_text(rows)
@@ -94,13 +109,14 @@ def test_the_decision_marks_formats_within_engine_noise(rows):
 
 def test_without_a_floor_the_table_and_the_decision_are_unchanged(tmp_path):
     rows = [run(tmp_path, "fp32", [0.0, 0.0], noise_floor=None), run(tmp_path, "above", ABOVE, noise_floor=None)]
-    assert "vs floor" not in table(rows) and not any(n.startswith("vs floor") for n in uncertainty_notes(rows))
+    runs = as_runs(rows)
+    assert "vs floor" not in table(runs) and not any(n.startswith("vs floor") for n in uncertainty_notes(runs))
     assert "Noise floor" not in decision_text(recommend(rows, Constraints(), "quality"), Constraints(), rows)
 
 
 def test_a_floor_that_did_not_run_is_said_not_silently_dropped(tmp_path):
     rows = [run(tmp_path, "fp32", [0.0, 0.0], noise_floor="bf16"), run(tmp_path, "above", ABOVE, noise_floor="bf16")]
-    assert [n for n in uncertainty_notes(rows) if n.startswith("Noise floor")] == [
+    assert [n for n in uncertainty_notes(as_runs(rows)) if n.startswith("Noise floor")] == [
         "Noise floor: eval.noise_floor=bf16 is not a finished run of this sweep, so no format is compared with it: "
         "add format=bf16 to the sweep."
     ]

@@ -65,14 +65,17 @@ def test_the_tasks_stage_logs_flips_and_paired_intervals_against_the_baselines_i
 
     def fake_run_tasks(artifact, model, engine, tasks, limit, hardware, cache, add_bos):
         items = FMT5 if artifact == "mine" else BASE5
-        return {
-            t: TaskResult(t, sum(items) / 5, 0.2, 5, 1.0, 0, True, [float(i) for i in items]) for t in tasks
-        }
+        return {t: TaskResult(t, sum(items) / 5, 0.2, 5, 1.0, 0, True, [float(i) for i in items]) for t in tasks}
 
     monkeypatch.setattr(stage, "run_tasks", fake_run_tasks)
     cfg = OmegaConf.create(
         {
-            "eval": {"tasks": ["shakespeare_lastword"], "task_limit": 5, "add_bos": None, "bootstrap": {"resamples": 1000, "seed": 0}},
+            "eval": {
+                "tasks": ["shakespeare_lastword"],
+                "task_limit": 5,
+                "add_bos": None,
+                "bootstrap": {"resamples": 1000, "seed": 0},
+            },
             "hardware": {"device": "cpu"},
         }
     )
