@@ -237,10 +237,6 @@ def _pct(v: float) -> str:
     return f"{100 * v:.1f}%"
 
 
-def _pct_signed(v: float) -> str:
-    return f"{100 * v:+.1f}%"
-
-
 def _pct0(v: float) -> str:
     return f"{100 * v:.0f}%"
 
@@ -493,6 +489,10 @@ def task_family(task: str) -> List[Metric]:
         ),
         *_task_flips(task),
     ]
+
+
+def _pct_signed(v: float) -> str:
+    return f"{100 * v:+.1f}%"
 
 
 def _task_flips(task: str) -> List[Metric]:

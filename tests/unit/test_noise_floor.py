@@ -107,19 +107,20 @@ def test_the_decision_marks_formats_within_engine_noise(rows):
     assert "## Noise floor" in without_scenario_text(rows)
 
 
-def test_without_a_floor_the_table_and_the_decision_are_unchanged(tmp_path):
+def test_without_a_floor_nothing_changes_and_a_floor_that_did_not_run_is_said_not_silently_dropped(tmp_path):
     rows = [run(tmp_path, "fp32", [0.0, 0.0], noise_floor=None), run(tmp_path, "above", ABOVE, noise_floor=None)]
     runs = as_runs(rows)
-    assert "vs floor" not in table(runs) and not any(n.startswith("vs floor") for n in uncertainty_notes(runs))
+    assert "vs floor" not in table(runs) and not any(
+        n.startswith(("vs floor", "Noise")) for n in uncertainty_notes(runs)
+    )
     assert "Noise floor" not in decision_text(recommend(rows, Constraints(), "quality"), Constraints(), rows)
-
-
-def test_a_floor_that_did_not_run_is_said_not_silently_dropped(tmp_path):
-    rows = [run(tmp_path, "fp32", [0.0, 0.0], noise_floor="bf16"), run(tmp_path, "above", ABOVE, noise_floor="bf16")]
+    for r in rows:
+        r.params["eval.noise_floor"] = "bf16"
     assert [n for n in uncertainty_notes(as_runs(rows)) if n.startswith("Noise floor")] == [
         "Noise floor: eval.noise_floor=bf16 is not a finished run of this sweep, so no format is compared with it: "
         "add format=bf16 to the sweep."
     ]
+    assert "eval.noise_floor=bf16 did not run in this sweep" in without_scenario_text(rows)
 
 
 def test_make_runs_sweep_names_fp16_its_floor_and_a_floor_must_be_another_preset_than_the_baseline():
