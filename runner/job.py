@@ -97,6 +97,7 @@ def job_key(cfg: DictConfig) -> str:
     # a scenario acts on jobs only through the benchmark.* it sets (resolved above); its bounds judge runs after
     for k in ("tracking", "cache", "resume", "deployment"):
         settings.pop(k, None)
+    settings["eval"].pop("noise_floor", None)  # names a row the report compares with: changes no job's numbers
     settings["hardware"].pop("slurm_constraint", None)  # which nodes a cluster picks, not what runs on them
     try:
         formats = [cfg.format] + (

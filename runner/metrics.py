@@ -452,10 +452,17 @@ declare(  # spread of the offline speeds over the benchmark's repeats (the metri
     ),
 )
 TASKS = "tasks"  # stage: lm-eval task accuracy (runner/tasks), one family per task eval.tasks may name
+# task/<name>/<stat>, compared item by item with the eval.baseline preset's answers (runner/stats/items.py): paired
+# bootstrap intervals over the items
+TASK_ACC_DELTA = "acc_delta"
+TASK_FLIPS = "flips"
+TASK_FLIPS_C2I = "flips_c2i"
+TASK_FLIPS_I2C = "flips_i2c"
 
 
 def task_family(task: str) -> List[Metric]:
-    """task/<name>/acc (intervals: acc +- 1.96 stderr), its stderr, the share of the baseline's accuracy kept, time."""
+    """task/<name>/acc (intervals: acc +- 1.96 stderr), its stderr, the share of the baseline's accuracy kept, time,
+    and the comparison with the baseline's answers on the same items: acc - baseline acc and the flips."""
     return [
         Metric(task_metric(task, "acc"), "share", "higher", _pct, f"{task} acc", TASKS, (), "lm-eval accuracy"),
         Metric(
@@ -469,7 +476,7 @@ def task_family(task: str) -> List[Metric]:
             f"{task} kept",
             TASKS,
             (),
-            "acc / the eval.baseline preset's acc on the same items",
+            "acc / the eval.baseline preset's acc on the same items (interval: paired bootstrap over the items)",
         ),
         Metric(
             task_metric(task, "time_s"),
@@ -480,6 +487,56 @@ def task_family(task: str) -> List[Metric]:
             TASKS,
             (),
             "compute time of the run that finished the task (0 on a resumed or cached one's share)",
+        ),
+        *_task_flips(task),
+    ]
+
+
+def _pct_signed(v: float) -> str:
+    return f"{100 * v:+.1f}%"
+
+
+def _task_flips(task: str) -> List[Metric]:
+    return [
+        Metric(
+            task_metric(task, TASK_ACC_DELTA),
+            "share",
+            "higher",
+            _pct_signed,
+            f"{task} Δacc",
+            TASKS,
+            (),
+            "acc - the eval.baseline preset's acc on the same items",
+        ),
+        Metric(
+            task_metric(task, TASK_FLIPS),
+            "share",
+            "lower",
+            _pct,
+            f"{task} flips",
+            TASKS,
+            (),
+            "share of items whose correctness differs from the eval.baseline preset's (Dutta et al., 2024)",
+        ),
+        Metric(
+            task_metric(task, TASK_FLIPS_C2I),
+            "share",
+            "lower",
+            _pct,
+            f"{task} c→i",
+            TASKS,
+            (),
+            "share of items the eval.baseline preset answers correctly and this format does not",
+        ),
+        Metric(
+            task_metric(task, TASK_FLIPS_I2C),
+            "share",
+            "neither",  # a gain on these items, but also a departure from the baseline's answers
+            _pct,
+            f"{task} i→c",
+            TASKS,
+            (),
+            "share of items the eval.baseline preset answers wrongly and this format correctly",
         ),
     ]
 

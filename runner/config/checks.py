@@ -9,6 +9,7 @@ import re
 from typing import Dict, Optional, Tuple
 
 from runner.errors import UserError
+from runner.paths import options
 from runner.system.environment import usable_cores
 
 # The cached baseline reference holds n_tokens x kld_topk x 8 bytes (16 384 x 1024 x 8 = 128 MiB at
@@ -163,11 +164,27 @@ def check_eval(ev) -> None:
             f"{ev.stride} is outside 1..eval.ctx_len ({ev.ctx_len})",
             "set eval.stride to eval.ctx_len for disjoint windows",
         )
+    check_noise_floor(ev)
     if not 1 <= ev.kld_topk <= MAX_KLD_TOPK:
         raise UserError(
             "eval.kld_topk",
             f"{ev.kld_topk} is outside 1..{MAX_KLD_TOPK} (KLD over the baseline's top-k tokens)",
             "use the default 64",
+        )
+
+
+def check_noise_floor(ev) -> None:
+    """eval.noise_floor names a format preset other than the baseline (whose KLD to itself is 0 by construction)."""
+    name = ev.get("noise_floor")
+    if name is None:
+        return
+    if name not in options("format"):
+        raise UserError("eval.noise_floor", f"no format preset '{name}'", f"use one of {options('format')}, or null")
+    if name == ev.baseline:
+        raise UserError(
+            "eval.noise_floor",
+            f"'{name}' is the baseline itself (eval.baseline): its loss is 0 by construction, no floor",
+            "name the baseline's weights in another dtype or engine, e.g. eval.noise_floor=fp16",
         )
 
 

@@ -73,6 +73,9 @@ class EvalConfig:
     # format preset whose logits are the KLD / top-1 reference, run on its own engine; auto: fp32 on the CPU, the
     # model's own dtype on CUDA, fp32 there only where it fits the profile's GPUs (runner/config/baseline.py)
     baseline: str = "auto"
+    # format preset holding the baseline's weights in another dtype or engine (fp16, bf16, gguf_f16): the sweep's
+    # noise floor row, against which a format's loss is "within engine noise" or not (runner/report/floor.py)
+    noise_floor: Optional[str] = None
     kld_topk: int = 64  # reference keeps its top-k log-probs per token (+ one bucket for the rest)
     tasks: List[str] = field(default_factory=list)  # lm-eval tasks (runner/tasks): offline ones shipped, or hub names
     task_limit: Optional[int] = None  # first N items of each task; null: all

@@ -17,15 +17,15 @@ from typing import Dict, List, Optional
 
 from runner import metrics as M
 from runner.errors import UserError
-from runner.report import ties
-from runner.report.columns import REPORT, cells, used, with_tasks
+from runner.report import floor, ties
+from runner.report.columns import REPORT, cells, used, with_floor, with_tasks
 from runner.report.data import Row, load_rows
 from runner.report.recommend import Constraints, recommend
 
 
 def markdown(rows: List[Row]) -> str:
     """Best quality first, "≈" where a row is not distinguishable from the row above (as in the sweep summary)."""
-    columns, rows = with_tasks(used(REPORT, rows), rows), ties.quality_order(rows)
+    columns, rows = with_tasks(with_floor(used(REPORT, rows), rows), rows), ties.quality_order(rows)
     lines = ["| " + " | ".join(c.header for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in cells(columns, rows)]
     return "\n".join(lines)
@@ -193,7 +193,10 @@ def _run(args) -> int:
         return 1
     print(f"recommend {result['reason']}")
     for label, why in result["rejected"].items():
-        print(f"  rejected {label}: {', '.join(why)}")
+        print(f"  rejected {floor.mark(label, rows)}: {', '.join(why)}")
+    if floor.floor_name(rows) is not None:
+        within = floor.within_labels(rows)
+        print(f"  {floor.WITHIN} ({floor.KEY}={floor.floor_name(rows)}): {', '.join(within) or 'none'}")
     return 0
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 from runner import metrics as M
-from runner.report import ties
+from runner.report import floor, ties
 from runner.report.data import Row
 from runner.report.measures import on_gpu
 
@@ -128,17 +128,36 @@ def short_task_names(tasks: List[str]) -> Dict[str, str]:
 
 
 def task_columns(rows: List[Row]) -> List[Column]:
-    """Per task in the rows: its accuracy (± half its 95 % interval, "≈" like the other quality columns) and
-    the share of the eval.baseline's accuracy it keeps (task/<name>/acc_retained). None without task metrics."""
+    """Per task in the rows: its accuracy (± half its 95 % interval, "≈" like the other quality columns), the share
+    of the eval.baseline's accuracy it keeps (task/<name>/acc_retained) and the flips against the baseline's answers
+    on the same items: correct→incorrect and incorrect→correct (each ± half its paired interval over the items).
+    None without task metrics."""
     columns = []
     for task, short in short_task_names(task_names(rows)).items():
+        flips = [M.task_metric(task, M.TASK_FLIPS_C2I), M.task_metric(task, M.TASK_FLIPS_I2C)]
         for name, title in (
             (M.task_metric(task, "acc"), f"{short} acc"),
             (M.task_metric(task, "acc_retained"), f"{short} kept"),
+            (flips[0], f"{short} c→i"),
+            (flips[1], f"{short} i→c"),
         ):
+            if name in flips and not any(r.get(name) is not None for r in rows):
+                continue  # runs from before the flips were counted
             m = M.get(name)
             columns.append(Column(title, lambda r, name=name: r.get(name), m.format, metric=name))
     return columns
+
+
+def with_floor(columns: List[Column], rows: List[Row]) -> List[Column]:
+    """columns plus "vs floor" after the quality columns where a run names a noise floor (runner/report/floor.py):
+    baseline, floor, noise (within engine noise) or the paired difference to the floor; unchanged otherwise."""
+    if floor.floor_name(rows) is None:
+        return columns
+    row = floor.floor_row(rows)
+    column = Column("vs floor", lambda r: floor.cell(r, row), str)
+    quality = [i for i, c in enumerate(columns) if c.metric and c.metric.startswith("quality/")]
+    at = quality[-1] + 1 if quality else (columns.index(STATUS) if STATUS in columns else len(columns))
+    return columns[:at] + [column] + columns[at:]
 
 
 def with_tasks(columns: List[Column], rows: List[Row]) -> List[Column]:

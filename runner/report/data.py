@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import unquote, urlparse
 
 from runner.errors import UserError
+from runner.metrics import PARAM_BASELINE_FORMAT
 from runner.paths import WINDOW_SUMS_ARTIFACT
 from runner.stats.bootstrap import WindowSums
 from runner.tracking import JOB_KEY_TAG, SWEEP_TAG, resolve_uri
@@ -149,3 +150,9 @@ def _row(run, tracking_uri: Optional[str] = None) -> Row:
 def rows_of(runs, tracking_uri: Optional[str] = None) -> List[Row]:
     """MLflow Run objects (as the sweep callback holds them) as Rows."""
     return [_row(r, tracking_uri) for r in runs]
+
+
+def baseline_name(params: dict) -> Optional[str]:
+    """The preset eval.baseline resolved to (eval.baseline=auto: the model's own dtype on CUDA, fp32 on the CPU);
+    None for a run that logged no baseline."""
+    return params.get(PARAM_BASELINE_FORMAT) or params.get("eval.baseline") or None

@@ -4,6 +4,7 @@ the capacity lines; without a scenario, what the measurements can honestly say. 
 from typing import Dict, List
 
 from runner import metrics as M
+from runner.report import floor
 from runner.report.data import Row
 from runner.report.measures import GIB, memory, pct, throughput
 from runner.report.recommend import Constraints, facts, leader_ties, noisy_text, rank
@@ -92,12 +93,15 @@ def decision_text(result: Dict, c: Constraints, rows: List[Row]) -> str:
     if choice is None:
         lines += ["## No recommendation", "", "No format meets every bound of the scenario."]
     else:
-        lines += [f"## Recommendation: {choice.label}", "", f"Why: {result['reason']}."]
+        lines += [f"## Recommendation: {floor.mark(choice.label, rows)}", "", f"Why: {result['reason']}."]
         if result["runner_up"] is not None:
-            lines += ["", f"Runner-up: {result['runner_up'].label} ({facts(result['runner_up'], c)})."]
+            runner_up = result["runner_up"]
+            lines += ["", f"Runner-up: {floor.mark(runner_up.label, rows)} ({facts(runner_up, c)})."]
         lines += deploy_lines(choice)
     if result["rejected"]:
-        lines += ["", "## Rejected", ""] + [f"- {label}: {'; '.join(why)}" for label, why in result["rejected"].items()]
+        lines += ["", "## Rejected", ""] + [
+            f"- {floor.mark(label, rows)}: {'; '.join(why)}" for label, why in result["rejected"].items()
+        ]
     if result["set_aside"]:
         lines += [
             "",
@@ -107,6 +111,7 @@ def decision_text(result: Dict, c: Constraints, rows: List[Row]) -> str:
     cap = capacity_lines([r for r in rows if r.status == "FINISHED"])
     if cap:
         lines += ["", "## Capacity (largest concurrency within the SLO)", ""] + [f"- {x}" for x in cap]
+    lines += floor.decision_lines(rows)
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
 
@@ -142,11 +147,12 @@ def without_scenario_text(rows: List[Row]) -> str:
         leader = rank(usable, prefer, c)[0]
         ties = [r.label for r in tied_best if r is not leader]
         lines.append(
-            f"- {what}: {leader.label} ({facts(leader, c)})"
+            f"- {what}: {floor.mark(leader.label, rows)} ({facts(leader, c)})"
             + (f" ≈ {', '.join(ties)}" if ties else "")
             + noisy_text(leader, prefer, c, bool(ties))
         )
     cap = capacity_lines(finished)
     if cap:
         lines += [""] + [f"- {x}" for x in cap]
+    lines += floor.decision_lines(rows)
     return "\n".join(lines) + "\n"

@@ -2,16 +2,26 @@
 
 from typing import Dict, List
 
-from runner.metrics import PARAM_BASELINE_FORMAT, PERF_DECODE_TOK_S, PERF_PREFILL_TOK_S, QUALITY_KLD_MEAN, in_table
-from runner.report import ties
-from runner.report.columns import SUMMARY, TIE_MARKED, cells, short_task_names, task_names, used, with_tasks
-from runner.report.data import rows_of
+from runner import metrics as M
+from runner.metrics import PERF_DECODE_TOK_S, PERF_PREFILL_TOK_S, QUALITY_KLD_MEAN, in_table
+from runner.report import floor, ties
+from runner.report.columns import (
+    SUMMARY,
+    TIE_MARKED,
+    cells,
+    short_task_names,
+    task_names,
+    used,
+    with_floor,
+    with_tasks,
+)
+from runner.report.data import baseline_name, rows_of
 
 
 def table(runs, tracking_uri: str | None = None) -> str:
     """The summary table, best quality first (runner/report/ties.py quality_order)."""
     rows = ties.quality_order(rows_of(runs, tracking_uri))
-    columns = with_tasks(used(SUMMARY, rows, every=True), rows)
+    columns = with_tasks(with_floor(used(SUMMARY, rows, every=True), rows), rows)
     grid = [[c.header for c in columns]] + cells(columns, rows)
     widths = [max(len(row[i]) for row in grid) for i in range(len(columns))]
     lines = ["  ".join(v.ljust(w) if c.left else v.rjust(w) for c, v, w in zip(columns, row, widths)) for row in grid]
@@ -36,6 +46,7 @@ def uncertainty_notes(runs, tracking_uri: str | None = None) -> List[str]:
             "independent."
         )
         lines.append(tie_legend(ties.quality_order(rows)))
+    lines += floor.notes(rows)
     repeats = next((r.params.get("benchmark.repeats") for r in rows if ties.ci(r, PERF_DECODE_TOK_S)), None)
     if repeats is not None:
         lines.append(
@@ -72,8 +83,13 @@ def tie_legend(ordered) -> str:
     return text + "; ".join(parts) + "."
 
 
+# the summary notes a task whose accuracy barely moved while this share of its items or more flipped
+FLIPS_NOTABLE = 0.05
+
+
 def task_notes(rows) -> List[str]:
-    """What the task columns are: which task, how many items, what ± and "kept" mean (only when a row has tasks)."""
+    """What the task columns are: which task, how many items, what ±, "kept" and the flips mean (only when a row has
+    tasks), and the rows whose answers flipped on many items while their accuracy barely moved."""
     tasks = task_names(rows)
     if not tasks:
         return []
@@ -84,11 +100,33 @@ def task_notes(rows) -> List[str]:
     named = ", ".join(
         f"{short} = {task} ({items.get(task, '?')} items)" for task, short in short_task_names(tasks).items()
     )
-    return [
+    lines = [
         f"Tasks: lm-eval accuracy on {named}; ± half its 95 % interval (1.96 × lm-eval's stderr over the items), "
         f"≈ where it overlaps the row above's; kept: acc ÷ the baseline's acc (eval.baseline={baseline}) on the same "
-        "items, no interval."
+        "items; c→i / i→c: the share of items the baseline answers correctly and this format not / the reverse "
+        "(flips, Dutta et al. 2024: accuracy hides changes that cancel); kept and flips ± half a 95 % paired bootstrap "
+        "interval over the items (the same resample of items for both)."
     ]
+    return lines + flip_notes(rows, tasks)
+
+
+def flip_notes(rows, tasks: List[str]) -> List[str]:
+    """ "many answers changed, accuracy did not": the paired interval of acc − the baseline's contains 0 while at
+    least FLIPS_NOTABLE of the items flipped and the flips' own interval excludes 0."""
+    out = []
+    for r in rows:
+        for task in tasks:
+            flips, delta = M.task_metric(task, M.TASK_FLIPS), M.task_metric(task, M.TASK_ACC_DELTA)
+            f, fi, d, di = r.get(flips), ties.ci(r, flips), r.get(delta), ties.ci(r, delta)
+            if None in (f, fi, d, di) or f < FLIPS_NOTABLE or fi[0] <= 0.0 or not di[0] <= 0.0 <= di[1]:
+                continue
+            fm, dm = M.get(flips), M.get(delta)
+            out.append(
+                f"Flips on {r.label} {task}: {fm.format(f)} of the items flipped against the baseline "
+                f"({fm.format(fi[0])}-{fm.format(fi[1])}) while its accuracy moved only {dm.format(d)} (interval "
+                f"{dm.format(di[0])} to {dm.format(di[1])}, contains 0): the same accuracy, other answers."
+            )
+    return out
 
 
 def kld_notes(runs, k: str) -> List[str]:
@@ -146,11 +184,6 @@ def tokenization_warnings(runs) -> List[str]:
                 "tokenization is implausible for a real model; its perplexities mean little."
             )
     return lines
-
-
-def baseline_name(params: dict) -> str:
-    """The preset eval.baseline resolved to (eval.baseline=auto: the model's own dtype on CUDA, fp32 on the CPU)."""
-    return params.get(PARAM_BASELINE_FORMAT) or params["eval.baseline"]
 
 
 def memory_scope(runs) -> List[str]:

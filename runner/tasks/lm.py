@@ -1,8 +1,9 @@
 """lm-eval's LM interface over the runner's engine API: every engine scores tasks on the same ids.
 
 Scoring goes through LoadedModel.logprobs (full-vocabulary log-softmax per position), so the torch,
-llama.cpp, vLLM and ExLlamaV2 engines answer the same requests the same way. Tokenization is the
-model's own (task_tokenizer): a GGUF artifact's llama.cpp tokenizer, never a second one. Request
+llama.cpp, vLLM and ExLlamaV2 engines answer the same requests the same way. Tokenization is the base
+model's own (task_tokenizer), whatever the artifact: every format of a model scores the same token ids,
+so their answers can be compared item by item (flips). Request
 splitting (context/continuation, trailing spaces, empty context) is lm-eval's TemplateLM, as for its
 `hf` model. Every answer is appended to an ItemStore as it is made, so an interrupted task resumes.
 """
@@ -32,14 +33,24 @@ class TaskTokenizer:
     close: Callable[[], None] = lambda: None
 
 
-def task_tokenizer(artifact, model, add_bos_setting: Optional[bool]) -> TaskTokenizer:
-    """The model's own tokenizer for this artifact: a GGUF file's llama.cpp tokenizer (the artifact's own file, or
-    the base model's source GGUF for folders made from it); otherwise the artifact folder's HF tokenizer."""
+# in the answers' cache key: which ids a task's requests get; changes when that rule does
+TOKENIZATION = "the base model's tokenizer for every artifact"
+
+
+def _source_gguf(model) -> Optional[Path]:
+    source = getattr(model, "source_gguf", None)
+    return source if source is not None and source.is_file() else None
+
+
+def task_tokenizer(model, add_bos_setting: Optional[bool]) -> TaskTokenizer:
+    """The base model's own tokenizer, the same for every artifact of it: llama.cpp's of the GGUF the base model came
+    from (with that file's BOS rule), else the base model's HF tokenizer (with its BOS habit). A GGUF artifact made
+    from an HF model gets the HF tokenizer's ids too, handed to llama.cpp as ids: llama.cpp's tokenizer of the
+    converted file and the HF one can split the same text differently (on SmolLM2 they do, at a blank line), and
+    then the formats would answer different requests and their answers could not be compared item by item."""
     from runner.data.tokenization import resolve_add_bos
 
-    gguf = [Path(artifact.path) / f for f in artifact.manifest["weight_files"] if f.endswith(".gguf")]
-    source = model.source_gguf if getattr(model, "source_gguf", None) and model.source_gguf.is_file() else None
-    own_gguf = gguf[0] if gguf else source
+    own_gguf = _source_gguf(model)
     if own_gguf is not None:
         from llama_cpp import Llama
 
@@ -55,10 +66,7 @@ def task_tokenizer(artifact, model, add_bos_setting: Optional[bool]) -> TaskToke
             add_bos and bos >= 0,
             vocab.close,
         )
-    from transformers import AutoTokenizer
-
-    folder = artifact.path if (Path(artifact.path) / "tokenizer_config.json").exists() else model.path
-    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok = model.load_tokenizer()
     add_bos, _ = resolve_add_bos(add_bos_setting, tok, None)
     return TaskTokenizer(
         "hf",

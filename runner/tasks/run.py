@@ -44,7 +44,7 @@ def task_key(artifact, engine: str, device: str, task: str, limit: Optional[int]
 
 def answers_key(artifact, engine: str, device: str, task: str, add_bos: Optional[bool]) -> str:
     """Answers are keyed by their request's token ids: a run with another eval.task_limit reuses those made so far."""
-    from runner.tasks.lm import MAX_LENGTH
+    from runner.tasks.lm import MAX_LENGTH, TOKENIZATION
 
     return Cache.key(
         "task-answers",
@@ -56,6 +56,7 @@ def answers_key(artifact, engine: str, device: str, task: str, add_bos: Optional
         dist_versions("lm-eval"),
         add_bos,
         MAX_LENGTH,
+        TOKENIZATION,
     )
 
 
@@ -78,7 +79,7 @@ def run_tasks(
             from runner.tasks.lm import task_tokenizer
 
             opened["loaded"] = get_engine(engine).load(artifact, model, hardware)
-            opened["tokenizer"] = task_tokenizer(artifact, model, add_bos)
+            opened["tokenizer"] = task_tokenizer(model, add_bos)
         answers = answers_key(artifact, engine, hardware.device, task, add_bos)
         with build_lock(cache.memo_dir / PARTIAL, answers, f"the answers of {task} {label}"):  # runs of any limit
             _compute(opened["loaded"], opened["tokenizer"], task, limit, cache, folder, answers, label)

@@ -16,9 +16,8 @@ LIMIT = 24
 pytestmark = pytest.mark.tasks
 
 
-@pytest.fixture(scope="module")
-def tiny_fp32(cache_dir, tiny_model_dir):
-    """(model, fp32 artifact, hardware) of the tiny model, made through the runner's own quantize stage."""
+def _tiny(cache_dir, tiny_model_dir, format_name):
+    """(model, artifact, hardware) of the tiny model in format_name, made through the runner's own quantize stage."""
     from hydra import compose, initialize_config_dir
 
     from runner.cache import Cache
@@ -31,7 +30,7 @@ def tiny_fp32(cache_dir, tiny_model_dir):
         cfg = compose(
             config_name="config",
             overrides=[
-                "format=fp32",
+                f"format={format_name}",
                 "model=hf",
                 f"model.id={tiny_model_dir}",
                 f"cache.dir={cache_dir}",
@@ -41,6 +40,11 @@ def tiny_fp32(cache_dir, tiny_model_dir):
     cache = Cache(cache_dir)
     model = resolve_model(cfg.model, cache)
     return model, quantize(model, cfg.format, cfg.calibration, cfg.hardware, cache), cfg.hardware
+
+
+@pytest.fixture(scope="module")
+def tiny_fp32(cache_dir, tiny_model_dir):
+    return _tiny(cache_dir, tiny_model_dir, "fp32")
 
 
 def test_generator_is_deterministic_matches_the_shipped_files_and_uses_other_texts(tmp_path, shakespeare_dir):
@@ -106,7 +110,7 @@ def test_adapter_generates_greedily_like_hf(tiny_fp32):
 
     model, artifact, hardware = tiny_fp32
     loaded = get_engine("torch").load(artifact, model, hardware)
-    tok = task_tokenizer(artifact, model, None)
+    tok = task_tokenizer(model, None)
     lm = EngineLM(loaded, tok)
     prompt = "KING.\nWhat say you, my lord?"
     [text] = lm.generate_until([Instance("generate_until", {}, (prompt, {"until": ["\n\n"], "max_gen_toks": 12}), 0)])
@@ -224,3 +228,72 @@ def test_tasks_stage_logs_accuracy_interval_and_retained_share(tmp_path, cache_d
     assert m["task/shakespeare_nextline/acc_ci_low"] <= acc <= m["task/shakespeare_nextline/acc_ci_high"]
     assert m["task/shakespeare_nextline/acc_stderr"] > 0
     assert m["task/shakespeare_nextline/acc_retained"] == 1.0  # fp32 is the baseline itself
+
+
+def _request_keys(cache, artifact, engine: str, task: str) -> set:
+    """The keys of the answers a task run with a limit keeps: each a hash of one request's token ids."""
+    from runner.tasks.run import PARTIAL, answers_key
+
+    items = cache.memo_dir / PARTIAL / answers_key(artifact, engine, "cpu", task, None) / "items.jsonl"
+    return {json.loads(line)[0] for line in items.read_text().splitlines()}
+
+
+def test_a_gguf_artifact_of_an_hf_model_answers_the_same_token_ids_as_the_baseline(
+    tmp_path, cache_dir, tiny_model_dir, tiny_fp32, monkeypatch
+):
+    """The base model is an HF folder: its GGUF's items are tokenized by the HF tokenizer and handed to llama.cpp as
+    ids, so both formats answer the very same requests (before: llama.cpp's tokenizer of the converted file)."""
+    import runner.tasks.lm as lm
+    from runner.cache import Cache
+    from runner.tasks.run import run_tasks
+
+    model, fp32, hardware = tiny_fp32
+    _, gguf, _ = _tiny(cache_dir, tiny_model_dir, "gguf_f16")
+    used = []
+    real = lm.task_tokenizer
+
+    def spy(*args, **kwargs):
+        tok = real(*args, **kwargs)
+        used.append(tok.name)
+        return tok
+
+    monkeypatch.setattr(lm, "task_tokenizer", spy)
+    cache = Cache(tmp_path / "c")
+    task = "shakespeare_lastword"
+    base = run_tasks(fp32, model, "torch", [task], LIMIT, hardware, cache)[task]
+    mine = run_tasks(gguf, model, "llama_cpp", [task], LIMIT, hardware, cache)[task]
+    assert used == ["hf", "hf"]
+    assert _request_keys(cache, gguf, "llama_cpp", task) == _request_keys(cache, fp32, "torch", task)
+    assert mine.n == base.n == LIMIT
+
+
+def test_a_task_sweep_shows_flips_with_intervals_beside_accuracy(tmp_path, cache_dir, tiny_model_dir):
+    proc = run_qrun(
+        [
+            "-m",
+            "format=fp16,gguf_q2_k",
+            "model=hf",
+            f"model.id={tiny_model_dir}",
+            "stages=[quantize,tasks]",
+            "hardware.threads=1",
+            "eval.tasks=[shakespeare_nextline]",
+            f"eval.task_limit={LIMIT}",
+            *TINY_ARGS,
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        ],
+        tmp_path,
+        cache_dir,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(proc.stdout)  # the sweep's table, for the record (pytest -s)
+    _, runs = mlflow_runs(tmp_path / "mlflow.db")
+    t = "task/shakespeare_nextline/"
+    for run in [r for r in runs if "format.name" in r.data.params]:
+        m = run.data.metrics
+        assert m[t + "flips"] == pytest.approx(m[t + "flips_c2i"] + m[t + "flips_i2c"])
+        assert m[t + "acc_delta"] == pytest.approx(m[t + "flips_i2c"] - m[t + "flips_c2i"])
+        for name in ("flips", "flips_c2i", "flips_i2c", "acc_delta", "acc_retained"):
+            assert m[t + name + "_ci_low"] <= m[t + name] <= m[t + name + "_ci_high"], (run.data.params, name)
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("format"))
+    assert "c→i" in header and "i→c" in header and "kept" in header
+    assert "c→i / i→c: the share of items the baseline answers correctly" in proc.stdout

@@ -209,3 +209,9 @@ def test_a_job_moved_to_another_cpu_re_measures_its_speed_and_reuses_its_quality
     quality = {k: v for k, v in first.metrics.items() if k.startswith("quality/")}
     assert quality and {k: moved.metrics[k] for k in quality} == quality
     assert 0 < moved.metrics[PERF_DECODE_TOK_S] != first.metrics[PERF_DECODE_TOK_S]  # measured anew
+
+
+def test_the_noise_floor_names_a_row_of_the_report_and_reruns_no_job(tiny_model_dir, cache_dir):
+    key = job_key(_tiny(tiny_model_dir, cache_dir, "format=gguf_q8_0"))
+    for floor in ("fp16", "bf16"):
+        assert job_key(_tiny(tiny_model_dir, cache_dir, "format=gguf_q8_0", f"eval.noise_floor={floor}")) == key
