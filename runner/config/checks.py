@@ -152,7 +152,7 @@ def check_calibration(cal) -> None:
     _at_least("calibration.seq_len", cal.seq_len, 1)
 
 
-def check_eval(ev) -> None:
+def check_eval(ev, device: str = "cpu") -> None:
     _at_least(
         "eval.n_tokens", ev.n_tokens, 2, "set eval.n_tokens to a few thousand (a perplexity needs at least 2 tokens)"
     )
@@ -164,7 +164,7 @@ def check_eval(ev) -> None:
             f"{ev.stride} is outside 1..eval.ctx_len ({ev.ctx_len})",
             "set eval.stride to eval.ctx_len for disjoint windows",
         )
-    check_noise_floor(ev)
+    check_noise_floor(ev, device)
     if not 1 <= ev.kld_topk <= MAX_KLD_TOPK:
         raise UserError(
             "eval.kld_topk",
@@ -173,14 +173,16 @@ def check_eval(ev) -> None:
         )
 
 
-def check_noise_floor(ev) -> None:
-    """eval.noise_floor names a format preset other than the baseline (whose KLD to itself is 0 by construction)."""
+def check_noise_floor(ev, device: str = "cpu") -> None:
+    """eval.noise_floor names a format preset other than the baseline (whose KLD to itself is 0 by construction);
+    eval.baseline=auto is fp32 on the CPU (on CUDA it depends on the model, known only when the job runs)."""
     name = ev.get("noise_floor")
     if name is None:
         return
     if name not in options("format"):
         raise UserError("eval.noise_floor", f"no format preset '{name}'", f"use one of {options('format')}, or null")
-    if name == ev.baseline:
+    baseline = "fp32" if ev.baseline == "auto" and not str(device).startswith("cuda") else ev.baseline
+    if name == baseline:
         raise UserError(
             "eval.noise_floor",
             f"'{name}' is the baseline itself (eval.baseline): its loss is 0 by construction, no floor",

@@ -203,7 +203,7 @@ def check_values(cfg: DictConfig) -> None:
     checks.check_cache(cfg.cache)
     checks.check_calibration(cfg.calibration)
     if reads_stream(cfg):
-        checks.check_eval(cfg.eval)
+        checks.check_eval(cfg.eval, cfg.hardware.device)
     for name in plan(cfg.stages):
         STAGES[name].check(cfg)
 
