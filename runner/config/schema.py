@@ -125,6 +125,7 @@ class HardwareConfig:
     memory_budget_bytes: Optional[int] = None  # used by the report's recommendation
     n_gpus: int = 0  # CUDA devices the profile expects (0 on CPU); checked against the machine before work
     gpu_memory_bytes: Optional[int] = None  # memory of ONE GPU; memory_budget_bytes is what a model may use in all
+    gpu_name: Optional[str] = None  # part of the card's name as NVML reports it ("RTX 3090"); null: any card
     tensor_parallel_size: int = 1  # vLLM: shard every layer over this many GPUs
     gpu_memory_utilization: float = 0.85  # vLLM: fraction of each GPU it may take for weights + KV cache
     # SLURM feature its nodes carry (sbatch --constraint, hydra/launcher=slurm): jobs of a GPU profile land on nodes

@@ -79,6 +79,7 @@ def _auto_round(model, cfg, samples, hardware, out_dir):
 class AutoRoundFormat(WeightOnlyFormat):
     USES_CALIBRATION = True
     BITS = "bits"
+    GROUP = "group_size"
     # gptqmodel + optimum: transformers loads the GPTQ checkpoint with them. 4 bits: the width checked here.
     BACKENDS = {"auto_round": Backend(("auto_round", "gptqmodel", "optimum"), "autoround", _auto_round, bits=(4,))}
     LIBRARIES = ("torch", "transformers", "auto-round", "gptqmodel")

@@ -69,6 +69,7 @@ def _autoawq(model, cfg, samples, hardware, out_dir):
 class AwqFormat(WeightOnlyFormat):
     USES_CALIBRATION = True
     BITS = "w_bit"
+    GROUP = "q_group_size"
     BACKENDS = {
         "llmcompressor": Backend(("llmcompressor", "compressed_tensors"), "llmcompressor", _llmcompressor, bits=(4, 8)),
         "gptqmodel": Backend(("gptqmodel",), "awq", _gptqmodel, bits=(4,)),

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 
 from runner.formats import weight_only as wo
-from runner.formats.base import Format
+from runner.formats.base import Format, WeightBits, group_overhead_bits
 from runner.system import packages
 
 # (model, format cfg, calibration token ids or None, hardware, out_dir) -> manifest facts (checkpoint_format, ...)
@@ -30,6 +30,27 @@ class WeightOnlyFormat(Format):
     BACKENDS: ClassVar[Dict[str, Backend]]
     BITS: ClassVar[Optional[str]] = None  # the config field holding the bit width, checked against Backend.bits
     LIBRARIES: ClassVar[Tuple[str, ...]]  # distributions whose versions are part of the cache key
+    CPU_COMPUTE_FP32 = True  # wo.CPU_FP32 in the manifest
+    GROUP: ClassVar[Optional[str]] = None  # the config field holding the group size (scales per group)
+
+    def weight_bits(self, cfg):
+        if self.BITS is None or self.GROUP is None:
+            return None
+        bits, group = int(getattr(cfg, self.BITS)), int(getattr(cfg, self.GROUP))
+        extra = group_overhead_bits(bits, group, zero_point=_has_zero_point(cfg))
+        return self._stored(cfg, bits + extra, f"{bits}-bit, group {group}: +{extra:.3f} bits of scales/zeros")
+
+    def _stored(self, cfg, linear: float, what: str) -> WeightBits:
+        """The rest of the model: re-saved in fp16 (store_fp16), else kept in the base model's dtype."""
+        kept = 16.0 if self.BACKENDS[cfg.backend].store_fp16 else None
+        return WeightBits(linear, kept, what=what + ("; embeddings, norms, lm_head fp16" if kept else ""))
+
+
+def _has_zero_point(cfg) -> bool:
+    """GPTQ v1 checkpoints store qzeros even when symmetric; AWQ and AutoRound only asymmetric."""
+    if cfg.family == "gptq":
+        return True
+    return bool(getattr(cfg, "zero_point", not getattr(cfg, "sym", True)))
 
     def validate(self, cfg, model) -> None:
         wo.check_choice("format.backend", cfg.backend, self.BACKENDS)

@@ -52,6 +52,7 @@ def _llmcompressor(model, cfg, samples, hardware, out_dir):
 class GptqFormat(WeightOnlyFormat):
     USES_CALIBRATION = True
     BITS = "bits"
+    GROUP = "group_size"
     BACKENDS = {
         # optimum: transformers loads GPTQ checkpoints with it
         "gptqmodel": Backend(("gptqmodel", "optimum"), "gptq", _gptqmodel, bits=(2, 3, 4, 8)),
