@@ -26,6 +26,7 @@ the measured peak (memory/fit_estimate_over_measured).
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -54,8 +55,8 @@ CUDA_RUNTIME_BYTES = 768 * 1024**2
 # Tokens in the largest forward pass of a serving engine: vLLM's chunked-prefill budget on GPUs
 # (max_num_batched_tokens), llama.cpp's physical batch (n_ubatch); others batch the prompts in flight.
 PREFILL_TOKENS = {"vllm": 8192, "llama_cpp": 512}
-# What the engine's own process imports (python -m runner.benchmark.worker): its runtime, measured empty.
-ENGINE_IMPORTS = {"torch": ("torch", "transformers"), "llama_cpp": ("llama_cpp",)}
+# The engines whose fixed runtime on CPU runner/benchmark/runtime_probe.py measures, and their distributions
+ENGINE_DISTS = {"torch": ("torch", "transformers"), "llama_cpp": ("llama_cpp_python",)}
 # Servers that spread one model's layers over all the profile's GPUs (n_gpu_layers=-1 with a tensor split,
 # ExLlamaV2's autosplit), where vLLM shards each layer over tensor_parallel_size
 LAYER_SPLIT = ("llama_cpp", "exllamav2")
@@ -163,11 +164,9 @@ class FitEstimate:
     def summary(self) -> str:
         gib = lambda v: f"{v / GIB:.1f} GiB"  # noqa: E731
         runtime = gib(self.runtime) if self.runtime is not None else "runtime not measured"
-        share = (
-            f" ({self.place.shards} shards" + (f" x {self.place.replicas} replicas)" if self.place.replicas > 1 else ")")
-            if self.place.shards > 1 or self.place.replicas > 1
-            else ""
-        )
+        shards = f"{self.place.shards} shards" if self.place.shards > 1 else "the whole model"
+        replicas = f", {self.place.replicas} replicas" if self.place.replicas > 1 else ""
+        share = f" ({shards}{replicas})" if self.place.where == "per GPU" else ""
         return (
             f"{gib(self.total)} {self.place.where}{share} = weights {gib(self.weights)} + KV cache {gib(self.kv)} + "
             f"activations {gib(self.activations)} + runtime {runtime}"
@@ -242,7 +241,7 @@ def estimate(
         )
         runtime_what = f"{CUDA_RUNTIME_BYTES / GIB:.2f} GiB per card (CUDA context and workspaces)"
     else:
-        measured = (runtime_bytes or empty_process_bytes)(place.engine)
+        measured = (runtime_bytes or (lambda engine: empty_process_bytes(engine, base_config)))(place.engine)
         runtime = float(measured) if measured is not None else None
         d = cfg.get("deployment")
         budget = (d.get("memory_budget_bytes") if d is not None else None) or hw.get("memory_budget_bytes")
@@ -251,7 +250,8 @@ def estimate(
             f"the memory budget {capacity / GIB:.1f} GiB" if capacity else f"hardware={hw.name} sets no memory budget"
         )
         runtime_what = (
-            f"{runtime / GIB:.2f} GiB: peak RSS of a fresh python importing {', '.join(ENGINE_IMPORTS[place.engine])}"
+            f"{runtime / GIB:.2f} GiB: peak RSS of the {place.engine} engine's process with a negligible model "
+            "(runner/benchmark/runtime_probe.py)"
             if runtime is not None
             else f"not measured for the {place.engine} engine"
         )
@@ -271,32 +271,33 @@ def estimate(
     return FitEstimate(place, weights, kv, activations, runtime, capacity, capacity_what, parts)
 
 
-def empty_process_bytes(engine: str, cache_file: Optional[Path] = None) -> Optional[int]:
-    """Peak RSS of a fresh python importing the engine's modules (the runtime under its model); None for an engine
-    whose process is not this venv's python (vLLM, OpenVINO run in their own venvs). Measured once per machine,
-    interpreter and library versions (memoized in cache_file)."""
-    modules = ENGINE_IMPORTS.get(engine)
-    if modules is None:
+def empty_process_bytes(engine: str, base_config: dict, cache_file: Optional[Path] = None) -> Optional[int]:
+    """The engine's fixed runtime on CPU: peak RSS of runner/benchmark/runtime_probe.py (the worker's imports, the
+    engine, and for torch the architecture shrunk to a negligible size run once); None for an engine whose process is
+    not this venv's python (vLLM, OpenVINO run in their own venvs). Measured once per machine, interpreter, library
+    versions and architecture (memoized in cache_file)."""
+    dists = ENGINE_DISTS.get(engine)
+    if dists is None:
         return None
-    key = f"{engine}|{sys.executable}|{dist_versions(*modules)}"
+    config = base_config.get("text_config") if isinstance(base_config.get("text_config"), dict) else base_config
+    arch = config.get("model_type", "?") if engine == "torch" else "-"
+    key = f"{engine}|{arch}|{sys.executable}|{dist_versions(*dists)}"
     memo = _read_json(cache_file) if cache_file else {}
     if key in memo:
         return int(memo[key])
-    code = (
-        f"import {', '.join(modules)}\n"
-        "import runner.benchmark.worker\n"
-        "print([l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1])"
-    )
+    cmd = [sys.executable, "-m", "runner.benchmark.runtime_probe", engine, json.dumps(base_config)]
     try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
-        value = int(out.stdout.strip().splitlines()[-1]) * 1024
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+        value = int(out.stdout.strip().splitlines()[-1])
     except (subprocess.SubprocessError, ValueError, IndexError, OSError) as e:
-        log.warning("could not measure the %s engine's empty process (%s): runtime left out", engine, e)
+        log.warning("could not measure the %s engine's fixed runtime (%s): left out of the estimate", engine, e)
         return None
     if cache_file:
         memo[key] = value
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        cache_file.write_text(json.dumps(memo, indent=2))
+        partial = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
+        partial.write_text(json.dumps(memo, indent=2))
+        os.replace(partial, cache_file)  # jobs of a sweep may write at once: whole files only
     return value
 
 
@@ -307,17 +308,17 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def runtime_memo(cfg) -> Callable[[str], Optional[int]]:
+def runtime_memo(cfg, base_config: dict) -> Callable[[str], Optional[int]]:
     """empty_process_bytes memoized in the cache folder (shared by the jobs of a sweep, and later sweeps)."""
     folder = Path(cfg.cache.dir).expanduser() if cfg.get("cache") and cfg.cache.get("dir") else None
     memo = folder / "fit_runtime.json" if folder else None
-    return lambda engine: empty_process_bytes(engine, memo)
+    return lambda engine: empty_process_bytes(engine, base_config, memo)
 
 
 def preflight(cfg, base_config: dict) -> Optional[FitEstimate]:
     """The job's verdict before any work; None where nothing could be estimated (the job runs)."""
     try:
-        est = estimate(cfg, base_config, runtime_memo(cfg))
+        est = estimate(cfg, base_config, runtime_memo(cfg, base_config))
     except UserError:  # e.g. no server for the format: the job's own checks say it, naming the key
         return None
     if est is None:
@@ -328,7 +329,7 @@ def preflight(cfg, base_config: dict) -> Optional[FitEstimate]:
 def after_run(cfg, base_config: dict, measured: Dict[str, float]) -> Dict[str, float]:
     """The estimate and estimate / measured, for the metrics logged after a benchmark."""
     try:
-        est = estimate(cfg, base_config, runtime_memo(cfg))
+        est = estimate(cfg, base_config, runtime_memo(cfg, base_config))
     except UserError:
         return {}
     if est is None:

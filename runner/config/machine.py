@@ -29,7 +29,10 @@ def check_machine(hardware, gpus: Optional[List[Gpu]] = None) -> None:
     problem = mismatch(hardware, gpus)
     if problem is None:
         return
-    fits = [name for name in options("hardware") if name != hardware.name and _profile_fits(name, gpus)]
+    fits = sorted(
+        (name for name in options("hardware") if name != hardware.name and _profile_fits(name, gpus)),
+        key=lambda name: _specificity(name),
+    )
     fix = (
         f"use hardware={fits[0]}" + (f" (or {', '.join(fits[1:])})" if len(fits) > 1 else "")
         if fits
@@ -69,8 +72,18 @@ def describe(gpus: List[Gpu]) -> str:
     return " + ".join(f"{len(ix)} x {name} ({gib} GiB each)" for (name, gib), ix in kinds.items())
 
 
+def _profile(name: str):
+    return OmegaConf.load(CONF_DIR / "hardware" / f"{name}.yaml")  # read, not composed: no resolver runs
+
+
+def _specificity(name: str) -> tuple:
+    """Sort key, best first: a profile naming the card, then the one using the most cards."""
+    profile = _profile(name)
+    return (profile.get("gpu_name") is None, -int(profile.get("n_gpus", 1)), name)
+
+
 def _profile_fits(name: str, gpus: List[Gpu]) -> bool:
-    profile = OmegaConf.load(CONF_DIR / "hardware" / f"{name}.yaml")  # read, not composed: no resolver runs
+    profile = _profile(name)
     if not str(profile.get("device", "cpu")).startswith("cuda"):
         return False
     node = OmegaConf.create({k: profile.get(k) for k in ("name", "gpu_name", "gpu_memory_bytes")})
