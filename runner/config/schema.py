@@ -175,9 +175,12 @@ def register_configs() -> None:
 
     from runner.config.formats import FAMILIES, SCHEMA_GROUP
     from runner.system.environment import usable_cores
+    from runner.system.gpu_slots import parallel_gpu_jobs
 
     # conf/hardware/cpu.yaml: `threads: ${usable_cores:}` -- every core this process may use, read here, not assumed
     OmegaConf.register_new_resolver("usable_cores", usable_cores, replace=True)
+    # conf/hydra/launcher/local_parallel.yaml: n_jobs capped at the jobs the machine's GPUs hold at once
+    OmegaConf.register_new_resolver("parallel_gpu_jobs", parallel_gpu_jobs, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="qrun_schema", node=Config)
     # Not in group "format": there they would be offered as choices (`format=gptq_schema`).
