@@ -16,11 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from runner import stages
+from runner.benchmark.fit import preflight
 from runner.cache import Cache
 from runner.config.machine import check_machine
 from runner.data.calibration import calibration_identity
 from runner.data.corpus import corpus_identity
-from runner.benchmark.fit import preflight
 from runner.data.models import model_config, model_fingerprint, resolve_model
 from runner.engines import get_engine
 from runner.errors import UserError

@@ -5,8 +5,8 @@ and the servers size themselves by (gpu_memory_bytes) was the profile's word, no
 needs at least n_gpus visible cards with at least gpu_memory_bytes each (within MEMORY_TOLERANCE: NVML reports
 an 80 GB H100 as 79.6 GiB, a 24 GB card as exactly 24 GiB); a profile that names its card (gpu_name, a part of
 the name NVML reports) also needs that name and that size, not a larger card. The generic `cuda` profile names
-none, so any card at least its size passes it. A CPU profile runs anywhere. A mismatch is one line on the key `hardware` naming what the
-machine has and the profile that fits it, or how to write one.
+none, so any card at least its size passes it. A CPU profile runs anywhere. A mismatch is one line on the key
+`hardware` naming what the machine has and the profile that fits it, or how to write one.
 """
 
 from typing import List, Optional
@@ -49,7 +49,8 @@ def check_machine(hardware, gpus: Optional[List[Gpu]] = None) -> None:
 
 def mismatch(hardware, gpus: List[Gpu]) -> Optional[str]:
     """What the CUDA profile expects that these GPUs are not; None when they fit it."""
-    name, size, count = getattr(hardware, "gpu_name", None), getattr(hardware, "gpu_memory_bytes", None), hardware.n_gpus
+    name, size = getattr(hardware, "gpu_name", None), getattr(hardware, "gpu_memory_bytes", None)
+    count = hardware.n_gpus
     want = f"expects {max(count, 1)} x {name or 'GPU'}" + (f" ({size / GIB:.1f} GiB each)" if size else "")
     if len(gpus) < max(count, 1):
         return want
