@@ -87,10 +87,11 @@ def param_counts(config: dict) -> Optional[ParamCounts]:
     """Parameters from a HF config.json's shapes (a multimodal one's text_config); None where it says too little."""
     if "num_hidden_layers" not in config and isinstance(config.get("text_config"), dict):
         config = config["text_config"]
-    hidden, layers = config.get("hidden_size"), config.get("num_hidden_layers")
-    heads, vocab = config.get("num_attention_heads"), config.get("vocab_size")
-    if not all(isinstance(v, int) and v > 0 for v in (hidden, layers, heads, vocab)):
+    shape = [config.get(k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")]
+    sizes = [v for v in shape if isinstance(v, int) and v > 0]
+    if len(sizes) < len(shape):
         return None
+    hidden, layers, heads, vocab = sizes
     kv_heads = config.get("num_key_value_heads") or heads
     head_dim = config.get("head_dim") or hidden // heads
     ffn = config.get("intermediate_size") or config.get("n_inner") or config.get("ffn_dim") or 4 * hidden
@@ -211,17 +212,19 @@ def estimate(
         stored = WeightBits(bits.linear, 32.0, 32.0, bits.what + "; the rest computed in fp32 on CPU")
     other = stored.other if stored.other is not None else model_bits
     head = stored.head if stored.head is not None else other
-    weights = (counts.linear * stored.linear + (counts.embedding + counts.norms) * other + counts.head * head) / 8
+    bits_total = counts.linear * stored.linear + (counts.embedding + counts.norms) * other + counts.head * head
+    weights: float = bits_total / 8
 
     kv_what, kv_element = memory_need.planned_kv_dtype(
         place.engine, cfg.format, hw, base_config, getattr(fmt, "CPU_COMPUTE_FP32", False)
     )
     users, context = memory_need.users_and_context(cfg.benchmark)
     users_per_copy = -(-users // place.replicas)
-    kv = shape.bytes_per_token(kv_element) * users_per_copy * context
+    kv: float = shape.bytes_per_token(kv_element) * users_per_copy * context
 
     act_bytes = 4 if (upcast or place.engine == "llama_cpp" or kv_element == 4) else 2
     prompt = int(cfg.benchmark.prompt_tokens)
+    activations: float
     forward = min(users_per_copy * prompt, PREFILL_TOKENS.get(place.engine, users_per_copy * prompt))
     activations = (
         forward * (4 * counts.hidden + 2 * counts.ffn) * act_bytes
@@ -279,8 +282,8 @@ def empty_process_bytes(engine: str, base_config: dict, cache_file: Optional[Pat
     dists = ENGINE_DISTS.get(engine)
     if dists is None:
         return None
-    config = base_config.get("text_config") if isinstance(base_config.get("text_config"), dict) else base_config
-    arch = config.get("model_type", "?") if engine == "torch" else "-"
+    text = base_config.get("text_config")
+    arch = (text if isinstance(text, dict) else base_config).get("model_type", "?") if engine == "torch" else "-"
     key = f"{engine}|{arch}|{sys.executable}|{dist_versions(*dists)}"
     memo = _read_json(cache_file) if cache_file else {}
     if key in memo:

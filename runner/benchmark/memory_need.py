@@ -10,7 +10,8 @@ quantization keeps it, a GGUF file included (its folder is the same model). The 
 one each engine stores its cache in (kv_dtype). It is a floor, not what a process holds: activations,
 the runtime and an upcast of the weights (a 16-bit checkpoint computed in fp32) come on top, and a
 sliding-window model keeps less KV. The measured peak catches those; the memory bound is judged on the
-larger of the two (runner/report/measures.py).
+larger of the two (runner/report/measures.py). The pre-flight fit check (runner/benchmark/fit.py) estimates them
+too, before quantizing, with planned_kv_dtype: these rules read from the format's preset instead of the artifact.
 """
 
 import json

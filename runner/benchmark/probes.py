@@ -231,7 +231,7 @@ def _nvml_handles(nvml: Any = None) -> tuple:
     lists indices); (None, {}) without pynvml, a driver or a GPU: GPU memory is then not measured."""
     try:
         if nvml is None:
-            import pynvml as nvml
+            import pynvml as nvml  # type: ignore[no-redef]
 
         nvml.nvmlInit()
         visible = visible_gpu_indices(nvml.nvmlDeviceGetCount())

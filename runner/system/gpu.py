@@ -63,7 +63,7 @@ def machine_gpus(nvml: Any = None) -> List[Gpu]:
     sweep's launch stays light. Without pynvml torch.cuda answers; without a driver (a CPU machine) there are none."""
     if nvml is None:
         try:
-            import pynvml as nvml
+            import pynvml as nvml  # type: ignore[no-redef]
         except ImportError:
             return _torch_gpus()
     try:
