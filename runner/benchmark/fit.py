@@ -17,7 +17,8 @@ engine's process on a CPU one:
 
 On a GPU profile a server that shards (vLLM: tensor_parallel_size; llama.cpp and ExLlamaV2: their layers split over
 n_gpus) divides weights and KV cache over its shards; vLLM replicates the model once per data-parallel replica
-(n_gpus / tensor_parallel_size), each serving its share of the users. The capacity is one card's
+(hardware.data_parallel_size where the profile has it, else n_gpus / tensor_parallel_size), each serving its share
+of the users. The capacity is one card's
 gpu_memory_bytes x gpu_memory_utilization, on CPU the scenario's or the profile's memory budget (none: not judged).
 A format that does not fit is skipped before any work: its run is logged FINISHED with the tag `skipped` holding the
 reason, and the decision lists it among the rejected formats. After a benchmark the same estimate is logged next to

@@ -102,6 +102,9 @@ def planned_kv_dtype(engine: str, fmt, hardware, base_config: dict, cpu_compute_
     if engine == "exllamav2":
         return "fp16 (ExLlamaV2Cache)", 2
     if engine == "vllm":  # a quantized folder: auto on CUDA (the model's 16-bit dtype), bfloat16 on CPU
+        chosen = str(getattr(hardware, "kv_cache_dtype", None) or "auto")
+        if chosen.startswith("fp8"):
+            return f"{chosen} (vLLM's kv_cache_dtype)", 1
         name = stored if fmt.family == "torch_dtype" else ("bfloat16" if on_cpu else stored)
         return f"{name or 'fp16'} (vLLM's kv_cache_dtype auto: the model's dtype)", DTYPE_BYTES.get(name or "", 2)
     if engine == "torch":
