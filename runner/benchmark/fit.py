@@ -12,14 +12,14 @@ engine's process on a CPU one:
     activations the largest forward: its tokens x (4 x hidden + 2 x FFN) x the compute dtype's bytes, the attention
                 scores of one prompt, and one fp32 logits row per sequence
     runtime     on a GPU the CUDA context and library workspaces per card (CUDA_RUNTIME_BYTES, an outside figure);
-                on CPU the peak RSS of a fresh python that imports what the engine's process imports, measured on
-                this machine once (cached by engine, interpreter and library versions)
+                on CPU the engine's fixed cost, measured once per machine by runner/benchmark/runtime_probe.py (the
+                peak RSS of a process like the benchmark's worker running a negligible model of the architecture)
 
 On a GPU profile a server that shards (vLLM: tensor_parallel_size; llama.cpp and ExLlamaV2: their layers split over
 n_gpus) divides weights and KV cache over its shards; vLLM replicates the model once per data-parallel replica
 (hardware.data_parallel_size where the profile has it, else n_gpus / tensor_parallel_size), each serving its share
-of the users. The capacity is one card's
-gpu_memory_bytes x gpu_memory_utilization, on CPU the scenario's or the profile's memory budget (none: not judged).
+of the users. The capacity is one card's gpu_memory_bytes x gpu_memory_utilization, on CPU the scenario's or the
+profile's memory budget (none: not judged).
 A format that does not fit is skipped before any work: its run is logged FINISHED with the tag `skipped` holding the
 reason, and the decision lists it among the rejected formats. After a benchmark the same estimate is logged next to
 the measured peak (memory/fit_estimate_over_measured).

@@ -1,10 +1,10 @@
 """The hardware profile checked against the machine it runs on: GPU count, name and memory per card.
 
-A profile was trusted by its name: a 2xH100 box passed as `rtx3090x2`, and the per-card memory the fit check
-and the servers size themselves by (gpu_memory_bytes) was the profile's word, not the card's. A CUDA profile now
-needs at least n_gpus visible cards with at least gpu_memory_bytes each (within MEMORY_TOLERANCE: NVML reports
-an 80 GB H100 as 79.6 GiB, a 24 GB card as exactly 24 GiB); a profile that names its card (gpu_name, a part of
-the name NVML reports) also needs that name and that size, not a larger card. The generic `cuda` profile names
+Without it a profile would be trusted by its name (a 2xH100 box would pass as `rtx3090x2`), and the per-card memory
+the fit check and the servers size themselves by (gpu_memory_bytes) would be the profile's word, not the card's.
+A CUDA profile needs at least n_gpus visible cards with at least gpu_memory_bytes each (within MEMORY_TOLERANCE:
+NVML reports an 80 GB H100 as 79.6 GiB, a 24 GB card as exactly 24 GiB); a profile that names its card (gpu_name,
+a part of the name NVML reports) also needs that name and that size, not a larger card. The generic `cuda` profile names
 none, so any card at least its size passes it. A CPU profile runs anywhere. A mismatch is one line on the key
 `hardware` naming what the machine has and the profile that fits it, or how to write one.
 """
