@@ -45,6 +45,7 @@ from runner.metrics import (
     PERF_PEAK_RSS_BYTES,
     PERF_PEAK_VRAM_GPU_MAX_BYTES,
 )
+from runner.system.environment import cpu_name
 from runner.system.packages import dist_versions
 
 log = logging.getLogger(__name__)
@@ -285,7 +286,7 @@ def empty_process_bytes(engine: str, base_config: dict, cache_file: Optional[Pat
         return None
     text = base_config.get("text_config")
     arch = (text if isinstance(text, dict) else base_config).get("model_type", "?") if engine == "torch" else "-"
-    key = f"{engine}|{arch}|{sys.executable}|{dist_versions(*dists)}"
+    key = f"{engine}|{arch}|{sys.executable}|{dist_versions(*dists)}|{cpu_name()}"  # a shared cache: per machine kind
     memo = _read_json(cache_file) if cache_file else {}
     if key in memo:
         return int(memo[key])
@@ -298,10 +299,13 @@ def empty_process_bytes(engine: str, base_config: dict, cache_file: Optional[Pat
         return None
     if cache_file:
         memo[key] = value
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
-        partial.write_text(json.dumps(memo, indent=2))
-        os.replace(partial, cache_file)  # jobs of a sweep may write at once: whole files only
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
+            partial.write_text(json.dumps(memo, indent=2))
+            os.replace(partial, cache_file)  # jobs of a sweep may write at once: whole files only
+        except OSError as e:  # a read-only cache: measured again next time
+            log.info("could not memoize the %s runtime in %s (%s)", engine, cache_file, e)
     return value
 
 
