@@ -67,6 +67,8 @@ def qrun(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     run_dir = Path(hc.runtime.output_dir)
+    if multirun and "joblib" in str(hc.launcher.get("_target_", "")) and str(cfg.hardware.device).startswith("cuda"):
+        _claim_gpus(Path(hc.sweep.dir), int(cfg.hardware.n_gpus))
     with exit_on_user_error():  # e.g. an unusable tracking.uri, found before the job's run exists
         result = job.run(cfg, run_dir, Path(hc.sweep.dir) if multirun else None, list(hc.overrides.task))
     _log_job_log(Tracker, cfg, result)
@@ -77,6 +79,17 @@ def qrun(cfg: DictConfig) -> dict:
     print("\n" + render([tracker.client.get_run(result["run_id"])], tracker.uri, tracker.experiment_name), flush=True)
     job.fail_fast_exit(result)
     return result
+
+
+def _claim_gpus(sweep_dir: Path, n_gpus: int) -> None:
+    """A joblib worker on a GPU machine: its own n_gpus cards (CUDA_VISIBLE_DEVICES) for as long as it lives, so
+    parallel jobs never share a card (runner/system/gpu_slots.py). Before the job: nothing has touched CUDA yet."""
+    from runner.system.gpu import machine_gpus
+    from runner.system.gpu_slots import claim
+
+    cards = [g.index for g in machine_gpus()]
+    if len(cards) >= n_gpus:  # fewer: the job's profile check says so, naming the key
+        log.info("GPU(s) %s for this worker's jobs", claim(sweep_dir, cards, n_gpus))
 
 
 def _log_job_log(tracker_cls, cfg: DictConfig, result: dict) -> None:

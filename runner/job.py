@@ -16,11 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from runner import stages
+from runner.benchmark.fit import preflight
 from runner.cache import Cache
 from runner.config import baseline as baseline_rule
+from runner.config.machine import check_machine
 from runner.data.calibration import calibration_identity
 from runner.data.corpus import corpus_identity
-from runner.data.models import model_fingerprint, resolve_model
+from runner.data.models import model_config, model_fingerprint, resolve_model
 from runner.engines import get_engine
 from runner.errors import UserError
 from runner.formats import get_format, load_format_preset
@@ -29,7 +31,7 @@ from runner.stages import StageContext, StageResult, check_engine, check_values,
 from runner.system.environment import code_identity, environment_tags, host_identity
 from runner.system.lifecycle import sigterm_raises
 from runner.system.packages import dist_versions
-from runner.tracking import PARENT_FILE, RUN_FILE, Tracker, child_run_name, flatten
+from runner.tracking import PARENT_FILE, RUN_FILE, SKIPPED_TAG, Tracker, child_run_name, flatten
 from runner.tracking.models import log_artifact_model
 from runner.tracking.remote_artifacts import mlflow_artifact_source
 
@@ -154,8 +156,11 @@ def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: lis
     engine.check_available(cfg.hardware)
     tracker.set_tags({"engine.name": engine.NAME, "engine.version": engine.version()})
     check_values(cfg)  # values that cannot work, before the model is touched
+    check_machine(cfg.hardware)  # a CUDA profile must describe this machine's GPUs (count, name, memory per card)
     if cfg.cache.get("remote") == "mlflow":
         cache.remote_artifacts = mlflow_artifact_source(cfg.tracking)
+    if cfg.get("deployment") is not None and _skipped_by_preflight(cfg, tracker, cache):
+        return
 
     model = resolve_model(cfg.model, cache)
     tracker.log_params(
@@ -184,6 +189,21 @@ def _run_stages(cfg: DictConfig, tracker: Tracker, run_dir: Path, overrides: lis
         results.update(result.summary)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     tracker.log_file(run_dir / "results.json")
+
+
+def _skipped_by_preflight(cfg: DictConfig, tracker: Tracker, cache: Cache) -> bool:
+    """Under a scenario: will the format fit the scenario's hardware at its load (estimated from the base model's
+    config.json, before quantizing)? One that cannot is skipped, its run tagged with the reason (the decision lists
+    it among the rejected); the estimate is logged either way."""
+    verdict = preflight(cfg, model_config(cfg.model, cache))
+    if verdict is None:
+        return False
+    tracker.log_params(verdict.params())
+    if verdict.fits:
+        return False
+    tracker.set_tags({SKIPPED_TAG: verdict.reason()})
+    log.warning("%s skipped before any work: %s", cfg.format.name, verdict.reason())
+    return True
 
 
 def _log(tracker: Tracker, result: StageResult) -> None:

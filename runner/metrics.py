@@ -61,12 +61,16 @@ PERF_DECODE_TOK_S_MIN = "perf/decode_tok_s_min"
 PERF_DECODE_TOK_S_MAX = "perf/decode_tok_s_max"
 PERF_DECODE_TOK_S_CV = "perf/decode_tok_s_cv"
 PERF_PEAK_PSS_BYTES = "perf/peak_pss_bytes"
+PERF_PEAK_VRAM_GPU = "perf/peak_vram_gpu"  # a card's own peak: peak_vram_gpu(i) = perf/peak_vram_gpu_<i>_bytes
+PERF_PEAK_VRAM_GPU_MAX_BYTES = "perf/peak_vram_gpu_max_bytes"
 PERF_PSS_RSS_STANDINS = "perf/pss_rss_standins"
 # memory/
 MEMORY_NEED_BYTES = "memory/need_bytes"
 MEMORY_KV_BYTES_PER_TOKEN = "memory/kv_bytes_per_token"
 MEMORY_ENGINE_KV_CACHE_TOKENS = "memory/engine_kv_cache_tokens"
 MEMORY_ENGINE_MAX_CONCURRENCY = "memory/engine_max_concurrency"
+MEMORY_FIT_ESTIMATE_BYTES = "memory/fit_estimate_bytes"
+MEMORY_FIT_ESTIMATE_OVER_MEASURED = "memory/fit_estimate_over_measured"
 # serving/
 SERVING_TTFT_S_P50 = "serving/ttft_s_p50"
 SERVING_TTFT_S_P95 = "serving/ttft_s_p95"
@@ -181,6 +185,29 @@ def member(base: str, stat: str) -> str:
     return name
 
 
+def peak_vram_gpu(index: int) -> str:
+    """perf/peak_vram_gpu_<index>_bytes: one card's own peak (NVML's GPU index)."""
+    return f"{PERF_PEAK_VRAM_GPU}_{int(index)}_bytes"
+
+
+def _per_gpu(name: str) -> Optional[Metric]:
+    """The declaration of perf/peak_vram_gpu_<i>_bytes, for any card index i."""
+    head, tail = PERF_PEAK_VRAM_GPU + "_", "_bytes"
+    index = name[len(head) : -len(tail)] if name.startswith(head) and name.endswith(tail) else ""
+    if not index.isdigit():
+        return None
+    return Metric(
+        name,
+        "B",
+        "lower",
+        _mb0,
+        f"GPU {index} peak MB",
+        BENCHMARK,
+        (),
+        f"peak memory of GPU {index} alone (param perf.vram_method says how it was measured)",
+    )
+
+
 def task_metric(task: str, stat: str) -> str:
     """task/<task>/<stat>: one family per lm-eval task (task_family)."""
     return f"task/{task}/{stat}"
@@ -197,6 +224,9 @@ def get(name: str) -> Metric:
     if name in METRICS:
         return METRICS[name]
     parts = name.split("/")
+    per_gpu = _per_gpu(name)
+    if per_gpu is not None:
+        return per_gpu
     if len(parts) == 3 and parts[0] == "task":  # task/<any task eval.tasks names>/<stat>: one family per task
         found = [m for m in task_family(parts[1]) if m.name == name]
         if found:
@@ -356,6 +386,17 @@ declare(  # logged and stored, not a table column
     ),
     Metric(PERF_RSS_INCREASE_BYTES, "B", "lower", _mb0, "RSS +MB", OFFLINE, (), "peak RSS over the worker's imports"),
     Metric(PERF_PEAK_VRAM_BYTES, "B", "lower", _mb0, "peak VRAM MB", BENCHMARK, (), "only where measured"),
+    Metric(
+        PERF_PEAK_VRAM_GPU_MAX_BYTES,
+        "B",
+        "lower",
+        _mb0,
+        "fullest GPU MB",
+        BENCHMARK,
+        (),
+        "the largest of the cards' own peaks (perf/peak_vram_gpu_<i>_bytes): a sharded model fits when its fullest "
+        "card does; param perf.vram_method says how it was measured",
+    ),
     Metric(SERVING_REQUESTS_OK, "", "higher", "{:.0f}", "ok", SERVING),
     Metric(SERVING_REQUESTS_FAILED, "", "lower", "{:.0f}", "failed", SERVING),
     Metric(SERVING_REQUESTS_NOT_SENT, "", "lower", "{:.0f}", "not sent", SERVING),
@@ -674,6 +715,29 @@ declare(  # what a deployment needs in memory (runner/benchmark/probes.py, runne
         "how many requests of its max_model_len the engine's KV cache holds at once, as vLLM reports it ('Maximum "
         "concurrency for N tokens per request: Xx'); the param (offline) or server tag (serving) "
         "max_model_len_reported is that N",
+    ),
+    Metric(
+        MEMORY_FIT_ESTIMATE_BYTES,
+        "B",
+        "lower",
+        _mb0,
+        "fit est. MB",
+        BENCHMARK,
+        (),
+        "the pre-flight estimate before quantizing (runner/benchmark/fit.py): weights from the base model's "
+        "config.json x the format's bits per weight + KV cache + activations + runtime, per GPU (the fullest) or "
+        "for the host process on CPU; params fit.* say its parts",
+    ),
+    Metric(
+        MEMORY_FIT_ESTIMATE_OVER_MEASURED,
+        "x",
+        "neither",
+        "{:.2f}",
+        "fit est/meas",
+        BENCHMARK,
+        (),
+        "memory/fit_estimate_bytes / the measured peak it estimates (the fullest GPU's peak; on CPU the engine "
+        "process's peak RSS, or the server tree's PSS): 1 is exact, below 1 an underestimate",
     ),
 )
 

@@ -36,6 +36,10 @@ _LIVE: dict = {}  # the sweep this process launched and has not ended: its track
 
 class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from runner.config.machine import check_machine
+
+        with exit_on_user_error():  # a CUDA profile this machine does not have: one line before any job
+            check_machine(config.hardware)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         with exit_on_user_error():  # an unusable tracking.uri: one line, not a traceback

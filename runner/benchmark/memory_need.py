@@ -10,7 +10,8 @@ quantization keeps it, a GGUF file included (its folder is the same model). The 
 one each engine stores its cache in (kv_dtype). It is a floor, not what a process holds: activations,
 the runtime and an upcast of the weights (a 16-bit checkpoint computed in fp32) come on top, and a
 sliding-window model keeps less KV. The measured peak catches those; the memory bound is judged on the
-larger of the two (runner/report/measures.py).
+larger of the two (runner/report/measures.py). The pre-flight fit check (runner/benchmark/fit.py) estimates them
+too, before quantizing, with planned_kv_dtype: these rules read from the format's preset instead of the artifact.
 """
 
 import json
@@ -57,12 +58,16 @@ def kv_shape(config: dict) -> Optional[KvShape]:
     return KvShape(layers, kv_heads, head_dim)
 
 
-def _config(folder: Path) -> dict:
+def base_config(folder: Path) -> dict:
+    """A folder's config.json; {} where it has none."""
     path = Path(folder) / "config.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _checkpoint_dtype(config: dict) -> Optional[str]:
+_config = base_config
+
+
+def checkpoint_dtype(config: dict) -> Optional[str]:
     dtype = config.get("dtype") or config.get("torch_dtype")
     return str(dtype).replace("torch.", "") if dtype else None
 
@@ -84,15 +89,39 @@ def kv_dtype(engine: str, artifact, hardware, base_config: dict) -> Tuple[str, i
         if KV_CACHE_DTYPES.get(chosen):
             return f"{chosen} (vLLM's kv_cache_dtype, hardware.kv_cache_dtype)", int(KV_CACHE_DTYPES[chosen] or 2)
         name = vllm_dtype(artifact.path, hardware)
-        name = _checkpoint_dtype(config) if name == "auto" else name
+        name = checkpoint_dtype(config) if name == "auto" else name
         size = DTYPE_BYTES.get(name or "", 2)
         return f"{name or 'fp16'} (vLLM's kv_cache_dtype auto: the model's dtype)", size
     if engine == "torch":  # the cache holds the compute dtype: a GGUF file in fp32, cpu_compute_dtype on CPU
         if any(f.endswith(".gguf") for f in manifest.get("weight_files", [])):
             return "float32 (the dequantized GGUF file's compute dtype)", 4
-        name = (manifest.get("cpu_compute_dtype") if on_cpu else None) or _checkpoint_dtype(config) or "float32"
+        name = (manifest.get("cpu_compute_dtype") if on_cpu else None) or checkpoint_dtype(config) or "float32"
         return f"{name} (the compute dtype)", DTYPE_BYTES.get(name, 4)
-    name = _checkpoint_dtype(config) or "float16"  # other engines: assumed to cache in the checkpoint's dtype
+    name = checkpoint_dtype(config) or "float16"  # other engines: assumed to cache in the checkpoint's dtype
+    return f"{name} (assumed: the checkpoint's dtype)", DTYPE_BYTES.get(name, 2)
+
+
+def planned_kv_dtype(engine: str, fmt, hardware, base_config: dict, cpu_compute_fp32: bool) -> Tuple[str, int]:
+    """kv_dtype before the artifact exists (the pre-flight fit check, runner/benchmark/fit.py): the same rules, read
+    from the format's preset and the base model's config instead of the artifact's manifest and folder."""
+    on_cpu = not str(hardware.device).startswith("cuda")
+    stored = str(fmt.dtype) if fmt.family == "torch_dtype" else checkpoint_dtype(base_config)
+    if engine == "llama_cpp":
+        return "f16 (llama.cpp's default cache type)", 2
+    if engine == "exllamav2":
+        return "fp16 (ExLlamaV2Cache)", 2
+    if engine == "vllm":  # a quantized folder: auto on CUDA (the model's 16-bit dtype), bfloat16 on CPU
+        chosen = str(getattr(hardware, "kv_cache_dtype", None) or "auto")
+        if chosen.startswith("fp8"):
+            return f"{chosen} (vLLM's kv_cache_dtype)", 1
+        name = stored if fmt.family == "torch_dtype" else ("bfloat16" if on_cpu else stored)
+        return f"{name or 'fp16'} (vLLM's kv_cache_dtype auto: the model's dtype)", DTYPE_BYTES.get(name or "", 2)
+    if engine == "torch":
+        if fmt.family == "gguf":
+            return "float32 (the dequantized GGUF file's compute dtype)", 4
+        name = "float32" if on_cpu and cpu_compute_fp32 else (stored or "float32")
+        return f"{name} (the compute dtype)", DTYPE_BYTES.get(name, 4)
+    name = stored or "float16"
     return f"{name} (assumed: the checkpoint's dtype)", DTYPE_BYTES.get(name, 2)
 
 

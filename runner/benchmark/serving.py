@@ -161,7 +161,7 @@ def serving_benchmark(
     finally:
         server.stop()
     metrics.update({SERVING_SERVER_START_S: start_s, **mem.metrics()})  # PSS of the tree; NVML's GPU memory
-    write_gpu_memory(mem.peak_vram_by_gpu, out)
+    write_gpu_memory(mem.peak_vram_by_gpu, out, mem.vram_method)
     metrics.update(engine_reported_kv(out / "server.log"))
     plot_cdf(
         results,

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 from tqdm import tqdm
 
-from runner.benchmark.probes import PeakMemory
+from runner.benchmark.probes import TORCH_RESERVED, PeakMemory
 from runner.engines import get_engine
 from runner.errors import UserError
 from runner.system.library_logs import route_library_logs
@@ -55,11 +55,10 @@ def run(req: dict) -> dict:
         "hwm_rss": high_water_rss(),
         "peak_pss": mem.peak_pss if mem.pss_measured else None,  # a tree only
         "pss_rss_standins": mem.pss_rss_standins,
-        "peak_vram_by_gpu": mem.peak_vram_by_gpu,
         "kv_cache_tokens": loaded.kv_cache_tokens,
         "engine_report": vars(loaded.report) if getattr(loaded, "report", None) is not None else None,  # vLLM's log
-        # NVML where it sees our processes (all they hold on the card, CUDA context included), else torch's peak
-        "peak_vram": mem.peak_vram or _torch_peak_vram(),
+        # NVML (our processes' usage, or the cards' used-memory delta where it cannot see them), else torch's peak
+        **_vram(mem),
         "heavy_modules": [m for m in HEAVY_MODULES if m in sys.modules],
     }
 
@@ -76,12 +75,24 @@ def high_water_rss():
     return None
 
 
-def _torch_peak_vram():
-    """torch's peak reserved bytes over all GPUs, for engines that allocate through torch; None otherwise."""
+def _vram(mem: PeakMemory) -> dict:
+    if mem.vram_method is not None:
+        return {"peak_vram": mem.peak_vram, "peak_vram_by_gpu": mem.peak_vram_by_gpu, "vram_method": mem.vram_method}
+    by_gpu = _torch_peak_vram_by_gpu()
+    return {
+        "peak_vram": sum(by_gpu.values()) or None,
+        "peak_vram_by_gpu": by_gpu,
+        "vram_method": TORCH_RESERVED if by_gpu else None,
+    }
+
+
+def _torch_peak_vram_by_gpu() -> dict:
+    """torch's peak reserved bytes per GPU, for engines that allocate through torch; {} otherwise."""
     torch = sys.modules.get("torch")
     if torch is None or not torch.cuda.is_initialized():
-        return None
-    return sum(torch.cuda.max_memory_reserved(i) for i in range(torch.cuda.device_count())) or None
+        return {}
+    peaks = {i: torch.cuda.max_memory_reserved(i) for i in range(torch.cuda.device_count())}
+    return {i: n for i, n in peaks.items() if n}
 
 
 def main(request: Path, result: Path) -> None:

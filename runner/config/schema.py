@@ -133,6 +133,7 @@ class HardwareConfig:
     memory_budget_bytes: Optional[int] = None  # used by the report's recommendation
     n_gpus: int = 0  # CUDA devices the profile expects (0 on CPU); checked against the machine before work
     gpu_memory_bytes: Optional[int] = None  # memory of ONE GPU; memory_budget_bytes is what a model may use in all
+    gpu_name: Optional[str] = None  # part of the card's name as NVML reports it ("RTX 3090"); null: any card
     tensor_parallel_size: int = 1  # vLLM: shard every layer over this many GPUs
     # vLLM: fraction of each GPU it may take for weights + KV cache; the torch engine: for weights (the per-card cap
     # accelerate spreads a model within, runner/system/placement.py)
@@ -203,10 +204,13 @@ def register_configs() -> None:
 
     from runner.config.formats import FAMILIES, SCHEMA_GROUP
     from runner.system.environment import usable_cores
+    from runner.system.gpu_slots import parallel_gpu_jobs
 
     # conf/hardware/cpu.yaml: `threads: ${usable_cores:}` -- every core this process may use, read here, not assumed
     OmegaConf.register_new_resolver("usable_cores", usable_cores, replace=True)
     OmegaConf.register_new_resolver("deployed_server", deployed_server, replace=True)
+    # conf/hydra/launcher/local_parallel.yaml: n_jobs capped at the jobs the machine's GPUs hold at once
+    OmegaConf.register_new_resolver("parallel_gpu_jobs", parallel_gpu_jobs, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="qrun_schema", node=Config)
     # Not in group "format": there they would be offered as choices (`format=gptq_schema`).

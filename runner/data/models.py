@@ -198,6 +198,34 @@ def resolve_model(cfg, cache: Cache) -> ModelSource:
     )
 
 
+def model_config(cfg, cache: Cache) -> dict:
+    """The base model's config.json without its weights, for checks before any work (the pre-flight fit check): a
+    local folder's; for a hub id the hub's config.json alone; a GGUF source's from its dequantized folder (made
+    once, cached). {} where it cannot be had (the job's own model resolution then says why)."""
+    try:
+        if cfg.source == "hf":
+            path = Path(cfg.id).expanduser()
+            if path.is_dir():
+                folder = path
+            else:
+                from huggingface_hub import hf_hub_download
+
+                return json.loads(Path(hf_hub_download(cfg.id, "config.json", revision=cfg.revision)).read_text())
+        elif cfg.source == "packaged_gguf":
+            folder = _packaged_gguf_folder(cfg, cache)[0]
+        elif cfg.source == "gguf_file":
+            folder = _gguf_file_folder(cfg, cache)[0]
+        else:
+            return {}
+        return json.loads((folder / "config.json").read_text())
+    except (UserError, OSError, ValueError) as e:
+        log.info("no config.json for the pre-flight check (%s: %s)", type(e).__name__, e)
+        return {}
+    except Exception as e:  # the hub: offline, gated, unknown repo
+        log.info("the hub gave no config.json for the pre-flight check (%s: %s)", type(e).__name__, e)
+        return {}
+
+
 def _hf_folder(cfg) -> tuple[Path, str]:
     path = Path(cfg.id).expanduser()
     if path.is_dir():

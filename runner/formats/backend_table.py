@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 from runner.config import model_config
 from runner.formats import group_size as gs
 from runner.formats import weight_only as wo
-from runner.formats.base import Format
+from runner.formats.base import Format, WeightBits, group_overhead_bits
 from runner.system import packages
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,23 @@ class WeightOnlyFormat(Format):
     BITS: ClassVar[Optional[str]] = None  # the config field holding the bit width, checked against Backend.bits
     GROUP_SIZE: ClassVar[Optional[str]] = None  # the config field holding the group size; null there: the model's
     LIBRARIES: ClassVar[Tuple[str, ...]]  # distributions whose versions are part of the cache key
+    CPU_COMPUTE_FP32 = True  # wo.CPU_FP32 in the manifest
+
+    def weight_bits(self, cfg, base_config: Optional[dict] = None, tensor_parallel: int = 1):
+        """A group size left to the model (null) is the one group_size.py's rule gives on base_config's widths."""
+        if self.BITS is None or self.GROUP_SIZE is None:
+            return None
+        bits, group = int(getattr(cfg, self.BITS)), getattr(cfg, self.GROUP_SIZE)
+        if group is None:
+            group = gs.auto_group_size(base_config or {}, tensor_parallel)[0]
+        group = int(group)
+        extra = group_overhead_bits(bits, group, zero_point=_has_zero_point(cfg))
+        return self._stored(cfg, bits + extra, f"{bits}-bit, group {group}: +{extra:.3f} bits of scales/zeros")
+
+    def _stored(self, cfg, linear: float, what: str) -> WeightBits:
+        """The rest of the model: re-saved in fp16 (store_fp16), else kept in the base model's dtype."""
+        kept = 16.0 if self.BACKENDS[cfg.backend].store_fp16 else None
+        return WeightBits(linear, kept, what=what + ("; embeddings, norms, lm_head fp16" if kept else ""))
 
     def validate(self, cfg, model) -> None:
         wo.check_choice("format.backend", cfg.backend, self.BACKENDS)
@@ -104,3 +121,10 @@ def source_block(model) -> Optional[int]:
     blocks = {gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(t.type_id)][0] for t in read_header(path).tensors}
     quantized = [b for b in blocks if b > 1]  # F32/F16/BF16 store one weight per "block"
     return min(quantized) if quantized else None
+
+
+def _has_zero_point(cfg) -> bool:
+    """GPTQ v1 checkpoints store qzeros even when symmetric; AWQ and AutoRound only asymmetric."""
+    if cfg.family == "gptq":
+        return True
+    return bool(getattr(cfg, "zero_point", not getattr(cfg, "sym", True)))

@@ -1,5 +1,6 @@
 """What every format provides: a config schema and a quantize function writing an artifact folder."""
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, Optional, Tuple
 
@@ -13,10 +14,37 @@ if TYPE_CHECKING:  # for the types only: the registry imports this module, and i
 Model = Any
 
 
+@dataclass(frozen=True)
+class WeightBits:
+    """Bits per weight a format stores, known before quantizing (the pre-flight fit check, runner/benchmark/fit.py):
+    `linear` for the decoder blocks' linear layers, scales and zero points included; `other` for the embeddings and
+    norms, `head` for lm_head (None: the same as `other`); `what` says where the numbers come from."""
+
+    linear: float
+    other: Optional[float] = None  # None: the base model's own dtype
+    head: Optional[float] = None
+    what: str = ""
+
+
+def group_overhead_bits(bits: int, group_size: int, zero_point: bool = True) -> float:
+    """Per weight, a group's fp16 scale (+ a packed `bits`-wide zero point) shared by `group_size` weights; a
+    per-row group (-1) costs next to nothing at LLM widths."""
+    return 0.0 if group_size <= 0 else (16 + (bits if zero_point else 0)) / group_size
+
+
 class Format:
     """One format family (its row, schema and engines: runner/config/formats.py). Subclasses implement quantize()."""
 
     USES_CALIBRATION: ClassVar[bool] = False  # when True the calibration config is part of the cache key
+    # the torch engine computes this family's artifacts in fp32 on CPU (manifest cpu_compute_dtype)
+    CPU_COMPUTE_FP32: ClassVar[bool] = False
+
+    def weight_bits(
+        self, cfg: "FormatConfig", base_config: Optional[dict] = None, tensor_parallel: int = 1
+    ) -> Optional[WeightBits]:
+        """What the artifact will store per weight, from the preset (and, for settings it leaves to the model, the
+        model's config.json at this tensor parallel size); None where the family cannot say."""
+        return None
 
     def uses_calibration(self, cfg: "FormatConfig") -> bool:
         return self.USES_CALIBRATION

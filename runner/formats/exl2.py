@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from runner.cache import Cache
 from runner.data.corpus import load_corpus
 from runner.errors import UserError
-from runner.formats.base import Format
+from runner.formats.base import Format, WeightBits
 from runner.system import packages
 from runner.system.gpu import require_cuda
 
@@ -162,6 +162,10 @@ def ensure_measurement(model, calibration, cache: Cache) -> Tuple[Path, bool]:
 
 
 class Exl2Format(Format):
+    def weight_bits(self, cfg, base_config=None, tensor_parallel=1):
+        # -b is the decoder layers' average (scales included), -hb the output head's; embeddings stay fp16
+        return WeightBits(float(cfg.bpw), 16.0, float(cfg.head_bits), f"{cfg.bpw} bpw, head {cfg.head_bits} bits")
+
     USES_CALIBRATION = True
 
     def validate(self, cfg, model) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from runner.engines import openvino as ov_engine
 from runner.errors import UserError
-from runner.formats.base import Format
+from runner.formats.base import Format, WeightBits, group_overhead_bits
 
 PRECISIONS = ("f32", "bf16", "f16", "")
 WEIGHT_FILE = "openvino_model.bin"
@@ -27,6 +27,12 @@ def compressed_widths(model_path: Path) -> dict:
 
 
 class OpenvinoFormat(Format):
+    def weight_bits(self, cfg, base_config=None, tensor_parallel=1):
+        bits = int(cfg.bits)
+        linear = bits + group_overhead_bits(bits, int(cfg.group_size), zero_point=not cfg.sym)
+        rest = 8.0 if bits == 8 or not cfg.all_layers else linear  # NNCF: embeddings/lm_head INT8 unless all_layers
+        return WeightBits(linear, rest, what=f"NNCF INT{bits}, group {cfg.group_size}")
+
     def validate(self, cfg, model) -> None:
         if cfg.engine != "openvino":
             raise UserError(

@@ -92,6 +92,9 @@ class TorchaoFormat(WeightOnlyFormat):
     BACKENDS = {"torchao": Backend(("torchao",), "int8", _w8a8_dynamic, store_fp16=False)}
     LIBRARIES = ("torch", "transformers", "torchao")
 
+    def weight_bits(self, cfg, base_config=None, tensor_parallel=1):
+        return self._stored(cfg, 8.0, f"{cfg.scheme}: int8 weights per output row")
+
     def check(self, cfg, model) -> None:
         if cfg.scheme in SCHEME_REFUSED:
             problem, fix = SCHEME_REFUSED[cfg.scheme]

@@ -12,7 +12,8 @@ scenario's hardware profile under its load (benchmark kind, lengths, concurrency
 judged, and latency/throughput come from that load's metrics (serving p95 under the scenario's users,
 or the offline single stream for an offline scenario); a format with no such run is rejected as "not
 measured like the scenario". Failed and unsent requests count: a failure rate above the scenario's
-bound rejects a format. A format whose job failed is rejected with its error.
+bound rejects a format. A format whose job failed is rejected with its error, one the pre-flight fit check skipped
+(tag `skipped`, runner/benchmark/fit.py) with the estimate that did not fit.
 Without a scenario (`qrun-report recommend --max-latency-p95 ...`): each run's own benchmark
 (serving where measured, else single stream), as the flags have always meant.
 `limits` bound any declared metric in the direction the catalog gives it (runner/metrics.py).
@@ -40,6 +41,7 @@ from runner.report.measures import (
     throughput_metric,
 )
 from runner.report.ties import quality_key
+from runner.tracking import SKIPPED_TAG
 
 
 @dataclass
@@ -243,7 +245,8 @@ def recommend(rows: List[Row], c: Constraints, prefer: str = "quality") -> Dict:
     """{'choice': Row | None, 'runner_up', 'reason': one line, 'feasible': ranked, 'rejected': {label: [why...]},
     'ties': labels tied with the choice, 'set_aside': labels of runs not measured like the scenario (another run of
     the same format was)}."""
-    finished = [r for r in rows if r.status == "FINISHED"]
+    skipped = [r for r in rows if r.tags.get(SKIPPED_TAG)]  # did no work: the pre-flight check found it cannot fit
+    finished = [r for r in rows if r.status == "FINISHED" and not r.tags.get(SKIPPED_TAG)]
     why = {r.run_id: violations(r, c) for r in finished}
     judged, set_aside = finished, []
     if c.scenario is not None:  # a format measured like the scenario is judged on those runs only
@@ -255,6 +258,9 @@ def recommend(rows: List[Row], c: Constraints, prefer: str = "quality") -> Dict:
     for r in judged:
         if why[r.run_id] and r.label not in {f.label for f in feasible}:
             rejected.setdefault(r.label, why[r.run_id])
+    for r in skipped:
+        if r.label not in {f.label for f in feasible}:
+            rejected.setdefault(r.label, [f"skipped before any work, {r.tags[SKIPPED_TAG]}"])
     if c.scenario is not None:
         for r in rows:
             if r.status != "FINISHED" and r.label not in {f.label for f in finished}:

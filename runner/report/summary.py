@@ -16,6 +16,7 @@ from runner.report.columns import (
     with_tasks,
 )
 from runner.report.data import baseline_name, rows_of
+from runner.tracking import SKIPPED_TAG
 
 
 def table(runs, tracking_uri: str | None = None) -> str:
@@ -249,6 +250,9 @@ def render(runs: List, uri: str, experiment: str, parent_run_id: str | None = No
             f"Reused {len(reused)} finished run(s) of earlier sweeps (same job, resume=true): "
             + ", ".join(sorted(r.data.params.get("format.name", "?") for r in runs if r.info.run_id in reused))
         )
+    for r in runs:
+        if r.data.tags.get(SKIPPED_TAG):
+            lines.append(f"SKIPPED {r.data.params.get('format.name', r.info.run_name)}: {r.data.tags[SKIPPED_TAG]}")
     failed = [r for r in runs if r.info.status != "FINISHED"]
     for r in failed:
         lines.append(

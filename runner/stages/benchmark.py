@@ -25,8 +25,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 import runner
-from runner.benchmark import memory_need
-from runner.benchmark.probes import memory_metrics, write_gpu_memory
+from runner.benchmark import fit, memory_need
+from runner.benchmark.probes import gpu_memory_params, memory_metrics, write_gpu_memory
 from runner.engines import get_engine
 from runner.errors import UserError
 from runner.metrics import (
@@ -69,6 +69,7 @@ def run(ctx: StageContext) -> StageResult:
     perf[TIME_BENCHMARK_S] = time.perf_counter() - start
     need, need_params = memory_need.need(ctx.artifact, ctx.model, ctx.engine.NAME, cfg.benchmark, cfg.hardware)
     perf.update(need)
+    perf.update(fit.after_run(cfg, memory_need.base_config(ctx.model.path), perf))
     files: List[Tuple[Path, Optional[str]]] = [
         (f, str(f.parent.relative_to(ctx.run_dir))) for f in sorted(out_dir.rglob("*")) if f.is_file()
     ]
@@ -81,6 +82,7 @@ def run(ctx: StageContext) -> StageResult:
             **stream_params(stream),
             "perf.memory_scope": memory_scope(ctx.engine.NAME, cfg.benchmark),
             **engine_params(out_dir),
+            **gpu_memory_params(out_dir),
             **need_params,
         },
     )
@@ -122,7 +124,7 @@ def benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str, ou
         )
     peak = max(out["peak_rss"], out["hwm_rss"] or 0)  # the kernel's high-water mark catches what sampling missed
     if out_dir is not None:
-        write_gpu_memory(out["peak_vram_by_gpu"], Path(out_dir))
+        write_gpu_memory(out["peak_vram_by_gpu"], Path(out_dir), out["vram_method"])
     metrics = {
         PERF_LOAD_S: out["load_s"],
         PERF_PREFILL_TOK_S: len(request["prompt"]) / float(np.median(ttft)),
@@ -145,7 +147,9 @@ def benchmark(artifact, model, bench_cfg, stream, hardware, engine_name: str, ou
             }
         )
     )
-    metrics.update(memory_metrics(peak, out["peak_pss"], out["pss_rss_standins"], out["peak_vram"]))
+    metrics.update(
+        memory_metrics(peak, out["peak_pss"], out["pss_rss_standins"], out["peak_vram"], out["peak_vram_by_gpu"])
+    )
     if out["kv_cache_tokens"] is not None:
         metrics[MEMORY_ENGINE_KV_CACHE_TOKENS] = float(out["kv_cache_tokens"])
     if out.get("engine_report"):  # what vLLM's log said: its sizes as metrics, its choices in engine_report.json

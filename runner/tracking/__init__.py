@@ -18,6 +18,7 @@ PARENT_FILE = "mlflow_parent.json"
 RUN_FILE = "run.json"
 JOB_KEY_TAG = "qrun.job_key"
 SWEEP_TAG = "qrun.sweep"
+SKIPPED_TAG = "skipped"  # a job that did no work: why (the pre-flight fit check, runner/benchmark/fit.py)
 # what served a serving benchmark (runner/benchmark/serving.py server_tags), read by the decision
 SERVER_TAG = "serving.server"
 SERVER_VERSION_TAG = "serving.server_version"

@@ -3,6 +3,9 @@
 Every other error path runs the same job in-process (helpers.run_job), which skips only this printing.
 """
 
+import pytest
+import torch
+
 from helpers import TINY_ARGS, children, hiding_packages, last_line, mlflow_runs, run_qrun
 
 CALIB = ["calibration=quick", "calibration.n_samples=8", "calibration.seq_len=128"]
@@ -102,3 +105,16 @@ def test_a_sweep_with_every_optional_extra_missing_fails_those_jobs_only(tmp_pat
                 error
             )
         assert f"FAILED {fmt}" in proc.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the message of a machine without GPUs (unit tests fake others)")
+def test_a_sweep_on_a_cuda_profile_this_machine_lacks_stops_before_any_job(tmp_path, cache_dir):
+    """The profile is checked against the machine's GPUs (NVML, else torch) as the sweep starts: on a machine
+    without them one line on `hardware`, exit 2, no run."""
+    proc = run_qrun(["-m", "format=fp32,fp16", "hardware=rtx3090x2"], tmp_path, cache_dir)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [last_line(proc.stderr)]
+    assert last_line(proc.stderr).startswith(
+        "error: hardware: hardware=rtx3090x2 expects 2 x RTX 3090 (24.0 GiB each), this machine has no GPU"
+    )
+    assert not mlflow_runs(tmp_path / "mlflow.db")[1]

@@ -87,8 +87,10 @@ class FakeNvml:
 
     NVMLError = RuntimeError
 
-    def __init__(self, pid: int):
+    def __init__(self, pid: int, listed_pid=None):
         self.pid, self.used = pid, [[], []]  # per GPU index: MB used by our pid now
+        self.listed_pid = pid if listed_pid is None else listed_pid  # the pid NVML reports (a host pid in a container)
+        self.others = [0, 0]  # per GPU index: MB other processes hold (the card's used memory counts them too)
 
     def nvmlInit(self):
         pass
@@ -100,9 +102,16 @@ class FakeNvml:
         return i
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle):
-        return [SimpleNamespace(pid=self.pid, usedGpuMemory=mb * MB) for mb in self.used[handle]] + [
+        return [SimpleNamespace(pid=self.listed_pid, usedGpuMemory=mb * MB) for mb in self.used[handle]] + [
             SimpleNamespace(pid=1, usedGpuMemory=99_000 * MB)  # another process on the card: not ours
         ]
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        used = (sum(self.used[handle]) + self.others[handle]) * MB
+        return SimpleNamespace(total=24_576 * MB, used=used, free=24_576 * MB - used)
+
+    def nvmlDeviceGetName(self, handle):
+        return "NVIDIA GeForce RTX 3090"
 
 
 def test_gpu_peaks_are_kept_per_device_as_well_as_summed(monkeypatch, tmp_path):
@@ -117,3 +126,44 @@ def test_gpu_peaks_are_kept_per_device_as_well_as_summed(monkeypatch, tmp_path):
     probes.write_gpu_memory(mem.peak_vram_by_gpu, tmp_path)
     written = json.loads((tmp_path / probes.GPU_MEMORY_FILE).read_text())["peak_bytes_by_gpu"]
     assert written == {"0": 3000 * MB, "1": 2500 * MB}
+
+
+def test_each_card_is_a_metric_and_the_fullest_card_too(monkeypatch):
+    nvml = FakeNvml(os.getpid())
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    mem = PeakMemory(gpu=True)
+    for gpu0, gpu1 in ((1000, 200), (3000, 200), (500, 2500)):
+        nvml.used = [[gpu0], [gpu1]]
+        mem.sample()
+    metrics = mem.metrics()
+    assert metrics[M.peak_vram_gpu(0)] == 3000 * MB and metrics[M.peak_vram_gpu(1)] == 2500 * MB
+    assert metrics[M.PERF_PEAK_VRAM_GPU_MAX_BYTES] == 3000 * MB
+    assert mem.vram_method == probes.NVML_PROCESS
+    M.check_declared(metrics)  # every card's name is declared, whatever its index
+
+
+def test_in_a_container_the_cards_used_memory_delta_stands_in(monkeypatch, tmp_path):
+    """NVML lists host pids inside a container: none is ours, so the process match finds nothing. The card's used
+    memory minus its reading before the load is measured instead, and the method says so."""
+    nvml = FakeNvml(os.getpid(), listed_pid=4_000_000)
+    nvml.others = [700, 0]  # already on GPU 0 before the load (another tenant): not counted
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    mem = PeakMemory(gpu=True)
+    for gpu0, gpu1 in ((6000, 5000), (9000, 8000), (2000, 1000)):
+        nvml.used = [[gpu0], [gpu1]]
+        mem.sample()
+    assert mem.vram_method == probes.NVML_DEVICE_DELTA
+    assert {i: n // MB for i, n in mem.peak_vram_by_gpu.items()} == {0: 9000, 1: 8000}
+    assert mem.peak_vram == 17_000 * MB
+    probes.write_gpu_memory(mem.peak_vram_by_gpu, tmp_path, mem.vram_method)
+    assert probes.gpu_memory_params(tmp_path)["perf.vram_method"].startswith("nvml_device_delta: ")
+
+
+def test_the_delta_covers_only_the_cards_this_process_may_use(monkeypatch):
+    nvml = FakeNvml(os.getpid(), listed_pid=4_000_000)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # GPU 0 belongs to another job
+    mem = PeakMemory(gpu=True)
+    nvml.used = [[20_000], [3000]]
+    mem.sample()
+    assert {i: n // MB for i, n in mem.peak_vram_by_gpu.items()} == {1: 3000}

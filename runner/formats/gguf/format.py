@@ -13,7 +13,7 @@ from pathlib import Path
 from runner.cache import Cache
 from runner.data.corpus import sdist_folder
 from runner.errors import UserError
-from runner.formats.base import Format
+from runner.formats.base import Format, WeightBits
 from runner.formats.gguf.files import check_gguf, tensor_report
 from runner.system import packages
 from runner.system.library_logs import route_llama_cpp_log
@@ -51,6 +51,41 @@ QUANT_TYPES = {
     "iq1_m": "MOSTLY_IQ1_M",
     "iq1_s": "MOSTLY_IQ1_S",
 }
+# Average bits per weight of each type, known before quantizing (the pre-flight fit check). Single block types: their
+# block layout (q8_0: 32 int8 + an fp16 scale = 8.5; q4_0 4.5; q6_K 6.5625; q2_K 2.625; ...). The _s/_m/_l mixes and
+# q2_k keep some tensors (output, attn_v, ffn_down) at wider types: approximate averages of llama.cpp's mixes on
+# Llama-class models, so an estimate, not the file (whose real types are logged after quantizing). A row width that
+# is not a multiple of 256 makes K-quants fall back to legacy types (SmolLM2: most of "q4_k_m" is Q5_0).
+BITS_PER_WEIGHT = {
+    "f16": 16.0,
+    "bf16": 16.0,
+    "q8_0": 8.5,
+    "q6_k": 6.5625,
+    "q5_k_m": 5.7,
+    "q5_k_s": 5.5,
+    "q5_0": 5.5,
+    "q5_1": 6.0,
+    "q4_k_m": 4.85,
+    "q4_k_s": 4.6,
+    "q4_0": 4.5,
+    "q4_1": 5.0,
+    "q3_k_l": 4.3,
+    "q3_k_m": 3.9,
+    "q3_k_s": 3.5,
+    "q2_k": 2.6,
+    "iq4_nl": 4.5,
+    "iq4_xs": 4.25,
+    "iq3_m": 3.7,
+    "iq3_s": 3.44,
+    "iq3_xs": 3.3,
+    "iq3_xxs": 3.06,
+    "iq2_m": 2.7,
+    "iq2_s": 2.5,
+    "iq2_xs": 2.31,
+    "iq2_xxs": 2.06,
+    "iq1_m": 1.75,
+    "iq1_s": 1.56,
+}
 # llama.cpp throws ("Missing importance matrix for tensor ...") for these without one (llama-quant.cpp)
 NEEDS_IMATRIX = ("iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq1_s", "iq1_m")
 CONVERTER_FILES = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversion", "vendor/llama.cpp/gguf-py")
@@ -69,6 +104,10 @@ def llama_cpp_module(key: str = "format.family"):
 class GgufFormat(Format):
     def uses_calibration(self, cfg) -> bool:
         return bool(cfg.imatrix)
+
+    def weight_bits(self, cfg, base_config=None, tensor_parallel=1):
+        bits = BITS_PER_WEIGHT.get(cfg.quant_type)
+        return None if bits is None else WeightBits(bits, bits, what=f"GGUF {cfg.quant_type}: ~{bits} bits per weight")
 
     def validate(self, cfg, model) -> None:
         if cfg.quant_type not in QUANT_TYPES:
