@@ -57,7 +57,8 @@ def test_two_workers_get_disjoint_cards_and_a_third_waits_for_a_free_slot(tmp_pa
 
 
 def test_a_worker_keeps_its_slot_for_every_later_job(tmp_path, monkeypatch):
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # recorded, so the value claim() sets is undone after the test
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     try:
         assert gpu_slots.claim(tmp_path, [0, 1], 1) == [0]
         assert gpu_slots.claim(tmp_path, [0, 1], 1) == [0]  # not a second slot: CUDA may be initialized already
