@@ -13,6 +13,7 @@ from runner.system.environment import usable_cores
 # The cached baseline reference holds n_tokens x kld_topk x 8 bytes (16 384 x 1024 x 8 = 128 MiB at
 # this cap); past a few hundred tokens the tail holds almost no mass, so more only costs memory.
 MAX_KLD_TOPK = 1024
+EVAL_WINDOWS = ("sliding", "llama_perplexity")  # runner/quality/stream.py iter_windows
 BENCHMARK_KINDS = ("offline", "serving")  # one stream through the engine | a real server under concurrent load
 # The load generator's bounds: a load is finite, and aimed at this machine only
 MAX_REQUESTS = 10_000
@@ -88,6 +89,20 @@ def check_eval(ev) -> None:
             "eval.stride",
             f"{ev.stride} is outside 1..eval.ctx_len ({ev.ctx_len})",
             "set eval.stride to eval.ctx_len for disjoint windows",
+        )
+    if ev.windows not in EVAL_WINDOWS:
+        raise UserError("eval.windows", f"unknown windows '{ev.windows}'", f"use one of {' or '.join(EVAL_WINDOWS)}")
+    if ev.windows == "llama_perplexity" and ev.stride != ev.ctx_len:
+        raise UserError(
+            "eval.stride",
+            f"{ev.stride}: eval.windows=llama_perplexity scores disjoint chunks of eval.ctx_len ({ev.ctx_len})",
+            f"set eval.stride={ev.ctx_len}",
+        )
+    if ev.windows == "llama_perplexity" and ev.ctx_len < 4:
+        raise UserError(
+            "eval.ctx_len",
+            f"{ev.ctx_len}: eval.windows=llama_perplexity scores the second half of each chunk but its last token",
+            "set eval.ctx_len to 4 or more (llama-perplexity's default is 512)",
         )
     if not 1 <= ev.kld_topk <= MAX_KLD_TOPK:
         raise UserError(

@@ -3,4 +3,5 @@ an interval and the report that compares two runs use the one definition.
 
 - bootstrap: quality intervals over scoring windows, and the paired difference of two runs on the same windows.
 - repeats: spreads and intervals of a speed measured over repeats.
+- histogram: percentiles of a per-token quantity from fixed bins, in constant memory.
 """
