@@ -7,6 +7,7 @@ text and writes the token ids and every scored position's log-probs (uint16-quan
 The runner's eval.windows=llama_perplexity scores the same positions (runner/quality/stream.py).
 """
 
+import os
 import re
 import struct
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+
+from runner.system import llama_cpp_tools
 
 # what llama-perplexity prints at the end of --kl-divergence -> our names (values as printed: % where it says %)
 _LINES = {
@@ -32,17 +35,23 @@ _LINES = {
 }
 
 
+ROUNDING = "_rounding"  # parse()'s key suffix: half a unit of the last digit printed
+
+
 def parse(output: str) -> Dict[str, float]:
-    """The final statistics of a --kl-divergence run, as fractions (Δp and same top p are printed in %)."""
+    """The final statistics of a --kl-divergence run, as fractions (Δp and same top p are printed in %), and for each
+    `<name>_rounding`: half a unit of its last printed digit (llama-perplexity prints KLD with 6 decimals and Δp with
+    3 decimals of a %: a tiny model's KLD of 1.4e-05 has two digits)."""
     out = {}
     for name, pattern in _LINES.items():
         found = re.findall(pattern, output)
         if not found:
             raise ValueError(f"llama-perplexity printed no '{name}' line:\n{output[-3000:]}")
-        value = float(found[-1])
+        text = found[-1]
+        value, rounding = float(text), 0.5 * 10.0 ** -len(text.partition(".")[2])
         if name.endswith("_pct"):
-            name, value = name[: -len("_pct")], value / 100.0
-        out[name] = value
+            name, value, rounding = name[: -len("_pct")], value / 100.0, rounding / 100.0
+        out[name], out[name + ROUNDING] = value, rounding
     return out
 
 
@@ -55,8 +64,33 @@ def logits_file_tokens(path: Path) -> np.ndarray:
         return np.frombuffer(f.read(4 * n_ctx * n_chunk), dtype=np.int32).copy()
 
 
+# llama.cpp's common logger prints from its own thread and is leaked on purpose at exit (common/log.cpp,
+# common_log_main: "this design may cause logs to be lost if not flushed before the program exits"): on a busy
+# machine llama-perplexity's last lines -- the final statistics -- were lost (seen here on the tiny model, exit 0).
+# This library, preloaded, holds the exiting process for a moment so that thread prints them.
+_DRAIN_C = """
+#include <unistd.h>
+__attribute__((destructor)) static void qrun_let_the_log_thread_finish(void) { usleep(DRAIN_US); }
+"""
+DRAIN_S = 2.0
+
+
+def _drain_library() -> Path:
+    """The preloadable library, in llama.cpp's tools folder (compiled once, with the C compiler)."""
+    lib = llama_cpp_tools.home() / "qrun_drain_log.so"
+    if not lib.is_file():
+        lib.parent.mkdir(parents=True, exist_ok=True)
+        src, part = lib.with_suffix(f".{os.getpid()}.c"), lib.with_suffix(f".{os.getpid()}.so")
+        src.write_text(_DRAIN_C.replace("DRAIN_US", str(int(DRAIN_S * 1e6))))
+        subprocess.run([os.environ.get("CC", "cc"), "-shared", "-fPIC", "-O2", "-o", str(part), str(src)], check=True)
+        os.replace(part, lib)  # whole, even with another job compiling it too
+        src.unlink()
+    return lib
+
+
 def _run(cmd: List[str]) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ, LD_PRELOAD=str(_drain_library()))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}{proc.stdout[-3000:]}")
     return proc.stdout + proc.stderr

@@ -26,4 +26,5 @@ def test_runner_equals_llama_perplexity_within_one_percent(tiny_model_dir, cache
     assert tokens["chunks"] == 8
     for name, (ours, theirs) in results.items():
         for label, metric, line in parity.COMPARED:
-            assert ours[metric] == pytest.approx(theirs[line], rel=0.01), (name, label, ours[metric], theirs[line])
+            # within 1 %, or within the last digit llama-perplexity prints (the tiny q8_0's KLD is 0.000014)
+            assert parity.within(ours[metric], theirs, line), (name, label, ours[metric], theirs[line])

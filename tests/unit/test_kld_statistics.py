@@ -170,3 +170,24 @@ def test_llama_perplexity_chunks_match_its_protocol():
     )
     assert [w[0] for w in windows] == [list(range(10, 18)), list(range(18, 26))]
     assert [w[2].tolist() for w in windows] == [[15, 16, 17], [23, 24, 25]]
+
+
+def test_the_report_shows_them_in_llama_cpps_words(monkeypatch):
+    from runner.report.data import Row
+    from runner.report.quality_tables import quality_markdown
+
+    q = _quality(monkeypatch)
+    q[M.QUALITY_DP_RMS + "_ci_low"], q[M.QUALITY_DP_RMS + "_ci_high"] = 0.12, 0.14
+    text = quality_markdown([Row("r", "FINISHED", {"format.name": "hand", "eval.protocol": "by hand"}, q)])
+    header, _, row = text.split("\n## KLD by")[0].strip().splitlines()[-3:]
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
+    assert cells["RMS Δp"] == "12.910% ±1.000%"  # √(0.05 / 3), ± half the interval
+    assert cells["same top p"] == "66.7%" and cells["PPL(Q)/PPL(base)"] == "1.0164"
+    assert cells["KLD max"] == "0.097" and cells["Δp mean"] == "-3.333%"
+    # the confidence table: share: mean / median per bucket, the empty buckets a share alone
+    conf = [c.strip() for c in text.split("\n## KLD by")[1].strip().splitlines()[-1].split("|")[2:-1]]
+    assert conf[0] == conf[3] == "0%"  # [0, .25) and [.75, .95): no token
+    assert conf[1].startswith("33%: 0.02877 / 0.02") and conf[2].startswith("33%: 0.09690 / 0.09")
+    assert conf[4] == "33%: 0.00000 / 0.000000"
+    # runs from before the statistics existed: no section
+    assert quality_markdown([Row("old", "FINISHED", {"format.name": "old"}, {M.QUALITY_PPL: 3.0})]) == ""
