@@ -55,7 +55,7 @@ $(OPENVINO_STAMP): requirements/openvino.txt
 	cd /tmp && PYTHONNOUSERSITE=1 $(CURDIR)/$(OPENVINO_VENV)/bin/python -c "from optimum.intel import OVModelForCausalLM; import openvino; print('openvino', openvino.__version__)"
 	touch $@
 
-.PHONY: venv venv-gpu venv-vllm venv-openvino llama-server run test test-all lint coverage ui clean chromium slurm
+.PHONY: venv venv-gpu venv-vllm venv-openvino llama-server llama-perplexity run test test-all lint coverage ui clean chromium slurm
 venv: $(STAMP)
 venv-vllm: $(VLLM_STAMP)
 venv-openvino: $(OPENVINO_STAMP)
@@ -108,6 +108,11 @@ LLAMA_CPP_JOBS ?= 2
 llama-server: $(STAMP)
 	$(BIN)/python -m runner.system.llama_cpp_tools --jobs $(LLAMA_CPP_JOBS) llama-server
 
+# llama.cpp's own `llama-perplexity`, from the same sources: what the runner's quality numbers are checked against
+# (timings/llama_perplexity_ratio.py and its slow test); a few minutes on top of llama-server's objects.
+llama-perplexity: $(STAMP)
+	$(BIN)/python -m runner.system.llama_cpp_tools --jobs $(LLAMA_CPP_JOBS) llama-perplexity
+
 # The default sweep on the embedded default, offline, ending in a comparison table.
 run: $(STAMP)
 	$(BIN)/qrun -m experiment=cpu_default deployment=cpu_local_1user
@@ -118,7 +123,7 @@ test: $(STAMP)
 	$(PYTEST) -m "not slow" tests/unit tests/integration
 
 # Everything (what CI runs): a test whose prerequisite is missing fails here instead of skipping (QRUN_TEST_ALL).
-test-all: $(STAMP) $(VLLM_STAMP) $(OPENVINO_STAMP) $(CHROMIUM) slurm llama-server
+test-all: $(STAMP) $(VLLM_STAMP) $(OPENVINO_STAMP) $(CHROMIUM) slurm llama-server llama-perplexity
 	QRUN_TEST_ALL=1 $(PYTEST) tests
 
 # Style and types: ruff's lint and formatter over the code, mypy over the typed core ([tool.mypy] files).

@@ -16,7 +16,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 Display = Union[str, Callable[[float], str]]
 DIRECTIONS = ("higher", "lower", "neither")
-TABLES = ("summary", "report")
+TABLES = ("summary", "report", "quality", "confidence")  # quality, confidence: qrun-report's distribution tables
 CI_SUFFIXES = ("_ci_low", "_ci_high")
 
 # producers: the stage or benchmark kind that logs a metric
@@ -43,6 +43,42 @@ QUALITY_KLD_KERNEL_GAP = "quality/kld_kernel_gap"
 QUALITY_PPL_DEQUANT = "quality/ppl_dequant"
 QUALITY_PPL_DELTA_PCT_DEQUANT = "quality/ppl_delta_pct_dequant"
 QUALITY_TOP1_AGREE_DEQUANT = "quality/top1_agree_dequant"
+# llama.cpp's and exllamav3's statistics of the per-token losses (runner/quality/distribution.py)
+QUALITY_PPL_RATIO = "quality/ppl_ratio"
+QUALITY_KLD_P50 = "quality/kld_p50"
+QUALITY_KLD_P90 = "quality/kld_p90"
+QUALITY_KLD_P99_9 = "quality/kld_p99_9"
+QUALITY_KLD_MAX = "quality/kld_max"
+QUALITY_DP = "quality/dp"  # a family's base: Δp, the change in the probability of the correct token
+QUALITY_DP_MEAN = "quality/dp_mean"
+QUALITY_DP_RMS = "quality/dp_rms"
+QUALITY_DP_MIN = "quality/dp_min"
+QUALITY_DP_P01 = "quality/dp_p01"
+QUALITY_DP_P05 = "quality/dp_p05"
+QUALITY_DP_P50 = "quality/dp_p50"
+QUALITY_DP_P95 = "quality/dp_p95"
+QUALITY_DP_P99 = "quality/dp_p99"
+QUALITY_DP_MAX = "quality/dp_max"
+QUALITY_KLD_CONF00_25 = "quality/kld_conf00_25"  # families' bases: KLD of the tokens whose baseline top-1 p is in
+QUALITY_KLD_CONF25_50 = "quality/kld_conf25_50"  # [lo, hi) (exllamav3's buckets): _share, _mean, _p50
+QUALITY_KLD_CONF50_75 = "quality/kld_conf50_75"
+QUALITY_KLD_CONF75_95 = "quality/kld_conf75_95"
+QUALITY_KLD_CONF95_100 = "quality/kld_conf95_100"
+QUALITY_KLD_CONF00_25_SHARE, QUALITY_KLD_CONF00_25_MEAN, QUALITY_KLD_CONF00_25_P50 = (
+    f"{QUALITY_KLD_CONF00_25}_{s}" for s in ("share", "mean", "p50")
+)
+QUALITY_KLD_CONF25_50_SHARE, QUALITY_KLD_CONF25_50_MEAN, QUALITY_KLD_CONF25_50_P50 = (
+    f"{QUALITY_KLD_CONF25_50}_{s}" for s in ("share", "mean", "p50")
+)
+QUALITY_KLD_CONF50_75_SHARE, QUALITY_KLD_CONF50_75_MEAN, QUALITY_KLD_CONF50_75_P50 = (
+    f"{QUALITY_KLD_CONF50_75}_{s}" for s in ("share", "mean", "p50")
+)
+QUALITY_KLD_CONF75_95_SHARE, QUALITY_KLD_CONF75_95_MEAN, QUALITY_KLD_CONF75_95_P50 = (
+    f"{QUALITY_KLD_CONF75_95}_{s}" for s in ("share", "mean", "p50")
+)
+QUALITY_KLD_CONF95_100_SHARE, QUALITY_KLD_CONF95_100_MEAN, QUALITY_KLD_CONF95_100_P50 = (
+    f"{QUALITY_KLD_CONF95_100}_{s}" for s in ("share", "mean", "p50")
+)
 # perf/
 PERF_PEAK_RSS_BYTES = "perf/peak_rss_bytes"
 PERF_PREFILL_TOK_S = "perf/prefill_tok_s"
@@ -492,6 +528,103 @@ declare(  # spread of the offline speeds over the benchmark's repeats (the metri
         "the quality intervals' bootstrap (part of time/evaluate_s)",
     ),
 )
+
+
+def _pp(v: float) -> str:  # a probability change in percentage points, as llama.cpp prints Δp
+    return f"{100 * v:+.3f}%"
+
+
+def _pp_unsigned(v: float) -> str:
+    return f"{100 * v:.3f}%"
+
+
+# llama.cpp's `llama-perplexity --kl-divergence` statistics and exllamav3's KLD by the baseline's confidence, on the
+# same tokens as quality/kld_mean (runner/quality/distribution.py); percentiles from fixed bins, within 2.33 %.
+# qrun-report shows them in its "quality" and "confidence" tables; llama.cpp's "Same top p" is quality/top1_agree.
+QD = ("quality",)
+KLD_QUANTILES = {  # metric -> quantile of the per-token KLD
+    QUALITY_KLD_P50: 0.5,
+    QUALITY_KLD_P90: 0.9,
+    QUALITY_KLD_P99: 0.99,
+    QUALITY_KLD_P99_9: 0.999,
+    QUALITY_KLD_MAX: 1.0,
+}
+DP_QUANTILES = {  # metric -> quantile of the per-token Δp
+    QUALITY_DP_MIN: 0.0,
+    QUALITY_DP_P01: 0.01,
+    QUALITY_DP_P05: 0.05,
+    QUALITY_DP_P50: 0.5,
+    QUALITY_DP_P95: 0.95,
+    QUALITY_DP_P99: 0.99,
+    QUALITY_DP_MAX: 1.0,
+}
+CONFIDENCE_BUCKETS = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 0.95), (0.95, 1.0))
+
+
+def kld_by_confidence(lo: float, hi: float, stat: str) -> str:
+    """quality/kld_conf<lo>_<hi>_<stat> (lo, hi: the bucket's edges of the baseline's top-1 probability)."""
+    return member(f"quality/kld_conf{round(100 * lo):02d}_{round(100 * hi)}", stat)
+
+
+declare(
+    Metric(
+        QUALITY_PPL_RATIO,
+        "x",
+        "lower",
+        "{:.4f}",
+        "PPL(Q)/PPL(base)",
+        EVALUATE,
+        QD,
+        "ppl / the baseline's ppl on the same tokens (llama.cpp's Mean PPL(Q)/PPL(base)); interval: paired bootstrap",
+    ),
+    Metric(QUALITY_KLD_P50, "nats", "lower", "{:.6f}", "KLD median", EVALUATE, QD, "median of per-token KLD"),
+    Metric(QUALITY_KLD_P90, "nats", "lower", "{:.5f}", "KLD p90", EVALUATE, QD, "90th percentile of per-token KLD"),
+    Metric(
+        QUALITY_KLD_P99_9, "nats", "lower", "{:.4f}", "KLD p99.9", EVALUATE, QD, "99.9th percentile of per-token KLD"
+    ),
+    Metric(QUALITY_KLD_MAX, "nats", "lower", "{:.3f}", "KLD max", EVALUATE, QD, "largest per-token KLD"),
+    Metric(
+        QUALITY_DP_RMS,
+        "share",
+        "lower",
+        _pp_unsigned,
+        "RMS Δp",
+        EVALUATE,
+        QD,
+        "root mean square of Δp (llama.cpp's RMS Δp); interval: bootstrap over windows",
+    ),
+    *family(
+        QUALITY_DP,
+        "share",
+        "neither",
+        _pp,
+        "Δp {}",
+        EVALUATE,
+        stats=("mean", "min", "p01", "p05", "p50", "p95", "p99", "max"),
+        tables={s: QD for s in ("mean", "p01", "p50", "p99")},
+        help="Δp: p(correct token) under the format - under the baseline, per token",
+    ),
+    *[
+        Metric(
+            f"quality/kld_conf{round(100 * lo):02d}_{round(100 * hi)}_{stat}",
+            unit,
+            "neither",
+            display,
+            f"p {lo:.2f}-{hi:.2f} {header}",
+            EVALUATE,
+            ("confidence",),
+            f"tokens whose baseline top-1 probability is in [{lo}, {hi}{']' if hi == 1.0 else ')'}: {what}",
+        )
+        for lo, hi in CONFIDENCE_BUCKETS
+        for stat, unit, display, header, what in (
+            ("share", "share", _pct, "share", "their share of the scored tokens"),
+            ("mean", "nats", "{:.5f}", "KLD", "their mean KLD"),
+            ("p50", "nats", "{:.6f}", "KLD median", "their median KLD"),
+        )
+    ],
+)
+
+
 TASKS = "tasks"  # stage: lm-eval task accuracy (runner/tasks), one family per task eval.tasks may name
 # task/<name>/<stat>, compared item by item with the eval.baseline preset's answers (runner/stats/items.py): paired
 # bootstrap intervals over the items

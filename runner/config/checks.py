@@ -12,9 +12,11 @@ from runner.errors import UserError
 from runner.paths import options
 from runner.system.environment import usable_cores
 
-# The cached baseline reference holds n_tokens x kld_topk x 8 bytes (16 384 x 1024 x 8 = 128 MiB at
-# this cap); past a few hundred tokens the tail holds almost no mass, so more only costs memory.
-MAX_KLD_TOPK = 1024
+# The cached baseline reference holds n_scored x kld_topk x 8 bytes (16 384 x 16 384 x 8 = 2 GiB at this cap). The
+# tail past a few hundred tokens holds little mass, but merging it into one bucket loses its divergence: on SmolLM2
+# top-1024 keeps 95-97 % of the full-vocabulary KLD, top-8192 99.6 % (docs/measurements.md, parity).
+MAX_KLD_TOPK = 16384
+EVAL_WINDOWS = ("sliding", "llama_perplexity")  # runner/quality/stream.py iter_windows
 BENCHMARK_KINDS = ("offline", "serving")  # one stream through the engine | a real server under concurrent load
 # The load generator's bounds: a load is finite, and aimed at this machine only
 MAX_REQUESTS = 10_000
@@ -163,6 +165,20 @@ def check_eval(ev, device: str = "cpu") -> None:
             "eval.stride",
             f"{ev.stride} is outside 1..eval.ctx_len ({ev.ctx_len})",
             "set eval.stride to eval.ctx_len for disjoint windows",
+        )
+    if ev.windows not in EVAL_WINDOWS:
+        raise UserError("eval.windows", f"unknown windows '{ev.windows}'", f"use one of {' or '.join(EVAL_WINDOWS)}")
+    if ev.windows == "llama_perplexity" and ev.stride != ev.ctx_len:
+        raise UserError(
+            "eval.stride",
+            f"{ev.stride}: eval.windows=llama_perplexity scores disjoint chunks of eval.ctx_len ({ev.ctx_len})",
+            f"set eval.stride={ev.ctx_len}",
+        )
+    if ev.windows == "llama_perplexity" and ev.ctx_len < 4:
+        raise UserError(
+            "eval.ctx_len",
+            f"{ev.ctx_len}: eval.windows=llama_perplexity scores the second half of each chunk but its last token",
+            "set eval.ctx_len to 4 or more (llama-perplexity's default is 512)",
         )
     check_noise_floor(ev, device)
     if not 1 <= ev.kld_topk <= MAX_KLD_TOPK:

@@ -67,6 +67,9 @@ class EvalConfig:
     n_tokens: int = 16384  # length of the fixed token stream
     ctx_len: int = 512
     stride: int = 512  # == ctx_len: disjoint windows; < ctx_len: overlapping, each token scored once
+    # sliding: every token scored once (windows above) | llama_perplexity: llama.cpp's `llama-perplexity` chunks,
+    # disjoint windows of ctx_len (stride == ctx_len) whose first half is context only (runner/quality/stream.py)
+    windows: str = "sliding"
     # prepend BOS to every window (then every text token is scored); null: what the model does (GGUF metadata or
     # tokenizer)
     add_bos: Optional[bool] = None

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from runner.cache import Cache
 from runner.engines import get_engine
 from runner.quality import scoring as M
-from runner.quality.stream import TokenStream, iter_windows, uses_bos
+from runner.quality.stream import TokenStream, iter_windows, uses_bos, windows_key
 
 
 @dataclass
@@ -70,6 +70,7 @@ def reference(
         eval_cfg.stride,
         uses_bos(stream, eval_cfg),
         eval_cfg.kld_topk,
+        *windows_key(eval_cfg),
     )
 
     def build(folder):

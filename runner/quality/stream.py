@@ -49,7 +49,7 @@ def protocol(eval_cfg, stream: TokenStream) -> Dict[str, object]:
     """Everything that makes two perplexities comparable; logged as params."""
     return {
         **stream_params(stream),
-        "eval.protocol": "token-level NLL, sliding windows",
+        "eval.protocol": PROTOCOLS[getattr(eval_cfg, "windows", "sliding")],
         "eval.ctx_len": eval_cfg.ctx_len,
         "eval.stride": eval_cfg.stride,
         "eval.n_tokens": len(stream.ids),
@@ -61,6 +61,19 @@ def protocol(eval_cfg, stream: TokenStream) -> Dict[str, object]:
         "eval.baseline": eval_cfg.baseline,
         "eval.n_scored": sum(len(t) for _, t, _ in iter_windows(stream, eval_cfg)),
     }
+
+
+PROTOCOLS = {  # eval.windows -> what the eval.protocol param says
+    "sliding": "token-level NLL, sliding windows",
+    "llama_perplexity": "token-level NLL, llama-perplexity chunks (disjoint, first half context only)",
+}
+
+
+def windows_key(eval_cfg) -> List[str]:
+    """The protocol's part of a cache key: nothing for the sliding windows, so keys made before there was a choice
+    (cached references and evaluations) stay valid."""
+    name = getattr(eval_cfg, "windows", "sliding")
+    return [] if name == "sliding" else [name]
 
 
 def token_stream(model, eval_cfg, cache: Cache) -> TokenStream:
@@ -122,6 +135,9 @@ def iter_windows(stream: TokenStream, eval_cfg) -> Iterator[Tuple[List[int], np.
     once, by the first window that sees it with context. With add_bos, BOS is prepended to every
     window so its first text token is scored too.
     """
+    if getattr(eval_cfg, "windows", "sliding") == "llama_perplexity":
+        yield from _chunks(stream, eval_cfg)
+        return
     n, ctx, stride = len(stream.ids), eval_cfg.ctx_len, eval_cfg.stride
     if ctx < 2 or stride < 1 or stride > ctx:
         raise UserError(
@@ -144,3 +160,25 @@ def iter_windows(stream: TokenStream, eval_cfg) -> Iterator[Tuple[List[int], np.
         if end >= n:
             return
         start += stride
+
+
+def _chunks(stream: TokenStream, eval_cfg) -> Iterator[Tuple[List[int], np.ndarray, np.ndarray]]:
+    """llama.cpp's `llama-perplexity` protocol (tools/perplexity/perplexity.cpp, perplexity() and kl_divergence()).
+
+    It tokenizes the text with BOS first (where the vocab adds one), cuts the ids into disjoint chunks of n_ctx,
+    writes BOS over each chunk's first id, runs the chunk, and scores only the logits at positions n_ctx/2 .. n_ctx-2
+    (the first half is context; the last position's prediction falls outside the chunk); an incomplete last chunk is
+    dropped. On the stream's ids (no BOS) that is: window c is [BOS] + ids[c*n : c*n + n - 1] (or ids[c*n : c*n + n]
+    without BOS), one text token between chunks is never seen.
+    """
+    ids, ctx = stream.ids, eval_cfg.ctx_len
+    bos = uses_bos(stream, eval_cfg)
+    first = ctx // 2
+    rows = np.arange(first, ctx - 1)
+    for c in range((len(ids) + bos) // ctx):
+        if bos:
+            text = ids[c * ctx : c * ctx + ctx - 1]
+            yield [stream.bos_id] + text.tolist(), rows, text[rows]  # input position r + 1 holds text[r]
+        else:
+            text = ids[c * ctx : c * ctx + ctx]
+            yield text.tolist(), rows, text[rows + 1]

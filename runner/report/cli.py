@@ -1,6 +1,6 @@
 """`qrun-report`: the comparison table, plots and a recommendation, read back from MLflow.
 
-qrun-report                                   # the latest sweep: Markdown table + CSV + PNGs
+qrun-report                                   # the latest sweep: Markdown tables (+ quality.md) + CSV + PNGs
 qrun-report --sweep <parent run id> --out reports/
 qrun-report --all                             # the newest finished run of every job
 qrun-report recommend --hardware rtx3090x2 --max-latency-p95 3 --min-throughput 100
@@ -20,6 +20,7 @@ from runner.errors import UserError
 from runner.report import floor, ties
 from runner.report.columns import REPORT, cells, used, with_floor, with_tasks
 from runner.report.data import Row, load_rows
+from runner.report.quality_tables import quality_markdown
 from runner.report.recommend import Constraints, recommend
 
 
@@ -60,6 +61,10 @@ def write_report(
     files = [out / "table.md", out / "table.csv"]
     files[0].write_text(markdown(rows) + "\n")
     files[1].write_text(csv_text(rows))
+    quality = quality_markdown(rows)
+    if quality:
+        files.append(out / "quality.md")
+        files[-1].write_text(quality)
     for plot in (pareto_plot, speed_plot, throughput_plot):
         path = plot(rows, out)
         if path:
@@ -158,6 +163,9 @@ def _run(args) -> int:
         raise UserError("--sweep", "the selected sweep has no runs", "pick another sweep or pass --all")
     if args.command == "table":
         print(markdown(rows))
+        quality = quality_markdown(rows)
+        if quality:
+            print("\n" + quality, end="")
         out = Path(args.out or Path("reports") / (parent or "all"))
         files = write_report(rows, out)
         print(f"\nwrote {', '.join(str(f) for f in files)}")

@@ -8,7 +8,7 @@ builds both on first use, evaluates the job's artifact on the job's engine, logs
 import gc
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -21,17 +21,18 @@ from runner.engines import get_engine
 from runner.metrics import (
     QUALITY_BASELINE_PPL,
     QUALITY_KLD_MEAN,
-    QUALITY_KLD_P99,
     QUALITY_PPL,
     QUALITY_PPL_DELTA_PCT,
+    QUALITY_PPL_RATIO,
     QUALITY_TOP1_AGREE,
     TIME_BOOTSTRAP_S,
     TIME_EVALUATE_S,
 )
 from runner.paths import WINDOW_SUMS_ARTIFACT
 from runner.quality import scoring as M
+from runner.quality.distribution import TokenDistribution, delta_p
 from runner.quality.reference import Reference, baseline_reference
-from runner.quality.stream import TokenStream, iter_windows, protocol, uses_bos
+from runner.quality.stream import TokenStream, iter_windows, protocol, uses_bos, windows_key
 from runner.stages import StageContext, StageResult
 from runner.stats.bootstrap import WindowSums, quality_intervals
 from runner.system.environment import code_identity
@@ -85,6 +86,7 @@ def _scored(ctx: StageContext, stream: TokenStream, ref: Reference) -> Tuple[Dic
         cfg.eval.stride,
         uses_bos(stream, cfg.eval),
         cfg.eval.kld_topk,
+        *windows_key(cfg.eval),
         bootstrap_settings(cfg.eval),
         ref.artifact_key,
         ref.engine,
@@ -117,11 +119,23 @@ def window_sizes(stream: TokenStream, eval_cfg) -> list:
 
 @dataclass
 class PerToken:
-    """Per-window arrays of one engine's run: NLL, KLD vs the reference, top-1 agreement."""
+    """Per-window arrays of one engine's run: NLL, KLD vs the reference, top-1 agreement, Δp; and the distribution of
+    KLD and Δp, accumulated window by window (percentiles without sorting every token)."""
 
     nll: List[np.ndarray]
     kld: List[np.ndarray]
     agree: List[np.ndarray]
+    dp: List[np.ndarray] = field(default_factory=list)
+    dist: TokenDistribution = field(default_factory=TokenDistribution)
+
+    def add(self, nll: np.ndarray, kld: np.ndarray, agree: np.ndarray, ref: Reference, sl: slice) -> None:
+        """One window's tokens, at `sl` of the reference's scored tokens."""
+        dp = delta_p(nll, ref.nll[sl])
+        self.nll.append(nll)
+        self.kld.append(kld)
+        self.agree.append(agree)
+        self.dp.append(dp)
+        self.dist.add(kld, dp, np.exp(ref.top_logprobs[sl, 0].astype(np.float64)))
 
     def flat(self, name: str) -> np.ndarray:
         return np.concatenate(getattr(self, name))
@@ -147,9 +161,8 @@ def per_token(
         ):
             lp = lp[rows]
             sl = slice(pos, pos + len(rows))
-            out.nll.append(M.token_nll(lp, targets))
-            out.kld.append(M.kld_topk(ref.top_ids[sl], ref.top_logprobs[sl], lp))
-            out.agree.append(M.top1_agreement(ref.top_ids[sl, 0], lp))
+            kld = M.kld_topk(ref.top_ids[sl], ref.top_logprobs[sl], lp)
+            out.add(M.token_nll(lp, targets), kld, M.top1_agreement(ref.top_ids[sl, 0], lp), ref, sl)
             pos += len(rows)
     finally:
         scored.close()  # stops and waits for windows still being scored before the model goes
@@ -163,24 +176,28 @@ def evaluate(
 ) -> Tuple[Dict[str, float], WindowSums]:
     """Quality of `artifact` run on `engine` (the job's format.engine, never the artifact's first user's), and the
     per-window sums behind its intervals (the run's artifact: the report compares two formats on them)."""
+    sizes = window_sizes(stream, eval_cfg)
     if artifact.manifest["key"] == ref.artifact_key and engine == ref.engine:  # the baseline itself
-        nll = ref.nll
-        kld, agree = np.zeros_like(nll), np.ones(len(nll), dtype=bool)
+        scored = PerToken([], [], [])
+        for sl in (slice(a, a + n) for a, n in zip(np.cumsum([0, *sizes[:-1]]), sizes)):
+            n = sl.stop - sl.start
+            scored.add(ref.nll[sl], np.zeros(n), np.ones(n, dtype=bool), ref, sl)
     else:
         scored = per_token(artifact, model, eval_cfg, stream, ref, hardware, engine, "evaluate")
-        nll, kld, agree = scored.flat("nll"), scored.flat("kld"), scored.flat("agree")
+    nll, kld, agree, dp = (scored.flat(name) for name in ("nll", "kld", "agree", "dp"))
     ppl = M.perplexity(nll)
     quality = {
         QUALITY_PPL: ppl,
         QUALITY_BASELINE_PPL: ref.ppl,
         QUALITY_PPL_DELTA_PCT: 100.0 * (ppl / ref.ppl - 1.0),
+        QUALITY_PPL_RATIO: ppl / ref.ppl,
         QUALITY_KLD_MEAN: float(np.mean(kld)),
-        QUALITY_KLD_P99: float(np.percentile(kld, 99)),
         QUALITY_TOP1_AGREE: float(np.mean(agree)),
+        **scored.dist.metrics(),  # KLD percentiles (quality/kld_p99 among them), Δp, KLD by baseline confidence
     }
     start = time.perf_counter()
     resamples, seed = bootstrap_settings(eval_cfg)
-    sums = WindowSums.from_tokens(window_sizes(stream, eval_cfg), nll, kld, agree, ref.nll)
+    sums = WindowSums.from_tokens(sizes, nll, kld, agree, ref.nll, dp)
     sums.resamples, sums.seed = resamples, seed
     quality.update(quality_intervals(sums, resamples, seed))
     quality[TIME_BOOTSTRAP_S] = time.perf_counter() - start

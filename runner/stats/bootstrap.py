@@ -3,7 +3,8 @@
 The unit resampled is the scoring window (runner/quality/stream.py iter_windows): each scored token
 belongs to exactly one window, and the baseline and the format are scored on the same windows, so
 one resample of window indices is applied to both (a paired bootstrap). Per window, the inputs are
-sums already computed by evaluate: NLL, token count, KLD, top-1 agreements, and the baseline's NLL.
+sums already computed by evaluate: NLL, token count, KLD, top-1 agreements, the baseline's NLL, and Δp and Δp²
+(RMS Δp = √(sum Δp² / sum tokens)).
 Ratios are taken of resampled sums (ppl = exp(sum nll / sum tokens)), so windows of unequal length
 weigh as their tokens do. The one bootstrap of the runner: evaluate's intervals (quality_intervals),
 dequant_check's (window_mean_interval) and the report's difference of two formats (paired_difference)
@@ -33,11 +34,19 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from runner.metrics import QUALITY_KLD_MEAN, QUALITY_PPL, QUALITY_PPL_DELTA_PCT, QUALITY_TOP1_AGREE
+from runner.metrics import (
+    QUALITY_DP_MEAN,
+    QUALITY_DP_RMS,
+    QUALITY_KLD_MEAN,
+    QUALITY_PPL,
+    QUALITY_PPL_DELTA_PCT,
+    QUALITY_PPL_RATIO,
+    QUALITY_TOP1_AGREE,
+)
 
 LEVEL = 0.95  # the metric names say "_ci_"; the summary's legend says 95 %
-FIELDS = ("tokens", "nll", "kld", "agree", "baseline_nll")
-FORMAT_VERSION = 1  # of the window_sums.json artifact
+FIELDS = ("tokens", "nll", "kld", "agree", "baseline_nll", "dp", "dp2")
+FORMAT_VERSION = 2  # of the window_sums.json artifact (1: without dp, dp2, read with them unknown)
 
 
 @dataclass
@@ -55,12 +64,20 @@ class WindowSums:
     protocol: Dict[str, str] = field(default_factory=dict)
     resamples: int = 0
     seed: int = 0
+    dp: Optional[np.ndarray] = None  # Δp: p(correct token) under the format - under the baseline; None: unknown
+    dp2: Optional[np.ndarray] = None  # Δp²
+
+    def __post_init__(self):
+        for name in ("dp", "dp2"):  # not recorded (an older run's file): NaN, so no statistic of it passes for real
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(len(self.tokens), np.nan))
 
     @classmethod
-    def from_tokens(cls, sizes, nll, kld, agree, baseline_nll) -> "WindowSums":
+    def from_tokens(cls, sizes, nll, kld, agree, baseline_nll, dp=None) -> "WindowSums":
         """Sum per-token arrays over consecutive windows of `sizes` tokens (the order iter_windows scores them)."""
         sizes = np.asarray(sizes, dtype=np.int64)
-        if not sizes.sum() == len(nll) == len(kld) == len(agree) == len(baseline_nll):
+        dp = np.full(len(nll), np.nan) if dp is None else np.asarray(dp, dtype=np.float64)
+        if not sizes.sum() == len(nll) == len(kld) == len(agree) == len(baseline_nll) == len(dp):
             raise ValueError(
                 f"window sizes sum to {sizes.sum()}; per-token lengths {len(nll)}, {len(kld)}, "
                 f"{len(agree)}, baseline {len(baseline_nll)}: not the same windows"
@@ -71,6 +88,8 @@ class WindowSums:
             window_sums(sizes, kld),
             window_sums(sizes, agree),
             window_sums(sizes, baseline_nll),
+            dp=window_sums(sizes, dp),
+            dp2=window_sums(sizes, np.square(dp)),
         )
 
     def to_json(self) -> str:
@@ -81,9 +100,9 @@ class WindowSums:
     @classmethod
     def from_json(cls, text: str) -> "WindowSums":
         d = json.loads(text)
-        if d.get("version") != FORMAT_VERSION:
-            raise ValueError(f"window sums of version {d.get('version')}, this runner reads {FORMAT_VERSION}")
-        arrays = {f: np.asarray(d[f], dtype=np.float64) for f in FIELDS}
+        if d.get("version") not in (1, FORMAT_VERSION):
+            raise ValueError(f"window sums of version {d.get('version')}, this runner reads 1 and {FORMAT_VERSION}")
+        arrays = {f: np.asarray(d[f], dtype=np.float64) for f in FIELDS if f in d}  # version 1: no dp, dp2
         return cls(**arrays, protocol=d["protocol"], resamples=int(d["resamples"]), seed=int(d["seed"]))
 
     def pairs_with(self, other: "WindowSums") -> bool:
@@ -109,6 +128,9 @@ STATISTICS: Dict[str, Callable[[Dict[str, np.ndarray]], np.ndarray]] = {
     QUALITY_PPL_DELTA_PCT: lambda s: 100.0 * np.expm1((s["nll"] - s["baseline_nll"]) / s["tokens"]),
     QUALITY_KLD_MEAN: lambda s: s["kld"] / s["tokens"],
     QUALITY_TOP1_AGREE: lambda s: s["agree"] / s["tokens"],
+    QUALITY_PPL_RATIO: lambda s: np.exp((s["nll"] - s["baseline_nll"]) / s["tokens"]),
+    QUALITY_DP_MEAN: lambda s: s["dp"] / s["tokens"],
+    QUALITY_DP_RMS: lambda s: np.sqrt(s["dp2"] / s["tokens"]),
 }
 
 
@@ -163,16 +185,18 @@ def window_mean_interval(per_window: Sequence[np.ndarray], resamples: int, seed:
 
 
 def quality_intervals(w: WindowSums, resamples: int, seed: int) -> Dict[str, float]:
-    """95 % intervals of ppl, Δppl % (paired with the baseline), KLD mean and top-1 agreement, as
-    `<metric>_ci_low/_high`. Empty when there are fewer than 2 windows (no spread to resample) or resamples is 0.
-    """
+    """95 % intervals of ppl, Δppl % and the ppl ratio (paired with the baseline), KLD mean, top-1 agreement, and Δp's
+    mean and RMS, as `<metric>_ci_low/_high`. Empty when there are fewer than 2 windows (no spread to resample) or
+    resamples is 0; none for a statistic of sums not recorded (Δp in an older run's sums)."""
     n = len(w.tokens)
     if n < 2 or resamples < 1:
         return {}
     s = w.resampled(resample_counts(n, resamples, seed))
     out = {}
     for name, statistic in STATISTICS.items():
-        out[name + "_ci_low"], out[name + "_ci_high"] = percentile_interval(statistic(s), n)
+        values = statistic(s)
+        if np.all(np.isfinite(values)):
+            out[name + "_ci_low"], out[name + "_ci_high"] = percentile_interval(values, n)
     return out
 
 

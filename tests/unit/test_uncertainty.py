@@ -20,7 +20,7 @@ from runner.stages.benchmark import speed_spread
 from runner.stages.evaluate import evaluate
 from runner.stats.bootstrap import WindowSums, quality_intervals, resample_counts
 
-CI = ("quality/ppl", "quality/ppl_delta_pct", "quality/kld_mean", "quality/top1_agree")
+CI = ("quality/ppl", "quality/ppl_delta_pct", "quality/kld_mean", "quality/top1_agree", "quality/ppl_ratio")
 
 
 def sums(nll, tokens, kld=None, agree=None, base=None):

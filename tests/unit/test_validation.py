@@ -50,6 +50,9 @@ CASES = [
     (["eval.stride=1024"], "eval.stride"),  # > ctx_len: tokens between windows would never be scored
     (["eval.kld_topk=0"], "eval.kld_topk"),
     ([f"eval.kld_topk={MAX_KLD_TOPK + 1}"], "eval.kld_topk"),
+    (["eval.windows=chunks"], "eval.windows"),
+    (["eval=llama_perplexity", "eval.stride=256"], "eval.stride"),  # llama-perplexity's chunks are disjoint
+    (["eval=llama_perplexity", "eval.ctx_len=3", "eval.stride=3"], "eval.ctx_len"),  # nothing left to score
     (["benchmark.kind=batch"], "benchmark.kind"),
     (["benchmark.prompt_tokens=0"], "benchmark.prompt_tokens"),
     (["eval.n_tokens=512", "benchmark.prompt_tokens=1024"], "benchmark.prompt_tokens"),
