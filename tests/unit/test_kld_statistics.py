@@ -33,7 +33,7 @@ class _Engine:
 
     NAME = "fake"
 
-    def load(self, artifact, model, hardware):
+    def load(self, artifact, model, hardware, context_tokens=None):
         def logprobs(inputs):
             assert len(inputs) == 4
             return np.log(np.vstack([FORMAT_P, np.full(4, 0.25)])).astype(np.float32)
