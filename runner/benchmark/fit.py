@@ -317,11 +317,14 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
+# A fact of the machine, not of a cache's contents (its key names the interpreter, the libraries and the CPU): kept
+# per user beside llama.cpp's tool builds, so fresh caches (and every test's) do not measure it again.
+RUNTIME_MEMO = Path.home() / ".cache" / "qrun" / "fit_runtime.json"
+
+
 def runtime_memo(cfg, base_config: dict) -> Callable[[str], Optional[int]]:
-    """empty_process_bytes memoized in the cache folder (shared by the jobs of a sweep, and later sweeps)."""
-    folder = Path(cfg.cache.dir).expanduser() if cfg.get("cache") and cfg.cache.get("dir") else None
-    memo = folder / "fit_runtime.json" if folder else None
-    return lambda engine: empty_process_bytes(engine, base_config, memo)
+    """empty_process_bytes memoized per machine (RUNTIME_MEMO)."""
+    return lambda engine: empty_process_bytes(engine, base_config, RUNTIME_MEMO)
 
 
 def preflight(cfg, base_config: dict) -> Optional[FitEstimate]:
