@@ -195,8 +195,12 @@ SERVER_RULE = "runner.benchmark.servers:configured_server"
 
 
 def deployed_server(*, _root_) -> Optional[str]:
-    """${deployed_server:}: the server the job's serving benchmark starts (SERVER_RULE on the whole config)."""
+    """${deployed_server:}: the server the job's serving benchmark starts (SERVER_RULE on the whole config); None in a
+    benchmark config standing alone (no job around it to choose from)."""
     import importlib
+
+    if "benchmark" not in _root_ or "format" not in _root_:
+        return None
 
     module, _, function = SERVER_RULE.partition(":")
     return getattr(importlib.import_module(module), function)(_root_)

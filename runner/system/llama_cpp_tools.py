@@ -4,8 +4,9 @@ They are built from the llama.cpp sources vendored in the sdist of the installed
 llama_cpp engine runs), which `make venv` keeps in <venv>/share/qrun/sdists, so no network is needed. The build
 uses GGML_NATIVE=ON, like the venv's llama-cpp-python: such a binary may not run on another CPU, so the build
 folder is keyed by the llama-cpp-python version and a short hash of this CPU's flags, the compiler and, where
-CUDA's compiler `nvcc` is found (on PATH, or under $CUDA_HOME/bin), its version: there the tools are built with
--DGGML_CUDA=ON, so llama-server offloads layers to the GPUs (a CPU-only build would ignore --n-gpu-layers):
+CUDA's compiler `nvcc` is found (on PATH, or under $CUDA_HOME/bin) and the NVIDIA driver is loaded (or
+LLAMA_CPP_CUDA=1 asks for it), its version: there the tools are built with -DGGML_CUDA=ON, so llama-server
+offloads layers to the GPUs (a CPU-only build would ignore --n-gpu-layers):
 
     ~/.cache/qrun/llama.cpp/<version>-<hash>[-cuda]/build/bin/<tool>
 
@@ -62,8 +63,17 @@ def _compiler() -> str:
         return cxx
 
 
+CUDA_ENV = "LLAMA_CPP_CUDA"  # 1: build with CUDA (make venv-gpu sets it), 0: never; unset: where a GPU driver runs
+NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")
+
+
 def nvcc() -> Optional[Path]:
-    """CUDA's compiler: on PATH, else $CUDA_HOME/bin/nvcc; None where this machine has none (a CPU-only build)."""
+    """CUDA's compiler for a CUDA build of the tools; None for a CPU-only build. A machine may carry the CUDA toolkit
+    without a GPU (a CUDA build there would not start: no libcuda), so unless LLAMA_CPP_CUDA=1 asks for it, CUDA is
+    used only where the NVIDIA driver is loaded too. The compiler: on PATH, else $CUDA_HOME/bin/nvcc."""
+    wanted = os.environ.get(CUDA_ENV)
+    if wanted == "0" or (wanted != "1" and not NVIDIA_DRIVER.exists()):
+        return None
     found = shutil.which("nvcc")
     if found:
         return Path(found)

@@ -76,7 +76,7 @@ CONFIG_CASES = [  # (overrides, key, words in the line)
     (["hardware.threads=100000"], "hardware.threads", [f"{CORES} usable core", f"between 1 and {CORES}"]),
     ([f"hardware.threads={CORES + 1}"], "hardware.threads", [f"between 1 and {CORES}"]),
     (["eval.n_tokens=0"], "eval.n_tokens", ["at least 2 tokens"]),
-    (["eval.kld_topk=0"], "eval.kld_topk", ["outside 1..1024"]),
+    (["eval.kld_topk=0"], "eval.kld_topk", ["outside 1..16384"]),
     (["eval.n_tokens=256", "eval.ctx_len=512", "eval.stride=512"], "eval.ctx_len", ["eval.n_tokens=256"]),
 ]
 

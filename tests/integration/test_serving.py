@@ -285,6 +285,8 @@ def test_vllm_server_command(tiny_model_dir):
         "--host": "127.0.0.1",
         "--port": "8123",
         "--tensor-parallel-size": "2",
+        "--data-parallel-size": "1",
+        "--kv-cache-dtype": "auto",
         "--gpu-memory-utilization": str(cfg.hardware.gpu_memory_utilization),
         "--max-model-len": str(32 + 8 + 64),
         "--max-num-seqs": "50",

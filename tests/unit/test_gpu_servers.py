@@ -269,18 +269,28 @@ def test_llama_server_built_without_cuda_is_refused_on_a_gpu_profile(fake_llama_
     spec("hardware=cpu")  # on the CPU it is the right build
 
 
-def test_llama_cpp_tools_build_with_cuda_where_nvcc_exists(tmp_path, monkeypatch):
+def test_llama_cpp_tools_build_with_cuda_where_nvcc_and_a_gpu_driver_exist(tmp_path, monkeypatch):
     from runner.system import llama_cpp_tools as T
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("CUDA_HOME", raising=False)
     monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.delenv(T.CUDA_ENV, raising=False)
+    monkeypatch.setattr(T, "NVIDIA_DRIVER", tmp_path / "driver-version")
     cpu_home = T.home()
     assert "-DGGML_CUDA=ON" not in T.cmake_flags() and not cpu_home.name.endswith("-cuda")
     (tmp_path / "nvcc").write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.8, V12.8.93'\n")
     (tmp_path / "nvcc").chmod(0o755)
+    # the CUDA toolkit on a machine without a GPU driver (a CUDA build would not start there): a CPU build
+    assert "-DGGML_CUDA=ON" not in T.cmake_flags() and T.home() == cpu_home
+    (tmp_path / "driver-version").write_text("NVRM version: 580\n")
     assert T.cmake_flags()[-2:] == ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_COMPILER={tmp_path / 'nvcc'}"]
     assert T.home().name.endswith("-cuda") and T.home() != cpu_home  # its own build folder (the cache key)
+    monkeypatch.setenv(T.CUDA_ENV, "0")
+    assert T.home() == cpu_home
+    (tmp_path / "driver-version").unlink()
+    monkeypatch.setenv(T.CUDA_ENV, "1")  # make venv-gpu asks for it whatever the driver says
+    assert T.home().name.endswith("-cuda")
 
 
 def test_exl2_server_cache_is_slots_times_context_and_weights_split_over_the_profiles_cards(monkeypatch, tmp_path):
