@@ -15,7 +15,6 @@ llama-cpp-python's server reports no per-request timings: its rows carry the run
     python timings/llama_server_ratio.py --threads 2 --rounds 3 model=hf model.id=/my/model
 """
 
-import argparse
 import asyncio
 import json
 import os
@@ -26,21 +25,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from hydra import compose, initialize_config_dir  # noqa: E402
+sys.path.insert(0, str(ROOT / "timings"))
+
+from serving_setup import arguments, served  # noqa: E402
 
 from runner.benchmark.loadgen import run_load, summarize  # noqa: E402
-from runner.benchmark.servers import (  # noqa: E402  # noqa: E402
+from runner.benchmark.servers import (  # noqa: E402
     ServerProcess,
     llama_cpp_server,
     llama_server,
     pick_port,
 )
-from runner.benchmark.serving import make_prompts  # noqa: E402
-from runner.cache import Cache  # noqa: E402
-from runner.config.schema import register_configs  # noqa: E402
-from runner.data.models import resolve_model  # noqa: E402
-from runner.formats.artifacts import quantize  # noqa: E402
-from runner.quality.stream import token_stream  # noqa: E402
 
 SERVERS = {"llama-server": llama_server, "llama-cpp-python": llama_cpp_server}
 
@@ -67,38 +62,11 @@ def per_request(results) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--format", default="gguf_q4_k_m")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--prompt", type=int, default=128)
-    ap.add_argument("--gen", type=int, default=32)
-    ap.add_argument("--requests", type=int, default=8, help="requests per load (one load per users value per round)")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--users", default="1,4")
+    ap = arguments(__doc__, "gguf_q4_k_m")
     ap.add_argument("--servers", default=",".join(SERVERS))
-    ap.add_argument("extra", nargs="*", help="qrun overrides, e.g. model=hf model.id=/my/model")
     args = ap.parse_args()
     users = [int(u) for u in args.users.split(",")]
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=[
-                f"format={args.format}",
-                "benchmark=serving",
-                f"benchmark.prompt_tokens={args.prompt}",
-                f"benchmark.gen_tokens={args.gen}",
-                f"benchmark.concurrency={max(users)}",
-                f"hardware.threads={args.threads}",
-                *args.extra,
-            ],
-        )
-    cache = Cache(Path(os.environ.get("QRUN_CACHE_DIR", ROOT / ".qrun_cache")))
-    model = resolve_model(cfg.model, cache)
-    artifact = quantize(model, cfg.format, cfg.calibration, cfg.hardware, cache)  # cached: found, not rebuilt
-    stream = token_stream(model, cfg.eval, cache)
-    n_all = (1 + args.rounds * len(users)) * args.requests
-    texts, lengths = make_prompts(stream, model.load_tokenizer(), n_all, args.prompt)
+    cfg, model, artifact, texts, lengths = served(args, users, (1 + args.rounds * len(users)) * args.requests)
     print(
         f"{artifact.manifest['format']} {artifact.path}, {args.threads} threads, prompt {args.prompt} tokens, "
         f"gen {args.gen}, {args.requests} requests x {args.rounds} rounds per row; load before: {os.getloadavg()}"

@@ -13,7 +13,6 @@ runner for the times (same reading: >= 0.95 is the runner at most 5 % slower). M
     python timings/vllm_serve_ratio.py --format gptq_int4 --rounds 3 model=hf model.id=/my/model
 """
 
-import argparse
 import asyncio
 import json
 import os
@@ -25,18 +24,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from hydra import compose, initialize_config_dir  # noqa: E402
+sys.path.insert(0, str(ROOT / "timings"))
+
+from serving_setup import arguments, served  # noqa: E402
 
 from runner.benchmark.loadgen import run_load, summarize  # noqa: E402
 from runner.benchmark.servers import ServerProcess, pick_port, vllm_server  # noqa: E402
-from runner.benchmark.serving import make_prompts  # noqa: E402
-from runner.cache import Cache  # noqa: E402
-from runner.config.schema import register_configs  # noqa: E402
-from runner.data.models import resolve_model  # noqa: E402
 from runner.engines.vllm import venv_python  # noqa: E402
-from runner.formats.artifacts import quantize  # noqa: E402
 from runner.metrics import SERVING_THROUGHPUT_TOK_S, SERVING_TPOT_S, SERVING_TTFT_S, member  # noqa: E402
-from runner.quality.stream import token_stream  # noqa: E402
 
 OUT = ROOT / "timings" / "out" / "vllm_serve_ratio"
 
@@ -114,38 +109,11 @@ def vllm_bench(spec, texts, tokenizer_path, users: int, gen: int, tag: str) -> d
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--format", default="bf16")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--prompt", type=int, default=128)
-    ap.add_argument("--gen", type=int, default=32)
-    ap.add_argument("--requests", type=int, default=8, help="requests per load (one load per users value per round)")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--users", default="1,4")
-    ap.add_argument("extra", nargs="*", help="qrun overrides, e.g. model=hf model.id=/my/model")
-    args = ap.parse_args()
+    args = arguments(__doc__, "bf16").parse_args()
     users = [int(u) for u in args.users.split(",")]
     OUT.mkdir(parents=True, exist_ok=True)
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=[
-                f"format={args.format}",
-                "benchmark=serving",
-                f"benchmark.prompt_tokens={args.prompt}",
-                f"benchmark.gen_tokens={args.gen}",
-                f"benchmark.concurrency={max(users)}",
-                f"hardware.threads={args.threads}",
-                *args.extra,
-            ],
-        )
-    cache = Cache(Path(os.environ.get("QRUN_CACHE_DIR", ROOT / ".qrun_cache")))
-    model = resolve_model(cfg.model, cache)
-    artifact = quantize(model, cfg.format, cfg.calibration, cfg.hardware, cache)  # cached: found, not rebuilt
-    stream = token_stream(model, cfg.eval, cache)
     k = args.requests
-    texts, lengths = make_prompts(stream, model.load_tokenizer(), (1 + 2 * args.rounds * len(users)) * k, args.prompt)
+    cfg, model, artifact, texts, lengths = served(args, users, (1 + 2 * args.rounds * len(users)) * args.requests)
     spec = vllm_server.spec(artifact, model, cfg.benchmark, cfg.hardware, "127.0.0.1", pick_port("127.0.0.1", 0))
     print(
         f"{artifact.manifest['format']} {artifact.path}, vLLM {spec.version} {spec.settings}, {args.threads} threads,"
