@@ -43,7 +43,6 @@ class Int8Format(WeightOnlyFormat):
     }
     LIBRARIES = ("torch", "transformers", "torchao", "bitsandbytes", "llmcompressor", "compressed-tensors")
 
-    def weight_bits(
-        self, cfg, base_config=None, tensor_parallel=1
-    ):  # one scale per output row: 16 / row length, < 0.01 bits at LLM widths
+    def weight_bits(self, cfg, base_config=None, tensor_parallel=1):
+        # one scale per output row: 16 / row length, < 0.01 bits at LLM widths
         return self._stored(cfg, 8.0, "int8 per output row")
