@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+from runner.config import model_config
 from runner.metrics import (
     MEMORY_ENGINE_KV_CACHE_TOKENS,
     MEMORY_ENGINE_MAX_CONCURRENCY,
@@ -68,8 +69,8 @@ _config = base_config
 
 
 def checkpoint_dtype(config: dict) -> Optional[str]:
-    dtype = config.get("dtype") or config.get("torch_dtype")
-    return str(dtype).replace("torch.", "") if dtype else None
+    """The dtype config.json declares (runner/config/model_config.py's reading, the one the baseline rule uses)."""
+    return model_config.model_dtype(config)
 
 
 def kv_dtype(engine: str, artifact, hardware, base_config: dict) -> Tuple[str, int]:
